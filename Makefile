@@ -1,0 +1,47 @@
+# sam3dlib: every user-facing job is a target here. Each target creates .venv on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+PROFILE ?= paper
+DATA_DIR ?= data
+SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
+SEEDS ?= 0
+OUT ?= results
+
+.PHONY: setup demo test test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job on the built-in default (Synapse-like phantoms, random or user ViT-B).
+demo: setup
+	$(PY) -m sam3dlib.cli demo --out $(OUT)/demo
+
+## The whole test suite: unit tests and every notebook under nbval.
+test: setup
+	MPLBACKEND=agg $(PY) -m pytest -q --nbval tests notebooks
+
+test-fast: setup
+	MPLBACKEND=agg $(PY) -m pytest -q -m "not slow" tests
+
+lab: setup
+	$(PY) -m pip install -q -e '.[lab]'
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: setup
+	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
+
+reproduce-table%: setup
+	$(PY) -m sam3dlib.cli reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
+		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$*
+
+reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -1,0 +1,36 @@
+"""``sam3d`` command line: one subcommand module per job, each exposing ``register(subparsers)``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Subcommand modules under ``sam3dlib.cli``; each defines ``register(subparsers)``,
+#: which adds its parser and sets ``func`` (returning an exit code).
+COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce")
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sam3d", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, ValueError, PermissionError) as exc:
+        print(f"sam3d {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""`sam3d check-data`: not implemented yet (see the issue tracker)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-data", help="(not implemented yet)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print("sam3d check-data: not implemented yet in this version of sam3dlib", file=sys.stderr)
+    return 1

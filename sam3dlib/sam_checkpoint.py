@@ -1,0 +1,155 @@
+"""Reading official Segment-Anything checkpoints (and MedSAM's) for the image encoder.
+
+An official file (``sam_vit_b_01ec64.pth`` ...) is a plain state dict of the whole SAM
+model; the encoder's tensors are under ``image_encoder.*``. SAM3D builds the encoder at
+the training crop size, so two kinds of tensors are resized, as the paper's code does:
+
+* ``pos_embed`` (1x64x64xE) is interpolated bilinearly (``align_corners=False``) to
+  ``(H/16, W/16)``;
+* in the global-attention blocks, ``rel_pos_h``/``rel_pos_w`` ((2*64-1) x head_dim) are
+  interpolated along their length to ``2*H/16-1`` / ``2*W/16-1``. Windowed blocks keep
+  their 27-entry tables (window 14 is unchanged).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .encoders import ENCODER_CONFIGS, encoder_config
+
+ENCODER_PREFIX = "image_encoder."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is not a usable SAM image-encoder checkpoint."""
+
+
+def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a checkpoint file safely (``weights_only=True``) and return its state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SAM checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with code objects, random bytes...
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch weights file ({type(exc).__name__}: {exc}). "
+            "Is the download complete? Official files: " + ", ".join(_official_names())
+        ) from exc
+    if isinstance(obj, dict) and not any(k.startswith(ENCODER_PREFIX) for k in obj):
+        for wrapper in ("model", "state_dict"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def _official_names() -> list[str]:
+    from .encoders import OFFICIAL_CHECKPOINTS
+
+    return list(OFFICIAL_CHECKPOINTS.values())
+
+
+def identify_vit(encoder_state: dict[str, torch.Tensor]) -> str | None:
+    """The registry name whose width and depth match an ``image_encoder`` state dict."""
+    width = encoder_state["patch_embed.proj.weight"].shape[0]
+    depth = len({k.split(".")[1] for k in encoder_state if k.startswith("blocks.")})
+    for name, cfg in ENCODER_CONFIGS.items():
+        if cfg.embed_dim == width and cfg.depth == depth:
+            return name
+    return None
+
+
+def _resize_pos_embed(pos: torch.Tensor, tokens: tuple[int, int]) -> torch.Tensor:
+    if tuple(pos.shape[1:3]) == tokens:
+        return pos
+    grid = pos.permute(0, 3, 1, 2).float()  # 1 x E x 64 x 64
+    grid = F.interpolate(grid, size=tokens, mode="bilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 1).to(pos.dtype)
+
+
+def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table[None, None].float(), size=(length, table.shape[1]), mode="bilinear", align_corners=False)
+    return resized[0, 0].to(table.dtype)
+
+
+def load_encoder_state(
+    path: str | os.PathLike, encoder: str, image_size: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """The ``image_encoder`` weights of a SAM checkpoint, resized to ``image_size``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file is unreadable, holds no SAM image encoder, or holds one
+            of another ViT size than ``encoder``.
+    """
+    cfg = encoder_config(encoder)
+    full = read_state_dict(path)
+    state = {k[len(ENCODER_PREFIX):]: v for k, v in full.items() if k.startswith(ENCODER_PREFIX)}
+    if not state:
+        sample = ", ".join(list(full)[:3]) or "none"
+        raise CheckpointError(
+            f"{path}: no '{ENCODER_PREFIX}*' tensors (first keys: {sample}); "
+            "this is not a Segment-Anything checkpoint"
+        )
+    if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
+        raise CheckpointError(f"{path}: the image encoder lacks patch_embed.proj.weight or pos_embed")
+    found = identify_vit(state)
+    if found != encoder:
+        width = state["patch_embed.proj.weight"].shape[0]
+        depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+        raise CheckpointError(
+            f"{path}: holds a {found or 'unknown'} image encoder (width {width}, {depth} blocks), "
+            f"but encoder={encoder!r} (width {cfg.embed_dim}, {cfg.depth} blocks) was requested"
+        )
+    th, tw = image_size[0] // 16, image_size[1] // 16
+    state["pos_embed"] = _resize_pos_embed(state["pos_embed"], (th, tw))
+    for i in cfg.global_attn_indexes:
+        for axis, tokens in (("h", th), ("w", tw)):
+            key = f"blocks.{i}.attn.rel_pos_{axis}"
+            if key not in state:
+                raise CheckpointError(f"{path}: missing {ENCODER_PREFIX}{key}")
+            state[key] = _resize_rel_pos(state[key], 2 * tokens - 1)
+    return state
+
+
+def save_random_sam_checkpoint(path: str | os.PathLike, encoder: str = "vit_b", seed: int = 0) -> Path:
+    """Write a randomly initialised SAM model in the official checkpoint format.
+
+    For tests and benchmarks only: the same keys, shapes and file layout as
+    ``sam_vit_b_01ec64.pth``, with random weights. ``vit_tiny`` writes only the encoder
+    and a stand-in prompt-encoder tensor (segment-anything has no such model).
+    """
+    from segment_anything import sam_model_registry
+
+    from .encoders import build_image_encoder
+
+    torch.manual_seed(seed)
+    if encoder in sam_model_registry and encoder != "vit_tiny":
+        state = sam_model_registry[encoder]().state_dict()
+    else:
+        vit = build_image_encoder(encoder, (1024, 1024))
+        state = {ENCODER_PREFIX + k: v for k, v in vit.state_dict().items()}
+        state["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = torch.randn(2, 128)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
