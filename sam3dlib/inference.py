@@ -1,0 +1,201 @@
+"""Sliding-window inference with Gaussian blending and mirroring test-time augmentation.
+
+Follows the authors' nnU-Net v1 inference (``shared/reference/evaluation.md`` section 4) on
+top of :func:`monai.inferers.sliding_window_inference`:
+
+- windows of the training patch with 50% overlap; volumes smaller than the patch are
+  zero-padded (centred) and the output is cropped back;
+- each window's **softmax** (not its logits) is weighted by a Gaussian importance map
+  (sigma = patch/8, centre at ``patch // 2``, maximum 1, zeros replaced by the smallest
+  non-zero weight: nnU-Net v1's map, passed to MONAI as ``roi_weight_map``) and the weighted
+  sums are divided by the summed weights;
+- mirroring is done per window as in nnU-Net v1: every combination of flips of the chosen
+  spatial axes (8 for (0, 1, 2)) is predicted, flipped back and averaged with equal weight.
+
+One difference remains: MONAI places the windows at multiples of ``patch * (1 - overlap)``
+with the last one flush with the far border, whereas nnU-Net spreads the steps evenly
+between the two borders. Both cover the volume with at least 50% overlap.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from scipy import ndimage
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
+    size = tuple(int(s) for s in patch_size)
+    if len(size) != 3 or any(s < 1 for s in size) or any(int(s) != s for s in patch_size):
+        raise ValueError(f"patch_size must be three positive integers (D, H, W), got {tuple(patch_size)}")
+    return size  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=8)
+def _gaussian(patch_size: tuple[int, int, int]) -> np.ndarray:
+    delta = np.zeros(patch_size, dtype=np.float64)
+    delta[tuple(s // 2 for s in patch_size)] = 1.0
+    g = ndimage.gaussian_filter(delta, sigma=[s / 8 for s in patch_size], mode="constant", cval=0.0)
+    g = g / g.max()
+    g[g == 0] = g[g > 0].min()
+    g = g.astype(np.float32)
+    g.flags.writeable = False
+    return g
+
+
+def gaussian_importance_map(patch_size: Sequence[int]) -> torch.Tensor:
+    """nnU-Net v1's Gaussian window weights.
+
+    A unit impulse at ``patch_size // 2`` filtered with sigma = patch/8 per axis, scaled to a
+    maximum of 1, with exact zeros replaced by the smallest non-zero weight.
+
+    Args:
+        patch_size: window size (D, H, W).
+
+    Returns:
+        float32 tensor of shape ``patch_size`` (a fresh copy).
+    """
+    return torch.from_numpy(_gaussian(_check_patch_size(patch_size)).copy())
+
+
+def mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ...]]:
+    """All subsets of ``mirror_axes`` (spatial axes of a case), the empty one first."""
+    axes = tuple(mirror_axes or ())
+    if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"mirror_axes must be distinct spatial axes among 0, 1, 2 (D, H, W), got {axes}")
+    return [c for k in range(len(axes) + 1) for c in itertools.combinations(axes, k)]
+
+
+class _SoftmaxMirrorPredictor:
+    """Window predictor: logits -> softmax, averaged over mirror combinations."""
+
+    def __init__(self, predictor: Predictor, flips: list[tuple[int, ...]]) -> None:
+        self.predictor = predictor
+        self.flips = flips
+
+    def _logits(self, window: torch.Tensor) -> torch.Tensor:
+        out = self.predictor(window)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"the predictor must return one logits tensor B x K x d x h x w, got {type(out).__name__}"
+                " (switch deep supervision off, e.g. model.eval())"
+            )
+        if out.ndim != 5 or out.shape[0] != window.shape[0] or out.shape[2:] != window.shape[2:]:
+            raise ValueError(
+                f"the predictor returned shape {tuple(out.shape)} for a window of shape {tuple(window.shape)};"
+                " expected B x K x d x h x w with the window's B, d, h, w"
+            )
+        return out
+
+    def __call__(self, window: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for axes in self.flips:
+            dims = [a + 2 for a in axes]
+            x = torch.flip(window, dims) if dims else window
+            probs = torch.softmax(self._logits(x).float(), dim=1)
+            probs = torch.flip(probs, dims) if dims else probs
+            total = probs if total is None else total + probs
+        assert total is not None
+        return total / len(self.flips)
+
+
+def _as_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(image, np.ndarray):
+        if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
+            raise TypeError(f"image must be a real-valued array, got dtype {image.dtype}")
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    elif not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor or numpy array, got {type(image).__name__}")
+    if image.dtype == torch.bool or image.is_complex():
+        raise TypeError(f"image must be a real-valued tensor, got dtype {image.dtype}")
+    if image.ndim != 4:
+        raise ValueError(
+            f"image must be one case C x D x H x W, got shape {tuple(image.shape)}"
+            + (" (add the channel axis: image[None])" if image.ndim == 3 else "")
+        )
+    return image.float()
+
+
+def sliding_window_predict(
+    predictor: Predictor,
+    image: torch.Tensor | np.ndarray,
+    patch_size: tuple[int, int, int],
+    overlap: float = 0.5,
+    mirror_axes: tuple[int, ...] | None = (0, 1, 2),
+    sw_batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Softmax probabilities of one preprocessed case by Gaussian-weighted sliding windows.
+
+    Args:
+        predictor: maps windows ``B x C x d x h x w`` (on ``device``) to logits
+            ``B x K x d x h x w``; e.g. a SAM3D model in eval mode. Called under ``no_grad``.
+        image: one case ``C x D x H x W`` (tensor or array; cast to float32).
+        patch_size: window size (D, H, W), the training patch (``spec.patch_size``).
+        overlap: fraction of overlap between neighbouring windows. Defaults to 0.5.
+        mirror_axes: spatial axes (0, 1, 2 = D, H, W) whose flip combinations are averaged;
+            None or () for no mirroring. Defaults to (0, 1, 2), i.e. 8 predictions per window.
+        sw_batch_size: windows per predictor call. Defaults to 1.
+        device: where the predictor runs; the stitched output is kept on the CPU.
+            Defaults to "cpu".
+        progress: show a progress bar over windows. Defaults to False.
+
+    Returns:
+        float32 CPU tensor ``K x D x H x W`` of probabilities (summing to 1 over K).
+
+    Raises:
+        ValueError / TypeError: for a bad image shape or dtype, patch size, overlap, mirror axes,
+            or a predictor output of the wrong shape.
+    """
+    x = _as_image(image)
+    size = _check_patch_size(patch_size)
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if int(sw_batch_size) < 1:
+        raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+    wrapped = _SoftmaxMirrorPredictor(predictor, mirror_combinations(mirror_axes))
+    device = torch.device(device)
+    weights = gaussian_importance_map(size).to(device)
+    with torch.no_grad():
+        out = sliding_window_inference(
+            x[None],
+            roi_size=size,
+            sw_batch_size=int(sw_batch_size),
+            predictor=wrapped,
+            overlap=float(overlap),
+            mode="gaussian",  # unused: roi_weight_map (nnU-Net's map) always applies after padding
+            padding_mode="constant",
+            cval=0.0,
+            sw_device=device,
+            device=torch.device("cpu"),
+            progress=progress,
+            roi_weight_map=weights,
+        )
+    return torch.as_tensor(out)[0].float().contiguous()
+
+
+def predict_labels(
+    predictor: Predictor,
+    image: torch.Tensor | np.ndarray,
+    patch_size: tuple[int, int, int],
+    **kwargs: object,
+) -> np.ndarray:
+    """Argmax label map (uint8 ``D x H x W``) of :func:`sliding_window_predict`.
+
+    Args:
+        predictor: see :func:`sliding_window_predict`.
+        image: one case ``C x D x H x W``.
+        patch_size: window size (D, H, W).
+        **kwargs: see :func:`sliding_window_predict`.
+    """
+    probs = sliding_window_predict(predictor, image, patch_size, **kwargs)  # type: ignore[arg-type]
+    if probs.shape[0] > 256:
+        raise ValueError(f"{probs.shape[0]} classes do not fit a uint8 label map")
+    return probs.argmax(dim=0).to(torch.uint8).numpy()

@@ -1,0 +1,183 @@
+"""The knobs every notebook's ``parameters`` cell has, checked and coerced with clear errors.
+
+All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
+reproduce-tableN`` work the same everywhere::
+
+    dataset, data_dir, encoder, sam_checkpoint, profile, encoder_mode, protocol,
+    seed, seeds, device, out_dir, overrides
+
+A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
+first library call with a message naming the parameter, the value and what is allowed.
+
+Examples::
+
+    >>> p = NotebookParams.from_mapping(dict(dataset="synapse", seed="1", profile="smoke"))
+    >>> p.seed, p.seeds
+    (1, (1,))
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .data.specs import DATASETS
+from .encoders import ENCODER_CONFIGS
+
+PROFILES = ("paper", "quick", "smoke")
+PROTOCOLS = ("paper", "clean")
+ENCODER_MODES = ("cached", "online")
+
+
+class ParameterError(ValueError):
+    """A notebook/papermill parameter has the wrong type or value."""
+
+
+def _fail(name: str, value: Any, expected: str) -> ParameterError:
+    return ParameterError(f"notebook parameter {name!r} must be {expected}; got {value!r} ({type(value).__name__})")
+
+
+def as_int(name: str, value: Any) -> int:
+    """An int (or a string of digits); bools and floats with a fraction are refused."""
+    if isinstance(value, bool):
+        raise _fail(name, value, "an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise _fail(name, value, "an integer")
+
+
+def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
+    """``None``, one int, a list of ints, or a string like ``"0 1 2"`` / ``"0,1,2"``."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        parts = str(value).replace(",", " ").split()
+        seeds = tuple(as_int(name, p) for p in parts)
+    elif isinstance(value, (list, tuple)):
+        seeds = tuple(as_int(name, v) for v in value)
+    else:
+        raise _fail(name, value, 'a list of integers or a string like "0 1 2"')
+    if not seeds:
+        raise _fail(name, value, "at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise _fail(name, value, "distinct seeds")
+    return seeds
+
+
+def as_choice(name: str, value: Any, choices: tuple[str, ...], allow_none: bool = False) -> str | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise _fail(name, value, f"one of {', '.join(choices)}" + (" or None" if allow_none else ""))
+    if value.lower() not in choices:
+        raise ParameterError(f"notebook parameter {name!r}: unknown value {value!r}; choose one of {', '.join(choices)}")
+    return value.lower()
+
+
+def as_path(name: str, value: Any, allow_none: bool = True) -> Path | None:
+    if value is None or (allow_none and value == ""):
+        if allow_none:
+            return None
+        raise _fail(name, value, "a path")
+    if not isinstance(value, (str, os.PathLike)):
+        raise _fail(name, value, "a path (string)" + (" or None" if allow_none else ""))
+    return Path(value).expanduser()
+
+
+def as_device(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(name, value, 'a device string such as "cpu", "cuda", "cuda:0" or "auto"')
+    base = value.split(":")[0]
+    if base not in ("cpu", "cuda", "auto", "mps") or (":" in value and not value.split(":", 1)[1].isdigit()):
+        raise ParameterError(f"notebook parameter {name!r}: unknown device {value!r}; use cpu, cuda, cuda:N or auto")
+    return value
+
+
+@dataclass(frozen=True)
+class NotebookParams:
+    """Checked notebook parameters (defaults: the smoke profile on built-in phantoms).
+
+    Attributes:
+        dataset: ``synapse``, ``acdc``, ``lung``, ``brats`` (None: the notebook's own datasets).
+        data_dir: folder holding prepared stores ``<data_dir>/<dataset>/``; None = build phantoms.
+        encoder: ViT name, or None for the profile's default (smoke: ``vit_tiny``).
+        sam_checkpoint: official SAM ``.pth`` file, or None for a random encoder.
+        profile: ``paper``, ``quick`` or ``smoke``.
+        encoder_mode: ``cached`` (features computed once) or ``online``; None: profile default.
+        protocol: ``paper`` (val = test, as the authors) or ``clean``.
+        seed: the seed when ``seeds`` is not given.
+        seeds: several seeds: tables show mean ± sd.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        out_dir: where results go.
+        overrides: extra ``ExperimentConfig`` overrides (``{"epochs": 2}``).
+    """
+
+    dataset: str | None = None
+    data_dir: Path | None = None
+    encoder: str | None = None
+    sam_checkpoint: Path | None = None
+    profile: str = "smoke"
+    encoder_mode: str | None = None
+    protocol: str = "paper"
+    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+    out_dir: Path = Path("results")
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any]) -> "NotebookParams":
+        """Check and coerce ``params`` (a notebook's parameter values); unknown names are refused.
+
+        Raises:
+            ParameterError: naming the parameter, its value and what is allowed.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ParameterError(f"unknown notebook parameter(s) {unknown}; known: {', '.join(sorted(known))}")
+        p = dict(params)
+        seed = as_int("seed", p.get("seed", 0))
+        seeds = as_seeds("seeds", p.get("seeds")) or (seed,)
+        overrides = p.get("overrides") or {}
+        if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
+            raise _fail("overrides", overrides, "a dict of config field -> value")
+        enc = p.get("encoder")
+        if enc is not None:
+            enc = as_choice("encoder", enc, tuple(ENCODER_CONFIGS))
+        out_dir = as_path("out_dir", p.get("out_dir", "results"), allow_none=False)
+        return cls(
+            dataset=as_choice("dataset", p.get("dataset"), DATASETS, allow_none=True),
+            data_dir=as_path("data_dir", p.get("data_dir")),
+            encoder=enc,
+            sam_checkpoint=as_path("sam_checkpoint", p.get("sam_checkpoint")),
+            profile=as_choice("profile", p.get("profile", "smoke"), PROFILES),
+            encoder_mode=as_choice("encoder_mode", p.get("encoder_mode"), ENCODER_MODES, allow_none=True),
+            protocol=as_choice("protocol", p.get("protocol", "paper"), PROTOCOLS),
+            seed=seed,
+            seeds=seeds,
+            device=as_device("device", p.get("device", "cpu")),
+            out_dir=out_dir,  # type: ignore[arg-type]
+            overrides=dict(overrides),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("data_dir", "sam_checkpoint", "out_dir"):
+            d[k] = None if d[k] is None else os.fspath(d[k])
+        d["seeds"] = list(self.seeds)
+        return d
+
+
+def check_params(**params: Any) -> NotebookParams:
+    """``NotebookParams.from_mapping(params)``: the first call in every notebook."""
+    return NotebookParams.from_mapping(params)
+
+
+__all__ = ["ENCODER_MODES", "PROFILES", "PROTOCOLS", "NotebookParams", "ParameterError", "check_params"]

@@ -1,0 +1,203 @@
+"""Figures for the reports: overlays, DSC bars, params-vs-DSC, training curves.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global
+state; display it with ``IPython.display.display(fig)`` or save it with
+:func:`sam3dlib.report.save_figure`). Each takes ``conditions`` and puts their description in
+the title, so a stand-in run (random encoder, phantom data) says so on every figure; the
+paper's numbers are always labelled as the paper's.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .data.specs import DatasetSpec
+from .report import AVERAGE, OURS_SUFFIX, PAPER, RunConditions, load_paper_tables
+
+_PALETTE = [
+    (0.90, 0.10, 0.10), (0.10, 0.60, 0.10), (0.10, 0.30, 0.90), (0.95, 0.75, 0.05),
+    (0.80, 0.20, 0.80), (0.05, 0.80, 0.80), (0.95, 0.50, 0.10), (0.50, 0.30, 0.10),
+    (0.60, 0.60, 0.95), (0.40, 0.80, 0.40), (0.90, 0.50, 0.60), (0.30, 0.30, 0.30),
+    (0.70, 0.90, 0.20), (0.20, 0.20, 0.60),
+]
+
+
+def _title(text: str, conditions: RunConditions | None) -> str:
+    return text if conditions is None else f"{text}\n{conditions.describe()}"
+
+
+def _label_cmap(num_classes: int) -> ListedColormap:
+    colours = [(0, 0, 0, 0)] + [(*_PALETTE[(i - 1) % len(_PALETTE)], 0.55) for i in range(1, num_classes)]
+    return ListedColormap(colours)
+
+
+def plot_overlays(
+    image: np.ndarray,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    slices: Sequence[int] | None,
+    spec: DatasetSpec,
+    conditions: RunConditions | None = None,
+    case_id: str = "",
+) -> Figure:
+    """Image / ground truth / prediction on chosen slices, labels coloured per class.
+
+    Args:
+        image: ``D x H x W`` (or ``C x D x H x W``; the first channel is shown).
+        gt: ``D x H x W`` label map on the same grid.
+        pred: ``D x H x W`` label map on the same grid.
+        slices: slice (z) indices; None picks up to three slices with the most foreground.
+        spec: the dataset's spec (class names, class count).
+        conditions: the run's conditions, shown in the title.
+        case_id: shown in the title.
+
+    Raises:
+        ValueError: if the three arrays do not share a grid or a slice index is out of range.
+    """
+    img = np.asarray(image)
+    if img.ndim == 4:
+        img = img[0]
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    if not (img.shape == gt.shape == pred.shape):
+        raise ValueError(f"image {img.shape}, ground truth {gt.shape} and prediction {pred.shape} must share one D x H x W grid")
+    if slices is None:
+        slices = pick_slices(gt)
+    slices = [int(s) for s in slices]
+    bad = [s for s in slices if not 0 <= s < img.shape[0]]
+    if bad:
+        raise ValueError(f"slices {bad} out of range 0..{img.shape[0] - 1}")
+    cmap = _label_cmap(spec.num_classes)
+    fig = Figure(figsize=(9, 3 * len(slices) + 0.9), layout="constrained")
+    axes = fig.subplots(len(slices), 3, squeeze=False)
+    for row, z in enumerate(slices):
+        for col, (name, lab) in enumerate((("image", None), ("ground truth", gt), ("prediction", pred))):
+            ax = axes[row, col]
+            ax.imshow(img[z], cmap="gray")
+            if lab is not None:
+                ax.imshow(lab[z], cmap=cmap, vmin=0, vmax=spec.num_classes - 1, interpolation="nearest")
+            ax.set_title(f"{name}, slice {z}", fontsize=9)
+            ax.axis("off")
+    present = sorted(set(np.unique(gt)) | set(np.unique(pred)) - {0})
+    handles = [Patch(color=_PALETTE[(int(k) - 1) % len(_PALETTE)], label=spec.labels.get(int(k), str(k))) for k in present if k]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=8)
+    fig.suptitle(_title(f"{spec.name} {case_id}: image / ground truth / prediction (this run)", conditions), fontsize=10)
+    return fig
+
+
+def pick_slices(label: np.ndarray, n: int = 3) -> list[int]:
+    """Up to ``n`` slice indices spread over the slices that hold the most foreground."""
+    fg = (np.asarray(label) > 0).reshape(label.shape[0], -1).sum(1)
+    if fg.max() == 0:
+        return sorted({label.shape[0] // 2})
+    nz = np.flatnonzero(fg)
+    picks = np.linspace(nz[0], nz[-1], n + 2)[1:-1].round().astype(int)
+    return sorted(set(int(p) for p in picks))
+
+
+def plot_dsc_bars(ours: pd.DataFrame, paper: pd.DataFrame, conditions: RunConditions | None = None) -> Figure:
+    """Per-region DSC of this run next to the paper's row of the same method, one panel per sub-table.
+
+    Args:
+        ours: rows of :func:`sam3dlib.report.our_rows` (DSC x100, ``sd`` over seeds).
+        paper: the paper's rows (:func:`sam3dlib.report.paper_rows`).
+        conditions: the run's conditions, shown in the title.
+    """
+    groups = list(dict.fromkeys(zip(ours["table"].astype(str), ours["method"])))
+    fig = Figure(figsize=(max(6.0, 1.1 * 10), 3.2 * max(1, len(groups)) + 0.6), layout="constrained")
+    axes = fig.subplots(max(1, len(groups)), 1, squeeze=False)[:, 0]
+    for ax, (table, method) in zip(axes, groups):
+        ref = method[: -len(OURS_SUFFIX)] if method.endswith(OURS_SUFFIX) else method
+        o = ours[(ours["table"].astype(str) == table) & (ours["method"] == method) & (ours["metric"] == "DSC")]
+        p = paper[(paper["table"].astype(str) == table) & (paper["method"] == ref) & (paper["metric"] == "DSC")]
+        regions = list(dict.fromkeys([*p["region"], *o["region"]]))
+        regions = [r for r in regions if r != AVERAGE] + [AVERAGE]
+        x = np.arange(len(regions))
+        pv = [p.loc[p["region"] == r, "value"].astype(float).mean() if (p["region"] == r).any() else np.nan for r in regions]
+        ov = [o.loc[o["region"] == r, "value"].astype(float).mean() if (o["region"] == r).any() else np.nan for r in regions]
+        osd = [o.loc[o["region"] == r, "sd"].astype(float).mean() if (o["region"] == r).any() else np.nan for r in regions]
+        ax.bar(x - 0.2, pv, 0.4, label=f"{ref} (paper: {PAPER})", color="0.6")
+        ax.bar(x + 0.2, ov, 0.4, yerr=np.nan_to_num(osd), label=method, color="tab:blue", capsize=3)
+        ax.set_xticks(x, regions)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("DSC (%)")
+        ax.set_title(f"Table {table}", fontsize=9)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(_title("Per-region DSC: this run vs the paper", conditions), fontsize=10)
+    return fig
+
+
+def plot_params_vs_dsc(
+    paper_tables: pd.DataFrame | None = None, ours: pd.DataFrame | None = None, conditions: RunConditions | None = None
+) -> Figure:
+    """Trainable parameters vs average DSC for every method with a parameter count, per table.
+
+    Args:
+        paper_tables: the paper's rows (default: all of :func:`sam3dlib.report.load_paper_tables`).
+        ours: our rows to add (starred); tables without our rows are still shown.
+        conditions: the run's conditions, shown in the title.
+    """
+    paper = load_paper_tables() if paper_tables is None else paper_tables
+    tables = [t for t in ("1", "2", "3", "4") if (paper["table"].astype(str) == t).any()]
+    fig = Figure(figsize=(4.2 * max(1, len(tables)), 4.2), layout="constrained")
+    axes = fig.subplots(1, max(1, len(tables)), squeeze=False)[0]
+    for ax, t in zip(axes, tables):
+        sub = paper[(paper["table"].astype(str) == t) & (paper["metric"] == "DSC") & (paper["region"] == AVERAGE)]
+        sub = sub[pd.to_numeric(sub["params_m"], errors="coerce").notna()]
+        for _, r in sub.iterrows():
+            ax.scatter(float(r["params_m"]), float(r["value"]), color="0.45", s=25)
+            ax.annotate(r["method"], (float(r["params_m"]), float(r["value"])), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        if ours is not None:
+            o = ours[(ours["table"].astype(str) == t) & (ours["metric"] == "DSC") & (ours["region"] == AVERAGE)]
+            for _, r in o.iterrows():
+                ax.errorbar(float(r["params_m"]), float(r["value"]), yerr=np.nan_to_num(float(r["sd"])), fmt="*", color="tab:red", ms=12)
+                ax.annotate(r["method"], (float(r["params_m"]), float(r["value"])), fontsize=7, color="tab:red", xytext=(4, -9), textcoords="offset points")
+        ds = sub["dataset"].iloc[0] if len(sub) else ""
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (M, log)")
+        ax.set_ylabel("average DSC (%)")
+        ax.set_title(f"Table {t} ({ds}); grey = paper", fontsize=9)
+    fig.suptitle(_title(f"Parameters vs DSC: the paper's methods ({PAPER}) and this run (red)", conditions), fontsize=10)
+    return fig
+
+
+def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike], conditions: RunConditions | None = None, labels: Sequence[str] | None = None) -> Figure:
+    """Training loss and online validation DSC per epoch from one or more ``log.csv`` files.
+
+    Raises:
+        FileNotFoundError: if a log file is missing.
+        ValueError: if a log lacks the ``epoch``, ``train_loss`` or ``val_dice`` column.
+    """
+    paths = [log_csv] if isinstance(log_csv, (str, os.PathLike)) else list(log_csv)
+    labels = list(labels) if labels is not None else [Path(p).parent.name for p in paths]
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    for path, label in zip(paths, labels):
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: training log not found")
+        log = pd.read_csv(p)
+        missing = {"epoch", "train_loss", "val_dice"} - set(log.columns)
+        if missing:
+            raise ValueError(f"{p}: training log lacks columns {sorted(missing)}")
+        ax_loss.plot(log["epoch"], log["train_loss"], marker=".", label=label)
+        ax_dice.plot(log["epoch"], log["val_dice"], marker=".", label=label)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss")
+    ax_dice.set_xlabel("epoch")
+    ax_dice.set_ylabel("online validation DSC")
+    for ax in (ax_loss, ax_dice):
+        if len(paths) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(_title("Training curves (this run)", conditions), fontsize=10)
+    return fig
+
+
+__all__ = ["pick_slices", "plot_dsc_bars", "plot_overlays", "plot_params_vs_dsc", "plot_training_curves"]

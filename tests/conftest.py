@@ -1,0 +1,23 @@
+"""Shared fixtures. Heavy artefacts (an official-format random SAM checkpoint) are made once."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sam3dlib.sam_checkpoint import save_random_sam_checkpoint
+
+
+@pytest.fixture(scope="session")
+def sam_vit_b_checkpoint(tmp_path_factory) -> "Path":  # noqa: F821
+    """A randomly initialised SAM ViT-B saved in the official ``sam_vit_b_01ec64.pth`` format."""
+    return save_random_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_vit_b_random.pth", "vit_b", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sam_vit_tiny_checkpoint(tmp_path_factory) -> "Path":  # noqa: F821
+    return save_random_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_vit_tiny_random.pth", "vit_tiny", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
