@@ -163,7 +163,8 @@ def evaluate_case(
         spec: the dataset's spec; regions are ``spec.regions`` (table order) and, if
             ``include_extra``, ``spec.extra_regions`` (BraTS ED, NET), each a union of labels.
         spacing: voxel size in the arrays' axis order. Under "paper" HD95 is in voxels when
-            None (the paper's scripts) and in mm when given; required for "strict"/"both".
+            None (the paper's scripts) and in mm when given; required for "strict" and "both"
+            (where it is used for ``HD95_strict`` only: ``HD95`` stays the paper's, in voxels).
         convention: "paper", "strict", or "both" (paper's DSC and HD95 plus ``HD95_strict``).
             Defaults to "paper".
         include_extra: also score ``spec.extra_regions``. Defaults to True.

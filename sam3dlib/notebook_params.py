@@ -94,7 +94,7 @@ def as_device(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise _fail(name, value, 'a device string such as "cpu", "cuda", "cuda:0" or "auto"')
     base = value.split(":")[0]
-    if base not in ("cpu", "cuda", "auto", "mps") or (":" in value and not value.split(":", 1)[1].isdigit()):
+    if base not in ("cpu", "cuda", "auto") or (":" in value and not value.split(":", 1)[1].isdigit()):
         raise ParameterError(f"notebook parameter {name!r}: unknown device {value!r}; use cpu, cuda, cuda:N or auto")
     return value
 
@@ -175,9 +175,22 @@ class NotebookParams:
         return d
 
 
+#: The names every notebook's ``parameters`` cell defines.
+PARAMETER_NAMES = tuple(f.name for f in fields(NotebookParams))
+
+
 def check_params(**params: Any) -> NotebookParams:
-    """``NotebookParams.from_mapping(params)``: the first call in every notebook."""
+    """``NotebookParams.from_mapping(params)``."""
     return NotebookParams.from_mapping(params)
 
 
-__all__ = ["ENCODER_MODES", "PROFILES", "PROTOCOLS", "NotebookParams", "ParameterError", "check_params"]
+def from_namespace(namespace: Mapping[str, Any]) -> NotebookParams:
+    """Pick :data:`PARAMETER_NAMES` out of a notebook's globals and check them.
+
+    Names missing from ``namespace`` take their defaults. Typical first call in a notebook:
+    ``params = from_namespace(globals())``.
+    """
+    return NotebookParams.from_mapping({k: namespace[k] for k in PARAMETER_NAMES if k in namespace})
+
+
+__all__ = ["ENCODER_MODES", "PARAMETER_NAMES", "PROFILES", "PROTOCOLS", "NotebookParams", "ParameterError", "check_params", "from_namespace"]

@@ -136,8 +136,8 @@ def _brats_case(i: int, rng: np.random.Generator, scale: float):
     lab = np.zeros(shape, np.uint8)
     c = tuple(rng.uniform(-0.25, 0.25, 3))
     wt = _ellipsoid(g, c, tuple(0.42 * rng.uniform(0.9, 1.1, 3))) & brain
-    tc = _ellipsoid(g, c, (0.27, 0.27, 0.27)) & brain
-    core = _ellipsoid(g, c, (0.14, 0.14, 0.14)) & brain
+    tc = _ellipsoid(g, c, (0.3, 0.3, 0.3)) & brain
+    core = _ellipsoid(g, c, (0.18, 0.18, 0.18)) & brain
     lab[wt], lab[tc], lab[core] = 1, 3, 2  # edema, enhancing ring, non-enhancing core
     #            FLAIR  T1w   T1gd  T2w
     tissue = {0: (300, 400, 400, 250), 1: (650, 330, 380, 560), 2: (420, 180, 220, 720), 3: (450, 300, 900, 480)}
@@ -166,7 +166,7 @@ def _lung_case(i: int, rng: np.random.Generator, scale: float):
         img[_ellipsoid(g, c, (0.85, 0.55, 0.33))] = -850.0
     side = lungs[int(rng.integers(2))]
     c = (side[0] + rng.uniform(-0.35, 0.35), side[1] + rng.uniform(-0.25, 0.25), side[2] + rng.uniform(-0.08, 0.08))
-    tum = _ellipsoid(g, c, tuple(0.16 * rng.uniform(0.85, 1.15, 3)))
+    tum = _ellipsoid(g, c, tuple(np.array([0.26, 0.17, 0.17]) * rng.uniform(0.85, 1.15, 3)))
     img[tum], lab[tum] = 30.0, 1
     img = ndimage.gaussian_filter(img, 0.6) + rng.normal(0, 12, shape)
     return {"image": np.rint(img).astype(np.int16), "label": lab, "spacing": spacing}

@@ -200,4 +200,36 @@ def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike
     return fig
 
 
-__all__ = ["pick_slices", "plot_dsc_bars", "plot_overlays", "plot_params_vs_dsc", "plot_training_curves"]
+__all__ = ["pick_slices", "plot_case", "plot_dsc_bars", "plot_overlays", "plot_params_vs_dsc", "plot_training_curves"]
+
+
+def plot_case(image: np.ndarray, label: np.ndarray | None, slices: Sequence[int] | None, spec: DatasetSpec, title: str = "", conditions: RunConditions | None = None) -> Figure:
+    """A case's slices: every image channel, then the label map over the first channel.
+
+    Args:
+        image: ``C x D x H x W`` (or ``D x H x W``).
+        label: ``D x H x W`` or None.
+        slices: slice indices; None picks up to three with the most foreground (or the middle).
+        spec: the dataset's spec.
+        title: figure title (the conditions are appended).
+    """
+    img = np.asarray(image)
+    img = img[None] if img.ndim == 3 else img
+    if slices is None:
+        slices = pick_slices(label) if label is not None else [img.shape[1] // 2]
+    cols = img.shape[0] + (label is not None)
+    fig = Figure(figsize=(2.6 * cols, 2.6 * len(slices) + 0.8), layout="constrained")
+    axes = fig.subplots(len(slices), cols, squeeze=False)
+    cmap = _label_cmap(spec.num_classes)
+    for r, z in enumerate(slices):
+        for c in range(img.shape[0]):
+            axes[r, c].imshow(img[c, z], cmap="gray")
+            axes[r, c].set_title(f"channel {c}, slice {z}", fontsize=8)
+        if label is not None:
+            axes[r, -1].imshow(img[0, z], cmap="gray")
+            axes[r, -1].imshow(np.asarray(label)[z], cmap=cmap, vmin=0, vmax=spec.num_classes - 1, interpolation="nearest")
+            axes[r, -1].set_title(f"labels, slice {z}", fontsize=8)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.suptitle(_title(title or f"{spec.name}: prepared case", conditions), fontsize=10)
+    return fig

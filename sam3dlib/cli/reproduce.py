@@ -1,16 +1,49 @@
-"""`sam3d reproduce`: not implemented yet (see the issue tracker)."""
+"""`sam3d reproduce N`: regenerate paper table N by executing its notebook (``make reproduce-tableN``)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..reproduce import DEFAULT_CHECKPOINT, MissingInputError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="(not implemented yet)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser(
+        "reproduce",
+        help="regenerate a paper table (1-5) with papermill, side by side with the paper's numbers",
+        description="Checks the data and checkpoint first, then executes notebooks/0N_*.ipynb into "
+        "OUT/runs/<run id>/ and points OUT/latest at it.",
+    )
+    p.add_argument("table", help="paper table: 1, 2, 3, 4 or 5")
+    p.add_argument("--profile", default="paper", choices=("paper", "quick", "smoke"))
+    p.add_argument("--data-dir", default="data", help="folder with prepared stores DATA_DIR/<dataset>/ (default: data)")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="SAM ViT-B checkpoint (not used by --profile smoke)")
+    p.add_argument("--seeds", default="0", help='seeds, e.g. "0 1 2" (the table shows mean ± sd)')
+    p.add_argument("--out", default=None, help="results folder (default: results/tableN)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--force", action="store_true", help="run again even if a finished run with the same inputs exists")
+    p.add_argument("--log-output", action="store_true", help="stream the notebook's output while it runs")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("sam3d reproduce: not implemented yet in this version of sam3dlib", file=sys.stderr)
-    return 1
+    from ..reproduce import reproduce_table
+
+    out = args.out or f"results/table{args.table}"
+    try:
+        run_dir = reproduce_table(
+            args.table, profile=args.profile, data_dir=args.data_dir, checkpoint=args.checkpoint,
+            seeds=args.seeds, out=out, force=args.force, device=args.device, log_output=args.log_output,
+        )
+    except MissingInputError as exc:
+        print(f"sam3d reproduce: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"sam3d reproduce: {exc}", file=sys.stderr)
+        return 3
+    print(f"Table {args.table}: results in {run_dir} (also {out}/latest)")
+    for name in (f"table{args.table}.md",):
+        path = run_dir / name
+        if path.is_file():
+            print(path.read_text())
+    return 0

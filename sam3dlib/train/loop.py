@@ -1,0 +1,244 @@
+"""The training loop: nnU-Net v1's schedule on SAM3D's decoder, in online or cached mode."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..cache import FeatureCache, cache_settings
+from ..config import ExperimentConfig
+from ..fileio import atomic_write_json, atomic_write_text
+from ..losses import sam3d_loss
+from ..model import SAM3D, autocast_context
+from . import provenance
+from .checkpointing import BEST, LATEST, load_checkpoint, save_checkpoint, set_rng_state
+from .data import TRAIN_STREAM, VAL_STREAM, epoch_loader
+from .distributed import DistContext, init_distributed, resolve_device
+from .factory import build_model, make_optimizer, poly_lr, torch_dtype
+from .logging import plot_curve, write_log
+
+#: settings that may change between an interrupted run and its resumption
+RESUMABLE_CHANGES = ("device", "num_workers", "cache_dir", "mirror_tta", "sw_overlap", "encoder_chunk_size")
+
+
+class RunExistsError(FileExistsError):
+    """The output folder already holds a (different or unfinished) training run."""
+
+
+def default_cache_dir(config: ExperimentConfig, data_dir: str | os.PathLike) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else Path(data_dir) / "feature_cache"
+
+
+def _check_run_dir(run: Path, config: ExperimentConfig, resume: bool) -> bool:
+    """Whether a checkpoint to resume from exists; raises when the folder holds a conflicting run."""
+    latest = run / "checkpoints" / LATEST
+    if latest.is_file() and not resume:
+        raise RunExistsError(
+            f"{run} already holds a training run ({latest}); pass --resume (resume=True) to continue it, "
+            "or choose another --out"
+        )
+    if resume and (run / "config.json").is_file():
+        old = ExperimentConfig.load(run / "config.json").to_dict()
+        new = config.to_dict()
+        diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+        if diff:
+            changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+            raise RunExistsError(f"cannot resume {run}: the config differs from the stored one ({changes})")
+    return resume and latest.is_file()
+
+
+def _features(model: SAM3D, batch: dict, device: torch.device) -> torch.Tensor:
+    if "features" in batch:
+        return batch["features"].to(device, non_blocking=True)
+    return model.encode(batch["image"].to(device, non_blocking=True))
+
+
+def _train_epoch(model, net, loader, optimizer, loss_fn, config, device, bar) -> float:
+    model.train()
+    total, n = 0.0, 0
+    dtype = torch_dtype(config.decoder_dtype)
+    for batch in loader:
+        feats = _features(model, batch, device)
+        target = batch["label"].to(device, non_blocking=True)
+        with autocast_context(device.type, dtype):
+            out = net(feats)
+        out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
+        loss = loss_fn(out, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), config.grad_clip)
+        optimizer.step()
+        total += float(loss.detach())
+        n += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / n:.4f}")
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def validate(model: SAM3D, loader, regions: dict[str, tuple[int, ...]], device: torch.device,
+             decoder_dtype: str = "float32", ctx: DistContext | None = None) -> tuple[float, dict[str, float]]:
+    """nnU-Net's online "global foreground Dice" on un-augmented patches.
+
+    TP/FP/FN are summed over all batches (and ranks) per scored region, Dice is computed per
+    region (regions with no voxel in prediction and target are left out), then averaged.
+
+    Returns:
+        (mean Dice, {region: Dice}).
+    """
+    model.eval()
+    stats = torch.zeros(3, len(regions), dtype=torch.float64)
+    for batch in loader:
+        feats = _features(model, batch, device)
+        with autocast_context(device.type, torch_dtype(decoder_dtype)):
+            logits = model.decoder(feats)
+        pred = logits.argmax(1).cpu()
+        target = batch["label"]
+        for r, labels in enumerate(regions.values()):
+            lab = torch.tensor(labels)
+            p, g = torch.isin(pred, lab), torch.isin(target, lab)
+            stats[0, r] += (p & g).sum()
+            stats[1, r] += (p & ~g).sum()
+            stats[2, r] += (~p & g).sum()
+    if ctx is not None:
+        stats = ctx.all_reduce_sum(stats.to(device)).cpu()
+    tp, fp, fn = stats
+    denom = 2 * tp + fp + fn
+    dice = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.full_like(tp, float("nan")))
+    per_region = {name: float(d) for name, d in zip(regions, dice)}
+    valid = dice[~torch.isnan(dice)]
+    return (float(valid.mean()) if len(valid) else 0.0), per_region
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _curve_title(config: ExperimentConfig, model: SAM3D, phantom: bool) -> str:
+    enc = f"RANDOM {config.encoder} encoder (not SAM weights)" if model.random_encoder else f"SAM {config.encoder}"
+    data = f"PHANTOM {config.dataset} data" if phantom else config.dataset
+    return f"{config.name} [{config.profile}, {config.encoder_mode}] - {enc} - {data}"
+
+
+def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
+          progress: bool = True, max_epochs: int | None = None) -> Path:
+    """Train SAM3D's decoder as the paper's code does; write the run directory.
+
+    Args:
+        config: the experiment (see :func:`sam3dlib.config.get_config`).
+        data_dir: a prepared store (``sam3d prepare`` output) of ``config.dataset``.
+        out_dir: the run directory (created).
+        resume: continue from ``checkpoints/latest.pt`` if present.
+        progress: tqdm progress bars.
+        max_epochs: stop after this many epochs in this call (e.g. to fit a job's time limit);
+            the schedule still follows ``config.epochs`` and ``resume=True`` continues.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        RunExistsError: ``out_dir`` holds a run and ``resume`` is False, or the config differs.
+        ValueError: the store is of another dataset or has no labelled training case.
+    """
+    ctx = init_distributed(config.device)
+    try:
+        return _train(config, Path(data_dir), Path(out_dir), resume, progress, max_epochs, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, progress: bool,
+           max_epochs: int | None, ctx: DistContext) -> Path:
+    from ..data.store import PreparedDataset
+
+    store = PreparedDataset(data_dir)
+    if store.spec.name != config.dataset:
+        raise ValueError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
+    split = store.split(config.protocol)
+    train_ids = [c for c in split.train if store.label(c) is not None]
+    val_ids = [c for c in split.val if store.label(c) is not None]
+    if not train_ids:
+        raise ValueError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
+    resuming = _check_run_dir(run, config, resume)
+    device = resolve_device(config.device, ctx)
+    model = build_model(config, store.spec).to(device)
+    phantom = provenance.is_phantom_store(store.meta)
+    if ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run / "config.json", config.to_json() + "\n")
+        atomic_write_json(run / "dataset_meta.json", store.meta)
+        prov = provenance.collect(config, model, device, store, split, ctx.world_size)
+        atomic_write_text(run / "provenance.json", provenance.dumps(prov) + "\n")
+    decoder = model.decoder
+    net: torch.nn.Module = decoder
+    if ctx.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(decoder, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = make_optimizer(config, decoder.parameters())
+    loss_fn = sam3d_loss(batch_dice=config.batch_dice, squared=config.squared_dice)
+
+    cache = None
+    if config.encoder_mode == "cached":
+        cache = FeatureCache(default_cache_dir(config, data_dir), cache_settings(config, model))
+        cache.build(store, sorted(set(train_ids) | set(val_ids)), model, device, ctx.rank, ctx.world_size,
+                    progress=progress and ctx.is_main)
+        ctx.barrier()
+
+    history: list[dict] = []
+    start, best, best_epoch, ema = 0, -1.0, None, None
+    ckpt_dir = run / "checkpoints"
+    _seed_everything(config.seed + ctx.rank)
+    if resuming:
+        ck = load_checkpoint(ckpt_dir / LATEST, map_location=device)
+        decoder.load_state_dict(ck["decoder"])
+        optimizer.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        start, history, ema = int(ck["epoch"]), list(ck["history"]), ck["ema"]
+        best, best_epoch = float(ck["best_metric"]), ck["best_epoch"]
+
+    regions = dict(store.spec.regions)
+    done_now = 0
+    for epoch in range(start, config.epochs):
+        if max_epochs is not None and done_now >= max_epochs:
+            break
+        t0 = time.perf_counter()
+        lr = poly_lr(config, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loader = epoch_loader(config, store, cache, train_ids, config.iterations_per_epoch, epoch, TRAIN_STREAM,
+                              ctx, augment=True)
+        with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                  disable=not (progress and ctx.is_main)) as bar:
+            loss = _train_epoch(model, net, loader, optimizer, loss_fn, config, device, bar)
+        loss = float(ctx.all_reduce_sum(torch.tensor([loss], dtype=torch.float64, device=device)).item()) / ctx.world_size
+        val = None
+        if val_ids and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            vloader = epoch_loader(config, store, cache, val_ids, config.val_iterations, epoch, VAL_STREAM, ctx,
+                                   augment=False)
+            val, _ = validate(model, vloader, regions, device, config.decoder_dtype, ctx)
+            ema = val if ema is None else config.ema_alpha * ema + (1 - config.ema_alpha) * val
+        metric = ema if ema is not None else (-loss if not val_ids else None)
+        is_best = metric is not None and (best_epoch is None or metric > best)
+        if is_best:
+            best, best_epoch = float(metric), epoch + 1
+        history.append({"epoch": epoch + 1, "train_loss": loss, "val_dice": val,
+                        "val_dice_ema": ema if val is not None else None, "lr": lr,
+                        "seconds": time.perf_counter() - t0})
+        if ctx.is_main:
+            state = dict(epoch=epoch + 1, decoder=decoder.state_dict(), optimizer=optimizer.state_dict(),
+                         best_metric=best, best_epoch=best_epoch, ema=ema, history=history,
+                         config=config.to_dict(), protocol=config.protocol)
+            if is_best:
+                save_checkpoint(ckpt_dir / BEST, **state)
+            save_checkpoint(ckpt_dir / LATEST, **state)
+            write_log(run / "log.csv", history)
+            plot_curve(run / "training_curve.png", history, _curve_title(config, model, phantom))
+        ctx.barrier()
+        done_now += 1
+    return run

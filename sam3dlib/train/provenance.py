@@ -1,0 +1,93 @@
+"""What produced a run: config, code version, packages, encoder checkpoint, device, data."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..constants import RANDOM_INIT
+
+PACKAGES = ("torch", "monai", "segment-anything", "numpy", "nibabel", "scipy", "sam3dlib")
+
+
+def git_commit(path: Path | None = None) -> dict[str, Any]:
+    """Commit hash of the repository holding sam3dlib (``unknown`` outside git) and a dirty flag."""
+    where = path or Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=20).stdout.strip())
+        return {"git_commit": commit, "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": None}
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def is_phantom_store(meta: dict) -> bool:
+    """True when a store's ``dataset.json`` says (or its raw root shows) it was made from phantoms."""
+    if meta.get("phantom"):
+        return True
+    root = meta.get("source_root")
+    return bool(root) and (Path(root) / "PHANTOM.json").is_file()
+
+
+def collect(config, model, device: torch.device, store, split, world_size: int) -> dict[str, Any]:
+    """The ``provenance.json`` of a run."""
+    return {
+        "config": config.to_dict(),
+        **git_commit(),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "encoder": config.encoder,
+        "encoder_checkpoint": config.sam_checkpoint or RANDOM_INIT,
+        "encoder_sha256": model.encoder_sha256 or RANDOM_INIT,
+        "random_encoder": model.encoder_sha256 is None,
+        "encoder_fingerprint": encoder_fingerprint(model),
+        "device": device_description(device),
+        "world_size": world_size,
+        "protocol": config.protocol,
+        "profile": config.profile,
+        "seed": config.seed,
+        "data_dir": str(Path(store.root).resolve()),
+        "dataset": store.spec.name,
+        "phantom": is_phantom_store(store.meta),
+        "split": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def encoder_fingerprint(model) -> str:
+    """A cheap hash of the encoder's weights (first values of every tensor) to detect a changed encoder."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def dumps(obj: dict) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
