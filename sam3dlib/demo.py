@@ -98,7 +98,7 @@ def run_demo(
     run_out = out / "run"
     if run_out.exists():
         shutil.rmtree(run_out)
-    run_dir = Path(run_experiment(cfg, data_dir, run_out))
+    run_dir = Path(run_experiment(cfg, data_dir / "synapse", run_out))
     summary = report.read_summary(run_dir / "summary.csv")
     params = NotebookParams(encoder=cfg.encoder, sam_checkpoint=ckpt, profile="demo", seed=seed, seeds=(seed,), out_dir=out)
     cond = conditions_from_run(run_dir, params, "synapse", True, (seed,))

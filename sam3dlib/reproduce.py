@@ -244,34 +244,60 @@ def _read_json(path: Path) -> dict:
 
 
 def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom: bool, seeds: Sequence[int]) -> report.RunConditions:
-    """The run's conditions from its ``provenance.json``/``config.json``, falling back to ``p``."""
+    """The run's conditions from its ``provenance.json`` / ``config.json``, falling back to ``p``."""
     prov = _read_json(run_dir / "provenance.json")
     cfg = _read_json(run_dir / "config.json")
-    flat = {**cfg, **cfg.get("model", {}), **prov} if isinstance(cfg.get("model", {}), dict) else {**cfg, **prov}
-    encoder = str(flat.get("encoder") or p.encoder or "vit_b")
-    ckpt = flat.get("encoder_checkpoint") or flat.get("checkpoint") or flat.get("checkpoint_sha256")
-    sha = flat.get("encoder_sha256") or flat.get("checkpoint_sha256")
-    if ckpt in (None, "", RANDOM_INIT) and not sha:
-        ck = RANDOM_INIT if p.sam_checkpoint is None or p.profile == "smoke" and encoder == "vit_tiny" else p.sam_checkpoint.name
+    cfg = cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
+    encoder = str(prov.get("encoder") or cfg.get("encoder") or p.encoder or "vit_b")
+    ckpt = prov.get("encoder_checkpoint") or cfg.get("sam_checkpoint") or (os.fspath(p.sam_checkpoint) if p.sam_checkpoint else None)
+    sha = prov.get("encoder_sha256")
+    if prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT):
+        ck = RANDOM_INIT
     else:
-        name = Path(str(ckpt)).name if ckpt and ckpt != RANDOM_INIT else (p.sam_checkpoint.name if p.sam_checkpoint else "checkpoint")
-        ck = f"{name} (sha256 {str(sha)[:12]})" if sha and len(str(sha)) >= 12 else name
-    phantom = bool(prov.get("phantom", phantom))
+        ck = Path(str(ckpt)).name + (f" (sha256 {sha[:12]})" if isinstance(sha, str) and sha != RANDOM_INIT else "")
     return report.RunConditions(
         encoder=encoder,
         encoder_checkpoint=ck,
-        data="phantom" if phantom else dataset,
-        profile=str(flat.get("profile") or p.profile),
-        protocol=str(flat.get("protocol") or p.protocol),
+        data="phantom" if bool(prov.get("phantom", phantom)) else dataset,
+        profile=str(prov.get("profile") or cfg.get("profile") or p.profile),
+        protocol=str(prov.get("protocol") or cfg.get("protocol") or p.protocol),
         seeds=tuple(int(s) for s in seeds),
     )
 
 
-def _run_one(info: report.TableInfo, p: NotebookParams, data_dir: Path, seed: int, out: Path) -> Path:
+def _finished_same(run_dir: Path, cfg, store: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run of exactly ``cfg`` on ``store``."""
+    from .config import ExperimentConfig
+
+    if not all((run_dir / f).is_file() for f in ("summary.csv", "per_case.csv", "config.json")):
+        return False
+    try:
+        same_cfg = ExperimentConfig.load(run_dir / "config.json").to_dict() == cfg.to_dict()
+    except (ValueError, TypeError, OSError, json.JSONDecodeError):
+        return False
+    prov = _read_json(run_dir / "provenance.json")
+    return same_cfg and prov.get("data_dir") == os.fspath(store.resolve())
+
+
+def _run_one(info: report.TableInfo, p: NotebookParams, data_dir: Path, seed: int, out: Path, progress: bool = False) -> Path:
+    """One experiment: reuse a finished run of the same config and data, resume an interrupted one."""
+    from .config import ExperimentConfig
     from .experiment import run_experiment
 
     cfg = _experiment_config(info.config, p, seed, info.skip)
-    run_dir = Path(run_experiment(cfg, data_dir, out))
+    store = data_dir / info.dataset
+    if _finished_same(out, cfg, store):
+        print(f"{info.config} seed {seed}: reusing the finished run with the same config and data")
+        return out
+    resume = False
+    if (out / "checkpoints" / "latest.pt").is_file() and (out / "config.json").is_file():
+        try:
+            resume = ExperimentConfig.load(out / "config.json").to_dict() == cfg.to_dict()
+        except (ValueError, TypeError, json.JSONDecodeError):
+            resume = False
+    if out.exists() and not resume:
+        shutil.rmtree(out)  # an earlier run of another config in this notebook's output folder
+    run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
     for f in ("summary.csv", "per_case.csv"):
         if not (run_dir / f).is_file():
             raise FileNotFoundError(f"{run_dir / f}: run_experiment finished without writing it")
@@ -436,6 +462,32 @@ def _run_id(table: str, profile: str, data_dir: Path | None, checkpoint: Path | 
     return f"{profile}-seeds{'_'.join(map(str, seeds))}-{h.hexdigest()[:8]}"
 
 
+def select_run_dir(out: Path, base: str, force: bool = False) -> Path:
+    """``out/runs/<base>``, unless a finished run holds it.
+
+    A finished run (``DONE.json``) with the same id is never overwritten: without ``force`` this
+    raises; with ``force`` the next free id (``<base>-2``, ``<base>-3`` ...) is used. An
+    unfinished run with the same id (interrupted) is redone in place.
+
+    Raises:
+        FileExistsError: a finished run with these inputs exists and ``force`` is False.
+    """
+    runs = Path(out) / "runs"
+    run_dir, k = runs / base, 1
+    while run_dir.exists():
+        finished = (run_dir / DONE_FILE).is_file()
+        if finished and not force:
+            raise FileExistsError(
+                f"{run_dir} already holds a finished run with these inputs (see {Path(out) / LATEST}); "
+                "pass --force to run again under a new id"
+            )
+        if not finished and not force:
+            break
+        k += 1
+        run_dir = runs / f"{base}-{k}"
+    return run_dir
+
+
 def _point_latest(out: Path, run_dir: Path) -> None:
     rel = os.path.relpath(run_dir, out)
     report.write_text_atomic(out / "LATEST", rel + "\n")
@@ -495,18 +547,7 @@ def reproduce_table(
     if out.resolve() == notebooks_dir() or notebooks_dir() in out.resolve().parents:
         raise ParameterError(f"--out {out}: executed notebooks never go into notebooks/; choose e.g. results/table{key}")
     base = _run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, device)
-    runs = out / "runs"
-    run_dir, k = runs / base, 1
-    while run_dir.exists():
-        if (run_dir / DONE_FILE).is_file() and not force:
-            raise FileExistsError(
-                f"{run_dir} already holds a finished run with these inputs (see {out / LATEST}); "
-                "pass --force to run again under a new id"
-            )
-        if not (run_dir / DONE_FILE).is_file() and not force:
-            break  # an interrupted run with the same inputs: redo it in place
-        k += 1
-        run_dir = runs / f"{base}-{k}"
+    run_dir = select_run_dir(out, base, force)
     run_dir.mkdir(parents=True, exist_ok=True)
     params = {
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
@@ -549,5 +590,6 @@ __all__ = [
     "reproduce_table",
     "overlay_arrays",
     "run_table",
+    "select_run_dir",
     "store_root",
 ]

@@ -1,16 +1,29 @@
-"""`sam3d check-data`: not implemented yet (see the issue tracker)."""
+"""``sam3d check-data DATASET PATH``: report layout problems (missing cases, shape/affine mismatch,
+unexpected labels, wrong channel count, NaN/inf, unreadable files); exit code 1 if any."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..data.specs import DATASETS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check-data", help="(not implemented yet)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("check-data", help="check raw data or a prepared store for problems", description=__doc__)
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("path", help="raw data root or prepared store")
+    p.add_argument("--no-missing", action="store_true", help="do not report split cases that are absent")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("sam3d check-data: not implemented yet in this version of sam3dlib", file=sys.stderr)
-    return 1
+    from ..data.check import check_dataset
+
+    problems = check_dataset(args.dataset, args.path, expect_all=False if args.no_missing else None)
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.path}", file=sys.stderr)
+        return 1
+    print(f"{args.path}: no problems found")
+    return 0

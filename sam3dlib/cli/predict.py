@@ -1,16 +1,49 @@
-"""`sam3d predict`: not implemented yet (see the issue tracker)."""
+"""`sam3d predict --run RUN_DIR -i IN -o OUT`: segment scans with a trained run.
+
+IN is a NIfTI file (BraTS: one 4D file) or a folder; in a folder, ``X_0000.nii.gz``,
+``X_0001.nii.gz``... form one multi-modal case. OUT is a file, or a folder for a folder IN.
+The output has the input's affine and shape.
+"""
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from sam3dlib.cli import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="(not implemented yet)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("predict", help="segment NIfTI scans with a trained run",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, type=Path, help="run directory written by `sam3d train`")
+    p.add_argument("-i", "--input", required=True, type=Path, nargs="+",
+                   help="NIfTI file, one file per modality, or a folder")
+    p.add_argument("-o", "--output", required=True, type=Path, help="label file (.nii.gz) or folder")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="default: best")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("sam3d predict: not implemented yet in this version of sam3dlib", file=sys.stderr)
-    return 1
+    from sam3dlib.predict import RunError, load_run, predict_file, predict_folder
+
+    try:
+        loaded = load_run(args.run, args.device, args.checkpoint)
+    except RunError as exc:
+        raise UserError(str(exc)) from None
+    inputs = args.input
+    if len(inputs) == 1 and inputs[0].is_dir():
+        if args.output.name.endswith((".nii", ".nii.gz")):
+            raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
+        written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress)
+        print(f"wrote {len(written)} label maps to {args.output}")
+        return 0
+    for p in inputs:
+        if not p.is_file():
+            raise UserError(f"input {p} does not exist")
+    if not args.output.name.endswith((".nii", ".nii.gz")):
+        raise UserError(f"--output {args.output} must be a .nii.gz file for a file input")
+    predict_file(loaded, inputs if len(inputs) > 1 else inputs[0], args.output)
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,114 @@
+"""One experiment end to end: train, predict the test cases with ``best.pt``, score them.
+
+Test-set evaluation follows the paper's code (``-val --valbest``): the best checkpoint
+predicts every test case by sliding windows over the preprocessed volume, the softmax is
+mapped back to the original geometry, written as NIfTI, and scored against the ORIGINAL
+label file with :func:`sam3dlib.metrics.evaluate_case` (paper convention: HD95 in voxels).
+The scores are those ``sam3d predict`` + ``sam3d evaluate`` give on the same files.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .config import ExperimentConfig
+from .fileio import atomic_write_text
+
+PREDICTIONS = "predictions"
+
+
+def load_label_file(path: str | os.PathLike) -> np.ndarray:
+    """Integer label array of a NIfTI file in its own axis order (as ``sam3d evaluate`` reads it)."""
+    data = np.asanyarray(nib.load(str(path)).dataobj)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if not np.issubdtype(data.dtype, np.integer):
+        data = np.rint(data).astype(np.int16)
+    return data
+
+
+def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]], dataset: str,
+                   convention: str = "paper") -> pd.DataFrame:
+    """Per-case frame of ``{case_id: (prediction file, ground-truth file)}``."""
+    from .data.specs import get_spec
+    from .metrics import evaluate_case, per_case_frame
+
+    spec = get_spec(dataset)
+    results = {}
+    for case_id, (pred_path, gt_path) in pairs.items():
+        pred, gt = load_label_file(pred_path), load_label_file(gt_path)
+        if pred.shape != gt.shape:
+            raise ValueError(f"case {case_id}: prediction {pred_path} shape {pred.shape} != ground truth {gt.shape}")
+        results[case_id] = evaluate_case(pred, gt, spec, spacing=None, convention=convention)
+    return per_case_frame(results)
+
+
+def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_ids: list[str] | None = None,
+                 which: str = "best", device: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Predict and score a run's test cases; write ``predictions/``, ``per_case.csv``, ``summary.csv``.
+
+    Args:
+        run_dir: a training run.
+        data_dir: the prepared store it was trained on.
+        case_ids: cases to evaluate (default: the test cases of the run's protocol that have labels).
+        which: ``best`` (default, the paper's ``--valbest``) or ``latest``.
+        device: overrides the run's device.
+
+    Returns:
+        The summary frame (:func:`sam3dlib.metrics.aggregate`).
+    """
+    from .data.store import PreparedDataset
+    from .metrics import aggregate
+    from .predict import load_run, predict_case
+    from .data.preprocess import save_label_nifti
+
+    run = Path(run_dir)
+    loaded = load_run(run, device or _run_device(run), which)
+    store = PreparedDataset(data_dir)
+    if case_ids is None:
+        case_ids = [c for c in store.split(loaded.config.protocol).test if store.label(c) is not None]
+    if not case_ids:
+        raise ValueError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
+    pairs = {}
+    for case_id in tqdm(case_ids, desc="test cases", disable=not progress):
+        props = store.properties(case_id)
+        gt = props.get("label_file")
+        if not gt or not Path(gt).is_file():
+            raise FileNotFoundError(
+                f"case {case_id}: original label file {gt!r} (from {store.root}) not found; the test metrics are "
+                "computed against the original label, as the paper's scripts do"
+            )
+        out = run / PREDICTIONS / f"{case_id}.nii.gz"
+        save_label_nifti(predict_case(loaded, np.asarray(store.image(case_id)), props), props, out)
+        pairs[case_id] = (out, gt)
+    per_case = evaluate_files(pairs, store.spec.name)
+    summary = aggregate(per_case, store.spec)
+    atomic_write_text(run / "per_case.csv", per_case.to_csv(index=False))
+    atomic_write_text(run / "summary.csv", summary.to_csv(index=False))
+    return summary
+
+
+def _run_device(run: Path) -> str:
+    return ExperimentConfig.load(run / "config.json").device
+
+
+def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                   resume: bool = False, progress: bool = True) -> Path:
+    """Train (:func:`sam3dlib.train.train`), then :func:`evaluate_run` on the test cases.
+
+    Under ``torchrun`` every rank trains; rank 0 alone evaluates.
+
+    Returns:
+        The run directory (``out_dir``).
+    """
+    from .train import train
+
+    run = train(config, data_dir, out_dir, resume=resume, progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        evaluate_run(run, data_dir, progress=progress)
+    return run

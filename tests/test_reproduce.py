@@ -1,0 +1,135 @@
+"""`make reproduce-tableN`: input checks before any work, run folders, papermill parameters, end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sam3dlib import report
+from sam3dlib.cli import main as cli_main
+from sam3dlib.reproduce import (
+    CHECKPOINT_URL,
+    DONE_FILE,
+    MissingInputError,
+    check_inputs,
+    ensure_phantom_data,
+    notebooks_dir,
+    reproduce_table,
+    select_run_dir,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# table, datasets named in the message, dataset source named
+MISSING_DATA = [
+    (1, ["synapse"], "syn3193805"),
+    (2, ["acdc"], "creatis.insa-lyon.fr/Challenge/acdc"),
+    (3, ["lung"], "medicaldecathlon.com"),
+    (4, ["brats"], "Task01_BrainTumour"),
+    (5, ["acdc", "synapse"], "syn3193805"),
+]
+
+
+@pytest.mark.parametrize("table, datasets, source", MISSING_DATA)
+def test_missing_data_message(tmp_path, table, datasets, source):
+    with pytest.raises(MissingInputError) as err:
+        check_inputs(table, "smoke", tmp_path / "data", None)
+    msg = str(err.value)
+    for ds in datasets:
+        assert f"missing prepared dataset folder {tmp_path / 'data' / ds}" in msg
+        assert f"sam3d prepare {ds} --raw" in msg
+    assert source in msg
+    assert "checkpoint" not in msg  # smoke uses the stand-in encoder
+
+
+def test_missing_checkpoint_message(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth"
+    with pytest.raises(MissingInputError) as err:
+        check_inputs(1, "paper", None, ckpt)
+    assert f"missing SAM checkpoint file {ckpt}" in str(err.value) and CHECKPOINT_URL in str(err.value)
+    check_inputs(1, "smoke", None, ckpt)  # not needed by smoke
+
+
+def test_reproduce_stops_before_any_work(tmp_path):
+    out = tmp_path / "results" / "table2"
+    with pytest.raises(MissingInputError, match="acdc"):
+        reproduce_table(2, profile="quick", data_dir=tmp_path / "data", checkpoint=tmp_path / "none.pth", out=out)
+    assert not out.exists()
+    code = cli_main(["reproduce", "2", "--profile", "quick", "--data-dir", str(tmp_path / "data"),
+                     "--checkpoint", str(tmp_path / "none.pth"), "--out", str(out)])
+    assert code == 2 and not out.exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"profile": "fast"}, "'profile': unknown value 'fast'"),
+    ({"seeds": "0 x"}, "'seeds' must be an integer"),
+    ({"n": 7}, "unknown paper table"),
+])
+def test_reproduce_bad_arguments(tmp_path, kwargs, message):
+    args = {"n": 1, "profile": "smoke", "data_dir": None, "out": tmp_path / "o", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        reproduce_table(**args)
+
+
+def test_run_dirs_never_overwrite_finished_runs(tmp_path):
+    out = tmp_path / "table1"
+    first = select_run_dir(out, "smoke-seeds0-abc")
+    assert first == out / "runs" / "smoke-seeds0-abc"
+    first.mkdir(parents=True)
+    assert select_run_dir(out, "smoke-seeds0-abc") == first  # unfinished: redone in place
+    (first / DONE_FILE).write_text("{}")
+    with pytest.raises(FileExistsError, match="already holds a finished run.*--force"):
+        select_run_dir(out, "smoke-seeds0-abc")
+    assert select_run_dir(out, "smoke-seeds0-abc", force=True) == out / "runs" / "smoke-seeds0-abc-2"
+
+
+def test_executed_notebooks_never_go_into_notebooks(tmp_path):
+    with pytest.raises(ValueError, match="never go into notebooks/"):
+        reproduce_table(1, profile="smoke", data_dir=None, out=notebooks_dir() / "out")
+
+
+def test_papermill_wrong_parameter_type(tmp_path):
+    """A parameter of the wrong type stops the notebook in its first cell with a clear message."""
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(notebooks_dir() / "01_synapse_table1.ipynb"), str(tmp_path / "nb.ipynb"),
+                            parameters={"seed": "abc", "out_dir": str(tmp_path)}, progress_bar=False,
+                            kernel_name="python3", cwd=str(tmp_path))
+    assert "ParameterError" in str(err.value) and "'seed' must be an integer; got 'abc'" in str(err.value)
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.slow
+def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
+    """``make reproduce-table1 PROFILE=smoke DATA_DIR=<phantoms> SEEDS="0 1"``, then the same again."""
+    data = ensure_phantom_data("synapse", tmp_path / "cache")
+    before = sorted(p.name for p in notebooks_dir().iterdir())
+    cmd = ["make", "-s", "reproduce-table1", "PROFILE=smoke", f"DATA_DIR={data}", "SEEDS=0 1", f"OUT={tmp_path / 'results'}"]
+    env = {**os.environ, "MPLBACKEND": "agg"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    latest = tmp_path / "results" / "table1" / "latest"
+    run = latest.resolve()
+    assert (run / "01_synapse_table1.ipynb").is_file() and (run / DONE_FILE).is_file()
+    table = pd.read_csv(run / "table1.csv", dtype={"table": str})
+    assert list(table.columns) == report.ALL_COLUMNS
+    assert "SAM3D" in set(table["method"]) and "UNETR++" in set(table["method"])  # paper rows
+    ours = table[table["method"] == "SAM3D (this run)"]
+    assert set(ours["data"]) == {"phantom"} and set(ours["encoder_checkpoint"]) == {"random init"}
+    assert set(ours["profile"]) == {"smoke"} and set(ours["seeds"].astype(str)) == {"0 1"}
+    assert (ours["n_seeds"] == 2).all() and ours["sd"].notna().all()
+    md = (run / "table1.md").read_text()
+    assert "STAND-IN RUN" in md and "±" in md and "difference" in md
+    assert {"dsc_bars.png", "params_vs_dsc.png", "training_curves.png", "overlays.png"} <= {p.name for p in (run / "figures").iterdir()}
+    per_case = pd.read_csv(run / "per_case.csv")
+    assert {"case_id", "region", "metric", "value", "seed"} <= set(per_case.columns)
+    assert json.loads((run / DONE_FILE).read_text())["profile"] == "smoke"
+    assert sorted(p.name for p in notebooks_dir().iterdir()) == before  # nothing written into notebooks/
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode != 0 and "already holds a finished run" in again.stderr
