@@ -154,21 +154,18 @@ def ensure_phantom_data(
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     data_dir = root / _phantom_key(dataset, seed, n_cases, size)
-    if (data_dir / dataset / "dataset.json").is_file() and (data_dir / "READY").is_file():
-        return data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{data_dir}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    raw = write_phantom(dataset, tmp / "raw", n_cases=n_cases, seed=seed, size=size)
-    prepare_dataset(dataset, raw, tmp / dataset)
     target = data_dir / dataset
+    if (target / "dataset.json").is_file() and (data_dir / "READY").is_file():
+        return data_dir
+    # the raw files stay where they are written: the store's properties point at them (the
+    # evaluation scores against the original label files, as the paper's scripts do)
+    raw = write_phantom(dataset, data_dir / "raw", n_cases=n_cases, seed=seed, size=size)
+    tmp = data_dir / f".{dataset}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    prepare_dataset(dataset, raw, tmp)
     if target.exists():
         shutil.rmtree(target)
-    os.replace(tmp / dataset, target)
-    if (data_dir / "raw").exists():
-        shutil.rmtree(data_dir / "raw")
-    os.replace(tmp / "raw", data_dir / "raw")
-    shutil.rmtree(tmp, ignore_errors=True)
+    os.replace(tmp, target)
     report.write_text_atomic(data_dir / "READY", "phantom\n")
     return data_dir
 

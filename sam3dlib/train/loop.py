@@ -241,4 +241,29 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
             plot_curve(run / "training_curve.png", history, _curve_title(config, model, phantom))
         ctx.barrier()
         done_now += 1
+    if ctx.world_size > 1:
+        _check_replicas(decoder, ctx, run)
     return run
+
+
+def decoder_digest(decoder: torch.nn.Module) -> str:
+    """sha256 of the decoder's parameters and buffers (to compare DDP replicas)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(decoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_replicas(decoder: torch.nn.Module, ctx: DistContext, run: Path) -> None:
+    """Every rank's decoder must be identical after DDP training; rank 0 records the hashes."""
+    import torch.distributed as dist
+
+    hashes: list[str | None] = [None] * ctx.world_size
+    dist.all_gather_object(hashes, decoder_digest(decoder))
+    if ctx.is_main:
+        atomic_write_json(run / "ddp_replicas.json", {"world_size": ctx.world_size, "decoder_sha256_per_rank": hashes})
+    if len(set(hashes)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: decoder hashes per rank {hashes}")

@@ -1,0 +1,158 @@
+"""``sam3d check-data``: a layout checker for raw data (any supported layout) and prepared stores.
+
+Each problem names the file. Checked: cases of the split that are missing (for a phantom, the
+cases its ``PHANTOM.json`` lists), unreadable/truncated files, image/label shape or affine
+mismatch, wrong modality (channel) count, NaN/inf, label values outside the dataset's label map
+or non-integer labels.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .io import DataFileError, load_nifti
+from .readers import RawCase, find_raw_cases
+from .specs import get_spec
+from .splits import all_case_ids
+from .store import CASES_DIR, META_FILE, case_paths
+
+AFFINE_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found: the file it concerns and what is wrong."""
+
+    file: str
+    message: str
+    case_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+def _expected_ids(dataset: str, root: Path) -> tuple[list[str], str]:
+    marker = root / "PHANTOM.json"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info.get("dataset") == dataset:
+            return list(info["case_ids"]), "PHANTOM.json"
+    return list(all_case_ids(dataset)), "the shipped split"
+
+
+def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
+    spec = get_spec(dataset)
+    probs: list[Problem] = []
+    if not case.images:
+        f = case.extra.get("listed_image") or case.case_id
+        return [Problem(str(f), "image file missing", case.case_id)]
+    channels, shape, affine = 0, None, None
+    for p in case.images:
+        try:
+            arr, aff, _ = load_nifti(p)
+        except DataFileError as exc:
+            probs.append(Problem(str(p), str(exc).split(": ", 1)[-1], case.case_id))
+            continue
+        if arr.ndim not in (3, 4):
+            probs.append(Problem(str(p), f"expected a 3D or 4D image, got shape {arr.shape}", case.case_id))
+            continue
+        channels += arr.shape[3] if arr.ndim == 4 else 1
+        if not np.all(np.isfinite(arr)):
+            n = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            probs.append(Problem(str(p), f"{n} NaN/inf voxel(s)", case.case_id))
+        if shape is None:
+            shape, affine = arr.shape[:3], aff
+        elif arr.shape[:3] != shape:
+            probs.append(Problem(str(p), f"channel shape {arr.shape[:3]} != {shape} of {case.images[0].name}", case.case_id))
+    if probs:
+        return probs
+    if channels != spec.num_channels:
+        probs.append(Problem(str(case.images[0]), f"{channels} modality channel(s), {dataset} needs {spec.num_channels}",
+                             case.case_id))
+    if case.label is None:
+        f = case.extra.get("listed_label") or f"label of {case.images[0]}"
+        probs.append(Problem(str(f), "label file missing", case.case_id))
+        return probs
+    try:
+        lab, laff, _ = load_nifti(case.label)
+    except DataFileError as exc:
+        return probs + [Problem(str(case.label), str(exc).split(": ", 1)[-1], case.case_id)]
+    if lab.shape[:3] != shape or lab.ndim != 3:
+        probs.append(Problem(str(case.label), f"label shape {lab.shape} != image shape {shape}", case.case_id))
+    if not np.allclose(laff, affine, atol=AFFINE_TOL):
+        probs.append(Problem(str(case.label), "label affine differs from the image affine", case.case_id))
+    if not np.all(np.isfinite(lab)):
+        probs.append(Problem(str(case.label), "label contains NaN/inf", case.case_id))
+    else:
+        vals = np.unique(lab)
+        if not np.allclose(vals, np.rint(vals)):
+            probs.append(Problem(str(case.label), "label has non-integer values", case.case_id))
+        bad = sorted(set(np.rint(vals).astype(int).tolist()) - set(spec.labels))
+        if bad:
+            probs.append(Problem(str(case.label), f"unexpected label value(s) {bad}; {dataset} labels are "
+                                 f"{list(spec.label_values)}", case.case_id))
+    return probs
+
+
+def _check_store(dataset: str, root: Path) -> list[Problem]:
+    spec = get_spec(dataset)
+    meta = json.loads((root / META_FILE).read_text())
+    probs = []
+    if meta.get("dataset") != spec.name:
+        probs.append(Problem(str(root / META_FILE), f"store is for {meta.get('dataset')!r}, not {spec.name!r}"))
+    ids = sorted(p.name[:-5] for p in (root / CASES_DIR).glob("*.json"))
+    for cid in tqdm(ids, desc=f"check {dataset}"):
+        paths = case_paths(root, cid)
+        try:
+            img = np.load(paths["image"], mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            probs.append(Problem(str(paths["image"]), f"cannot read ({exc})", cid))
+            continue
+        if img.ndim != 4 or img.shape[0] != spec.num_channels:
+            probs.append(Problem(str(paths["image"]), f"shape {img.shape}, expected {spec.num_channels} x D x H x W", cid))
+        if not np.all(np.isfinite(img)):
+            probs.append(Problem(str(paths["image"]), "NaN/inf values", cid))
+        if paths["label"].is_file():
+            lab = np.load(paths["label"], mmap_mode="r")
+            if lab.shape != img.shape[1:]:
+                probs.append(Problem(str(paths["label"]), f"label shape {lab.shape} != image shape {img.shape[1:]}", cid))
+            bad = sorted(set(np.unique(lab).tolist()) - set(spec.labels))
+            if bad:
+                probs.append(Problem(str(paths["label"]), f"unexpected label value(s) {bad}", cid))
+    return probs
+
+
+def check_dataset(dataset: str, path: Path, expect_all: bool | None = None) -> list[Problem]:
+    """All problems found in ``path`` (a raw layout or a prepared store) for ``dataset``.
+
+    Args:
+        dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
+        path: the raw root or the prepared store.
+        expect_all: report split cases that are absent (default: yes for raw data; a phantom's
+            ``PHANTOM.json`` narrows the expected ids to its own).
+    """
+    spec = get_spec(dataset)
+    root = Path(path)
+    if not root.is_dir():
+        return [Problem(str(root), "folder not found")]
+    if (root / META_FILE).is_file() and (root / CASES_DIR).is_dir():
+        return _check_store(spec.name, root)
+    try:
+        cases = find_raw_cases(spec.name, root)
+    except (FileNotFoundError, ValueError) as exc:
+        return [Problem(str(root), str(exc).split(": ", 1)[-1])]
+    if cases[0].layout == "nnunet_v1":
+        return []  # preprocessed arrays are checked when `sam3d prepare` converts them
+    probs: list[Problem] = []
+    if expect_all is not False:
+        expected, why = _expected_ids(spec.name, root)
+        found = {c.case_id for c in cases}
+        for cid in sorted(set(expected) - found):
+            probs.append(Problem(str(root / cid), f"case {cid} of {why} not found", cid))
+    for case in tqdm(cases, desc=f"check {spec.name}"):
+        probs += _check_raw_case(case, spec.name)
+    return probs

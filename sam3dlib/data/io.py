@@ -1,0 +1,92 @@
+"""Small I/O helpers: atomic writes, NIfTI loading with clear errors."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
+    _atomic(path, lambda fh: fh.write(data))
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Atomically write ``array`` as a ``.npy`` file (loadable with ``mmap_mode='r'``)."""
+    _atomic(path, lambda fh: np.save(fh, np.ascontiguousarray(array), allow_pickle=False))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> None:
+    """Atomically write a NIfTI image (gzipped if ``path`` ends in ``.gz``)."""
+    path = Path(path)
+    bio = io.BytesIO()
+    file_map = nib.Nifti1Image.make_file_map({"image": bio, "header": bio})
+    img.to_file_map(file_map)
+    raw = bio.getvalue()
+    if path.name.endswith(".gz"):
+        raw = gzip.compress(raw, compresslevel=1, mtime=0)
+    atomic_write_bytes(path, raw)
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read; the message names the file."""
+
+
+def load_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI file.
+
+    Returns:
+        (array in the file's own axis order, 4x4 affine, voxel sizes of the first 3 axes).
+
+    Raises:
+        DataFileError: the file is missing, truncated or not NIfTI (message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        arr = np.asarray(img.dataobj, dtype=dtype)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as exc:
+        raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return arr, np.asarray(img.affine, dtype=np.float64), zooms

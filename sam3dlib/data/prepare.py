@@ -1,0 +1,246 @@
+"""``sam3d prepare``: raw layout (or nnU-Net v1 preprocessed folder) -> canonical prepared store.
+
+Two passes, as nnU-Net v1's planning + preprocessing:
+
+1. *analysis* over all labelled cases found: spacings and cropped shapes (-> target spacing by
+   nnU-Net's ``ExperimentPlanner3D_v21`` rule unless given), CT foreground intensity statistics
+   (every 10th foreground voxel of the cropped images, pooled over all labelled cases, exactly
+   as nnU-Net did, which for Synapse includes the 12 test cases), and the MRI nonzero-mask rule
+   (use the mask for a channel iff cropping shrinks the median case by more than 25 %);
+   written to ``dataset.json`` first, so an interrupted run resumes with the same settings;
+2. *per case* :func:`~sam3dlib.data.preprocess.preprocess_case`, each output written atomically,
+   the properties JSON last; finished cases are skipped on a rerun.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .io import atomic_save_npy, atomic_write_json
+from .preprocess import crop_case, preprocess_case
+from .readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
+from .specs import get_spec
+from .store import CASES_DIR, META_FILE, PreparedDataset, case_paths
+
+ANALYSIS_SAMPLE_EVERY = 10
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("sam3dlib")
+    except Exception:  # noqa: BLE001 - not installed (running from a checkout)
+        return "unknown"
+
+
+def target_spacing_v21(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
+    """nnU-Net v1 ``ExperimentPlanner3D_v21.get_target_spacing`` on (N, 3) zyx spacings/shapes."""
+    target = np.percentile(spacings, 50, axis=0)
+    median_shape = np.percentile(shapes, 50, axis=0)
+    worst = int(np.argmax(target))
+    other = [i for i in range(3) if i != worst]
+    aniso_spacing = target[worst] > 3 * min(target[other])
+    aniso_voxels = median_shape[worst] * 3 < min(median_shape[other])
+    if aniso_spacing and aniso_voxels:
+        t = float(np.percentile(spacings[:, worst], 10))
+        if t < max(target[other]):
+            t = max(max(target[other]), t) + 1e-5
+        target[worst] = t
+    return [float(x) for x in target]
+
+
+def _analyse_one(args) -> dict:
+    case, num_channels, ct = args
+    img, lab, props = crop_case(case.images, case.label, num_channels)
+    out = {"case_id": case.case_id, "spacing": props["original_spacing"], "shape_after_crop": props["shape_after_crop"],
+           "shape": [props["original_shape"][t] for t in props["transpose"]]}
+    if ct and lab is not None:
+        out["fg"] = img[0][lab > 0][::ANALYSIS_SAMPLE_EVERY]
+    return out
+
+
+def _imap(fn, items, num_workers: int, desc: str):
+    if num_workers > 0 and len(items) > 1:
+        with get_context("spawn").Pool(num_workers) as pool:
+            yield from tqdm(pool.imap(fn, items), total=len(items), desc=desc)
+    else:
+        for it in tqdm(items, desc=desc):
+            yield fn(it)
+
+
+def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
+            target_spacing: Sequence[float] | str | None = None) -> dict:
+    """Pass 1: the dataset-level settings (``dataset.json`` content) for ``cases``."""
+    spec = get_spec(dataset)
+    ct = spec.modality == "CT"
+    labelled = [c for c in cases if c.label is not None]
+    if not labelled:
+        raise ValueError(f"{dataset}: none of the {len(cases)} cases has a label file; cannot compute statistics")
+    res = list(_imap(_analyse_one, [(c, spec.num_channels, ct) for c in labelled], num_workers, f"analyse {dataset}"))
+    spacings = np.array([r["spacing"] for r in res])
+    crop_shapes = np.array([r["shape_after_crop"] for r in res])
+    if target_spacing is None:
+        target = target_spacing_v21(spacings, crop_shapes)
+        t_src = f"nnU-Net v1 ExperimentPlanner3D_v21 rule on {len(res)} cases"
+    elif isinstance(target_spacing, str):
+        if target_spacing != "spec" or spec.target_spacing is None:
+            raise ValueError(f"target_spacing={target_spacing!r}: use 'spec' (only where datasets.json has one) "
+                             "or three numbers z y x")
+        target, t_src = list(spec.target_spacing), "datasets.json (spec)"
+    else:
+        target = [float(t) for t in target_spacing]
+        if len(target) != 3 or min(target) <= 0:
+            raise ValueError(f"target_spacing must be 3 positive numbers (z, y, x), got {target_spacing}")
+        t_src = "given by the user"
+    if ct:
+        fg = np.concatenate([r["fg"] for r in res if "fg" in r] or [np.zeros(1)])
+        norm = {"scheme": "CT", "percentile_00_5": float(np.percentile(fg, 0.5)),
+                "percentile_99_5": float(np.percentile(fg, 99.5)), "mean": float(fg.mean()), "sd": float(fg.std()),
+                "computed_on": f"every {ANALYSIS_SAMPLE_EVERY}th foreground voxel of {len(res)} labelled cases (as nnU-Net v1)"}
+    else:
+        shrink = np.median(np.prod(crop_shapes, 1) / np.prod([r["shape"] for r in res], 1))
+        norm = {"scheme": "nonCT", "use_nonzero_mask": [bool(shrink < 0.75)] * spec.num_channels,
+                "median_crop_size_ratio": float(shrink)}
+    return {"dataset": spec.name, "num_channels": spec.num_channels, "num_classes": spec.num_classes,
+            "labels": {str(k): v for k, v in spec.labels.items()}, "target_spacing": target,
+            "target_spacing_source": t_src, "normalization": norm, "sam3dlib_version": _version()}
+
+
+def _prepare_one(args) -> str:
+    case, meta, out = args
+    paths = case_paths(out, case.case_id)
+    img, lab, props = preprocess_case(list(case.images), meta, case.label)
+    props["case_id"] = case.case_id
+    atomic_save_npy(paths["image"], img)
+    if lab is not None:
+        atomic_save_npy(paths["label"], lab)
+    atomic_write_json(paths["properties"], props)
+    return case.case_id
+
+
+# ---------------------------------------------------------------- nnU-Net v1 preprocessed input
+
+
+def _itk_affine(origin, spacing, direction) -> np.ndarray:
+    """SimpleITK (LPS) origin/spacing/direction of an (x, y, z) image -> NIfTI (RAS) affine."""
+    d = np.asarray(direction, float).reshape(3, 3)
+    aff = np.eye(4)
+    aff[:3, :3] = d * np.asarray(spacing, float)[None, :]
+    aff[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff
+
+
+def _nnunet_meta(dataset: str, cases: Sequence[RawCase]) -> dict:
+    spec = get_spec(dataset)
+    stage = Path(cases[0].extra["stage_dir"])
+    plans = nnunet_v1_plans(stage)
+    first = load_pickle(Path(cases[0].extra["properties"]))
+    target = [float(x) for x in first["spacing_after_resampling"]]
+    norm: dict = {"scheme": "unknown", "note": f"no plans file next to {stage}; cannot preprocess new scans"}
+    transpose_fwd = [0, 1, 2]
+    if plans is not None:
+        schemes = plans.get("normalization_schemes", {})
+        ip = plans.get("dataset_properties", {}).get("intensityproperties") or {}
+        transpose_fwd = list(plans.get("transpose_forward", [0, 1, 2]))
+        if schemes.get(0) == "CT" and 0 in ip:
+            norm = {"scheme": "CT", **{k: float(ip[0][k]) for k in ("percentile_00_5", "percentile_99_5", "mean", "sd")}}
+        elif schemes:
+            mask = plans.get("use_mask_for_norm", {})
+            norm = {"scheme": "nonCT", "use_nonzero_mask": [bool(mask.get(c, False)) for c in range(spec.num_channels)]}
+        norm["computed_on"] = "nnU-Net v1 plans file"
+    splits = nnunet_v1_splits(stage)
+    meta = {"dataset": spec.name, "num_channels": spec.num_channels, "num_classes": spec.num_classes,
+            "labels": {str(k): v for k, v in spec.labels.items()}, "target_spacing": target,
+            "target_spacing_source": f"spacing_after_resampling of {stage.name}", "normalization": norm,
+            "nnunet_transpose_forward": transpose_fwd, "sam3dlib_version": _version()}
+    if splits:
+        meta["nnunet_splits_final_fold0"] = {k: sorted(map(str, v)) for k, v in splits[0].items()}
+        meta["nnunet_splits_final_note"] = ("ignored: the authors' trainers overwrite fold 0 with the hard-coded "
+                                            "lists shipped in splits.json")
+    return meta
+
+
+def _convert_nnunet_one(args) -> str:
+    case, meta, out = args
+    src = case.images[0]
+    try:
+        arr = np.load(src)["data"] if src.suffix == ".npz" else np.load(src, mmap_mode="r")
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise ValueError(f"{src}: cannot read nnU-Net array ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim != 4 or arr.shape[0] != meta["num_channels"] + 1:
+        raise ValueError(f"{src}: expected (channels + seg) x Z x Y x X with {meta['num_channels'] + 1} "
+                         f"channels, got shape {arr.shape}")
+    p = load_pickle(Path(case.extra["properties"]))
+    img = np.asarray(arr[:-1], dtype=np.float32)
+    seg = np.asarray(arr[-1])
+    lab = np.where(seg < 0, 0, seg).astype(np.uint8)
+    tf = list(meta.get("nnunet_transpose_forward", [0, 1, 2]))
+    sitk_zyx = list(p["original_size_of_raw_data"])
+    props = {"case_id": case.case_id, "original_shape": [int(s) for s in sitk_zyx[::-1]],
+             "original_affine": _itk_affine(p["itk_origin"], p["itk_spacing"], p["itk_direction"]).tolist(),
+             "original_spacing": [float(p["original_spacing"][t]) for t in tf],
+             "transpose": [[2, 1, 0][t] for t in tf],
+             "crop_bbox": [[int(a), int(b)] for a, b in (p["crop_bbox"][t] for t in tf)],
+             "shape_after_crop": [int(p["size_after_cropping"][t]) for t in tf],
+             "spacing_after_resampling": [float(s) for s in p["spacing_after_resampling"]],
+             "shape_after_resampling": list(img.shape[1:]),
+             "separate_axis": None, "image_files": [str(x) for x in p.get("list_of_data_files", [])],
+             "label_file": str(p.get("seg_file")) if p.get("seg_file") else None, "nnunet_source": str(src)}
+    from .preprocess import separate_axis
+    props["separate_axis"] = separate_axis(props["original_spacing"], props["spacing_after_resampling"])
+    paths = case_paths(out, case.case_id)
+    atomic_save_npy(paths["image"], img)
+    atomic_save_npy(paths["label"], lab)
+    atomic_write_json(paths["properties"], props)
+    return case.case_id
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
+                    target_spacing: Sequence[float] | str | None = None, layout: str | None = None) -> PreparedDataset:
+    """Convert ``raw`` into the prepared store ``out`` (resumable).
+
+    Args:
+        dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
+        raw: raw data root (BTCV, ACDC, MSD/nnFormer layout) or nnU-Net v1 preprocessed task/stage folder.
+        out: store folder (created).
+        num_workers: worker processes (0 = in this process).
+        target_spacing: ``None`` (nnU-Net v21 rule on the data, what the code did), ``"spec"``
+            (the value recorded in datasets.json) or (z, y, x) in mm. Ignored when resuming or
+            reading an nnU-Net v1 folder.
+        layout: force a layout instead of autodetecting it.
+
+    Returns:
+        The :class:`PreparedDataset` at ``out``.
+    """
+    spec = get_spec(dataset)
+    raw, out = Path(raw), Path(out)
+    cases = find_raw_cases(spec.name, raw, layout)
+    layout = cases[0].layout
+    missing_img = [c for c in cases if not c.images]
+    if missing_img:
+        raise FileNotFoundError(f"{raw}: no image file for case(s) {', '.join(c.case_id for c in missing_img[:5])}; "
+                                f"run `sam3d check-data {spec.name} {raw}`")
+    meta_path = out / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("dataset") != spec.name:
+            raise ValueError(f"{meta_path}: store is for {meta.get('dataset')!r}, not {spec.name!r}; use another --out")
+    else:
+        meta = _nnunet_meta(spec.name, cases) if layout == "nnunet_v1" else analyse(spec.name, cases, num_workers, target_spacing)
+        meta["source_layout"] = layout
+        meta["source_root"] = str(raw.resolve())
+        atomic_write_json(meta_path, meta)
+    (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]
+    fn = _convert_nnunet_one if layout == "nnunet_v1" else _prepare_one
+    for _ in _imap(fn, [(c, meta, out) for c in todo], num_workers, f"prepare {spec.name}"):
+        pass
+    return PreparedDataset(out)

@@ -1,0 +1,138 @@
+"""The shipped data splits (``resources/splits.json``) and the ``paper``/``clean`` protocols.
+
+The lists are the hard-coded fold-0 lists of the authors' trainers (see the ``source`` entry of
+each dataset in ``splits.json``). In the original code the trainer's ``val`` list *is* the test
+set: model selection (``model_best``) and postprocessing were decided on the test cases. The
+``paper`` protocol keeps that (``val == test``); the ``clean`` protocol holds a deterministic 20 %
+of the training cases out for validation (whole patients for ACDC) and never looks at the test
+cases before the final evaluation.
+
+BraTS: which subset the paper scored is ambiguous. ``test_set="paper"`` (default, the code: the
+73 trainer-``val`` cases that SAM3D's ``-val --valbest`` run predicts) or ``test_set="nnformer"``
+(the 24 nnFormer ``imagesTs`` cases, excluded from training in both variants).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from .specs import DATASETS
+
+PROTOCOLS = ("paper", "clean")
+TEST_SETS = ("paper", "nnformer")
+#: fraction of the training cases held out for validation by the ``clean`` protocol
+CLEAN_VAL_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Split:
+    """Case ids of one split. ``protocol`` is recorded with every result."""
+
+    dataset: str
+    protocol: str
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    test_set: str = "paper"
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (lists), e.g. for writing next to a result."""
+        return {"dataset": self.dataset, "protocol": self.protocol, "test_set": self.test_set,
+                "train": list(self.train), "val": list(self.val), "test": list(self.test)}
+
+
+@lru_cache(maxsize=None)
+def _splits() -> dict:
+    return json.loads(resources.files("sam3dlib.resources").joinpath("splits.json").read_text())
+
+
+def raw_split(dataset: str) -> dict:
+    """The ``splits.json`` entry of ``dataset`` (lists as stored, plus their sources)."""
+    key = dataset.lower()
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    return _splits()[key]
+
+
+def all_case_ids(dataset: str) -> tuple[str, ...]:
+    """Every labelled case id any split of ``dataset`` refers to (sorted)."""
+    s = raw_split(dataset)
+    ids = set(s["train"]) | set(s["test"]) | set(s.get("unused_or_internal_val", []))
+    return tuple(sorted(ids))
+
+
+def _group(dataset: str, case_id: str) -> str:
+    """Cases that must stay on one side of a split (ACDC: the two frames of a patient)."""
+    if dataset == "acdc":
+        m = re.match(r"(patient\d+)", case_id)
+        return m.group(1) if m else case_id
+    return case_id
+
+
+def _clean_val(dataset: str, train: list[str]) -> list[str]:
+    groups = sorted({_group(dataset, c) for c in train})
+    if len(groups) < 2:
+        raise ValueError(
+            f"protocol 'clean' for {dataset}: need at least 2 training {'patients' if dataset == 'acdc' else 'cases'} "
+            f"to hold one out for validation, found {len(groups)}")
+    n_val = max(1, math.floor(CLEAN_VAL_FRACTION * len(groups) + 0.5))
+    n_val = min(n_val, len(groups) - 1)
+    rng = random.Random(f"sam3dlib-clean-{dataset}")  # string seeds are stable across runs
+    chosen = set(rng.sample(groups, n_val))
+    return [c for c in train if _group(dataset, c) in chosen]
+
+
+def get_split(dataset: str, protocol: str = "paper", available: Iterable[str] | None = None,
+              test_set: str = "paper") -> Split:
+    """The split of ``dataset`` under ``protocol``.
+
+    Args:
+        dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
+        protocol: ``paper`` (val = test, as the original code selected checkpoints on the test
+            cases) or ``clean`` (val = a deterministic ~20 % of train, at least 1 case; train
+            excludes it; test unchanged).
+        available: if given, every list is restricted to these case ids (e.g. a phantom or a
+            partial download). The ``clean`` validation cases are drawn from the restricted
+            training list, so they equal those of the full data only when all cases are present.
+        test_set: BraTS only: ``paper`` (73 cases, the code) or ``nnformer`` (24 cases).
+
+    Returns:
+        A frozen :class:`Split` with sorted tuples.
+
+    Raises:
+        ValueError: unknown dataset/protocol/test_set, or restriction leaves train or test empty.
+    """
+    key = dataset.lower()
+    s = raw_split(key)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if test_set not in TEST_SETS:
+        raise ValueError(f"unknown test_set {test_set!r}; choose one of {', '.join(TEST_SETS)}")
+    train = sorted(s["train"])
+    if test_set == "nnformer":
+        if key != "brats":
+            raise ValueError(f"test_set='nnformer' exists only for brats, not {dataset!r}")
+        test = sorted(s["unused_or_internal_val"])
+    else:
+        test = sorted(s["test"])
+    if available is not None:
+        have = set(available)
+        train = [c for c in train if c in have]
+        test = [c for c in test if c in have]
+        for name, lst in (("train", train), ("test", test)):
+            if not lst:
+                raise ValueError(
+                    f"split of {key} ({protocol}, test_set={test_set}): none of the {name} cases is among the "
+                    f"{len(have)} available cases (e.g. {sorted(have)[:3]}); are these {key} case ids?")
+    if protocol == "paper":
+        val = list(test)
+    else:
+        val = _clean_val(key, train)
+        train = [c for c in train if c not in set(val)]
+    return Split(key, protocol, tuple(train), tuple(val), tuple(test), test_set)

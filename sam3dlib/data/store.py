@@ -1,0 +1,97 @@
+"""The canonical prepared store written by ``sam3d prepare`` (layout: docs/DESIGN.md).
+
+```
+<root>/dataset.json                 dataset-level meta (labels, target spacing, normalisation, ...)
+<root>/cases/<id>_image.npy         float32 C x D x H x W
+<root>/cases/<id>_label.npy         uint8 D x H x W (absent for unlabelled cases)
+<root>/cases/<id>.json              per-case properties (written last: a case is complete when it exists)
+```
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .specs import DatasetSpec, get_spec
+from .splits import Split, get_split
+
+META_FILE = "dataset.json"
+CASES_DIR = "cases"
+
+
+class StoreError(FileNotFoundError):
+    """The folder is not a (complete) prepared store."""
+
+
+def case_paths(root: Path, case_id: str) -> dict[str, Path]:
+    """Paths of one case's files in a store rooted at ``root``."""
+    d = Path(root) / CASES_DIR
+    return {"image": d / f"{case_id}_image.npy", "label": d / f"{case_id}_label.npy",
+            "properties": d / f"{case_id}.json"}
+
+
+class PreparedDataset:
+    """Read access to a prepared store.
+
+    Args:
+        root: the folder written by ``sam3d prepare`` (e.g. ``data/synapse``).
+
+    Raises:
+        StoreError: ``dataset.json`` or ``cases/`` is missing, or the store holds no case.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        meta_path = self.root / META_FILE
+        if not meta_path.is_file():
+            raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; "
+                             f"create it with `sam3d prepare DATASET --raw RAW --out {self.root}`")
+        try:
+            self.meta: dict = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{meta_path}: invalid JSON ({exc})") from exc
+        if "dataset" not in self.meta:
+            raise StoreError(f"{meta_path}: no 'dataset' key; not written by `sam3d prepare`")
+        self.spec: DatasetSpec = get_spec(self.meta["dataset"])
+        cases = self.root / CASES_DIR
+        if not cases.is_dir():
+            raise StoreError(f"{cases} not found; run `sam3d prepare` again to finish {self.root}")
+        self.case_ids: list[str] = sorted(p.name[:-5] for p in cases.glob("*.json")
+                                          if case_paths(self.root, p.name[:-5])["image"].is_file())
+        if not self.case_ids:
+            raise StoreError(f"{cases} holds no complete case; run `sam3d prepare` to (re)build {self.root}")
+        self._props: dict[str, dict] = {}
+
+    def __repr__(self) -> str:
+        return f"PreparedDataset({str(self.root)!r}, dataset={self.spec.name!r}, cases={len(self.case_ids)})"
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def _check(self, case_id: str) -> None:
+        if case_id not in set(self.case_ids):
+            raise KeyError(f"case {case_id!r} is not in the store {self.root} ({len(self.case_ids)} cases)")
+
+    def image(self, case_id: str) -> np.ndarray:
+        """Preprocessed image, float32 ``C x D x H x W`` (memory-mapped, read-only)."""
+        self._check(case_id)
+        return np.load(case_paths(self.root, case_id)["image"], mmap_mode="r")
+
+    def label(self, case_id: str) -> np.ndarray | None:
+        """Label map, uint8 ``D x H x W`` (memory-mapped), or ``None`` for an unlabelled case."""
+        self._check(case_id)
+        p = case_paths(self.root, case_id)["label"]
+        return np.load(p, mmap_mode="r") if p.is_file() else None
+
+    def properties(self, case_id: str) -> dict:
+        """Per-case properties (original geometry, crop box, spacings, source files)."""
+        self._check(case_id)
+        if case_id not in self._props:
+            self._props[case_id] = json.loads(case_paths(self.root, case_id)["properties"].read_text())
+        return self._props[case_id]
+
+    def split(self, protocol: str = "paper", test_set: str = "paper") -> Split:
+        """The shipped split restricted to the cases in this store."""
+        return get_split(self.spec.name, protocol, available=self.case_ids, test_set=test_set)

@@ -1,0 +1,86 @@
+"""Training: a smoke run learns, files and provenance are written, resume is exact."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sam3dlib.config import get_config
+from sam3dlib.data.store import PreparedDataset
+from sam3dlib.train import RunExistsError, poly_lr, train
+from sam3dlib.train.checkpointing import load_checkpoint
+
+from _fixtures_train import one_thread, smoke_run, synapse_store, tiny_config  # noqa: F401
+
+
+def test_poly_lr_schedule():
+    c = get_config("table1_synapse", "paper")
+    assert poly_lr(c, 0) == pytest.approx(1e-2)
+    assert poly_lr(c, 500) == pytest.approx(1e-2 * 0.5**0.9)
+    assert poly_lr(c, 999) == pytest.approx(1e-2 * 0.001**0.9)
+
+
+def test_smoke_run_learns(smoke_run, synapse_store):
+    run = smoke_run["run"]
+    log = pd.read_csv(run / "log.csv")
+    assert list(log.columns) == ["epoch", "train_loss", "val_dice", "val_dice_ema", "lr", "seconds"]
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    store = PreparedDataset(synapse_store)
+    fg = []
+    for pred_path in sorted((run / "predictions").glob("*.nii.gz")):
+        props = store.properties(pred_path.name[: -len(".nii.gz")])
+        pred = np.asanyarray(nib.load(pred_path).dataobj) > 0
+        gt = np.asanyarray(nib.load(props["label_file"]).dataobj) > 0
+        fg.append(2 * (pred & gt).sum() / (pred.sum() + gt.sum()))
+        chance = gt.mean()  # Dice of a random prediction with the true foreground rate
+    assert len(fg) == 2 and min(fg) > 3 * chance, (fg, chance)
+    summary = pd.read_csv(run / "summary.csv")
+    assert {"region", "metric", "mean"} <= set(summary.columns) and "average" in set(summary["region"])
+
+
+def test_run_directory_contents(smoke_run):
+    run = smoke_run["run"]
+    for name in ("config.json", "provenance.json", "dataset_meta.json", "training_curve.png",
+                 "checkpoints/latest.pt", "checkpoints/best.pt", "per_case.csv", "summary.csv"):
+        assert (run / name).is_file(), name
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["phantom"] is True and prov["random_encoder"] is True and prov["encoder_sha256"] == "random init"
+    assert prov["protocol"] == "paper" and prov["config"]["encoder"] == "vit_tiny"
+    assert {"torch", "monai", "segment-anything", "numpy"} <= set(prov["packages"]) and "git_commit" in prov
+    ck = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert ck["epoch"] == 3 and set(ck["rng"]) >= {"torch", "numpy", "python"} and "optimizer" in ck
+    assert not any(k.startswith("encoder") for k in ck["decoder"])  # only the decoder is saved
+
+
+def test_resume_equals_uninterrupted(synapse_store, tmp_path, one_thread):
+    cfg = tiny_config(epochs=3, cache_dir=str(tmp_path / "cache"))
+    full = train(cfg, synapse_store, tmp_path / "full", progress=False)
+    part = train(cfg, synapse_store, tmp_path / "part", progress=False, max_epochs=1)  # "interrupted"
+    assert load_checkpoint(part / "checkpoints" / "latest.pt")["epoch"] == 1
+    train(cfg, synapse_store, tmp_path / "part", resume=True, progress=False)
+    a = load_checkpoint(full / "checkpoints" / "latest.pt")
+    b = load_checkpoint(part / "checkpoints" / "latest.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["decoder"]:
+        assert torch.equal(a["decoder"][k], b["decoder"][k]), k
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    with pytest.raises(RunExistsError, match="--resume"):
+        train(cfg, synapse_store, tmp_path / "full", progress=False)
+    with pytest.raises(RunExistsError, match="lr"):
+        train(cfg.replace(lr=0.5), synapse_store, tmp_path / "full", resume=True, progress=False)
+
+
+def test_online_mode_trains(synapse_store, tmp_path, one_thread):
+    cfg = tiny_config(encoder_mode="online", epochs=1, iterations_per_epoch=1)
+    run = train(cfg, synapse_store, tmp_path / "online", progress=False)
+    log = pd.read_csv(run / "log.csv")
+    assert len(log) == 1 and np.isfinite(log["train_loss"][0]) and not (tmp_path / "cache").exists()
+
+
+def test_wrong_dataset_is_refused(synapse_store, tmp_path):
+    with pytest.raises(ValueError, match="holds 'synapse' data"):
+        train(get_config("table2_acdc", "smoke"), synapse_store, tmp_path / "x", progress=False)
