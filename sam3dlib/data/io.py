@@ -4,8 +4,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -13,35 +11,22 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ..fileio import atomic_save_npy as fileio_save_npy
+from ..fileio import atomic_write
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
-    _atomic(path, lambda fh: fh.write(data))
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Atomically write ``array`` as a ``.npy`` file (loadable with ``mmap_mode='r'``)."""
-    _atomic(path, lambda fh: np.save(fh, np.ascontiguousarray(array), allow_pickle=False))
+    fileio_save_npy(path, np.ascontiguousarray(array))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
+    """Atomically write ``obj`` as indented JSON (numpy scalars/arrays and paths allowed)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
 
 
