@@ -59,8 +59,8 @@ def md(src: str) -> nbformat.NotebookNode:
     return new_markdown_cell(src)
 
 
-def params_cell(name: str, dataset: str | None) -> nbformat.NotebookNode:
-    return code(PARAMS.format(dataset=dataset, out_dir=f"../results/notebooks/{name}"), tags=["parameters"])
+def params_cell(results: str, dataset: str | None) -> nbformat.NotebookNode:
+    return code(PARAMS.format(dataset=dataset, out_dir=f"../results/notebooks/{results}"), tags=["parameters"])
 
 
 def table_notebook(name: str, table: int, dataset: str | None, title: str, intro: str) -> nbformat.NotebookNode:
@@ -71,7 +71,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
            "numbers then say nothing about the paper, and every table and figure says so. "
            f"`make reproduce-table{n}` runs this notebook with the `paper` profile on your data and "
            "SAM checkpoint (see `docs/NOTEBOOKS.md`)."),
-        params_cell(name, dataset),
+        params_cell(f"table{n}", dataset),
         code(SETUP),
         md("## The paper's numbers\n\nAs printed in the paper (Bui et al., ISBI 2024), shipped in "
            "`sam3dlib/resources/paper_tables.csv`."),
@@ -107,10 +107,11 @@ def quickstart() -> nbformat.NotebookNode:
            "Synapse layout): write raw files, prepare them, look at slices, train, evaluate, and put the "
            "result in Table 1's layout. The defaults use the smoke profile and a random tiny stand-in "
            "encoder so that it finishes in seconds; `make demo` runs the same with a ViT-B for a few minutes."),
-        params_cell("00_quickstart", "synapse"),
+        params_cell("table1", "synapse"),
         code(SETUP + "\nfrom sam3dlib import report_figures as rf\nfrom sam3dlib.data.store import PreparedDataset"),
         md("## Data: built-in phantoms, prepared like the real datasets"),
-        code("data = reproduce.ensure_phantom_data(params.dataset) if params.data_dir is None else params.data_dir\n"
+        code("data = (reproduce.ensure_phantom_data(params.dataset, size=reproduce.phantom_size_for(params.profile))\n"
+             "        if params.data_dir is None else params.data_dir)\n"
              "store = PreparedDataset(data / params.dataset)\n"
              "print(len(store.case_ids), \"cases:\", store.case_ids)\n"
              "split = store.split(params.protocol)\n"
@@ -121,7 +122,7 @@ def quickstart() -> nbformat.NotebookNode:
              "display(fig)", ignore=True),
         md("## The model\n\nThe encoder is frozen; only the decoder trains (the paper's 1.88M)."),
         code("from sam3dlib import build_sam3d\n"
-             "model = build_sam3d(num_classes=store.spec.num_classes, image_size=(32, 32), encoder=\"vit_tiny\")\n"
+             "model = build_sam3d(num_classes=store.spec.num_classes, image_size=(48, 48), encoder=params.encoder or \"vit_tiny\")\n"
              "print(\"trainable parameters (M):\", round(model.trainable_parameters() / 1e6, 2))\n"
              "print(\"encoder:\", model.encoder_name, \"-\", model.encoder_source)"),
         md("## Train, evaluate, compare with Table 1"),
@@ -139,7 +140,7 @@ def figures_nb() -> nbformat.NotebookNode:
            "slices, per-region DSC of this run next to the paper's, parameters vs DSC for every method in "
            "the paper's tables with our run added, and training curves. `table` picks the experiment, "
            "`slices` the slices (None: spread over the foreground)."),
-        params_cell("06_figures", None),
+        params_cell("table1", None),
         code("table = 1  # int: which paper table's experiment to draw\nslices = None  # list[int] | None: slice indices for the overlays"),
         code(SETUP + "\nfrom sam3dlib import report_figures as rf\nfrom sam3dlib.data.specs import get_spec"),
         code("result = reproduce.run_table(table, params, figures=False)", ignore=True),
@@ -161,7 +162,7 @@ def explore_nb() -> nbformat.NotebookNode:
         md("# Explore a case (JupyterLab)\n\nBrowse one case: its slices and labels, the prediction of a run, "
            "and its per-case metrics. Change `case_id` and `slices` and re-run the cells below them "
            "(`make lab` opens JupyterLab here)."),
-        params_cell("07_explore_case", "synapse"),
+        params_cell("table1", "synapse"),
         code("table = 1  # int: the paper table whose experiment is explored\n"
              "case_id = None  # str | None: a test case id (None: the first test case)\n"
              "slices = None  # list[int] | None: slice indices (None: spread over the foreground)"),

@@ -25,13 +25,15 @@ DEFAULT_CHECKPOINT = Path("checkpoints/sam_vit_b_01ec64.pth")
 #: The demo's training budget on top of ``get_config("table1_synapse", "quick")``: the whole
 #: phantom volume (32 x 96 x 96 after preparation) is one patch, so the cached encoder runs once
 #: per slice (8 cases x 32 slices), and the decoder trains for a couple of minutes.
+#: phantom size: ``tiny`` volumes are 16 x 48 x 48 after preparation (one crop per case).
+DEMO_PHANTOM_SIZE = "tiny"
 DEMO_OVERRIDES: dict[str, Any] = dict(
     encoder="vit_b",
     encoder_mode="cached",
-    patch_size=(32, 96, 96),
+    patch_size=(16, 48, 48),
     batch_size=2,
-    epochs=30,
-    iterations_per_epoch=10,
+    epochs=25,
+    iterations_per_epoch=6,
     val_iterations=2,
     val_every=5,
     lr=1e-2,
@@ -70,6 +72,7 @@ def run_demo(
     seed: int = 0,
     checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
     cache_root: str | os.PathLike | None = None,
+    phantom_size: str = DEMO_PHANTOM_SIZE,
     **overrides: Any,
 ) -> DemoResult:
     """Run the demo and write its table and figures under ``out``.
@@ -79,6 +82,7 @@ def run_demo(
         seed: training seed.
         checkpoint: SAM ViT-B file, used only if it exists (else a random ViT-B).
         cache_root: where the phantom store is built (default ``~/.cache/sam3dlib/phantoms``).
+        phantom_size: ``tiny`` (default) or ``small`` phantoms.
         **overrides: changes to the demo's config (e.g. ``epochs=2`` for a test).
 
     Returns:
@@ -93,7 +97,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Path(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
-    data_dir = ensure_phantom_data("synapse", cache_root, seed=0)
+    data_dir = ensure_phantom_data("synapse", cache_root, seed=0, size=phantom_size)
     cfg = demo_config(seed, ckpt, **overrides)
     run_out = out / "run"
     if run_out.exists():

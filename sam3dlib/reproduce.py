@@ -170,6 +170,11 @@ def ensure_phantom_data(
     return data_dir
 
 
+def phantom_size_for(profile: str) -> str:
+    """Phantom size used by a profile: ``tiny`` (16 x 48 x 48) for smoke, ``small`` otherwise."""
+    return "tiny" if profile == "smoke" else "small"
+
+
 def is_phantom_store(store_root: str | os.PathLike) -> bool:
     """True when a prepared store was made from sam3dlib's phantoms (its raw root has ``PHANTOM.json``)."""
     from .phantoms import PHANTOM_FILE
@@ -372,7 +377,7 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *, c
     phantoms: dict[str, bool] = {}
     for ds in dict.fromkeys(i.dataset for i in infos):
         if p.data_dir is None:
-            data_dirs[ds] = ensure_phantom_data(ds, cache_root, seed=0)
+            data_dirs[ds] = ensure_phantom_data(ds, cache_root, seed=0, size=phantom_size_for(p.profile))
         else:
             if not (Path(p.data_dir) / ds / "dataset.json").is_file():
                 raise MissingInputError(missing_data_message(ds, Path(p.data_dir)))

@@ -9,6 +9,9 @@ import torch
 
 from sam3dlib.config import get_config
 
+#: session-wide results (fixtures imported into several modules are defined once per module)
+_MEMO: dict[str, object] = {}
+
 
 @pytest.fixture(scope="session")
 def synapse_store(tmp_path_factory) -> Path:
@@ -16,9 +19,12 @@ def synapse_store(tmp_path_factory) -> Path:
     from sam3dlib.data.prepare import prepare_dataset
     from sam3dlib.phantoms import write_phantom
 
+    if "store" in _MEMO:
+        return _MEMO["store"]
     root = tmp_path_factory.mktemp("synapse_phantom")
     raw = write_phantom("synapse", root / "raw", n_cases=4, size="tiny")
     prepare_dataset("synapse", raw, root / "store")
+    _MEMO["store"] = root / "store"
     return root / "store"
 
 
@@ -45,6 +51,8 @@ def smoke_run(synapse_store, tmp_path_factory) -> dict:
 
     from sam3dlib.experiment import run_experiment
 
+    if "smoke" in _MEMO:
+        return _MEMO["smoke"]
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -52,7 +60,8 @@ def smoke_run(synapse_store, tmp_path_factory) -> dict:
         cfg = get_config("table1_synapse", "smoke", epochs=3, iterations_per_epoch=8)
         t0 = time.perf_counter()
         run_experiment(cfg, synapse_store, out, progress=False)
-        return {"run": out, "seconds": time.perf_counter() - t0, "config": cfg}
+        _MEMO["smoke"] = {"run": out, "seconds": time.perf_counter() - t0, "config": cfg}
+        return _MEMO["smoke"]
     finally:
         torch.set_num_threads(n)
 

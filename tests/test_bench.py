@@ -1,0 +1,86 @@
+"""benchmarks/run_bench.py runs end to end at tiny sizes and writes valid JSON (no timing asserts)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from segment_anything.modeling.image_encoder import ImageEncoderViT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("run_bench")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return _load("bench_lib")
+
+
+def test_smoke_run_writes_json_and_markdown(bench, tmp_path):
+    out = tmp_path / "bench"
+    bench.main(["--out", str(out), "--quick", "--encoder", "vit_tiny", "--hw", "16", "--depth", "1",
+                "--datasets", "acdc", "--slices", "1", "--no-subprocess"])
+    report = json.loads((out / "bench.json").read_text())
+    for key in ("machine", "matmul_peak_tflops", "encoder_throughput", "step_vs_baseline", "cached_vs_online",
+                "memory", "make", "dtype_choice", "command"):
+        assert key in report, key
+    assert report["step_vs_baseline"]["speedup"] > 0
+    acdc = report["cached_vs_online"]["acdc"]
+    assert {"online", "cached", "floor", "floor_batch1"} <= set(acdc["steps"])
+    assert acdc["flop_bound_online_over_cached"] >= 1
+    assert "not measured" in report["make"]["note"]
+    assert not any(p.name.startswith("_bench_work_") for p in out.iterdir())  # work files removed
+    assert "Speed-up" in (out / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (176, 176), (256, 240)])
+def test_sam_flop_count_matches_torch_counter(lib, hw):
+    """The analytic count of SAM's own forward agrees with torch's FlopCounterMode (matmuls + convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sam3dlib.encoders import build_image_encoder
+
+    vit = build_image_encoder("vit_tiny", hw).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        vit(torch.zeros(1, 3, *hw))
+    analytic = lib.vit_flops_per_slice("vit_tiny", hw, fast=False)
+    assert analytic == pytest.approx(counter.get_total_flops(), rel=0.02)
+
+
+def test_fast_flops_smaller_where_windows_are_padded(lib):
+    assert lib.vit_flops_per_slice("vit_b", (64, 64), True) < 0.3 * lib.vit_flops_per_slice("vit_b", (64, 64), False)
+    assert lib.vit_flops_per_slice("vit_b", (224, 224), True) == lib.vit_flops_per_slice("vit_b", (224, 224), False)
+
+
+def test_fit_batch_linear(lib):
+    fit = lib.fit_batch({1: 3_000, 3: 7_000}, capacity=21_000)
+    assert fit["bytes_per_sample"] == 2_000 and fit["fixed_bytes"] == 1_000 and fit["largest_batch"] == 10
+
+
+def test_unknown_dataset_is_a_clear_error(bench, tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        bench.main(["--out", str(tmp_path), "--datasets", "nope", "--no-subprocess"])
+
+
+def test_isinstance_kept(lib):
+    from sam3dlib.encoders import build_image_encoder
+    from sam3dlib.fast_attention import enable_fast_attention
+
+    assert isinstance(enable_fast_attention(build_image_encoder("vit_tiny", (32, 32))), ImageEncoderViT)
