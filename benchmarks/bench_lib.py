@@ -230,9 +230,13 @@ def _baseline_encode(spec: StepSpec, volume: torch.Tensor, timer: _Timer, device
 
 
 def _cached_reader(spec: StepSpec):
-    """A ``CachedPatchDataset`` over random float16 features written in ``FeatureCache``'s layout."""
+    """A ``CachedPatchDataset`` over a ``FeatureCache`` built through its public API.
+
+    The entries are written by ``FeatureCache.build_case`` with a random ``vit_tiny`` stand-in
+    model (same 256-channel float16 layout, seconds instead of minutes); the values do not
+    matter for reading speed, the layout and the read path are the product's.
+    """
     from sam3dlib.cache import CacheSettings, FeatureCache
-    from sam3dlib.fileio import atomic_save_npy, atomic_write_json
     from sam3dlib.train.data import CachedPatchDataset
 
     ds = get_spec(spec.dataset)
@@ -240,18 +244,20 @@ def _cached_reader(spec: StepSpec):
     settings = CacheSettings(spec.encoder, "random init (benchmark)", (h, w), (h // 2, w // 2),
                              spec.encoder_dtype, ds.num_channels)
     cache = FeatureCache(spec.cache_dir, settings)
+    stand_in = build_sam3d(ds.num_classes, ds.num_channels, (h, w), "vit_tiny")
     case_depth = spec.depth * 2
     rng = np.random.default_rng(0)
     labels = {}
     for cid in ("bench_000", "bench_001"):
-        feats = rng.standard_normal((2, ds.num_channels * EMBED_CHANNELS, case_depth, h // 16, w // 16)).astype(np.float16)
-        cache.root.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(cache.root / f"{cid}.npy", feats)
-        atomic_write_json(cache.root / f"{cid}.json", {"key": "benchmark", "case_id": cid, "tiles": [[0, 0], [0, w // 2]],
-                                                       "padded_hw": [h, w + w // 2], "depth": case_depth})
+        image = rng.standard_normal((ds.num_channels, case_depth, h, w + w // 2)).astype(np.float32)
+        image_path = Path(spec.cache_dir) / f"{cid}_image.npy"
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(image_path, image)
+        cache.build_case(cid, image, image_path, stand_in)
         label = np.zeros((case_depth, h, w + w // 2), np.uint8)
         label[case_depth // 4: case_depth // 2, h // 4: h // 2, w // 4: w // 2] = 1
         labels[cid] = label
+    cache.build_zero_slice(stand_in)
 
     class _Labels:
         root = Path(spec.cache_dir)

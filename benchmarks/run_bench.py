@@ -260,10 +260,12 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"Autocast choice from probes: encoder {dt['encoder_dtype']}, decoder {dt['decoder_dtype']} "
               f"(bf16 matmul = {dt['bf16_matmul_speed_vs_fp32']:.3g} x fp32; decoder step B1 D1: "
               + ", ".join(f"{k} {v:.3g} s" for k, v in dt["decoder_probe_s"].items()) + ")", ""]
+    for key, err in report.get("errors", {}).items():
+        lines += [f"**{key} failed:** `{err}`", ""]
     lines += ["## 3. Encoder throughput and each change's effect", "",
               "| variant | slices | slices/s | GFLOP/slice (ours / SAM) | achieved TFLOP/s | of best matmul peak | of bf16 peak |",
               "|---|---|---|---|---|---|---|"]
-    for r in report["encoder_throughput"]:
+    for r in report.get("encoder_throughput", []):
         lines.append(f"| {r['variant']} | {r['slices']} | {r['slices_per_s']:.3g} | {r['gflop_per_slice']:.3g} / "
                      f"{r['sam_gflop_per_slice']:.3g} | {r['achieved_tflops']:.3g} | "
                      f"{r['fraction_of_best_matmul_peak']:.0%} | {r['fraction_of_bf16_matmul_peak']:.0%} |")
@@ -303,7 +305,7 @@ def markdown(report: dict[str, Any]) -> str:
                 str(e[f"{m} largest batch in {c}"] or "n/a") for m in ("online", "cached") for c in CAPACITIES) + " |")
         lines += ["", "Estimates: " + mem["method"], ""]
     lines += ["## 4. `make demo` and test suite", ""]
-    mk = report["make"]
+    mk = report.get("make", {})
     lines += [f"- {k}: {v['seconds']:.0f} s (rc {v['returncode']})" for k, v in mk.items() if isinstance(v, dict)]
     lines += [f"- {mk['note']}"] if "note" in mk else []
     return "\n".join(lines) + "\n"
@@ -323,13 +325,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else "run_bench.py " + " ".join(map(shlex.quote, argv)),
         "machine": bl.machine_info(device), "settings": s, "loadavg_start": bl.loadavg(),
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    from sam3dlib.fileio import atomic_write_text
+
+    def save(final: bool = False) -> None:
+        report["complete"] = final
+        report["wall_s"] = time.perf_counter() - t0
+        bl.write_json_atomic(args.out / "bench.json", report)
+        if final:
+            atomic_write_text(args.out / "bench.md", markdown(report))
+
+    def item(key: str, fn) -> None:  # one failing item is recorded, the others still run
+        try:
+            report[key] = fn()
+        except Exception as exc:  # noqa: BLE001 - recorded in the report, re-raised in tests via the report
+            report.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"
+            print(f"[bench] {key} failed: {exc}", file=sys.stderr, flush=True)
+        save()
+
     n = 4096 if device.type == "cuda" else 1024
     peaks = {name: bl.matmul_peak(device, dt or torch.float32, n, 1.0 if dt is None else 0.5)
              for name, dt in bl.DTYPES.items()}
     report["matmul_peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}
     report["dtype_choice"] = dtypes = probe_dtypes(args, s, device, peaks)
-    report["encoder_throughput"] = item3_encoder(args, s, device, peaks, dtypes)
-    args.out.mkdir(parents=True, exist_ok=True)
+    save()
+    item("encoder_throughput", lambda: item3_encoder(args, s, device, peaks, dtypes))
     work = Path(tempfile.mkdtemp(prefix="_bench_work_", dir=args.out))
     try:
         from sam3dlib.sam_checkpoint import save_random_sam_checkpoint
@@ -337,18 +357,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ckpt = save_random_sam_checkpoint(work / f"random_{s['encoder']}_official_format.pth", s["encoder"])
         report["checkpoint"] = {"file": ckpt.name, "bytes": ckpt.stat().st_size,
                                 "note": "random weights, official SAM state-dict layout"}
-        report["step_vs_baseline"] = item1_step(args, s, device, dtypes, ckpt)
-        report["cached_vs_online"] = item2_cached(args, s, device, dtypes, work / "cache")
+        item("step_vs_baseline", lambda: item1_step(args, s, device, dtypes, ckpt))
+        item("cached_vs_online", lambda: item2_cached(args, s, device, dtypes, work / "cache"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report["memory"] = item5_memory(report["step_vs_baseline"], report["cached_vs_online"])
-    report["make"] = item4_make(args)
+    item("memory", lambda: item5_memory(report.get("step_vs_baseline"), report.get("cached_vs_online") or {}))
+    item("make", lambda: item4_make(args))
     report["loadavg_end"] = bl.loadavg()
-    report["wall_s"] = time.perf_counter() - t0
-    bl.write_json_atomic(args.out / "bench.json", report)
-    from sam3dlib.fileio import atomic_write_text
-
-    atomic_write_text(args.out / "bench.md", markdown(report))
+    save(final=True)
     print(f"[bench] wrote {args.out / 'bench.json'} and bench.md in {report['wall_s']:.0f} s", flush=True)
     return report
 

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .constants import EMBED_CHANNELS, PATCH_SIZE
-from .fileio import atomic_save_npy, atomic_write_json
+from .fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
 from .model import SAM3D, encode_slices
 
 CACHE_FORMAT_VERSION = 1
@@ -160,6 +160,8 @@ class FeatureCache:
         """
         from .data.store import case_paths
 
+        if world_size == 1:  # temp files of a killed build (no other writer can be running now)
+            remove_stale_temps(self.root)
         mine = [cid for i, cid in enumerate(case_ids) if i % world_size == rank]
         todo = [cid for cid in mine if not self.is_current(cid, case_paths(store.root, cid)["image"])]
         if rank == 0:
@@ -175,7 +177,14 @@ class FeatureCache:
             if not meta_path.is_file():
                 raise FileNotFoundError(f"{meta_path}: case {case_id} is not in the feature cache {self.root}")
             meta = json.loads(meta_path.read_text())
+            if meta.get("settings") != json.loads(json.dumps(asdict(self.settings))):
+                raise ValueError(f"{meta_path}: cache entry of {case_id} was built with other settings "
+                                 f"({meta.get('settings')}) than {asdict(self.settings)}; it must be rebuilt "
+                                 "(FeatureCache.build does so), not reused")
             feats = np.load(npy, mmap_mode="r")
+            if list(feats.shape) != list(meta.get("shape", feats.shape)):
+                raise ValueError(f"{npy}: shape {feats.shape} differs from {meta_path}'s {meta['shape']}; "
+                                 "rebuild the cache entry")
             self._entries[case_id] = CacheEntry(case_id, feats, [tuple(t) for t in meta["tiles"]],
                                                 tuple(meta["padded_hw"]), int(meta["depth"]))
         return self._entries[case_id]

@@ -17,9 +17,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
-from .fileio import atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text
 
 PREDICTIONS = "predictions"
+#: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
+RESULTS_FILE = "results.json"
 
 
 def load_label_file(path: str | os.PathLike) -> np.ndarray:
@@ -74,6 +76,10 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         case_ids = [c for c in store.split(loaded.config.protocol).test if store.label(c) is not None]
     if not case_ids:
         raise ValueError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
+    absent = [c for c in case_ids if c not in set(store.case_ids)]
+    if absent:
+        raise ValueError(f"{data_dir}: case(s) {', '.join(absent[:5])} to evaluate are not in the store "
+                         f"({len(store.case_ids)} cases)")
     pairs = {}
     for case_id in tqdm(case_ids, desc="test cases", disable=not progress):
         props = store.properties(case_id)
@@ -90,6 +96,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     summary = aggregate(per_case, store.spec)
     atomic_write_text(run / "per_case.csv", per_case.to_csv(index=False))
     atomic_write_text(run / "summary.csv", summary.to_csv(index=False))
+    cfg = loaded.config
+    atomic_write_json(run / RESULTS_FILE, {
+        "seed": cfg.seed, "experiment": cfg.name, "profile": cfg.profile, "protocol": cfg.protocol,
+        "encoder": cfg.encoder, "encoder_checkpoint": cfg.sam_checkpoint, "checkpoint": Path(loaded.checkpoint).name,
+        "data_dir": str(Path(data_dir).resolve()), "cases": list(case_ids), "files": ["per_case.csv", "summary.csv"],
+    })
     return summary
 
 
@@ -98,17 +110,23 @@ def _run_device(run: Path) -> str:
 
 
 def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   resume: bool = False, progress: bool = True) -> Path:
+                   resume: bool = False, progress: bool = True, force: bool = False,
+                   allow_missing_cases: bool = False) -> Path:
     """Train (:func:`sam3dlib.train.train`), then :func:`evaluate_run` on the test cases.
 
-    Under ``torchrun`` every rank trains; rank 0 alone evaluates.
+    Under ``torchrun`` every rank trains; rank 0 alone evaluates. ``resume=True`` on a run that
+    is finished and already scored does nothing; one killed during evaluation is scored again.
+    ``force=True`` deletes the run in ``out_dir`` and starts over.
 
     Returns:
         The run directory (``out_dir``).
     """
     from .train import train
+    from .train.loop import is_finished
 
-    run = train(config, data_dir, out_dir, resume=resume, progress=progress)
-    if int(os.environ.get("RANK", "0")) == 0:
+    done = resume and not force and is_finished(out_dir) and (Path(out_dir) / RESULTS_FILE).is_file()
+    run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,
+                allow_missing_cases=allow_missing_cases)
+    if int(os.environ.get("RANK", "0")) == 0 and not done:
         evaluate_run(run, data_dir, progress=progress)
     return run

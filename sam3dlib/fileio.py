@@ -6,17 +6,90 @@ file or the complete new one exists. Errors (disk full, read-only folder) name t
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 
+#: temporary files of :func:`atomic_open` are named ``.<target name>.<random>.tmp``
+TEMP_SUFFIX = ".tmp"
+
+
 class OutputError(OSError):
     """An output file could not be written; the message names the file and the reason."""
+
+    def __str__(self) -> str:  # the message alone, without "[Errno N]"
+        return self.strerror or super().__str__()
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return ("no space left on device: the disk is full; free some space or write elsewhere "
+                "(the previous version of the file, if any, is unchanged)")
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded (the previous version of the file, if any, is unchanged)"
+    if exc.errno == errno.ENOTDIR:
+        return "a parent of this path is a file, not a folder"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{exc.strerror or exc}: the folder is not writable"
+    return str(exc.strerror or exc)
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Fail early, before any work, when ``path`` cannot become a writable folder.
+
+    Nothing is created. The nearest existing ancestor must be a writable folder and ``path``
+    itself, if it exists, a folder.
+
+    Raises:
+        OutputError: naming ``what`` and ``path`` and saying what is wrong.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(errno.ENOTDIR, f"cannot write {what} {path}: it exists and is a file, not a folder")
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise OutputError(errno.ENOTDIR, f"cannot write {what} {path}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise OutputError(errno.EACCES, f"cannot write {what} {path}: {anc} is not writable")
+    return path
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a temporary file of :func:`atomic_open`."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = 0.0, recursive: bool = False) -> list[Path]:
+    """Delete temporary files that a killed writer left in ``folder``; returns those removed.
+
+    A process killed with SIGKILL between creating its temporary file and renaming it cannot
+    clean up. The target files themselves are never touched (they are either the old or the
+    new complete version). Only call this where no other process is writing at the same time,
+    or pass ``older_than_s`` to spare files younger than that.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for p in folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            pass
+    return removed
 
 
 @contextlib.contextmanager
@@ -25,9 +98,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
-        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OutputError(exc.errno, f"cannot write {path}: {_reason(exc)}") from exc
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -38,7 +111,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise OutputError(exc.errno, f"cannot write {path}: {_reason(exc)}") from exc
         raise
 
 

@@ -87,8 +87,16 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
 
     if prov.get("encoder_fingerprint") and encoder_fingerprint(model) != prov["encoder_fingerprint"]:
         raise RunError(f"the rebuilt {config.encoder} encoder differs from the one {run} was trained with")
-    state = load_checkpoint(ckpt, map_location="cpu")
-    model.decoder.load_state_dict(state["decoder"])
+    try:
+        state = load_checkpoint(ckpt, map_location="cpu")
+    except ValueError as exc:
+        raise RunError(str(exc)) from exc
+    try:
+        model.decoder.load_state_dict(state["decoder"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise RunError(f"{ckpt}: the decoder weights do not fit the run's config ({config.name}, "
+                       f"{config.encoder}, skip={config.skip}): {' '.join(s.strip() for s in first[:3])}") from exc
     model.to(dev).eval()
     return LoadedRun(run, model, config, meta, dev, str(ckpt))
 
@@ -97,15 +105,35 @@ def _as_loaded(run: LoadedRun | str | os.PathLike, device: str = "auto") -> Load
     return run if isinstance(run, LoadedRun) else load_run(run, device)
 
 
-def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Softmax ``K x D x H x W`` of a preprocessed case ``C x D x H x W``."""
+def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool = False,
+                          sw_batch_size: int = 2) -> np.ndarray:
+    """Softmax ``K x D x H x W`` of a preprocessed case ``C x D x H x W``.
+
+    On a GPU out-of-memory error the windows are retried with half the ``sw_batch_size``
+    (down to 1), then on the CPU, each time with a ``ResourceWarning``
+    (:func:`sam3dlib.resources_guard.run_with_oom_fallback`).
+    """
     from .inference import sliding_window_predict
+    from .resources_guard import run_with_oom_fallback
 
     cfg = loaded.config
-    probs = sliding_window_predict(
-        loaded.model, np.array(image, dtype=np.float32), tuple(cfg.patch_size), overlap=cfg.sw_overlap,
-        mirror_axes=(0, 1, 2) if cfg.mirror_tta else None, device=loaded.device, progress=progress,
-    )
+    arr = np.array(image, dtype=np.float32)
+    if arr.ndim != 4 or arr.shape[0] != loaded.model.in_channels:
+        raise ValueError(f"image of shape {arr.shape}: expected {loaded.model.in_channels} x D x H x W "
+                         f"({cfg.dataset} has {loaded.model.in_channels} modality channel(s))")
+
+    def attempt(batch: int, device: torch.device) -> torch.Tensor:
+        return sliding_window_predict(
+            loaded.model, arr, tuple(cfg.patch_size), overlap=cfg.sw_overlap,
+            mirror_axes=(0, 1, 2) if cfg.mirror_tta else None, sw_batch_size=batch, device=device,
+            progress=progress,
+        )
+
+    start = loaded.device
+    probs = run_with_oom_fallback(attempt, sw_batch_size if start.type != "cpu" else 1, start,
+                                  what=f"prediction with {loaded.run_dir}", on_device_change=loaded.model.to)
+    if next(loaded.model.parameters()).device != start:
+        loaded.model.to(start)  # back where it was; the next case tries the GPU again
     return probs.numpy()
 
 

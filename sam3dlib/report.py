@@ -301,7 +301,7 @@ def _column_name(metric: str, region: str) -> str:
     return f"{metric} {'avg' if region == AVERAGE else region}"
 
 
-@dataclass
+@dataclass(repr=False)
 class ComparisonTable:
     """Paper rows, ours and the differences, one row per method, one column per metric/region.
 
@@ -356,6 +356,8 @@ class ComparisonTable:
 
     def __str__(self) -> str:
         return self.to_markdown()
+
+    __repr__ = __str__
 
 
 def _caption(table: str, ours: pd.DataFrame) -> str:

@@ -16,6 +16,8 @@ import pandas as pd
 
 from sam3dlib import metrics
 from sam3dlib.cli import UserError
+from sam3dlib.cli._errors import user_errors
+from sam3dlib.fileio import atomic_write_text, check_output_dir
 from sam3dlib.data.specs import DATASETS, get_spec
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -128,13 +130,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@user_errors
 def run(args: argparse.Namespace) -> int:
     spec = get_spec(args.dataset)
+    check_output_dir(args.out, "--out folder")
     per_case = evaluate_folders(args.dataset, args.pred, args.gt, args.convention)
     summary = metrics.aggregate(per_case, spec, brats_average=args.brats_average)
-    args.out.mkdir(parents=True, exist_ok=True)
-    per_case.to_csv(args.out / "per_case.csv", index=False)
-    summary.to_csv(args.out / "summary.csv", index=False)
+    atomic_write_text(args.out / "per_case.csv", per_case.to_csv(index=False))
+    atomic_write_text(args.out / "summary.csv", summary.to_csv(index=False))
     n_cases = per_case["case_id"].nunique()
     units = {"paper": "HD95 in voxels", "strict": "HD95 in mm", "both": "HD95 in voxels, HD95_strict in mm"}
     print(f"{spec.name}: {n_cases} cases, convention {args.convention} ({units[args.convention]}), DSC in %")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.specs import DATASETS
+from ._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@user_errors
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from sam3dlib.cli import UserError
+from sam3dlib.cli._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,25 +26,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@user_errors
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.fileio import check_output_dir
     from sam3dlib.predict import RunError, load_run, predict_file, predict_folder
 
+    inputs = args.input
+    folder_in = len(inputs) == 1 and inputs[0].is_dir()
+    if not folder_in:
+        for p in inputs:
+            if not p.is_file():
+                raise UserError(f"input {p} does not exist")
+        if not args.output.name.endswith((".nii", ".nii.gz")):
+            raise UserError(f"--output {args.output} must be a .nii.gz file for a file input")
+    elif args.output.name.endswith((".nii", ".nii.gz")):
+        raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
+    check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
     try:
         loaded = load_run(args.run, args.device, args.checkpoint)
     except RunError as exc:
         raise UserError(str(exc)) from None
-    inputs = args.input
-    if len(inputs) == 1 and inputs[0].is_dir():
-        if args.output.name.endswith((".nii", ".nii.gz")):
-            raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
+    if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress)
         print(f"wrote {len(written)} label maps to {args.output}")
         return 0
-    for p in inputs:
-        if not p.is_file():
-            raise UserError(f"input {p} does not exist")
-    if not args.output.name.endswith((".nii", ".nii.gz")):
-        raise UserError(f"--output {args.output} must be a .nii.gz file for a file input")
     predict_file(loaded, inputs if len(inputs) > 1 else inputs[0], args.output)
     print(f"wrote {args.output}")
     return 0

@@ -5,6 +5,7 @@ Examples::
     sam3d train table1_synapse --data data/synapse --out runs/t1 --profile paper --set sam_checkpoint=checkpoints/sam_vit_b_01ec64.pth
     sam3d train table2_acdc --data data/acdc --out runs/t2 --profile quick --set patch_size=14,160,160
     sam3d train table1_synapse --data data/synapse --out runs/t1 --resume
+    sam3d train table1_synapse --data data/synapse --out runs/t1 --force    # delete the run there, start over
     torchrun --nproc_per_node=4 -m sam3dlib train table1_synapse --data data/synapse --out runs/t1
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from sam3dlib.cli import UserError
+from sam3dlib.cli._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,12 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="budget: paper (1000x250, the paper's code), quick (~1 GPU hour), smoke (seconds, CPU)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/latest.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an unfinished run from <out>/checkpoints/latest.pt (a finished one is left as is)")
+    p.add_argument("--force", action="store_true",
+                   help="delete the run already in --out (finished or not) and train from scratch")
+    p.add_argument("--allow-missing-cases", action="store_true",
+                   help="train although the store lacks cases the shipped split lists (recorded in provenance.json)")
     p.add_argument("--no-evaluate", action="store_true", help="skip predicting and scoring the test cases")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+@user_errors
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.config import get_config, parse_overrides
     from sam3dlib.data.store import StoreError
@@ -43,12 +51,17 @@ def run(args: argparse.Namespace) -> int:
         config = get_config(args.config, args.profile, **parse_overrides(args.overrides, args.config))
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if args.resume and args.force:
+        raise UserError("--resume and --force exclude each other: --resume continues the run in --out, "
+                        "--force deletes it and starts over")
     progress = not args.no_progress
+    kwargs = dict(resume=args.resume, progress=progress, force=args.force,
+                  allow_missing_cases=args.allow_missing_cases)
     try:
         if args.no_evaluate:
-            run_dir = train(config, args.data, args.out, resume=args.resume, progress=progress)
+            run_dir = train(config, args.data, args.out, **kwargs)
         else:
-            run_dir = run_experiment(config, args.data, args.out, resume=args.resume, progress=progress)
+            run_dir = run_experiment(config, args.data, args.out, **kwargs)
     except (RunExistsError, StoreError) as exc:
         raise UserError(str(exc)) from None
     print(f"run written to {run_dir}")

@@ -55,8 +55,8 @@ def target_spacing_v21(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
 
 
 def _analyse_one(args) -> dict:
-    case, num_channels, ct = args
-    img, lab, props = crop_case(case.images, case.label, num_channels)
+    case, num_channels, ct, label_values = args
+    img, lab, props = crop_case(case.images, case.label, num_channels, label_values)
     out = {"case_id": case.case_id, "spacing": props["original_spacing"], "shape_after_crop": props["shape_after_crop"],
            "shape": [props["original_shape"][t] for t in props["transpose"]]}
     if ct and lab is not None:
@@ -81,7 +81,8 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
     labelled = [c for c in cases if c.label is not None]
     if not labelled:
         raise ValueError(f"{dataset}: none of the {len(cases)} cases has a label file; cannot compute statistics")
-    res = list(_imap(_analyse_one, [(c, spec.num_channels, ct) for c in labelled], num_workers, f"analyse {dataset}"))
+    res = list(_imap(_analyse_one, [(c, spec.num_channels, ct, tuple(spec.labels)) for c in labelled], num_workers,
+                     f"analyse {dataset}"))
     spacings = np.array([r["spacing"] for r in res])
     crop_shapes = np.array([r["shape_after_crop"] for r in res])
     if target_spacing is None:
@@ -220,8 +221,11 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     Returns:
         The :class:`PreparedDataset` at ``out``.
     """
+    from ..fileio import check_output_dir
+
     spec = get_spec(dataset)
     raw, out = Path(raw), Path(out)
+    check_output_dir(out, "prepared store folder (--out)")
     cases = find_raw_cases(spec.name, raw, layout)
     layout = cases[0].layout
     missing_img = [c for c in cases if not c.images]
@@ -237,6 +241,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
         meta = _nnunet_meta(spec.name, cases) if layout == "nnunet_v1" else analyse(spec.name, cases, num_workers, target_spacing)
         meta["source_layout"] = layout
         meta["source_root"] = str(raw.resolve())
+        meta["phantom"] = (raw / "PHANTOM.json").is_file()
         atomic_write_json(meta_path, meta)
     (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]

@@ -17,7 +17,7 @@ array lands on the original NIfTI grid.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +29,8 @@ from .io import atomic_save_nifti, load_nifti
 #: NIfTI (x, y, z) -> (z, y, x)
 TRANSPOSE = (2, 1, 0)
 ANISO_THRESHOLD = 3.0
+#: largest difference (mm) between an image's and its label's affine entries
+AFFINE_TOL = 1e-3
 
 
 # ---------------------------------------------------------------- reading
@@ -50,8 +52,14 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
             chans = [arr[..., c] for c in range(arr.shape[3])]
         elif arr.ndim == 3:
             chans = [arr]
+        elif arr.ndim == 2:
+            raise ValueError(f"{p}: a 2D image (shape {arr.shape}) was given where a 3D volume is expected; "
+                             "SAM3D segments volumes (x, y, z), or 4D files with the modalities last")
         else:
-            raise ValueError(f"{p}: expected a 3D or 4D image, got shape {arr.shape}")
+            raise ValueError(f"{p}: expected a 3D volume or a 4D image with the modalities last, got shape {arr.shape}")
+        if min(chans[0].shape) < 2:
+            raise ValueError(f"{p}: a single slice (shape {arr.shape}): SAM3D needs a 3D volume with at least "
+                             "2 voxels along every axis")
         if affine is None:
             affine, zooms, shape = aff, z, chans[0].shape
         elif chans[0].shape != shape:
@@ -66,20 +74,37 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
     return img, geom
 
 
-def read_label(label_path: Path, shape_xyz: Sequence[int] | None = None) -> np.ndarray:
-    """Read a label file as uint8 ``Z x Y x X`` (values rounded; negative or >255 is an error)."""
-    arr, _, _ = load_nifti(label_path)
+def read_label(label_path: Path, shape_xyz: Sequence[int] | None = None, affine: np.ndarray | None = None,
+               label_values: Collection[int] | None = None) -> np.ndarray:
+    """Read a label file as uint8 ``Z x Y x X`` (values rounded; negative or >255 is an error).
+
+    Args:
+        label_path: the label NIfTI.
+        shape_xyz: the image's array shape the label must have.
+        affine: the image's affine the label's must equal (within :data:`AFFINE_TOL` mm).
+        label_values: the dataset's label set; other values are an error.
+    """
+    arr, laff, _ = load_nifti(label_path)
     if arr.ndim == 4 and arr.shape[3] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise ValueError(f"{label_path}: expected a 3D label map, got shape {arr.shape}")
     if shape_xyz is not None and tuple(arr.shape) != tuple(shape_xyz):
         raise ValueError(f"{label_path}: label shape {arr.shape} differs from the image's {tuple(shape_xyz)}")
+    if affine is not None and not np.allclose(laff, np.asarray(affine, dtype=np.float64), atol=AFFINE_TOL, rtol=0):
+        worst = float(np.abs(laff - np.asarray(affine, dtype=np.float64)).max())
+        raise ValueError(f"{label_path}: label affine differs from the image's affine (by up to {worst:.4g} mm); "
+                         "the label does not lie on the image's voxel grid")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{label_path}: label contains NaN/inf")
     lab = np.rint(arr)
     if lab.min() < 0 or lab.max() > 255:
         raise ValueError(f"{label_path}: label values outside 0..255 ({lab.min()}..{lab.max()})")
+    if label_values is not None:
+        bad = sorted(set(np.unique(lab).astype(int).tolist()) - {int(v) for v in label_values})
+        if bad:
+            raise ValueError(f"{label_path}: label value(s) {bad} outside the dataset's label set "
+                             f"{sorted(int(v) for v in label_values)}")
     return np.transpose(lab.astype(np.uint8), TRANSPOSE)
 
 
@@ -196,11 +221,15 @@ def normalise(image: np.ndarray, norm: dict, nonzero: np.ndarray | None = None) 
 # ---------------------------------------------------------------- the case
 
 
-def crop_case(image_paths: Sequence[Path] | Path, label_path: Path | None, num_channels: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Steps 1-2: read and crop to the nonzero box. Returns (image, label, properties)."""
+def crop_case(image_paths: Sequence[Path] | Path, label_path: Path | None, num_channels: int | None = None,
+              label_values: Collection[int] | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Steps 1-2: read and crop to the nonzero box. Returns (image, label, properties).
+
+    The label must have the image's shape and affine and (if given) only ``label_values``.
+    """
     img, props = read_image(image_paths, num_channels)
-    lab = read_label(label_path, props["original_shape"]) if label_path is not None else None
+    lab = (read_label(label_path, props["original_shape"], props["original_affine"], label_values)
+           if label_path is not None else None)
     if not np.all(np.isfinite(img)):
         raise ValueError(f"{props['image_files'][0]}: image contains NaN/inf")
     bbox = nonzero_bbox(img)
@@ -227,7 +256,9 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
     for k in ("target_spacing", "normalization"):
         if k not in meta:
             raise ValueError(f"store meta has no {k!r}; it must be a prepared store's dataset.json")
-    img, lab, props = crop_case(image_paths, label_path, meta.get("num_channels"))
+    labels = meta.get("labels")
+    label_values = [int(k) for k in labels] if isinstance(labels, dict) and labels else None
+    img, lab, props = crop_case(image_paths, label_path, meta.get("num_channels"), label_values)
     spacing = props["original_spacing"]
     target = [float(t) for t in meta["target_spacing"]]
     shape = new_shape(img.shape[1:], spacing, target)

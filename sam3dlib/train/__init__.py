@@ -8,6 +8,6 @@ Run directory::
 from __future__ import annotations
 
 from .factory import build_model, poly_lr
-from .loop import RunExistsError, train
+from .loop import RunExistsError, clear_run, is_finished, train
 
-__all__ = ["RunExistsError", "build_model", "poly_lr", "train"]
+__all__ = ["RunExistsError", "build_model", "clear_run", "is_finished", "poly_lr", "train"]

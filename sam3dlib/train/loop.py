@@ -12,9 +12,10 @@ from tqdm.auto import tqdm
 
 from ..cache import FeatureCache, cache_settings
 from ..config import ExperimentConfig
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, check_output_dir, remove_stale_temps
 from ..losses import sam3d_loss
 from ..model import SAM3D, autocast_context
+from ..resources_guard import is_oom_error, training_oom_error
 from . import provenance
 from .checkpointing import BEST, LATEST, load_checkpoint, save_checkpoint, set_rng_state
 from .data import TRAIN_STREAM, VAL_STREAM, epoch_loader
@@ -26,8 +27,45 @@ from .logging import plot_curve, write_log
 RESUMABLE_CHANGES = ("device", "num_workers", "cache_dir", "mirror_tta", "sw_overlap", "encoder_chunk_size")
 
 
+#: written when the last epoch of ``config.epochs`` is done; its presence marks a finished run
+FINISHED = "finished.json"
+#: files and folders of a run that ``force=True`` deletes before starting over
+RUN_OUTPUTS = ("checkpoints", "predictions", "config.json", "provenance.json", "dataset_meta.json", "log.csv",
+               "training_curve.png", "per_case.csv", "summary.csv", "results.json", "ddp_replicas.json", FINISHED)
+
+
 class RunExistsError(FileExistsError):
-    """The output folder already holds a (different or unfinished) training run."""
+    """The output folder already holds a (different, unfinished or finished) training run."""
+
+
+def is_finished(run: str | os.PathLike) -> bool:
+    """Whether ``run`` holds a training run that completed all its epochs."""
+    return (Path(run) / FINISHED).is_file()
+
+
+def clear_run(run: str | os.PathLike) -> list[Path]:
+    """Delete the files of a training run in ``run`` (only :data:`RUN_OUTPUTS`; other files stay)."""
+    import shutil
+
+    removed = []
+    for name in RUN_OUTPUTS:
+        p = Path(run) / name
+        if p.is_dir():
+            shutil.rmtree(p)
+            removed.append(p)
+        elif p.exists():
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def missing_split_cases(store, split) -> list[str]:
+    """Cases the full shipped split lists for train or test that the store lacks."""
+    from ..data.splits import get_split
+
+    full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
+    have = set(store.case_ids)
+    return sorted((set(full.train) | set(full.test)) - have)
 
 
 def default_cache_dir(config: ExperimentConfig, data_dir: str | os.PathLike) -> Path:
@@ -37,10 +75,16 @@ def default_cache_dir(config: ExperimentConfig, data_dir: str | os.PathLike) -> 
 def _check_run_dir(run: Path, config: ExperimentConfig, resume: bool) -> bool:
     """Whether a checkpoint to resume from exists; raises when the folder holds a conflicting run."""
     latest = run / "checkpoints" / LATEST
+    if is_finished(run) and not resume:
+        raise RunExistsError(
+            f"{run} already holds a finished training run ({run / FINISHED}); it is not overwritten: pass "
+            "--force (force=True) to delete it and train again, or choose another --out "
+            "(--resume only continues unfinished runs)"
+        )
     if latest.is_file() and not resume:
         raise RunExistsError(
-            f"{run} already holds a training run ({latest}); pass --resume (resume=True) to continue it, "
-            "or choose another --out"
+            f"{run} already holds an unfinished training run ({latest}); pass --resume (resume=True) to "
+            "continue it, --force (force=True) to start over, or choose another --out"
         )
     if resume and (run / "config.json").is_file():
         old = ExperimentConfig.load(run / "config.json").to_dict()
@@ -58,21 +102,31 @@ def _features(model: SAM3D, batch: dict, device: torch.device) -> torch.Tensor:
     return model.encode(batch["image"].to(device, non_blocking=True))
 
 
+def _train_step(model, net, batch, optimizer, loss_fn, config, device, dtype) -> torch.Tensor:
+    feats = _features(model, batch, device)
+    target = batch["label"].to(device, non_blocking=True)
+    with autocast_context(device.type, dtype):
+        out = net(feats)
+    out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
+    loss = loss_fn(out, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss
+
+
 def _train_epoch(model, net, loader, optimizer, loss_fn, config, device, bar) -> float:
     model.train()
     total, n = 0.0, 0
     dtype = torch_dtype(config.decoder_dtype)
     for batch in loader:
-        feats = _features(model, batch, device)
-        target = batch["label"].to(device, non_blocking=True)
-        with autocast_context(device.type, dtype):
-            out = net(feats)
-        out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
-        loss = loss_fn(out, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), config.grad_clip)
-        optimizer.step()
+        try:
+            loss = _train_step(model, net, batch, optimizer, loss_fn, config, device, dtype)
+        except (RuntimeError, MemoryError) as exc:
+            if is_oom_error(exc):
+                raise training_oom_error(exc, config) from exc
+            raise
         total += float(loss.detach())
         n += 1
         bar.update(1)
@@ -128,7 +182,8 @@ def _curve_title(config: ExperimentConfig, model: SAM3D, phantom: bool) -> str:
 
 
 def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
-          progress: bool = True, max_epochs: int | None = None) -> Path:
+          progress: bool = True, max_epochs: int | None = None, force: bool = False,
+          allow_missing_cases: bool = False) -> Path:
     """Train SAM3D's decoder as the paper's code does; write the run directory.
 
     Args:
@@ -139,42 +194,72 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
         progress: tqdm progress bars.
         max_epochs: stop after this many epochs in this call (e.g. to fit a job's time limit);
             the schedule still follows ``config.epochs`` and ``resume=True`` continues.
+        force: delete a run already in ``out_dir`` (finished or not) and train from scratch.
+            Without it a finished run is never overwritten.
+        allow_missing_cases: train although the store (real data, not a phantom) lacks cases
+            that the shipped split lists; they are recorded in ``provenance.json``.
 
     Returns:
         The run directory.
 
     Raises:
-        RunExistsError: ``out_dir`` holds a run and ``resume`` is False, or the config differs.
-        ValueError: the store is of another dataset or has no labelled training case.
+        RunExistsError: ``out_dir`` holds a finished run and ``force`` is False, holds an
+            unfinished one and neither ``resume`` nor ``force`` is set, or the config differs.
+        ValueError: the store is of another dataset, has no labelled training case, or lacks
+            split cases (real data, without ``allow_missing_cases``).
+        OutputError: ``out_dir`` cannot be written (a file in the way, read-only, disk full).
+        TrainingOOMError: out of memory; the message names the settings to lower.
     """
     ctx = init_distributed(config.device)
     try:
-        return _train(config, Path(data_dir), Path(out_dir), resume, progress, max_epochs, ctx)
+        return _train(config, Path(data_dir), Path(out_dir), resume, progress, max_epochs, ctx, force,
+                      allow_missing_cases)
     finally:
         ctx.close()
 
 
 def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, progress: bool,
-           max_epochs: int | None, ctx: DistContext) -> Path:
+           max_epochs: int | None, ctx: DistContext, force: bool = False, allow_missing_cases: bool = False) -> Path:
     from ..data.store import PreparedDataset
 
     store = PreparedDataset(data_dir)
     if store.spec.name != config.dataset:
         raise ValueError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
     split = store.split(config.protocol)
+    phantom = provenance.is_phantom_store(store.meta)
+    missing = [] if phantom else missing_split_cases(store, split)
+    if missing and not allow_missing_cases:
+        raise ValueError(
+            f"{data_dir}: the {config.protocol} split of {store.spec.name} lists {len(missing)} case(s) that the "
+            f"store lacks ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); results would not be "
+            "comparable to the paper. Prepare the missing cases, or pass --allow-missing-cases "
+            "(allow_missing_cases=True) to train on the cases present"
+        )
     train_ids = [c for c in split.train if store.label(c) is not None]
     val_ids = [c for c in split.val if store.label(c) is not None]
     if not train_ids:
         raise ValueError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
+    check_output_dir(run, "run folder (--out)")
+    if config.encoder_mode == "cached":
+        check_output_dir(default_cache_dir(config, data_dir), "feature cache folder (cache_dir)")
+    if force:
+        if ctx.is_main:
+            clear_run(run)
+        ctx.barrier()
+        resume = False
     resuming = _check_run_dir(run, config, resume)
+    if resume and is_finished(run):
+        return run  # nothing left to do; a finished run is never touched again
     device = resolve_device(config.device, ctx)
     model = build_model(config, store.spec).to(device)
-    phantom = provenance.is_phantom_store(store.meta)
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run)
+        remove_stale_temps(run / "checkpoints")
         atomic_write_text(run / "config.json", config.to_json() + "\n")
         atomic_write_json(run / "dataset_meta.json", store.meta)
         prov = provenance.collect(config, model, device, store, split, ctx.world_size)
+        prov["missing_split_cases"] = missing
         atomic_write_text(run / "provenance.json", provenance.dumps(prov) + "\n")
     decoder = model.decoder
     net: torch.nn.Module = decoder
@@ -186,8 +271,13 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
     cache = None
     if config.encoder_mode == "cached":
         cache = FeatureCache(default_cache_dir(config, data_dir), cache_settings(config, model))
-        cache.build(store, sorted(set(train_ids) | set(val_ids)), model, device, ctx.rank, ctx.world_size,
-                    progress=progress and ctx.is_main)
+        try:
+            cache.build(store, sorted(set(train_ids) | set(val_ids)), model, device, ctx.rank, ctx.world_size,
+                        progress=progress and ctx.is_main)
+        except (RuntimeError, MemoryError) as exc:
+            if is_oom_error(exc):
+                raise training_oom_error(exc, config, "feature-cache encoding") from exc
+            raise
         ctx.barrier()
 
     history: list[dict] = []
@@ -243,6 +333,10 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
         done_now += 1
     if ctx.world_size > 1:
         _check_replicas(decoder, ctx, run)
+    if ctx.is_main and history and history[-1]["epoch"] == config.epochs and not is_finished(run):
+        atomic_write_json(run / FINISHED, {"epochs": config.epochs, "seed": config.seed,
+                                           "decoder_sha256": decoder_digest(decoder),
+                                           "checkpoint": str(Path("checkpoints") / LATEST)})
     return run
 
 
