@@ -25,7 +25,7 @@ from sam3dlib.train.checkpointing import load_checkpoint
 from _fixtures_train import one_thread, synapse_store  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 5
+EPOCHS = 4
 SETTINGS = {"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations": 1, "patch_size": "8,32,32"}
 #: the subprocess: one torch thread (as the in-process reference), then the real CLI
 CHILD = "import sys, torch; torch.set_num_threads(1); from sam3dlib.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -97,7 +97,7 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, synapse_store, tmp_
                 assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
                 assert time.monotonic() - t0 < 120, "training did not log an epoch in 120 s"
                 time.sleep(0.05)
-            delay = rng.uniform(0, 2.0 * float(log["seconds"].iloc[0]))
+            delay = rng.uniform(0, 1.2 * float(log["seconds"].iloc[0]))
         else:
             delay = rng.uniform(3.0, 6.0)  # importing torch takes ~3 s; then the cache is built
         time.sleep(delay)
