@@ -54,8 +54,9 @@ def build_sam3d(
         state = load_encoder_state(checkpoint, encoder, image_size)
         try:
             result = vit.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatch
-            raise CheckpointError(f"{checkpoint}: image encoder tensors do not fit {encoder}: {exc}") from exc
+        except RuntimeError as exc:  # shape mismatch; PyTorch lists each tensor on its own line
+            details = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+            raise CheckpointError(f"{checkpoint}: image encoder tensors do not fit {encoder}: {details}") from exc
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
                 f"{checkpoint}: image encoder keys do not match segment-anything's {encoder}: "

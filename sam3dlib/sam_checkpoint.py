@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .encoders import ENCODER_CONFIGS, encoder_config
+from .fileio import atomic_torch_save
 
 ENCODER_PREFIX = "image_encoder."
 
@@ -147,9 +148,4 @@ def save_random_sam_checkpoint(path: str | os.PathLike, encoder: str = "vit_b", 
         vit = build_image_encoder(encoder, (1024, 1024))
         state = {ENCODER_PREFIX + k: v for k, v in vit.state_dict().items()}
         state["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = torch.randn(2, 128)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(path, state)

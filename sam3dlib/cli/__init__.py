@@ -27,8 +27,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError, PermissionError) as exc:
-        print(f"sam3d {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise
+        from ._errors import user_error_message
+
+        message = str(exc) if isinstance(exc, UserError) else user_error_message(exc)
+        if message is None:
+            raise
+        print(f"sam3d {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

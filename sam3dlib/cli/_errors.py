@@ -1,44 +1,24 @@
-"""Turn the library's input/output errors into one-line ``UserError`` messages (exit code 2).
+"""Which exceptions are the user's input problems, and their one-line messages.
 
-``sam3d``'s ``main`` prints ``UserError``/``ValueError``/``FileNotFoundError``/``PermissionError``
-as one line; this decorator extends that to every ``OSError`` (an unwritable folder, a full
-disk), ``KeyError`` (an unknown case id) and running out of memory, so no bad input ends in a
-traceback.
+``sam3d``'s ``main`` prints these as ``sam3d CMD: error: ...`` with exit code 2 instead of a
+traceback: bad values (``ValueError``), missing or unwritable files and full disks
+(``OSError``), unknown case ids (``KeyError``) and running out of memory.
 """
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 
-from . import UserError
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for a user-caused error, or None for a bug (re-raise it)."""
+    from ..resources_guard import TrainingOOMError, is_oom_error
 
-
-def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    if isinstance(exc, OSError) and exc.strerror and not exc.filename:
-        return str(exc.strerror)
-    return str(exc)
-
-
-def user_errors(func: Callable[..., int]) -> Callable[..., int]:
-    """Decorate a subcommand's ``run(args)``: OSError / KeyError / OOM become :class:`UserError`."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs) -> int:
-        from ..resources_guard import TrainingOOMError, is_oom_error
-
-        try:
-            return func(*args, **kwargs)
-        except UserError:
-            raise
-        except (OSError, KeyError, TrainingOOMError) as exc:
-            raise UserError(_message(exc)) from exc
-        except RuntimeError as exc:
-            if is_oom_error(exc):
-                raise UserError(f"out of memory: {exc}") from exc
-            raise
-
-    return wrapper
+    if isinstance(exc, OSError):
+        if exc.filename and exc.strerror:
+            return f"{exc.filename}: {exc.strerror}"
+        return str(exc.strerror or exc)
+    if isinstance(exc, (ValueError, TrainingOOMError)):
+        return str(exc)
+    if isinstance(exc, RuntimeError) and is_oom_error(exc):
+        return f"out of memory: {exc}"
+    return None

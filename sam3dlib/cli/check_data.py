@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from ..data.specs import DATASETS
-from ._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@user_errors
 def run(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset
 

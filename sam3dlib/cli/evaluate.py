@@ -16,7 +16,6 @@ import pandas as pd
 
 from sam3dlib import metrics
 from sam3dlib.cli import UserError
-from sam3dlib.cli._errors import user_errors
 from sam3dlib.fileio import atomic_write_text, check_output_dir
 from sam3dlib.data.specs import DATASETS, get_spec
 
@@ -130,7 +129,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@user_errors
 def run(args: argparse.Namespace) -> int:
     spec = get_spec(args.dataset)
     check_output_dir(args.out, "--out folder")

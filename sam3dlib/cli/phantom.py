@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 from ..data.specs import DATASETS
-from ._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@user_errors
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 

@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 from sam3dlib.cli import UserError
-from sam3dlib.cli._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@user_errors
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.fileio import check_output_dir
     from sam3dlib.predict import RunError, load_run, predict_file, predict_folder

@@ -5,7 +5,6 @@ import argparse
 
 from ..data.specs import DATASETS
 from . import UserError
-from ._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@user_errors
 def run(args: argparse.Namespace) -> int:
     from ..data.prepare import prepare_dataset
 

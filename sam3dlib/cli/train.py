@@ -14,7 +14,6 @@ import argparse
 from pathlib import Path
 
 from sam3dlib.cli import UserError
-from sam3dlib.cli._errors import user_errors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@user_errors
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.config import get_config, parse_overrides
     from sam3dlib.data.store import StoreError
