@@ -108,7 +108,7 @@ def test_papermill_wrong_parameter_type(tmp_path):
 @pytest.mark.slow
 def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
     """``make reproduce-table1 PROFILE=smoke DATA_DIR=<phantoms> SEEDS="0 1"``, then the same again."""
-    data = ensure_phantom_data("synapse", tmp_path / "cache")
+    data = ensure_phantom_data("synapse", tmp_path / "cache", size="tiny")  # the smoke profile's phantoms
     before = sorted(p.name for p in notebooks_dir().iterdir())
     cmd = ["make", "-s", "reproduce-table1", "PROFILE=smoke", f"DATA_DIR={data}", "SEEDS=0 1", f"OUT={tmp_path / 'results'}"]
     env = {**os.environ, "MPLBACKEND": "agg"}
