@@ -9,6 +9,7 @@ PROFILE ?= paper
 DATA_DIR ?= data
 SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SEEDS ?= 0
+FORCE ?=
 OUT ?= results
 
 .PHONY: setup demo test test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
@@ -24,7 +25,7 @@ setup: $(STAMP)
 
 ## The main job on the built-in default (Synapse-like phantoms, random or user ViT-B).
 demo: setup
-	$(PY) -m sam3dlib.cli demo --out $(OUT)/demo
+	$(PY) -m sam3dlib demo --out $(OUT)/demo
 
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
@@ -40,8 +41,8 @@ lab: setup
 bench: setup
 	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
 
-reproduce-table%: setup
-	$(PY) -m sam3dlib.cli reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$*
+$(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
+	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
+		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force)
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5
