@@ -286,9 +286,7 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
         return _encoder_throughput(spec, device, enc_dtype)
     # only the online mode keeps an encoder in the model; the others get a tiny stand-in (unused)
     model_encoder = spec.encoder if spec.mode == "online" else "vit_tiny"
-    model = build_sam3d(ds.num_classes, c, (h, w), model_encoder).to(device)
-    if spec.fast_attention:
-        enable_fast_attention(model.encoder)
+    model = build_sam3d(ds.num_classes, c, (h, w), model_encoder, fast_attention=spec.fast_attention).to(device)
     model.train()
     optimizer = torch.optim.SGD(model.decoder.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
     loss_fn = sam3d_loss()

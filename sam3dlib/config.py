@@ -76,6 +76,7 @@ class ExperimentConfig:
         ema_alpha: smoothing of the validation Dice for best-checkpoint selection.
         sw_overlap: sliding-window overlap at test time.
         encoder_chunk_size: slices per encoder call.
+        fast_attention: the exact, faster attention path for the encoder (sam3dlib.fast_attention).
         profile: the profile the values came from.
     """
 
@@ -115,6 +116,7 @@ class ExperimentConfig:
     ema_alpha: float = 0.9
     sw_overlap: float = 0.5
     encoder_chunk_size: int = 32
+    fast_attention: bool = True
     profile: str = "paper"
 
     def __post_init__(self) -> None:

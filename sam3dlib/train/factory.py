@@ -30,6 +30,7 @@ def build_model(config, spec) -> SAM3D:
             deep_supervision=config.deep_supervision,
             encoder_dtype=torch_dtype(config.encoder_dtype),
             encoder_chunk_size=config.encoder_chunk_size,
+            fast_attention=config.fast_attention,
         )
 
 
