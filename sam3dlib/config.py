@@ -76,6 +76,7 @@ class ExperimentConfig:
         ema_alpha: smoothing of the validation Dice for best-checkpoint selection.
         sw_overlap: sliding-window overlap at test time.
         encoder_chunk_size: slices per encoder call.
+        optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
         fast_attention: the exact, faster attention path for the encoder (sam3dlib.fast_attention).
         profile: the profile the values came from.
     """
@@ -117,6 +118,7 @@ class ExperimentConfig:
     sw_overlap: float = 0.5
     encoder_chunk_size: int = 32
     fast_attention: bool = True
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     profile: str = "paper"
 
     def __post_init__(self) -> None:

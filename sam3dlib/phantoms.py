@@ -76,7 +76,7 @@ def _jit(rng, c, r, dc=0.05, dr=0.1):
 
 def _synapse_case(i: int, rng: np.random.Generator, scale: float):
     spacing = _spacing(i, (2.5, 0.8, 0.8), (3.0, 0.9, 0.9))
-    shape = _shape((80.0, 77.0, 77.0), spacing, scale)
+    shape = _shape((80.0, 76.8, 76.8), spacing, scale)  # 96 px at the 0.8 mm target
     g = _grid(shape)
     img = np.full(shape, -1000.0)
     lab = np.zeros(shape, np.uint8)

@@ -34,8 +34,15 @@ def build_model(config, spec) -> SAM3D:
         )
 
 
-def make_optimizer(config, params) -> torch.optim.SGD:
-    """nnU-Net's SGD: lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5 (config values)."""
+def make_optimizer(config, params) -> torch.optim.Optimizer:
+    """nnU-Net's SGD (the paper's: lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5).
+
+    ``optimizer="adamw"`` (same lr/weight-decay settings) is offered for few-minute CPU runs
+    such as ``make demo``, where SGD with momentum 0.99 has not left the all-background
+    solution yet; it is not the paper's setting.
+    """
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                            weight_decay=config.weight_decay)
 
