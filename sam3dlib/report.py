@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import EMBED_CHANNELS, RANDOM_INIT
+from .fileio import atomic_write, atomic_write_text
 from .data.specs import DatasetSpec, get_spec
 
 #: The paper the reference rows come from; every paper number is labelled with it.
@@ -439,31 +440,18 @@ def long_table(table: int | str, ours: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, replace)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
-    return p
+    """Write ``text`` to ``path`` atomically (see :mod:`sam3dlib.fileio`)."""
+    return atomic_write_text(path, text)
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """``df.to_csv`` without the index, atomically."""
-    return write_text_atomic(path, df.to_csv(index=False))
+    return atomic_write_text(path, df.to_csv(index=False))
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, p)
-    return p
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def write_table_files(out_dir: str | os.PathLike, name: str, long: pd.DataFrame, tables: Iterable[ComparisonTable]) -> dict[str, Path]:
