@@ -11,18 +11,18 @@ __version__ = "0.1.0"
 
 #: Names imported on first use (MONAI, pandas and the data layer are not needed to build a model).
 _LAZY = {
-    "get_spec": "sam3dlib.data.specs",
-    "get_split": "sam3dlib.data.splits",
-    "PreparedDataset": "sam3dlib.data.store",
-    "prepare_dataset": "sam3dlib.data.prepare",
-    "write_phantom": "sam3dlib.phantoms",
-    "dice": "sam3dlib.metrics",
-    "hd95": "sam3dlib.metrics",
-    "evaluate_case": "sam3dlib.metrics",
-    "sliding_window_predict": "sam3dlib.inference",
-    "get_config": "sam3dlib.config",
-    "run_experiment": "sam3dlib.experiment",
-    "predict_file": "sam3dlib.predict",
+    "get_spec": "data.specs",
+    "get_split": "data.splits",
+    "PreparedDataset": "data.store",
+    "prepare_dataset": "data.prepare",
+    "write_phantom": "phantoms",
+    "dice": "metrics",
+    "hd95": "metrics",
+    "evaluate_case": "metrics",
+    "sliding_window_predict": "inference",
+    "get_config": "config",
+    "run_experiment": "experiment",
+    "predict_file": "predict",
 }
 
 
@@ -30,7 +30,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(f"sam3dlib.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'sam3dlib' has no attribute {name!r}")
 
 __all__ = [
