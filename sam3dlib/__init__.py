@@ -33,6 +33,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f"sam3dlib.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'sam3dlib' has no attribute {name!r}")
 
+
 __all__ = [
     "SAM3D",
     "CheckpointError",
