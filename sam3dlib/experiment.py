@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
+from .data.io import load_label_nifti
 from .fileio import atomic_write_json, atomic_write_text
 
 PREDICTIONS = "predictions"
@@ -26,12 +26,7 @@ RESULTS_FILE = "results.json"
 
 def load_label_file(path: str | os.PathLike) -> np.ndarray:
     """Integer label array of a NIfTI file in its own axis order (as ``sam3d evaluate`` reads it)."""
-    data = np.asanyarray(nib.load(str(path)).dataobj)
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if not np.issubdtype(data.dtype, np.integer):
-        data = np.rint(data).astype(np.int16)
-    return data
+    return load_label_nifti(path)[0]
 
 
 def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]], dataset: str,

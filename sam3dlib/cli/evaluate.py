@@ -10,12 +10,12 @@ import argparse
 import re
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from sam3dlib import metrics
 from sam3dlib.cli import UserError
+from sam3dlib.data.io import load_label_nifti
 from sam3dlib.fileio import atomic_write_text, check_output_dir
 from sam3dlib.data.specs import DATASETS, get_spec
 
@@ -69,19 +69,7 @@ def pair_cases(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, Pa
 
 def load_label(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """Integer label array (NIfTI axis order) and voxel spacing in mm of a NIfTI file."""
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise UserError(f"{path.name}: expected a 3D label map, got shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.integer):
-        rounded = np.rint(data)
-        if not np.allclose(data, rounded):
-            raise UserError(f"{path.name}: labels must be integers, got non-integer values (dtype {data.dtype})")
-        data = rounded.astype(np.int16)
-    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return data, spacing
+    return load_label_nifti(path)
 
 
 def evaluate_folders(

@@ -75,3 +75,33 @@ def load_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.nda
         raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return arr, np.asarray(img.affine, dtype=np.float64), zooms
+
+
+def load_label_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Integer label map (the file's own axis order) and voxel spacing (mm) of a NIfTI file.
+
+    Trailing singleton axes are dropped; float-stored labels are accepted when they hold whole
+    numbers. This is how ``sam3d evaluate`` and the in-training evaluation read labels, so the
+    two score identical arrays.
+
+    Raises:
+        DataFileError: unreadable file, not 3D, or non-integer label values (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as exc:
+        raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataFileError(f"{path.name}: expected a 3D label map, got shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.integer):
+        rounded = np.rint(data)
+        if not np.allclose(data, rounded):
+            raise DataFileError(f"{path.name}: labels must be integers, got non-integer values (dtype {data.dtype})")
+        data = rounded.astype(np.int16)
+    return data, tuple(float(z) for z in img.header.get_zooms()[:3])
