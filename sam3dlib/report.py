@@ -33,7 +33,7 @@ import pandas as pd
 
 from .constants import EMBED_CHANNELS, RANDOM_INIT
 from .fileio import atomic_write, atomic_write_text
-from .data.specs import DatasetSpec, get_spec
+from .data.specs import DatasetSpec
 
 #: The paper the reference rows come from; every paper number is labelled with it.
 PAPER = "Bui et al., SAM3D, ISBI 2024"

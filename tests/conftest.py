@@ -1,20 +1,25 @@
 """Shared fixtures. Heavy artefacts (an official-format random SAM checkpoint) are made once."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from sam3dlib.sam_checkpoint import save_random_sam_checkpoint
 
+# Session-wide fixtures of the training tests (one prepared phantom store, one smoke run).
+from _fixtures_train import one_thread, smoke_run, synapse_store  # noqa: F401,E402
+
 
 @pytest.fixture(scope="session")
-def sam_vit_b_checkpoint(tmp_path_factory) -> "Path":  # noqa: F821
+def sam_vit_b_checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised SAM ViT-B saved in the official ``sam_vit_b_01ec64.pth`` format."""
     return save_random_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_vit_b_random.pth", "vit_b", seed=0)
 
 
 @pytest.fixture(scope="session")
-def sam_vit_tiny_checkpoint(tmp_path_factory) -> "Path":  # noqa: F821
+def sam_vit_tiny_checkpoint(tmp_path_factory) -> Path:
     return save_random_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_vit_tiny_random.pth", "vit_tiny", seed=0)
 
 

@@ -9,7 +9,6 @@ type), the words the message must contain and the outputs that must not exist af
 from __future__ import annotations
 
 import errno
-import gzip
 import io
 import json
 import shutil
@@ -24,7 +23,7 @@ import torch
 
 from sam3dlib.cli import main
 
-from _fixtures_train import copy_store, synapse_store, tiny_config  # noqa: F401
+from _fixtures_train import copy_store, tiny_config
 
 FIRST = "img0001"  # first case id of the tiny Synapse phantom (sorted), a training case
 

@@ -12,7 +12,7 @@ from sam3dlib.data.store import PreparedDataset, case_paths
 from sam3dlib.train.data import CachedPatchDataset
 from sam3dlib.train.factory import build_model
 
-from _fixtures_train import copy_store, one_thread, synapse_store, tiny_config  # noqa: F401
+from _fixtures_train import copy_store, tiny_config
 
 
 @pytest.mark.parametrize("size, crop, stride, expected", [

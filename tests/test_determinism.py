@@ -10,7 +10,7 @@ from sam3dlib.experiment import RESULTS_FILE, run_experiment
 from sam3dlib.train import train
 from sam3dlib.train.checkpointing import load_checkpoint
 
-from _fixtures_train import one_thread, synapse_store, tiny_config  # noqa: F401
+from _fixtures_train import tiny_config
 
 def _run(store, root, name, seed):
     cfg = tiny_config(epochs=1, iterations_per_epoch=2, seed=seed, cache_dir=str(root / f"cache_{name}"))

@@ -22,7 +22,6 @@ from sam3dlib.config import get_config
 from sam3dlib.train import train
 from sam3dlib.train.checkpointing import load_checkpoint
 
-from _fixtures_train import one_thread, synapse_store  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4

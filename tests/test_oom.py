@@ -9,7 +9,7 @@ import torch
 from sam3dlib.resources_guard import (TrainingOOMError, fallback_plan, is_oom_error, run_with_oom_fallback,
                                       training_oom_error)
 
-from _fixtures_train import one_thread, synapse_store, tiny_config  # noqa: F401
+from _fixtures_train import tiny_config
 
 
 def _oom() -> BaseException:

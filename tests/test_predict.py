@@ -13,7 +13,6 @@ from sam3dlib.cli import main
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.predict import RunError, load_run, predict_file
 
-from _fixtures_train import smoke_run, synapse_store  # noqa: F401
 
 
 def _test_cases(store: PreparedDataset) -> list[str]:

@@ -14,7 +14,7 @@ from sam3dlib.data.store import PreparedDataset
 from sam3dlib.train import RunExistsError, poly_lr, train
 from sam3dlib.train.checkpointing import load_checkpoint
 
-from _fixtures_train import one_thread, smoke_run, synapse_store, tiny_config  # noqa: F401
+from _fixtures_train import tiny_config
 
 
 def test_poly_lr_schedule():

@@ -12,7 +12,6 @@ import pytest
 from sam3dlib.train.checkpointing import load_checkpoint
 from sam3dlib.train.loop import decoder_digest
 
-from _fixtures_train import synapse_store  # noqa: F401
 
 
 @pytest.mark.slow
