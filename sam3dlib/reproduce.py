@@ -32,6 +32,7 @@ import pandas as pd
 from . import report
 from .constants import RANDOM_INIT
 from .data.specs import get_spec
+from .data.store import PreparedDataset
 from .notebook_params import NotebookParams, ParameterError, as_seeds
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
@@ -174,17 +175,6 @@ def phantom_size_for(profile: str) -> str:
     return "tiny" if profile == "smoke" else "small"
 
 
-def is_phantom_store(store_root: str | os.PathLike) -> bool:
-    """True when a prepared store was made from sam3dlib's phantoms (its raw root has ``PHANTOM.json``)."""
-    from .phantoms import PHANTOM_FILE
-
-    meta = _read_json(Path(store_root) / "dataset.json")
-    if meta.get("phantom"):
-        return True
-    src = meta.get("source_root")
-    return bool(src) and (Path(src) / PHANTOM_FILE).is_file()
-
-
 # --------------------------------------------------------------------------------------------
 # Running a table (the notebooks' library call)
 
@@ -320,7 +310,6 @@ def overlay_arrays(run_dir: Path, store_root: Path, case_id: str | None = None) 
     import nibabel as nib
 
     from .data.preprocess import TRANSPOSE, restore_label
-    from .data.store import PreparedDataset
 
     preds = sorted((run_dir / "predictions").glob("*.nii.gz"))
     if not preds:
@@ -381,7 +370,7 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *, c
             if not (Path(p.data_dir) / ds / "dataset.json").is_file():
                 raise MissingInputError(missing_data_message(ds, Path(p.data_dir)))
             data_dirs[ds] = Path(p.data_dir)
-        phantoms[ds] = is_phantom_store(data_dirs[ds] / ds)
+        phantoms[ds] = PreparedDataset(data_dirs[ds] / ds).is_phantom
     ours, per_case, run_dirs, cond = [], [], {}, None
     for info in infos:
         label = f"{info.config}"

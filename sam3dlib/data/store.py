@@ -62,7 +62,17 @@ class PreparedDataset:
                                           if case_paths(self.root, p.name[:-5])["image"].is_file())
         if not self.case_ids:
             raise StoreError(f"{cases} holds no complete case; run `sam3d prepare` to (re)build {self.root}")
+        self._case_set = frozenset(self.case_ids)
         self._props: dict[str, dict] = {}
+
+    @property
+    def is_phantom(self) -> bool:
+        """True when the store was made from sam3dlib's phantoms (its ``dataset.json`` says so,
+        or, for stores prepared before that key existed, its raw root holds ``PHANTOM.json``)."""
+        if self.meta.get("phantom"):
+            return True
+        root = self.meta.get("source_root")
+        return bool(root) and (Path(root) / "PHANTOM.json").is_file()
 
     def __repr__(self) -> str:
         return f"PreparedDataset({str(self.root)!r}, dataset={self.spec.name!r}, cases={len(self.case_ids)})"
@@ -71,7 +81,7 @@ class PreparedDataset:
         return len(self.case_ids)
 
     def _check(self, case_id: str) -> None:
-        if case_id not in set(self.case_ids):
+        if case_id not in self._case_set:
             raise KeyError(f"case {case_id!r} is not in the store {self.root} ({len(self.case_ids)} cases)")
 
     def image(self, case_id: str) -> np.ndarray:

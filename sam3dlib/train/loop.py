@@ -226,7 +226,7 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
     if store.spec.name != config.dataset:
         raise ValueError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
     split = store.split(config.protocol)
-    phantom = provenance.is_phantom_store(store.meta)
+    phantom = store.is_phantom
     missing = [] if phantom else missing_split_cases(store, split)
     if missing and not allow_missing_cases:
         raise ValueError(
@@ -342,13 +342,7 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
 
 def decoder_digest(decoder: torch.nn.Module) -> str:
     """sha256 of the decoder's parameters and buffers (to compare DDP replicas)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(decoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return provenance.state_digest(decoder)
 
 
 def _check_replicas(decoder: torch.nn.Module, ctx: DistContext, run: Path) -> None:

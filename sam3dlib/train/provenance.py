@@ -45,14 +45,6 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def is_phantom_store(meta: dict) -> bool:
-    """True when a store's ``dataset.json`` says (or its raw root shows) it was made from phantoms."""
-    if meta.get("phantom"):
-        return True
-    root = meta.get("source_root")
-    return bool(root) and (Path(root) / "PHANTOM.json").is_file()
-
-
 def collect(config, model, device: torch.device, store, split, world_size: int) -> dict[str, Any]:
     """The ``provenance.json`` of a run."""
     return {
@@ -72,21 +64,32 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "seed": config.seed,
         "data_dir": str(Path(store.root).resolve()),
         "dataset": store.spec.name,
-        "phantom": is_phantom_store(store.meta),
+        "phantom": store.is_phantom,
         "split": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def encoder_fingerprint(model) -> str:
-    """A cheap hash of the encoder's weights (first values of every tensor) to detect a changed encoder."""
+def state_digest(module: torch.nn.Module, values_per_tensor: int | None = None) -> str:
+    """sha256 over a module's state dict (names and float32 values, sorted by name).
+
+    ``values_per_tensor`` limits each tensor to its first values: a cheap fingerprint.
+    """
     import hashlib
 
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.encoder.state_dict().items()):
+    for name, tensor in sorted(module.state_dict().items()):
+        values = tensor.detach().flatten()
+        if values_per_tensor is not None:
+            values = values[:values_per_tensor]
         digest.update(name.encode())
-        digest.update(tensor.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+        digest.update(values.float().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def encoder_fingerprint(model) -> str:
+    """A cheap hash of the encoder's weights (first values of every tensor) to detect a changed encoder."""
+    return state_digest(model.encoder, values_per_tensor=4096)
 
 
 def dumps(obj: dict) -> str:
