@@ -29,9 +29,7 @@ from .data.specs import get_spec
 
 PROFILES = ("paper", "quick", "smoke")
 ENCODER_MODES = ("online", "cached")
-DTYPES = ("float32", "bfloat16")
 PROTOCOLS = ("paper", "clean")
-DEVICES = ("auto", "cpu", "cuda")
 
 #: Dice over the whole batch when the nnU-Net v1 plans have two stages (Synapse, Lung);
 #: per sample otherwise (evaluation.md section 5; datasets.json ``plans_stages_note``).

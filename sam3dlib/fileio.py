@@ -63,12 +63,6 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     return path
 
 
-def is_temp_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a temporary file of :func:`atomic_open`."""
-    name = Path(path).name
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
-
-
 def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = 0.0, recursive: bool = False) -> list[Path]:
     """Delete temporary files that a killed writer left in ``folder``; returns those removed.
 

@@ -23,12 +23,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .config import ENCODER_MODES, PROFILES, PROTOCOLS
 from .data.specs import DATASETS
 from .encoders import ENCODER_CONFIGS
 
-PROFILES = ("paper", "quick", "smoke")
-PROTOCOLS = ("paper", "clean")
-ENCODER_MODES = ("cached", "online")
 
 
 class ParameterError(ValueError):

@@ -30,13 +30,6 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def broadcast_object(self, obj):
-        if not self.initialized:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def close(self) -> None:
         if self.initialized and dist.is_initialized():
             dist.destroy_process_group()
