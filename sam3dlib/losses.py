@@ -15,25 +15,43 @@ from torch import nn
 
 from .constants import DEEP_SUPERVISION_WEIGHTS
 
+DICE_SMOOTH = 1e-5
+
+
+def dice_statistics(probs: torch.Tensor, target: torch.Tensor, squared: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-class soft-Dice terms ``(TP, denominator)``, each ``B x K``.
+
+    Equal to the one-hot form ``sum(p * onehot)`` and ``sum(p) + sum(onehot)`` (or the squared
+    ``sum(p^2) + sum(onehot^2)``) without building the ``B x K x ...`` one-hot tensor: TP is
+    each voxel's probability of its own class summed per class (a scatter-add), and a one-hot
+    sum is a class count. At Synapse's crop that saves two full-resolution float tensors per
+    output and their passes forward and backward.
+    """
+    b, k = probs.shape[:2]
+    flat_target = target.reshape(b, -1)
+    own_class = probs.gather(1, target[:, None]).reshape(b, -1)
+    tp = probs.new_zeros(b, k).scatter_add_(1, flat_target, own_class)
+    counts = probs.new_zeros(b, k).scatter_add_(1, flat_target, probs.new_ones(()).expand_as(own_class))
+    spatial = list(range(2, probs.ndim))
+    mass = (probs * probs).sum(spatial) if squared else probs.sum(spatial)
+    return tp, mass + counts
+
 
 def soft_dice(
     probs: torch.Tensor,
-    onehot: torch.Tensor,
+    target: torch.Tensor,
     batch_dice: bool = False,
     squared: bool = False,
     include_background: bool = False,
-    smooth: float = 1e-5,
+    smooth: float = DICE_SMOOTH,
 ) -> torch.Tensor:
-    """Mean soft Dice of ``B x K x ...`` probabilities against a one-hot target."""
+    """Mean soft Dice of ``B x K x ...`` probabilities against integer labels ``B x ...``."""
+    tp, denom = dice_statistics(probs, target, squared)
+    if batch_dice:
+        tp, denom = tp.sum(0), denom.sum(0)
     if not include_background:
-        probs, onehot = probs[:, 1:], onehot[:, 1:]
-    axes = [0] + list(range(2, probs.ndim)) if batch_dice else list(range(2, probs.ndim))
-    inter = (probs * onehot).sum(axes)
-    if squared:
-        denom = (probs * probs).sum(axes) + (onehot * onehot).sum(axes)
-    else:
-        denom = probs.sum(axes) + onehot.sum(axes)
-    return ((2 * inter + smooth) / (denom + smooth)).mean()
+        tp, denom = tp[..., 1:], denom[..., 1:]
+    return ((2 * tp + smooth) / (denom + smooth)).mean()
 
 
 class DiceCELoss(nn.Module):
@@ -51,10 +69,33 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _as_index_target(target, logits)
-        ce = F.cross_entropy(logits, target)
-        probs = torch.softmax(logits.float(), dim=1)
-        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(probs.dtype)
-        return ce + 1.0 - soft_dice(probs, onehot, self.batch_dice, self.squared)
+        log_probs = F.log_softmax(_at_least_float32(logits), dim=1)
+        ce = F.nll_loss(log_probs, target)
+        return ce + 1.0 - soft_dice(log_probs.exp(), target, self.batch_dice, self.squared)
+
+
+class OneHotDiceCELoss(DiceCELoss):
+    """:class:`DiceCELoss` in nnU-Net's one-hot form, as the paper's code computes it.
+
+    Kept as the reference the label form is tested against (``tests/test_losses.py``) and as
+    the benchmark's baseline; it builds two ``B x K x ...`` float tensors per call.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = _as_index_target(target, logits)
+        logits = _at_least_float32(logits)
+        probs = torch.softmax(logits, dim=1)[:, 1:]
+        onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(probs.dtype)[:, 1:]
+        axes = [0, *range(2, probs.ndim)] if self.batch_dice else list(range(2, probs.ndim))
+        tp = (probs * onehot).sum(axes)
+        mass = probs * probs + onehot * onehot if self.squared else probs + onehot
+        dice = ((2 * tp + DICE_SMOOTH) / (mass.sum(axes) + DICE_SMOOTH)).mean()
+        return F.cross_entropy(logits, target) + 1.0 - dice
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits (autocast) are upcast; float64 stays float64 (exactness tests)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _as_index_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -98,6 +139,7 @@ class DeepSupervisionLoss(nn.Module):
         return sum(w * self.loss(o, downsample_target(target, o.shape[2:])) for w, o in zip(weights, outputs))
 
 
-def sam3d_loss(batch_dice: bool = False, squared: bool = False) -> DeepSupervisionLoss:
-    """The paper's training objective: deep-supervised Dice + CE."""
-    return DeepSupervisionLoss(DiceCELoss(batch_dice=batch_dice, squared=squared))
+def sam3d_loss(batch_dice: bool = False, squared: bool = False, one_hot: bool = False) -> DeepSupervisionLoss:
+    """The paper's training objective: deep-supervised Dice + CE (``one_hot``: nnU-Net's form)."""
+    loss = OneHotDiceCELoss if one_hot else DiceCELoss
+    return DeepSupervisionLoss(loss(batch_dice=batch_dice, squared=squared))

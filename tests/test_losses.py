@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam3dlib.losses import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights, downsample_target, sam3d_loss
+from sam3dlib.losses import DeepSupervisionLoss, DiceCELoss, OneHotDiceCELoss, deep_supervision_weights, downsample_target, sam3d_loss
 
 
 def _onehot_logits(target: torch.Tensor, k: int, scale: float = 10.0) -> torch.Tensor:
@@ -50,3 +50,17 @@ def test_downsample_target_is_nearest_in_plane_only():
 def test_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match="does not match logits"):
         DiceCELoss()(torch.randn(1, 3, 2, 8, 8), torch.zeros(1, 2, 4, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("batch_dice,squared", [(False, False), (True, False), (False, True), (True, True)])
+def test_loss_equals_one_hot_form_with_gradients(batch_dice, squared):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 5, (2, 3, 6, 7))
+    target[1] = 0  # a sample without foreground: its Dice terms are smooth / smooth
+    ours = DiceCELoss(batch_dice, squared)(logits, target)
+    (grad,) = torch.autograd.grad(ours, logits)
+    ref = OneHotDiceCELoss(batch_dice, squared)(logits, target)
+    (ref_grad,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
