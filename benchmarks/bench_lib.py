@@ -123,17 +123,19 @@ def vit_flops_per_slice(encoder: str, hw: tuple[int, int], fast: bool) -> float:
     return float(total)
 
 
-def decoder_step_flops(dataset: str, batch: int, depth: int, hw: tuple[int, int]) -> float:
+def decoder_step_flops(dataset: str, batch: int, depth: int, hw: tuple[int, int], fused_upsample: bool = True) -> float:
     """FLOPs of the decoder's forward + backward, counted by torch's FlopCounterMode.
 
     Counted on one slice of one sample and scaled by ``batch * depth`` (convolutions are
-    linear in the number of output voxels).
+    linear in the number of output voxels). ``fused_upsample=False`` counts the literal
+    upsample-then-convolve decoder.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     spec = get_spec(dataset)
     model = build_sam3d(spec.num_classes, spec.num_channels, hw, "vit_tiny")
     model.train()
+    model.decoder.fused_upsample = fused_upsample
     th, tw = hw[0] // PATCH_SIZE, hw[1] // PATCH_SIZE
     feats = torch.randn(1, spec.num_channels * EMBED_CHANNELS, 1, th, tw)
     target = torch.randint(0, spec.num_classes, (1, 1, *hw))
@@ -149,7 +151,10 @@ class StepSpec:
     """One child-process measurement.
 
     mode: ``baseline`` (the paper's step), ``online``, ``cached``, ``floor`` (decoder on
-    in-memory features) or ``encoder`` (encoder throughput only).
+    in-memory features) or ``encoder`` (encoder throughput only). ``fused_upsample``,
+    ``channels_last`` and ``one_hot_loss`` select the decoder and loss variants (the paper's
+    code: ``False``, ``False``, ``True``); ``trace_memory`` adds one step under the profiler's
+    allocation tracking (CPU) for the peak of live tensor bytes.
     """
 
     mode: str
@@ -164,6 +169,10 @@ class StepSpec:
     encoder_dtype: str = "float32"
     decoder_dtype: str = "float32"
     fast_attention: bool = True
+    fused_upsample: bool = True
+    channels_last: bool = False
+    one_hot_loss: bool = False
+    trace_memory: bool = False
     chunk: int = 32
     reps: int = 1
     warmup: bool = True
@@ -187,6 +196,36 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     import resource
 
     return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_kind": "ru_maxrss"}
+
+
+def tensor_peak_bytes(fn: Callable[[], Any], device: torch.device, resident_bytes: int) -> int:
+    """Peak of live tensor bytes while ``fn`` runs (``resident_bytes`` already live before it).
+
+    CUDA: ``max_memory_allocated``. CPU: ``resident_bytes`` plus the running sum of the
+    profiler's per-op allocation records, the same quantity (the process RSS also holds the
+    Python/torch runtime and freed pages the allocator keeps, so it is not used for fits).
+    """
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        sync(device)
+        return int(torch.cuda.max_memory_allocated(device))
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage  # allocations minus frees inside the op (or a bare free)
+        peak = max(peak, live)
+    return int(resident_bytes + peak)
+
+
+def _state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    tensors += [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class _Timer:
@@ -288,8 +327,9 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
     model_encoder = spec.encoder if spec.mode == "online" else "vit_tiny"
     model = build_sam3d(ds.num_classes, c, (h, w), model_encoder, fast_attention=spec.fast_attention).to(device)
     model.train()
+    model.decoder.fused_upsample, model.decoder.channels_last = spec.fused_upsample, spec.channels_last
     optimizer = torch.optim.SGD(model.decoder.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
-    loss_fn = sam3d_loss()
+    loss_fn = sam3d_loss(one_hot=spec.one_hot_loss)
     pin = device.type == "cuda"
     volume = torch.randn(b, c, d, h, w)
     target = torch.randint(0, ds.num_classes, (b, d, h, w))
@@ -337,8 +377,12 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
         times.append(time.perf_counter() - t)
         parts.append(timer.parts)
     mean_parts = {k: float(np.mean([p.get(k, 0.0) for p in parts])) for k in parts[0]}
-    return {"spec": asdict(spec), "times_s": times, "step_s": float(np.min(times)), "parts_s": mean_parts,
-            **peak_memory(device)}
+    result = {"spec": asdict(spec), "times_s": times, "step_s": float(np.min(times)), "parts_s": mean_parts,
+              **peak_memory(device)}
+    if spec.trace_memory:  # after the timed steps, so the profiler's overhead is not timed
+        resident = _state_bytes(model, optimizer) + volume.nbytes + target.nbytes + in_memory.nbytes
+        result["tensor_peak_bytes"] = tensor_peak_bytes(lambda: step(spec.reps + 1, _Timer(device), d), device, resident)
+    return result
 
 
 def _encoder_throughput(spec: StepSpec, device: torch.device, dtype: torch.dtype | None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def test_smoke_run_writes_json_and_markdown(bench, tmp_path):
     bench.main(["--out", str(out), "--quick", "--encoder", "vit_tiny", "--hw", "32", "--depth", "2",
                 "--datasets", "acdc", "--slices", "1", "--no-subprocess"])
     report = json.loads((out / "bench.json").read_text())
-    for key in ("machine", "matmul_peak_tflops", "encoder_throughput", "step_vs_baseline", "cached_vs_online",
+    for key in ("machine", "matmul_peak_tflops", "encoder_throughput", "step_vs_baseline", "decoder_variants", "cached_vs_online",
                 "memory", "make", "dtype_choice", "command"):
         assert key in report, key
     assert "errors" not in report, report.get("errors")
@@ -42,6 +42,12 @@ def test_smoke_run_writes_json_and_markdown(bench, tmp_path):
     assert {"online", "cached", "floor", "floor_batch1"} <= set(acdc["steps"])
     assert acdc["flop_bound_online_over_cached"] >= 1
     assert "not measured" in report["make"]["note"]
+    assert [r["variant"].split(":")[0] for r in report["decoder_variants"]][0] == "paper"
+    fused, literal = report["decoder_variants"][2], report["decoder_variants"][0]
+    assert fused["gflop"] < literal["gflop"]  # the fused upsample-convolutions do less arithmetic
+    est = report["memory"]["estimates"]["acdc"]
+    assert est["bytes_per_sample_full_depth_gb"] > 0  # tensor peaks grow with the batch
+    assert all(isinstance(est[f"{m} largest batch in {c}"], int) for m in ("online", "cached") for c in bench.CAPACITIES)
     assert not any(p.name.startswith("_bench_work_") for p in out.iterdir())  # work files removed
     assert "Speed-up" in (out / "bench.md").read_text()
 
