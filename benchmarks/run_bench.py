@@ -171,10 +171,9 @@ def item3_encoder(args, s, device, peaks, dtypes) -> list[dict[str, Any]]:
 def item1_step(args, s, device, dtypes, ckpt: Path) -> dict[str, Any]:
     depth, hw = dataset_shape("synapse", s, s["synapse_depth"])
     full_depth = get_spec("synapse").patch_size[0]
-    # not warmed: a warm-up at this size would double the run on a CPU; oneDNN's per-shape set-up
-    # (~1-3 s on CPU) is therefore inside both steps
-    common = dict(dataset="synapse", depth=depth, hw=hw, encoder=s["encoder"], device=args.device, reps=s["reps"],
-                  warmup=device.type == "cuda")
+    # warmed (one encoder call of the step's batch shape, one decoder step): training runs thousands
+    # of steps, so the steady state is compared, without oneDNN's/cuDNN's per-shape set-up
+    common = dict(dataset="synapse", depth=depth, hw=hw, encoder=s["encoder"], device=args.device, reps=s["reps"])
     base = measure(bl.StepSpec("baseline", checkpoint=str(ckpt), fast_attention=False, **PAPER_DECODER, **common),
                    args, "item 1 baseline (paper) step")
     ours = measure(bl.StepSpec("online", encoder_dtype=dtypes["encoder_dtype"], decoder_dtype=dtypes["decoder_dtype"],
@@ -199,7 +198,7 @@ def item1b_decoder(args, s, device, dtypes) -> list[dict[str, Any]]:
     rows = []
     for label, kw in DECODER_VARIANTS:
         r = measure(bl.StepSpec("floor", dataset="synapse", depth=depth, hw=hw, device=args.device,
-                                reps=max(s["reps"], 3), decoder_dtype=dtypes["decoder_dtype"], **kw),
+                                reps=max(s["reps"], 5), decoder_dtype=dtypes["decoder_dtype"], **kw),
                     args, f"decoder step: {label}")
         flops = bl.decoder_step_flops("synapse", b, depth, hw, kw["fused_upsample"])
         rows.append({"variant": label, "batch": b, "depth": depth, "hw": list(hw), "step_s": r["step_s"],
