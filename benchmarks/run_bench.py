@@ -272,6 +272,26 @@ def item5_memory(item1: dict | None, item2: dict) -> dict[str, Any]:
     return out
 
 
+def schedule_estimate(item1: dict | None, item2: dict) -> dict[str, Any]:
+    """Wall time of the paper's Synapse schedule from this run's steps (training steps only)."""
+    from sam3dlib.config import get_config
+
+    cfg = get_config("table1_synapse", profile="paper")
+    steps = cfg.epochs * cfg.iterations_per_epoch
+    full_d = get_spec("synapse").patch_size[0]
+    out: dict[str, Any] = {"epochs": cfg.epochs, "iterations_per_epoch": cfg.iterations_per_epoch, "steps": steps,
+                           "note": "training steps only, scaled linearly from the measured depth to the paper's "
+                                   f"{full_d}; validation and the one-off feature-cache build are not included"}
+    if item1:
+        step = item1["ours_online"]["step_s"] * full_d / item1["depth"]
+        base = item1["baseline"]["step_s"] * full_d / item1["depth"]
+        out["online_days"], out["paper_code_days"] = step * steps / 86400, base * steps / 86400
+    if "synapse" in item2:
+        r = item2["synapse"]
+        out["cached_days"] = r["steps"]["cached"]["step_s"] * full_d / r["depth"] * steps / 86400
+    return out
+
+
 def item4_make(args) -> dict[str, Any]:
     if not args.with_make:
         return {"note": "not measured in this run (pass --with-make to time `make demo` and the test suite)"}
@@ -358,6 +378,14 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{e['online_extra_gb']:.3g} | " + " | ".join(
                 str(e[f"{m} largest batch in {c}"] or "n/a") for m in ("online", "cached") for c in CAPACITIES) + " |")
         lines += ["", "Estimates: " + mem["method"], ""]
+    sch = report.get("schedule")
+    if sch:
+        lines += [f"## The paper's Synapse schedule on this device ({sch['epochs']} epochs x "
+                  f"{sch['iterations_per_epoch']} steps, estimate)", ""]
+        lines += [f"- {label}: {sch[key]:.3g} days" for key, label in (
+            ("paper_code_days", "the paper's code (baseline step)"), ("online_days", "ours, online"),
+            ("cached_days", "ours, cached features")) if key in sch]
+        lines += [f"- {sch['note']}", ""]
     lines += ["## 4. `make demo` and test suite", ""]
     mk = report.get("make", {})
     lines += [f"- {k}: {v['seconds']:.0f} s (rc {v['returncode']})" for k, v in mk.items() if isinstance(v, dict)]
@@ -417,6 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     item("memory", lambda: item5_memory(report.get("step_vs_baseline"), report.get("cached_vs_online") or {}))
+    item("schedule", lambda: schedule_estimate(report.get("step_vs_baseline"), report.get("cached_vs_online") or {}))
     item("make", lambda: item4_make(args))
     report["loadavg_end"] = bl.loadavg()
     save(final=True)

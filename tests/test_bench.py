@@ -34,7 +34,7 @@ def test_smoke_run_writes_json_and_markdown(bench, tmp_path):
                 "--datasets", "acdc", "--slices", "1", "--no-subprocess"])
     report = json.loads((out / "bench.json").read_text())
     for key in ("machine", "matmul_peak_tflops", "encoder_throughput", "step_vs_baseline", "decoder_variants", "cached_vs_online",
-                "memory", "make", "dtype_choice", "command"):
+                "memory", "make", "dtype_choice", "command", "schedule"):
         assert key in report, key
     assert "errors" not in report, report.get("errors")
     assert report["complete"] and report["step_vs_baseline"]["speedup"] > 0
