@@ -139,10 +139,14 @@ def patch_dataset(config, store, cache: FeatureCache | None, case_ids: Sequence[
 
 
 def epoch_loader(config, store, cache: FeatureCache | None, case_ids: Sequence[str], iterations: int,
-                 epoch: int, stream: int, ctx: DistContext, augment: bool) -> DataLoader:
-    """This rank's DataLoader over one epoch's stream (its share of every global batch)."""
+                 epoch: int, stream: int, ctx: DistContext, augment: bool, pin_memory: bool = False) -> DataLoader:
+    """This rank's DataLoader over one epoch's stream (its share of every global batch).
+
+    ``pin_memory`` (on for CUDA) makes the trainer's ``non_blocking`` host-to-device copies
+    asynchronous.
+    """
     ds = patch_dataset(config, store, cache, case_ids, iterations, augment, stream_seed(config.seed, epoch, stream))
     indices = shard_batches(iterations, config.batch_size, ctx)
     return DataLoader(Subset(ds, indices), batch_size=config.batch_size // ctx.world_size, shuffle=False,
-                      num_workers=config.num_workers, pin_memory=False, drop_last=False,
+                      num_workers=config.num_workers, pin_memory=pin_memory, drop_last=False,
                       persistent_workers=False)

@@ -301,8 +301,9 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
         lr = poly_lr(config, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        pin = device.type == "cuda"
         loader = epoch_loader(config, store, cache, train_ids, config.iterations_per_epoch, epoch, TRAIN_STREAM,
-                              ctx, augment=True)
+                              ctx, augment=True, pin_memory=pin)
         with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                   disable=not (progress and ctx.is_main)) as bar:
             loss = _train_epoch(model, net, loader, optimizer, loss_fn, config, device, bar)
@@ -310,7 +311,7 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
         val = None
         if val_ids and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             vloader = epoch_loader(config, store, cache, val_ids, config.val_iterations, epoch, VAL_STREAM, ctx,
-                                   augment=False)
+                                   augment=False, pin_memory=pin)
             val, _ = validate(model, vloader, regions, device, config.decoder_dtype, ctx)
             ema = val if ema is None else config.ema_alpha * ema + (1 - config.ema_alpha) * val
         metric = ema if ema is not None else (-loss if not val_ids else None)
