@@ -25,6 +25,7 @@ from sam3dlib.constants import EMBED_CHANNELS, PATCH_SIZE
 from sam3dlib.data.specs import get_spec
 from sam3dlib.encoders import build_image_encoder, encoder_config
 from sam3dlib.fast_attention import enable_fast_attention
+from sam3dlib.host_memory import reuse_freed_host_memory
 from sam3dlib.losses import sam3d_loss
 from sam3dlib.model import encode_slices
 from sam3dlib.sam_checkpoint import load_encoder_state
@@ -153,7 +154,8 @@ class StepSpec:
     mode: ``baseline`` (the paper's step), ``online``, ``cached``, ``floor`` (decoder on
     in-memory features) or ``encoder`` (encoder throughput only). ``fused_upsample``,
     ``channels_last`` and ``one_hot_loss`` select the decoder and loss variants (the paper's
-    code: ``False``, ``False``, ``True``); ``trace_memory`` adds one step under the profiler's
+    code: ``False``, ``False``, ``True``); ``reuse_host_memory`` applies
+    :func:`sam3dlib.host_memory.reuse_freed_host_memory` in the child (CPU); ``trace_memory`` adds one step under the profiler's
     allocation tracking (CPU) for the peak of live tensor bytes.
     """
 
@@ -172,6 +174,7 @@ class StepSpec:
     fused_upsample: bool = True
     channels_last: bool = False
     one_hot_loss: bool = False
+    reuse_host_memory: bool = True
     trace_memory: bool = False
     chunk: int = 32
     reps: int = 1
@@ -321,6 +324,8 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
     b, d, (h, w), c = spec.batch, spec.depth, spec.hw, ds.num_channels
     torch.manual_seed(0)
     enc_dtype, dec_dtype = DTYPES[spec.encoder_dtype], DTYPES[spec.decoder_dtype]
+    if spec.reuse_host_memory and device.type == "cpu":
+        reuse_freed_host_memory()
     if spec.mode == "encoder":
         return _encoder_throughput(spec, device, enc_dtype)
     # only the online mode keeps an encoder in the model; the others get a tiny stand-in (unused)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
 from .data.specs import get_spec
+from .host_memory import reuse_freed_host_memory
 from .model import SAM3D
 from .sam_checkpoint import file_sha256
 from .train.checkpointing import BEST, LATEST, load_checkpoint
@@ -82,6 +83,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
             raise RunError(f"{config.sam_checkpoint} has sha256 {sha[:12]}..., the run was trained with "
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
     dev = resolve_device(device if device != "auto" else "auto")
+    if dev.type == "cpu":
+        reuse_freed_host_memory()
     model = build_model(config, get_spec(config.dataset))
     from .train.provenance import encoder_fingerprint
 

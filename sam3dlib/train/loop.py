@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from ..cache import FeatureCache, cache_settings
 from ..config import ExperimentConfig
 from ..fileio import atomic_write_json, atomic_write_text, check_output_dir, remove_stale_temps
+from ..host_memory import reuse_freed_host_memory
 from ..losses import sam3d_loss
 from ..model import SAM3D, autocast_context
 from ..resources_guard import is_oom_error, training_oom_error
@@ -251,6 +252,8 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
     if resume and is_finished(run):
         return run  # nothing left to do; a finished run is never touched again
     device = resolve_device(config.device, ctx)
+    if device.type == "cpu":
+        reuse_freed_host_memory()
     model = build_model(config, store.spec).to(device)
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
