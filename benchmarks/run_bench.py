@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["checkpoint"] = {"file": ckpt.name, "bytes": ckpt.stat().st_size,
                                 "note": "random weights, official SAM state-dict layout"}
         item("step_vs_baseline", lambda: item1_step(args, s, device, dtypes, ckpt))
-        item("decoder_variants", lambda: item1b_decoder(args, s, device, dtypes))
+        item("decoder_variants", lambda: item1b_decoder(args, s, device, dtypes, rounds=1 if args.quick else 3))
         item("cached_vs_online", lambda: item2_cached(args, s, device, dtypes, work / "cache"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
