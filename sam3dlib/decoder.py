@@ -41,7 +41,7 @@ class PointwiseConv3d(nn.Conv3d):
     """A 1x1x1 ``nn.Conv3d`` (same parameters) computed as one matrix product over the voxels.
 
     oneDNN runs 1x1x1 3D convolutions with few channels far below its GEMM speed (the
-    head's 8 -> K logits at full resolution took 8 % of a decoder step for 0.4 % of its
+    head's 8 -> K logits at full resolution took 8 % of a decoder step for about 1 % of its
     FLOPs); a matmul over ``B x C x (D*H*W)`` is memory-bound instead.
     """
 
