@@ -10,8 +10,8 @@ their first convolution on the low-resolution tensor through
 :func:`sam3dlib.upsample_conv.conv3d_of_upsampled`, an exact rewrite with 0.44x the
 multiply-adds; ``fused_upsample=False`` upsamples first and convolves, literally. Both give
 the same function and gradients up to float rounding (``tests/test_decoder.py``) and the same
-state dict. With ``channels_last`` the activations are kept channels-last-3d, which oneDNN's
-and cuDNN's 3D convolutions run faster.
+state dict. ``channels_last`` keeps the activations channels-last-3d: it sped up the literal
+path on a CPU but slowed the fused one (``docs/PERFORMANCE.md``), so it is off by default.
 """
 from __future__ import annotations
 
