@@ -324,8 +324,8 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
     b, d, (h, w), c = spec.batch, spec.depth, spec.hw, ds.num_channels
     torch.manual_seed(0)
     enc_dtype, dec_dtype = DTYPES[spec.encoder_dtype], DTYPES[spec.decoder_dtype]
-    if spec.reuse_host_memory and device.type == "cpu":
-        reuse_freed_host_memory()
+    if spec.reuse_host_memory:
+        reuse_freed_host_memory(device.type)
     if spec.mode == "encoder":
         return _encoder_throughput(spec, device, enc_dtype)
     # only the online mode keeps an encoder in the model; the others get a tiny stand-in (unused)

@@ -55,7 +55,7 @@ class PointwiseConv3d(nn.Conv3d):
         b = x.shape[0]
         bias = self.bias if self.bias is not None else weight.new_zeros(self.out_channels)
         out = torch.baddbmm(bias[None, :, None].expand(b, -1, 1), weight.expand(b, -1, -1), x.flatten(2))
-        return out.view(x.shape[0], self.out_channels, *x.shape[2:])
+        return out.view(b, self.out_channels, *x.shape[2:])
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv3d:

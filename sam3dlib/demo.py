@@ -19,6 +19,7 @@ from typing import Any
 
 from . import report
 from .constants import RANDOM_INIT
+from .fileio import atomic_write_text
 
 DEFAULT_CHECKPOINT = Path("checkpoints/sam_vit_b_01ec64.pth")
 
@@ -134,7 +135,7 @@ def run_demo(
         "config": cfg.to_dict(),
         "description": cond.describe(),
     }
-    report.write_text_atomic(out / "demo.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out / "demo.json", json.dumps(record, indent=2) + "\n")
     return DemoResult(out, run_dir, mean, seconds, cond, table)
 
 

@@ -24,11 +24,6 @@ PREDICTIONS = "predictions"
 RESULTS_FILE = "results.json"
 
 
-def load_label_file(path: str | os.PathLike) -> np.ndarray:
-    """Integer label array of a NIfTI file in its own axis order (as ``sam3d evaluate`` reads it)."""
-    return load_label_nifti(path)[0]
-
-
 def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]], dataset: str,
                    convention: str = "paper") -> pd.DataFrame:
     """Per-case frame of ``{case_id: (prediction file, ground-truth file)}``."""
@@ -38,7 +33,7 @@ def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]]
     spec = get_spec(dataset)
     results = {}
     for case_id, (pred_path, gt_path) in pairs.items():
-        pred, gt = load_label_file(pred_path), load_label_file(gt_path)
+        pred, gt = load_label_nifti(pred_path)[0], load_label_nifti(gt_path)[0]
         if pred.shape != gt.shape:
             raise ValueError(f"case {case_id}: prediction {pred_path} shape {pred.shape} != ground truth {gt.shape}")
         results[case_id] = evaluate_case(pred, gt, spec, spacing=None, convention=convention)

@@ -21,14 +21,14 @@ _M_MMAP_MAX = -4
 _INT_MAX = 2**31 - 1
 
 
-def reuse_freed_host_memory() -> bool:
+def reuse_freed_host_memory(device_type: str = "cpu") -> bool:
     """Turn off glibc's ``mmap`` allocations and heap trimming for this process.
 
-    Returns True when applied; False (a no-op) off Linux or without glibc's ``mallopt``
-    (musl, macOS, Windows). Process-wide and not undone: call it in processes that train or
-    predict on the CPU.
+    Returns True when applied; False (a no-op) when the tensors live on another device
+    (``device_type`` other than ``"cpu"``), off Linux or without glibc's ``mallopt`` (musl,
+    macOS, Windows). Process-wide and not undone: for processes that train or predict.
     """
-    if not sys.platform.startswith("linux"):
+    if device_type != "cpu" or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

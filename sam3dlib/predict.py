@@ -83,8 +83,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
             raise RunError(f"{config.sam_checkpoint} has sha256 {sha[:12]}..., the run was trained with "
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
     dev = resolve_device(device if device != "auto" else "auto")
-    if dev.type == "cpu":
-        reuse_freed_host_memory()
+    reuse_freed_host_memory(dev.type)
     model = build_model(config, get_spec(config.dataset))
     from .train.provenance import encoder_fingerprint
 

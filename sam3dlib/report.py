@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from .constants import EMBED_CHANNELS, RANDOM_INIT
-from .fileio import atomic_write, atomic_write_text
 from .data.specs import DatasetSpec
+from .fileio import atomic_write, atomic_write_text
 
 #: The paper the reference rows come from; every paper number is labelled with it.
 PAPER = "Bui et al., SAM3D, ISBI 2024"
@@ -439,11 +439,6 @@ def long_table(table: int | str, ours: pd.DataFrame) -> pd.DataFrame:
 # Files
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :mod:`sam3dlib.fileio`)."""
-    return atomic_write_text(path, text)
-
-
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """``df.to_csv`` without the index, atomically."""
     return atomic_write_text(path, df.to_csv(index=False))
@@ -462,8 +457,8 @@ def write_table_files(out_dir: str | os.PathLike, name: str, long: pd.DataFrame,
     page = "\n".join(t.to_html() for t in tables)
     return {
         "csv": write_csv_atomic(long, out / f"{name}.csv"),
-        "md": write_text_atomic(out / f"{name}.md", md),
-        "html": write_text_atomic(out / f"{name}.html", f"<html><body>\n{page}\n</body></html>\n"),
+        "md": atomic_write_text(out / f"{name}.md", md),
+        "html": atomic_write_text(out / f"{name}.html", f"<html><body>\n{page}\n</body></html>\n"),
     }
 
 

@@ -33,6 +33,7 @@ from . import report
 from .constants import RANDOM_INIT
 from .data.specs import get_spec
 from .data.store import PreparedDataset
+from .fileio import atomic_write_text
 from .notebook_params import NotebookParams, ParameterError, as_seeds
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
@@ -166,7 +167,7 @@ def ensure_phantom_data(
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
-    report.write_text_atomic(data_dir / "READY", "phantom\n")
+    atomic_write_text(data_dir / "READY", "phantom\n")
     return data_dir
 
 
@@ -480,7 +481,7 @@ def select_run_dir(out: Path, base: str, force: bool = False) -> Path:
 
 def _point_latest(out: Path, run_dir: Path) -> None:
     rel = os.path.relpath(run_dir, out)
-    report.write_text_atomic(out / "LATEST", rel + "\n")
+    atomic_write_text(out / "LATEST", rel + "\n")
     tmp = out / f".{LATEST}.tmp{os.getpid()}"
     try:
         if tmp.is_symlink() or tmp.exists():
@@ -548,7 +549,7 @@ def reproduce_table(
         "device": device,
         "out_dir": os.fspath(run_dir.resolve()),
     }
-    report.write_text_atomic(run_dir / "params.json", json.dumps({"table": key, **params}, indent=2) + "\n")
+    atomic_write_text(run_dir / "params.json", json.dumps({"table": key, **params}, indent=2) + "\n")
     import papermill as pm
 
     t0 = time.perf_counter()
@@ -564,7 +565,7 @@ def reproduce_table(
     seconds = time.perf_counter() - t0
     if not (run_dir / f"table{key}.csv").is_file():
         raise RuntimeError(f"{run_dir / nb.name}: the notebook ran but wrote no table{key}.csv")
-    report.write_text_atomic(run_dir / DONE_FILE, json.dumps({"table": key, "seconds": round(seconds, 1), **params}, indent=2) + "\n")
+    atomic_write_text(run_dir / DONE_FILE, json.dumps({"table": key, "seconds": round(seconds, 1), **params}, indent=2) + "\n")
     _point_latest(out, run_dir)
     return run_dir
 

@@ -26,25 +26,25 @@ from torch import nn
 
 UPSAMPLE_FACTOR = (1, 2, 2)  # depth is never resampled
 
-# _PHASE_TAPS[a][t, k]: low-resolution tap t (of 2) of phase a sums 3x3 kernel tap k.
-_PHASE_TAPS = ((
-    (1.0, 0.0, 0.0),
-    (0.0, 1.0, 1.0),
-), (
-    (1.0, 1.0, 0.0),
-    (0.0, 0.0, 1.0),
-))
-
 
 def upsample_in_plane(x: torch.Tensor) -> torch.Tensor:
     """Nearest upsampling by (1, 2, 2) of a ``B x C x D x H x W`` tensor (keeps its memory format)."""
     return F.interpolate(x, scale_factor=UPSAMPLE_FACTOR, mode="nearest")
 
 
+def _phase_taps(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """Along ``dim`` (size 3): phase 0 taps ``(k0, k1 + k2)``, phase 1 taps ``(k0 + k1, k2)``.
+
+    Returns the two phases stacked in front: ``2 x ...`` with ``dim`` now of size 2.
+    """
+    k0, k1, k2 = weight.unbind(dim)
+    return torch.stack([torch.stack([k0, k1 + k2], dim), torch.stack([k0 + k1, k2], dim)])
+
+
 def phase_weights(weight: torch.Tensor) -> torch.Tensor:
     """``O x I x kd x 3 x 3`` kernel -> ``(4*O) x I x kd x 2 x 2``, phases (row, column) major."""
-    taps = torch.tensor(_PHASE_TAPS, dtype=weight.dtype, device=weight.device)
-    phased = torch.einsum("ath,bsw,oidhw->aboidts", taps, taps, weight)
+    rows = _phase_taps(weight, 3)  # a x O x I x kd x 2 x 3
+    phased = _phase_taps(rows, 5).transpose(0, 1)  # a x c x O x I x kd x 2 x 2
     return phased.reshape(4 * weight.shape[0], *weight.shape[1:3], 2, 2)
 
 

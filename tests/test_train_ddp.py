@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sam3dlib.train.checkpointing import load_checkpoint
-from sam3dlib.train.loop import decoder_digest
+from sam3dlib.train.provenance import state_digest
 
 
 
@@ -34,7 +34,7 @@ def test_torchrun_two_cpu_processes(synapse_store, tmp_path):
 
     model = build_model(ExperimentConfig.load(out / "config.json"), get_spec("synapse"))
     model.decoder.load_state_dict(ck["decoder"])
-    assert decoder_digest(model.decoder) == hashes[0]  # the saved weights are the replicas' weights
+    assert state_digest(model.decoder) == hashes[0]  # the saved weights are the replicas' weights
     assert json.loads((out / "provenance.json").read_text())["world_size"] == 2
     assert len(pd.read_csv(out / "log.csv")) == 1
     # cache building was sharded: both ranks' cases are in the store

@@ -10,7 +10,6 @@ import argparse
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sam3dlib import metrics
@@ -67,11 +66,6 @@ def pair_cases(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, Pa
     return [(case_id, pred[case_id], gt[case_id]) for case_id in sorted(gt)]
 
 
-def load_label(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Integer label array (NIfTI axis order) and voxel spacing in mm of a NIfTI file."""
-    return load_label_nifti(path)
-
-
 def evaluate_folders(
     dataset: str, pred_dir: Path, gt_dir: Path, convention: str = "paper"
 ) -> pd.DataFrame:
@@ -79,8 +73,8 @@ def evaluate_folders(
     spec = get_spec(dataset)
     results = {}
     for case_id, pred_path, gt_path in pair_cases(find_cases(pred_dir, "prediction"), find_cases(gt_dir, "ground-truth")):
-        pred, _ = load_label(pred_path)
-        gt, spacing = load_label(gt_path)
+        pred, _ = load_label_nifti(pred_path)
+        gt, spacing = load_label_nifti(gt_path)
         if pred.shape != gt.shape:
             raise UserError(f"case {case_id}: prediction shape {pred.shape} differs from ground truth {gt.shape}")
         # paper: HD95 in voxels, as the authors' scripts (no spacing); strict/both: mm

@@ -252,8 +252,8 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
     if resume and is_finished(run):
         return run  # nothing left to do; a finished run is never touched again
     device = resolve_device(config.device, ctx)
-    if device.type == "cpu":
-        reuse_freed_host_memory()
+    reuse_freed_host_memory(device.type)
+    pin = device.type == "cuda"  # page-locked batches make the non-blocking copies asynchronous
     model = build_model(config, store.spec).to(device)
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -304,7 +304,6 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
         lr = poly_lr(config, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        pin = device.type == "cuda"
         loader = epoch_loader(config, store, cache, train_ids, config.iterations_per_epoch, epoch, TRAIN_STREAM,
                               ctx, augment=True, pin_memory=pin)
         with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
@@ -339,14 +338,9 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
         _check_replicas(decoder, ctx, run)
     if ctx.is_main and history and history[-1]["epoch"] == config.epochs and not is_finished(run):
         atomic_write_json(run / FINISHED, {"epochs": config.epochs, "seed": config.seed,
-                                           "decoder_sha256": decoder_digest(decoder),
+                                           "decoder_sha256": provenance.state_digest(decoder),
                                            "checkpoint": str(Path("checkpoints") / LATEST)})
     return run
-
-
-def decoder_digest(decoder: torch.nn.Module) -> str:
-    """sha256 of the decoder's parameters and buffers (to compare DDP replicas)."""
-    return provenance.state_digest(decoder)
 
 
 def _check_replicas(decoder: torch.nn.Module, ctx: DistContext, run: Path) -> None:
@@ -354,7 +348,7 @@ def _check_replicas(decoder: torch.nn.Module, ctx: DistContext, run: Path) -> No
     import torch.distributed as dist
 
     hashes: list[str | None] = [None] * ctx.world_size
-    dist.all_gather_object(hashes, decoder_digest(decoder))
+    dist.all_gather_object(hashes, provenance.state_digest(decoder))
     if ctx.is_main:
         atomic_write_json(run / "ddp_replicas.json", {"world_size": ctx.world_size, "decoder_sha256_per_rank": hashes})
     if len(set(hashes)) != 1:
