@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam3dlib.build import build_sam3d
-from sam3dlib.constants import EMBED_CHANNELS, PATCH_SIZE
+from sam3dlib.modeling.build import build_sam3d
+from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
 from sam3dlib.data.specs import get_spec
-from sam3dlib.encoders import build_image_encoder, encoder_config
-from sam3dlib.fast_attention import enable_fast_attention
-from sam3dlib.host_memory import reuse_freed_host_memory
-from sam3dlib.losses import sam3d_loss
-from sam3dlib.model import encode_slices
-from sam3dlib.sam_checkpoint import load_encoder_state
+from sam3dlib.modeling.encoders import build_image_encoder, encoder_config
+from sam3dlib.modeling.fast_attention import enable_fast_attention
+from sam3dlib.utils.host_memory import reuse_freed_host_memory
+from sam3dlib.modeling.losses import sam3d_loss
+from sam3dlib.modeling.sam3d import encode_slices
+from sam3dlib.modeling.sam_checkpoint import load_encoder_state
 
 DATASETS = ("synapse", "acdc", "lung", "brats")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
@@ -98,7 +98,7 @@ def vit_flops_per_slice(encoder: str, hw: tuple[int, int], fast: bool) -> float:
     """Multiply-add FLOPs (x2) of one slice through SAM's ViT encoder and neck.
 
     ``fast=False`` counts segment-anything's own arithmetic (windowed blocks on tokens
-    zero-padded to 14 x 14); ``fast=True`` the :mod:`sam3dlib.fast_attention` path (one
+    zero-padded to 14 x 14); ``fast=True`` the :mod:`sam3dlib.modeling.fast_attention` path (one
     padded window collapsed to the real tokens plus one merged key).
     """
     cfg = encoder_config(encoder)
@@ -155,7 +155,7 @@ class StepSpec:
     in-memory features) or ``encoder`` (encoder throughput only). ``fused_upsample``,
     ``channels_last`` and ``one_hot_loss`` select the decoder and loss variants (the paper's
     code: ``False``, ``False``, ``True``); ``reuse_host_memory`` applies
-    :func:`sam3dlib.host_memory.reuse_freed_host_memory` in the child (CPU); ``trace_memory`` adds one step under the profiler's
+    :func:`sam3dlib.utils.host_memory.reuse_freed_host_memory` in the child (CPU); ``trace_memory`` adds one step under the profiler's
     allocation tracking (CPU) for the peak of live tensor bytes.
     """
 
@@ -278,8 +278,8 @@ def _cached_reader(spec: StepSpec):
     model (same 256-channel float16 layout, seconds instead of minutes); the values do not
     matter for reading speed, the layout and the read path are the product's.
     """
-    from sam3dlib.cache import CacheSettings, FeatureCache
-    from sam3dlib.train.data import CachedPatchDataset
+    from sam3dlib.training.feature_cache import CacheSettings, FeatureCache
+    from sam3dlib.training.data import CachedPatchDataset
 
     ds = get_spec(spec.dataset)
     h, w = spec.hw
@@ -423,7 +423,7 @@ def fit_batch(peaks: dict[int, int], capacity: int) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    from sam3dlib.fileio import atomic_write_json
+    from sam3dlib.utils.fileio import atomic_write_json
 
     atomic_write_json(path, obj)
 

@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": bl.machine_info(device), "settings": s, "loadavg_start": bl.loadavg(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    from sam3dlib.fileio import atomic_write_text
+    from sam3dlib.utils.fileio import atomic_write_text
 
     def save(final: bool = False) -> None:
         report["complete"] = final
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     item("encoder_throughput", lambda: item3_encoder(args, s, device, peaks, dtypes))
     work = Path(tempfile.mkdtemp(prefix="_bench_work_", dir=args.out))
     try:
-        from sam3dlib.sam_checkpoint import save_random_sam_checkpoint
+        from sam3dlib.modeling.sam_checkpoint import save_random_sam_checkpoint
 
         ckpt = save_random_sam_checkpoint(work / f"random_{s['encoder']}_official_format.pth", s["encoder"])
         report["checkpoint"] = {"file": ckpt.name, "bytes": ckpt.stat().st_size,

@@ -40,8 +40,8 @@ overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}'
 
 SETUP = """from IPython.display import Image, Markdown, display
 
-from sam3dlib import report, reproduce
-from sam3dlib.notebook_params import from_namespace
+from sam3dlib.study import report, reproduce
+from sam3dlib.study.notebook_params import from_namespace
 
 params = from_namespace(globals())  # checks every parameter; a wrong type stops here with a clear error
 print(params.profile, "profile,", "built-in phantoms" if params.data_dir is None else "data from data_dir")"""
@@ -108,7 +108,7 @@ def quickstart() -> nbformat.NotebookNode:
            "result in Table 1's layout. The defaults use the smoke profile and a random tiny stand-in "
            "encoder so that it finishes in seconds; `make demo` runs the same with a ViT-B for a few minutes."),
         params_cell("table1", "synapse"),
-        code(SETUP + "\nfrom sam3dlib import report_figures as rf\nfrom sam3dlib.data.store import PreparedDataset"),
+        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.store import PreparedDataset"),
         md("## Data: built-in phantoms, prepared like the real datasets"),
         code("data = (reproduce.ensure_phantom_data(params.dataset, size=reproduce.phantom_size_for(params.profile))\n"
              "        if params.data_dir is None else params.data_dir)\n"
@@ -142,7 +142,7 @@ def figures_nb() -> nbformat.NotebookNode:
            "`slices` the slices (None: spread over the foreground)."),
         params_cell("table1", None),
         code("table = 1  # int: which paper table's experiment to draw\nslices = None  # list[int] | None: slice indices for the overlays"),
-        code(SETUP + "\nfrom sam3dlib import report_figures as rf\nfrom sam3dlib.data.specs import get_spec"),
+        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.specs import get_spec"),
         code("result = reproduce.run_table(table, params, figures=False)", ignore=True),
         code("info = report.experiments(table)[0]\n"
              "data = result.run_dirs[info.config][0]\n"
@@ -166,7 +166,7 @@ def explore_nb() -> nbformat.NotebookNode:
         code("table = 1  # int: the paper table whose experiment is explored\n"
              "case_id = None  # str | None: a test case id (None: the first test case)\n"
              "slices = None  # list[int] | None: slice indices (None: spread over the foreground)"),
-        code(SETUP + "\nfrom sam3dlib import report_figures as rf\nfrom sam3dlib.data.specs import get_spec"),
+        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.specs import get_spec"),
         code("result = reproduce.run_table(table, params, figures=False)", ignore=True),
         code("info = report.experiments(table)[0]\n"
              "run_dir = result.run_dirs[info.config][0]\n"

@@ -1,11 +1,11 @@
 """sam3dlib: a re-runnable implementation of SAM3D (Bui et al., ISBI 2024)."""
 from __future__ import annotations
 
-from .build import build_sam3d
-from .decoder import Decoder3D
-from .losses import DeepSupervisionLoss, DiceCELoss, sam3d_loss
-from .model import SAM3D, encode_slices
-from .sam_checkpoint import CheckpointError, load_encoder_state, save_random_sam_checkpoint
+from sam3dlib.modeling.build import build_sam3d
+from sam3dlib.modeling.decoder import Decoder3D
+from sam3dlib.modeling.losses import DeepSupervisionLoss, DiceCELoss, sam3d_loss
+from sam3dlib.modeling.sam3d import SAM3D, encode_slices
+from sam3dlib.modeling.sam_checkpoint import CheckpointError, load_encoder_state, save_random_sam_checkpoint
 
 __version__ = "0.1.0"
 
@@ -15,14 +15,14 @@ _LAZY = {
     "get_split": "data.splits",
     "PreparedDataset": "data.store",
     "prepare_dataset": "data.prepare",
-    "write_phantom": "phantoms",
-    "dice": "metrics",
-    "hd95": "metrics",
-    "evaluate_case": "metrics",
-    "sliding_window_predict": "inference",
+    "write_phantom": "data.phantoms",
+    "dice": "evaluation.metrics",
+    "hd95": "evaluation.metrics",
+    "evaluate_case": "evaluation.metrics",
+    "sliding_window_predict": "inference.sliding_window",
     "get_config": "config",
-    "run_experiment": "experiment",
-    "predict_file": "predict",
+    "run_experiment": "study.experiment",
+    "predict_file": "inference.predictor",
 }
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .data.specs import get_spec
+from sam3dlib.data.specs import get_spec
 
 PROFILES = ("paper", "quick", "smoke")
 ENCODER_MODES = ("online", "cached")
@@ -75,7 +75,7 @@ class ExperimentConfig:
         sw_overlap: sliding-window overlap at test time.
         encoder_chunk_size: slices per encoder call.
         optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
-        fast_attention: the exact, faster attention path for the encoder (sam3dlib.fast_attention).
+        fast_attention: the exact, faster attention path for the encoder (sam3dlib.modeling.fast_attention).
         profile: the profile the values came from.
     """
 

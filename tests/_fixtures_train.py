@@ -17,7 +17,7 @@ _MEMO: dict[str, object] = {}
 def synapse_store(tmp_path_factory) -> Path:
     """A prepared 4-case Synapse phantom (16 x 48 x 48 voxels; 2 train, 2 test cases)."""
     from sam3dlib.data.prepare import prepare_dataset
-    from sam3dlib.phantoms import write_phantom
+    from sam3dlib.data.phantoms import write_phantom
 
     if "store" in _MEMO:
         return _MEMO["store"]
@@ -49,7 +49,7 @@ def smoke_run(synapse_store, tmp_path_factory) -> dict:
     """A cached-mode smoke experiment (train + test evaluation) long enough to learn something."""
     import time
 
-    from sam3dlib.experiment import run_experiment
+    from sam3dlib.study.experiment import run_experiment
 
     if "smoke" in _MEMO:
         return _MEMO["smoke"]

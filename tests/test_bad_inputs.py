@@ -215,7 +215,7 @@ def run_checkpoint_not_sam3d(c: Ctx) -> Bad:
 
 
 def run_checkpoint_wrong_shapes(c: Ctx) -> Bad:
-    from sam3dlib.train.checkpointing import load_checkpoint, save_checkpoint
+    from sam3dlib.modeling.run_checkpoint import load_checkpoint, save_checkpoint
 
     run = c.run_copy()
     best = run / "checkpoints" / "best.pt"
@@ -251,7 +251,7 @@ def split_missing_case_check(c: Ctx) -> Bad:
 
 
 def evaluate_missing_case(c: Ctx) -> Bad:
-    from sam3dlib.experiment import evaluate_run
+    from sam3dlib.study.experiment import evaluate_run
 
     run = c.run_copy()
     return Bad(call=lambda: evaluate_run(run, c.store, case_ids=["img0040"], device="cpu", progress=False),
@@ -283,9 +283,9 @@ def unwritable_out_prepare(c: Ctx) -> Bad:
 
 def disk_full_checkpoint(c: Ctx) -> Bad:
     """ENOSPC half-way through the epoch-2 ``latest.pt``: epoch 1's stays intact and loadable."""
-    from sam3dlib import fileio
-    from sam3dlib.train import checkpointing
-    from sam3dlib.train.checkpointing import load_checkpoint
+    from sam3dlib.utils import fileio
+    from sam3dlib.modeling import run_checkpoint as checkpointing
+    from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
     real = checkpointing.atomic_torch_save
 
@@ -314,7 +314,7 @@ def disk_full_checkpoint(c: Ctx) -> Bad:
 
 
 def papermill_wrong_type(c: Ctx) -> Bad:
-    from sam3dlib.notebook_params import ParameterError, check_params
+    from sam3dlib.study.notebook_params import ParameterError, check_params
 
     return Bad(call=lambda: check_params(dataset="synapse", seed="abc"), expect=ParameterError,
                words=("'seed'", "integer", "abc"))
@@ -366,7 +366,7 @@ ROWS: list[tuple[str, Callable[[Ctx], Bad]]] = [
 
 @pytest.fixture(scope="module")
 def raw_phantom(tmp_path_factory) -> Path:
-    from sam3dlib.phantoms import write_phantom
+    from sam3dlib.data.phantoms import write_phantom
 
     return write_phantom("synapse", tmp_path_factory.mktemp("bad_raw") / "raw", n_cases=4, size="tiny")
 
@@ -374,7 +374,7 @@ def raw_phantom(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_run(synapse_store, tmp_path_factory) -> Path:
     """A one-epoch smoke run (enough for ``load_run``)."""
-    from sam3dlib.train import train
+    from sam3dlib.training import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -440,8 +440,8 @@ def test_volume_smaller_than_the_crop_is_padded(ctx, tmp_path):
 
 def test_training_crop_larger_than_the_volumes(ctx, tmp_path):
     """Cached and online training pad volumes smaller than the crop (here 24 x 64 x 64 > 16 x 48 x 48)."""
-    from sam3dlib.train import train
-    from sam3dlib.train.checkpointing import load_checkpoint
+    from sam3dlib.training import train
+    from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     for mode in ("cached", "online"):
@@ -455,10 +455,10 @@ def test_training_crop_larger_than_the_volumes(ctx, tmp_path):
 @pytest.mark.parametrize("change", ["crop", "checkpoint"])
 def test_cache_of_another_checkpoint_or_crop_is_rebuilt(ctx, tmp_path, change):
     """Features cached with another crop or encoder checkpoint are never reused."""
-    from sam3dlib.cache import FeatureCache, cache_settings
+    from sam3dlib.training.feature_cache import FeatureCache, cache_settings
     from sam3dlib.data.store import PreparedDataset, case_paths
-    from sam3dlib.sam_checkpoint import save_random_sam_checkpoint
-    from sam3dlib.train.factory import build_model
+    from sam3dlib.modeling.sam_checkpoint import save_random_sam_checkpoint
+    from sam3dlib.modeling.factory import build_model
 
     torch.set_num_threads(1)
     store = PreparedDataset(ctx.store)
@@ -490,8 +490,8 @@ def test_cache_of_another_checkpoint_or_crop_is_rebuilt(ctx, tmp_path, change):
 def test_finished_run_is_not_overwritten_without_force(ctx, capsys):
     """``sam3d train --out DIR``: a finished run is refused (even with --resume it is left as is);
     --force starts over (only the run's own files go); an unfinished run needs --resume."""
-    from sam3dlib.train import train
-    from sam3dlib.train.checkpointing import load_checkpoint
+    from sam3dlib.training import train
+    from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     run = ctx.run_copy()

@@ -57,7 +57,7 @@ def test_sam_flop_count_matches_torch_counter(lib, hw):
     """The analytic count of SAM's own forward agrees with torch's FlopCounterMode (matmuls + convs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sam3dlib.encoders import build_image_encoder
+    from sam3dlib.modeling.encoders import build_image_encoder
 
     vit = build_image_encoder("vit_tiny", hw).eval()
     counter = FlopCounterMode(display=False)
@@ -94,7 +94,7 @@ def test_unknown_dataset_is_a_clear_error(bench, tmp_path):
 
 
 def test_isinstance_kept(lib):
-    from sam3dlib.encoders import build_image_encoder
-    from sam3dlib.fast_attention import enable_fast_attention
+    from sam3dlib.modeling.encoders import build_image_encoder
+    from sam3dlib.modeling.fast_attention import enable_fast_attention
 
     assert isinstance(enable_fast_attention(build_image_encoder("vit_tiny", (32, 32))), ImageEncoderViT)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from sam3dlib.cache import FeatureCache, cache_settings, tile_origins
+from sam3dlib.training.feature_cache import FeatureCache, cache_settings, tile_origins
 from sam3dlib.data.store import PreparedDataset, case_paths
-from sam3dlib.train.data import CachedPatchDataset
-from sam3dlib.train.factory import build_model
+from sam3dlib.training.data import CachedPatchDataset
+from sam3dlib.modeling.factory import build_model
 
 from _fixtures_train import copy_store, tiny_config
 

@@ -11,8 +11,8 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 
 from sam3dlib import CheckpointError, build_sam3d
-from sam3dlib.constants import RANDOM_INIT
-from sam3dlib.sam_checkpoint import file_sha256, load_encoder_state
+from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.modeling.sam_checkpoint import file_sha256, load_encoder_state
 
 
 def _reference_encoder(state: dict, crop: int) -> ImageEncoderViT:

@@ -10,7 +10,7 @@ import pytest
 from sam3dlib.cli import main
 from sam3dlib.data.check import check_dataset
 from sam3dlib.data.prepare import prepare_dataset
-from sam3dlib.phantoms import write_phantom
+from sam3dlib.data.phantoms import write_phantom
 
 CASE = "lung_004"
 

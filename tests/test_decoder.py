@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam3dlib.decoder import Decoder3D, InstanceNorm3d
-from sam3dlib.losses import sam3d_loss
-from sam3dlib.upsample_conv import conv3d_of_upsampled, phase_weights, upsample_in_plane
+from sam3dlib.modeling.decoder import Decoder3D, InstanceNorm3d
+from sam3dlib.modeling.losses import sam3d_loss
+from sam3dlib.modeling.upsample_conv import conv3d_of_upsampled, phase_weights, upsample_in_plane
 
 
 @pytest.mark.parametrize("kernel,padding,bias", [((3, 3, 3), 1, True), ((1, 3, 3), (0, 1, 1), False), (1, 0, True)])

@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from sam3dlib import report
-from sam3dlib.demo import DEMO_OVERRIDES, demo_config, run_demo
+from sam3dlib.study import report
+from sam3dlib.study.demo import DEMO_OVERRIDES, demo_config, run_demo
 
 
 def test_demo_config_is_table1_vit_b_cached():

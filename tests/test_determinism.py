@@ -6,9 +6,9 @@ import json
 
 import torch
 
-from sam3dlib.experiment import RESULTS_FILE, run_experiment
-from sam3dlib.train import train
-from sam3dlib.train.checkpointing import load_checkpoint
+from sam3dlib.study.experiment import RESULTS_FILE, run_experiment
+from sam3dlib.training import train
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
 from _fixtures_train import tiny_config
 

@@ -1,4 +1,4 @@
-"""sam3dlib.fast_attention gives segment-anything's embeddings (fp32: 1e-4 of max|emb|).
+"""sam3dlib.modeling.fast_attention gives segment-anything's embeddings (fp32: 1e-4 of max|emb|).
 
 Every case perturbs the zero-initialised tensors (position embeddings, relative-position
 tables) so that the relative-position path is really exercised.
@@ -13,9 +13,9 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Block
 
-from sam3dlib.build import build_sam3d
-from sam3dlib.encoders import build_image_encoder
-from sam3dlib.fast_attention import (
+from sam3dlib.modeling.build import build_sam3d
+from sam3dlib.modeling.encoders import build_image_encoder
+from sam3dlib.modeling.fast_attention import (
     FastBlock,
     disable_fast_attention,
     enable_fast_attention,

@@ -32,7 +32,7 @@ print(json.dumps({"applied": applied, "faults": faults_in_steady_state()}))
 
 
 def _probe(setting: str) -> dict:
-    module = Path(__file__).resolve().parents[1] / "sam3dlib" / "host_memory.py"
+    module = Path(__file__).resolve().parents[1] / "sam3dlib" / "utils" / "host_memory.py"
     out = subprocess.run([sys.executable, "-c", _PROBE, setting, str(module)], capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

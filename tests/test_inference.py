@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam3dlib.inference import (
+from sam3dlib.inference.sliding_window import (
     gaussian_importance_map,
     mirror_combinations,
     predict_labels,

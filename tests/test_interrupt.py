@@ -19,8 +19,8 @@ import torch
 
 from sam3dlib.cli import main
 from sam3dlib.config import get_config
-from sam3dlib.train import train
-from sam3dlib.train.checkpointing import load_checkpoint
+from sam3dlib.training import train
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
 
 REPO = Path(__file__).resolve().parents[1]

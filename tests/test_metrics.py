@@ -9,7 +9,7 @@ import pytest
 from medpy.metric import binary as medpy_binary
 from scipy import ndimage
 
-from sam3dlib import metrics
+from sam3dlib.evaluation import metrics
 from sam3dlib.data.specs import get_spec
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam3dlib.resources_guard import (TrainingOOMError, fallback_plan, is_oom_error, run_with_oom_fallback,
+from sam3dlib.utils.oom import (TrainingOOMError, fallback_plan, is_oom_error, run_with_oom_fallback,
                                       training_oom_error)
 
 from _fixtures_train import tiny_config
@@ -100,9 +100,9 @@ class _StubModel:
 
 
 def test_predict_probabilities_falls_back_to_cpu(monkeypatch, tmp_path):
-    from sam3dlib import inference
+    from sam3dlib.inference import sliding_window
     from sam3dlib.config import get_config
-    from sam3dlib.predict import LoadedRun, predict_probabilities
+    from sam3dlib.inference.predictor import LoadedRun, predict_probabilities
 
     seen = []
 
@@ -112,7 +112,7 @@ def test_predict_probabilities_falls_back_to_cpu(monkeypatch, tmp_path):
             raise _oom()
         return torch.full((14, *image.shape[1:]), 1 / 14)
 
-    monkeypatch.setattr(inference, "sliding_window_predict", fake_swp)
+    monkeypatch.setattr(sliding_window, "sliding_window_predict", fake_swp)
     model = _StubModel()
     loaded = LoadedRun(tmp_path, model, get_config("table1_synapse", "smoke"), {}, torch.device("cuda"), "best.pt")
     with pytest.warns(ResourceWarning, match="retrying with"):
@@ -124,7 +124,7 @@ def test_predict_probabilities_falls_back_to_cpu(monkeypatch, tmp_path):
 
 def test_training_oom_names_the_settings_to_lower(synapse_store, tmp_path, monkeypatch, one_thread, capsys):
     from sam3dlib.cli import main
-    from sam3dlib.train import loop, train
+    from sam3dlib.training import loop, train
 
     def step(*args, **kwargs):
         raise _oom()

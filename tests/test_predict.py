@@ -11,7 +11,7 @@ import pytest
 
 from sam3dlib.cli import main
 from sam3dlib.data.store import PreparedDataset
-from sam3dlib.predict import RunError, load_run, predict_file
+from sam3dlib.inference.predictor import RunError, load_run, predict_file
 
 
 

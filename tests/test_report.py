@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sam3dlib import report
-from sam3dlib import report_figures as rf
+from sam3dlib.study import report
+from sam3dlib.study import report_figures as rf
 from sam3dlib.data.specs import get_spec
-from sam3dlib.notebook_params import NotebookParams, ParameterError, from_namespace
+from sam3dlib.study.notebook_params import NotebookParams, ParameterError, from_namespace
 
 STAND_IN = report.RunConditions("vit_tiny", "random init", "phantom", "smoke", "paper", (0,))
 REAL = report.RunConditions("vit_b", "sam_vit_b_01ec64.pth (sha256 01ec64d29a2f)", "synapse", "paper", "paper", (0, 1, 2))

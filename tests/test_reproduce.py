@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sam3dlib import report
+from sam3dlib.study import report
 from sam3dlib.cli import main as cli_main
-from sam3dlib.reproduce import (
+from sam3dlib.study.reproduce import (
     CHECKPOINT_URL,
     DONE_FILE,
     MissingInputError,

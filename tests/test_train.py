@@ -11,8 +11,8 @@ import torch
 
 from sam3dlib.config import get_config
 from sam3dlib.data.store import PreparedDataset
-from sam3dlib.train import RunExistsError, poly_lr, train
-from sam3dlib.train.checkpointing import load_checkpoint
+from sam3dlib.training import RunExistsError, poly_lr, train
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
 from _fixtures_train import tiny_config
 

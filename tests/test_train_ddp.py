@@ -9,8 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from sam3dlib.train.checkpointing import load_checkpoint
-from sam3dlib.train.provenance import state_digest
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
+from sam3dlib.modeling.fingerprint import state_digest
 
 
 
@@ -30,7 +30,7 @@ def test_torchrun_two_cpu_processes(synapse_store, tmp_path):
     ck = load_checkpoint(out / "checkpoints" / "latest.pt")
     from sam3dlib.config import ExperimentConfig
     from sam3dlib.data.specs import get_spec
-    from sam3dlib.train.factory import build_model
+    from sam3dlib.modeling.factory import build_model
 
     model = build_model(ExperimentConfig.load(out / "config.json"), get_spec("synapse"))
     model.decoder.load_state_dict(ck["decoder"])

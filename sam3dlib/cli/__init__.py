@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise
-        from ._errors import user_error_message
+        from sam3dlib.cli._errors import user_error_message
 
         message = str(exc) if isinstance(exc, UserError) else user_error_message(exc)
         if message is None:

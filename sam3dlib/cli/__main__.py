@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from sam3dlib.cli import main
 
 sys.exit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for a user-caused error, or None for a bug (re-raise it)."""
-    from ..resources_guard import TrainingOOMError, is_oom_error
+    from sam3dlib.utils.oom import TrainingOOMError, is_oom_error
 
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])

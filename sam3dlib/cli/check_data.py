@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.specs import DATASETS
+from sam3dlib.data.specs import DATASETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.check import check_dataset
+    from sam3dlib.data.check import check_dataset
 
     problems = check_dataset(args.dataset, args.path, expect_all=False if args.no_missing else None)
     for p in problems:

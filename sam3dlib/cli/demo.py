@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import DEFAULT_CHECKPOINT
+from sam3dlib.study.demo import DEFAULT_CHECKPOINT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from sam3dlib.study.demo import run_demo
 
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     result = run_demo(args.out, seed=args.seed, checkpoint=args.checkpoint, **overrides)

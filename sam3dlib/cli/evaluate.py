@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sam3dlib import metrics
+from sam3dlib.evaluation import metrics
 from sam3dlib.cli import UserError
 from sam3dlib.data.io import load_label_nifti
-from sam3dlib.fileio import atomic_write_text, check_output_dir
+from sam3dlib.utils.fileio import atomic_write_text, check_output_dir
 from sam3dlib.data.specs import DATASETS, get_spec
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -69,7 +69,7 @@ def pair_cases(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, Pa
 def evaluate_folders(
     dataset: str, pred_dir: Path, gt_dir: Path, convention: str = "paper"
 ) -> pd.DataFrame:
-    """Per-case frame (see :func:`sam3dlib.metrics.per_case_frame`) of two NIfTI folders."""
+    """Per-case frame (see :func:`sam3dlib.evaluation.metrics.per_case_frame`) of two NIfTI folders."""
     spec = get_spec(dataset)
     results = {}
     for case_id, pred_path, gt_path in pair_cases(find_cases(pred_dir, "prediction"), find_cases(gt_dir, "ground-truth")):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.specs import DATASETS
+from sam3dlib.data.specs import DATASETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..phantoms import write_phantom
+    from sam3dlib.data.phantoms import write_phantom
 
     names = DATASETS if args.dataset == "all" else (args.dataset,)
     for name in names:

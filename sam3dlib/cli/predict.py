@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam3dlib.fileio import check_output_dir
-    from sam3dlib.predict import RunError, load_run, predict_file, predict_folder
+    from sam3dlib.utils.fileio import check_output_dir
+    from sam3dlib.inference.predictor import RunError, load_run, predict_file, predict_folder
 
     inputs = args.input
     folder_in = len(inputs) == 1 and inputs[0].is_dir()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.specs import DATASETS
-from . import UserError
+from sam3dlib.data.specs import DATASETS
+from sam3dlib.cli import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.prepare import prepare_dataset
+    from sam3dlib.data.prepare import prepare_dataset
 
     ts = args.target_spacing
     if ts is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..reproduce import DEFAULT_CHECKPOINT, MissingInputError
+from sam3dlib.study.reproduce import DEFAULT_CHECKPOINT, MissingInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reproduce import reproduce_table
+    from sam3dlib.study.reproduce import reproduce_table
 
     out = args.out or f"results/table{args.table}"
     try:

@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.config import get_config, parse_overrides
     from sam3dlib.data.store import StoreError
-    from sam3dlib.experiment import run_experiment
-    from sam3dlib.train import RunExistsError, train
+    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.training import RunExistsError, train
 
     try:
         config = get_config(args.config, args.profile, **parse_overrides(args.overrides, args.config))

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .io import DataFileError, load_nifti
-from .readers import RawCase, find_raw_cases
-from .specs import get_spec
-from .splits import all_case_ids
-from .store import CASES_DIR, META_FILE, case_paths
+from sam3dlib.data.io import DataFileError, load_nifti
+from sam3dlib.data.readers import RawCase, find_raw_cases
+from sam3dlib.data.specs import get_spec
+from sam3dlib.data.splits import all_case_ids
+from sam3dlib.data.store import CASES_DIR, META_FILE, case_paths
 
 AFFINE_TOL = 1e-3
 

@@ -11,8 +11,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..fileio import atomic_save_npy as fileio_save_npy
-from ..fileio import atomic_write
+from sam3dlib.utils.fileio import atomic_save_npy as fileio_save_npy
+from sam3dlib.utils.fileio import atomic_write
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

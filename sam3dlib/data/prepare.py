@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .io import atomic_save_npy, atomic_write_json
-from .preprocess import crop_case, preprocess_case
-from .readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
-from .specs import get_spec
-from .store import CASES_DIR, META_FILE, PreparedDataset, case_paths
+from sam3dlib.data.io import atomic_save_npy, atomic_write_json
+from sam3dlib.data.preprocess import crop_case, preprocess_case
+from sam3dlib.data.readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
+from sam3dlib.data.specs import get_spec
+from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
 
 ANALYSIS_SAMPLE_EVERY = 10
 
@@ -192,7 +192,7 @@ def _convert_nnunet_one(args) -> str:
              "shape_after_resampling": list(img.shape[1:]),
              "separate_axis": None, "image_files": [str(x) for x in p.get("list_of_data_files", [])],
              "label_file": str(p.get("seg_file")) if p.get("seg_file") else None, "nnunet_source": str(src)}
-    from .preprocess import separate_axis
+    from sam3dlib.data.preprocess import separate_axis
     props["separate_axis"] = separate_axis(props["original_spacing"], props["spacing_after_resampling"])
     paths = case_paths(out, case.case_id)
     atomic_save_npy(paths["image"], img)
@@ -221,7 +221,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     Returns:
         The :class:`PreparedDataset` at ``out``.
     """
-    from ..fileio import check_output_dir
+    from sam3dlib.utils.fileio import check_output_dir
 
     spec = get_spec(dataset)
     raw, out = Path(raw), Path(out)

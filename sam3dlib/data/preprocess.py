@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .io import atomic_save_nifti, load_nifti
+from sam3dlib.data.io import atomic_save_nifti, load_nifti
 
 #: NIfTI (x, y, z) -> (z, y, x)
 TRANSPOSE = (2, 1, 0)

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .safe_pickle import safe_load_pickle
+from sam3dlib.data.safe_pickle import safe_load_pickle
 
 LAYOUTS = ("btcv", "acdc", "msd", "nnunet_v1")
 

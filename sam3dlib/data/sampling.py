@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import Augmenter, apply_spatial, draw_spatial, input_size, mirror
-from .store import PreparedDataset
+from sam3dlib.data.augment import Augmenter, apply_spatial, draw_spatial, input_size, mirror
+from sam3dlib.data.store import PreparedDataset
 
 MAX_LOCATIONS_PER_CLASS = 10000
 

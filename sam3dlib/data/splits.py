@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from .specs import DATASETS
+from sam3dlib.data.specs import DATASETS
 
 PROTOCOLS = ("paper", "clean")
 TEST_SETS = ("paper", "nnformer")

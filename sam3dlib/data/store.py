@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .specs import DatasetSpec, get_spec
-from .splits import Split, get_split
+from sam3dlib.data.specs import DatasetSpec, get_spec
+from sam3dlib.data.splits import Split, get_split
 
 META_FILE = "dataset.json"
 CASES_DIR = "cases"

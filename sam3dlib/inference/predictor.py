@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig
-from .data.specs import get_spec
-from .host_memory import reuse_freed_host_memory
-from .model import SAM3D
-from .sam_checkpoint import file_sha256
-from .train.checkpointing import BEST, LATEST, load_checkpoint
-from .train.distributed import resolve_device
-from .train.factory import build_model
+from sam3dlib.config import ExperimentConfig
+from sam3dlib.data.specs import get_spec
+from sam3dlib.utils.host_memory import reuse_freed_host_memory
+from sam3dlib.modeling.sam3d import SAM3D
+from sam3dlib.modeling.sam_checkpoint import file_sha256
+from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
+from sam3dlib.utils.devices import resolve_device
+from sam3dlib.modeling.factory import build_model
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
@@ -55,7 +55,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
     """Rebuild a run's model (encoder from its config, decoder from ``checkpoints/<which>.pt``).
 
     Args:
-        run_dir: a folder written by :func:`sam3dlib.train.train`.
+        run_dir: a folder written by :func:`sam3dlib.training.train`.
         device: ``auto``, ``cpu`` or ``cuda``.
         which: ``best`` (the paper's ``--valbest``) or ``latest``.
 
@@ -85,7 +85,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
     dev = resolve_device(device if device != "auto" else "auto")
     reuse_freed_host_memory(dev.type)
     model = build_model(config, get_spec(config.dataset))
-    from .train.provenance import encoder_fingerprint
+    from sam3dlib.modeling.fingerprint import encoder_fingerprint
 
     if prov.get("encoder_fingerprint") and encoder_fingerprint(model) != prov["encoder_fingerprint"]:
         raise RunError(f"the rebuilt {config.encoder} encoder differs from the one {run} was trained with")
@@ -113,10 +113,10 @@ def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool =
 
     On a GPU out-of-memory error the windows are retried with half the ``sw_batch_size``
     (down to 1), then on the CPU, each time with a ``ResourceWarning``
-    (:func:`sam3dlib.resources_guard.run_with_oom_fallback`).
+    (:func:`sam3dlib.utils.oom.run_with_oom_fallback`).
     """
-    from .inference import sliding_window_predict
-    from .resources_guard import run_with_oom_fallback
+    from sam3dlib.inference.sliding_window import sliding_window_predict
+    from sam3dlib.utils.oom import run_with_oom_fallback
 
     cfg = loaded.config
     arr = np.array(image, dtype=np.float32)
@@ -141,7 +141,7 @@ def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool =
 
 def predict_case(loaded: LoadedRun, image: np.ndarray, properties: dict, progress: bool = False) -> np.ndarray:
     """Label map of a preprocessed case on its original grid (NIfTI array order)."""
-    from .data.preprocess import restore_label
+    from sam3dlib.data.preprocess import restore_label
 
     return restore_label(predict_probabilities(loaded, image, progress), properties)
 
@@ -156,7 +156,7 @@ def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike 
         out_path: the label file to write (``.nii.gz``).
         device: where to run when ``run`` is a path.
     """
-    from .data.preprocess import preprocess_case, save_label_nifti
+    from sam3dlib.data.preprocess import preprocess_case, save_label_nifti
 
     loaded = _as_loaded(run, device)
     paths = [Path(in_path)] if isinstance(in_path, (str, os.PathLike)) else [Path(p) for p in in_path]

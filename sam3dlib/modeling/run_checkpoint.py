@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..fileio import atomic_torch_save
+from sam3dlib.utils.fileio import atomic_torch_save
 
 CHECKPOINT_FORMAT = 1
 LATEST = "latest.pt"

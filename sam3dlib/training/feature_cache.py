@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .constants import EMBED_CHANNELS, PATCH_SIZE
-from .fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
-from .model import SAM3D, encode_slices
+from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
+from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
+from sam3dlib.modeling.sam3d import SAM3D, encode_slices
 
 CACHE_FORMAT_VERSION = 1
 ZERO_SLICE = "_zero_slice.npy"
@@ -158,7 +158,7 @@ class FeatureCache:
 
         Returns the case ids this rank (re)built. Call a barrier afterwards under DDP.
         """
-        from .data.store import case_paths
+        from sam3dlib.data.store import case_paths
 
         if world_size == 1:  # temp files of a killed build (no other writer can be running now)
             remove_stale_temps(self.root)

@@ -7,7 +7,7 @@ resolution ``D x H x W``. The depth axis is never resampled.
 Each block's nearest upsampling is applied as the first step of whatever reads the block's
 output (the next block, a head). With ``fused_upsample`` (the default) those readers run
 their first convolution on the low-resolution tensor through
-:func:`sam3dlib.upsample_conv.conv3d_of_upsampled`, an exact rewrite with 0.44x the
+:func:`sam3dlib.modeling.upsample_conv.conv3d_of_upsampled`, an exact rewrite with 0.44x the
 multiply-adds; ``fused_upsample=False`` upsamples first and convolves, literally. Both give
 the same function and gradients up to float rounding (``tests/test_decoder.py``) and the same
 state dict. ``channels_last`` keeps the activations channels-last-3d: it sped up the literal
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import DECODER_CHANNELS
-from .upsample_conv import conv3d_of_upsampled, upsample_in_plane
+from sam3dlib.modeling.constants import DECODER_CHANNELS
+from sam3dlib.modeling.upsample_conv import conv3d_of_upsampled, upsample_in_plane
 
 
 class InstanceNorm3d(nn.InstanceNorm3d):

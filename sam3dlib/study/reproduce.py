@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import report
-from .constants import RANDOM_INIT
-from .data.specs import get_spec
-from .data.store import PreparedDataset
-from .fileio import atomic_write_text
-from .notebook_params import NotebookParams, ParameterError, as_seeds
+from sam3dlib.study import report
+from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.data.specs import get_spec
+from sam3dlib.data.store import PreparedDataset
+from sam3dlib.utils.fileio import atomic_write_text
+from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
 DEFAULT_CHECKPOINT = Path("checkpoints/sam_vit_b_01ec64.pth")
@@ -124,8 +124,8 @@ def check_inputs(table: int | str, profile: str, data_dir: str | os.PathLike | N
 
 
 def _phantom_key(dataset: str, seed: int, n_cases: int | None, size: str) -> str:
-    from . import phantoms
-    from .data import preprocess
+    from sam3dlib.data import phantoms
+    from sam3dlib.data import preprocess
 
     h = hashlib.sha256()
     for mod in (phantoms, preprocess):
@@ -150,8 +150,8 @@ def ensure_phantom_data(
     Returns:
         A data folder ``D`` with ``D/<dataset>/dataset.json`` (pass ``D`` as ``data_dir``).
     """
-    from .data.prepare import prepare_dataset
-    from .phantoms import write_phantom
+    from sam3dlib.data.prepare import prepare_dataset
+    from sam3dlib.data.phantoms import write_phantom
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     data_dir = root / _phantom_key(dataset, seed, n_cases, size)
@@ -215,7 +215,7 @@ class TableResult:
 
 
 def _experiment_config(name: str, p: NotebookParams, seed: int, skip: bool):
-    from .config import get_config
+    from sam3dlib.config import get_config
 
     overrides: dict[str, Any] = {"seed": seed, "protocol": p.protocol, "device": config_device(p.device)}
     if p.encoder is not None:
@@ -259,7 +259,7 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
 
 def _finished_same(run_dir: Path, cfg, store: Path) -> bool:
     """Whether ``run_dir`` holds a finished run of exactly ``cfg`` on ``store``."""
-    from .config import ExperimentConfig
+    from sam3dlib.config import ExperimentConfig
 
     if not all((run_dir / f).is_file() for f in ("summary.csv", "per_case.csv", "config.json")):
         return False
@@ -273,8 +273,8 @@ def _finished_same(run_dir: Path, cfg, store: Path) -> bool:
 
 def _run_one(info: report.TableInfo, p: NotebookParams, data_dir: Path, seed: int, out: Path, progress: bool = False) -> Path:
     """One experiment: reuse a finished run of the same config and data, resume an interrupted one."""
-    from .config import ExperimentConfig
-    from .experiment import run_experiment
+    from sam3dlib.config import ExperimentConfig
+    from sam3dlib.study.experiment import run_experiment
 
     cfg = _experiment_config(info.config, p, seed, info.skip)
     store = data_dir / info.dataset
@@ -310,7 +310,7 @@ def overlay_arrays(run_dir: Path, store_root: Path, case_id: str | None = None) 
     """
     import nibabel as nib
 
-    from .data.preprocess import TRANSPOSE, restore_label
+    from sam3dlib.data.preprocess import TRANSPOSE, restore_label
 
     preds = sorted((run_dir / "predictions").glob("*.nii.gz"))
     if not preds:
@@ -406,7 +406,7 @@ def store_root(result: TableResult, dataset: str) -> Path:
 
 def draw_figures(result: TableResult, data_dirs: Mapping[str, Path]) -> dict[str, Path]:
     """Draw and save the table's figures under ``out_dir/figures``; returns the PNG paths."""
-    from . import report_figures as rf
+    from sam3dlib.study import report_figures as rf
 
     figdir = result.out_dir / "figures"
     ours = result.ours()
@@ -436,7 +436,7 @@ def draw_figures(result: TableResult, data_dirs: Mapping[str, Path]) -> dict[str
 
 def notebooks_dir() -> Path:
     """The repository's ``notebooks/`` folder (next to the package)."""
-    d = Path(__file__).resolve().parents[1] / "notebooks"
+    d = Path(__file__).resolve().parents[2] / "notebooks"
     if not d.is_dir():
         raise FileNotFoundError(f"{d}: notebooks folder not found (run from a source checkout of sam3dlib)")
     return d

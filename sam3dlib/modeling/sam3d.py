@@ -7,8 +7,8 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
-from .constants import EMBED_CHANNELS, PATCH_SIZE, RANDOM_INIT
-from .decoder import Decoder3D
+from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE, RANDOM_INIT
+from sam3dlib.modeling.decoder import Decoder3D
 
 
 def autocast_context(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -5,12 +5,12 @@ import os
 
 import torch
 
-from .constants import EMBED_CHANNELS, RANDOM_INIT
-from .decoder import Decoder3D
-from .encoders import build_image_encoder, check_image_size
-from .fast_attention import enable_fast_attention
-from .model import SAM3D
-from .sam_checkpoint import CheckpointError, file_sha256, load_encoder_state
+from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
+from sam3dlib.modeling.decoder import Decoder3D
+from sam3dlib.modeling.encoders import build_image_encoder, check_image_size
+from sam3dlib.modeling.fast_attention import enable_fast_attention
+from sam3dlib.modeling.sam3d import SAM3D
+from sam3dlib.modeling.sam_checkpoint import CheckpointError, file_sha256, load_encoder_state
 
 
 def build_sam3d(
@@ -37,7 +37,7 @@ def build_sam3d(
         deep_supervision: auxiliary heads at 1/2 and 1/4 resolution.
         encoder_dtype: autocast dtype for the encoder, e.g. ``torch.bfloat16``.
         encoder_chunk_size: slices per encoder call.
-        fast_attention: run the encoder's attention through :mod:`sam3dlib.fast_attention`
+        fast_attention: run the encoder's attention through :mod:`sam3dlib.modeling.fast_attention`
             (an exact rewrite of SAM's; embeddings equal to ~1e-6 relative, faster on CPU
             and GPU). False keeps segment-anything's own forward.
 

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config import ENCODER_MODES, PROFILES, PROTOCOLS
-from .data.specs import DATASETS
-from .encoders import ENCODER_CONFIGS
+from sam3dlib.config import ENCODER_MODES, PROFILES, PROTOCOLS
+from sam3dlib.data.specs import DATASETS
+from sam3dlib.modeling.encoders import ENCODER_CONFIGS
 
 
 

@@ -10,19 +10,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import FeatureCache, cache_settings
-from ..config import ExperimentConfig
-from ..fileio import atomic_write_json, atomic_write_text, check_output_dir, remove_stale_temps
-from ..host_memory import reuse_freed_host_memory
-from ..losses import sam3d_loss
-from ..model import SAM3D, autocast_context
-from ..resources_guard import is_oom_error, training_oom_error
-from . import provenance
-from .checkpointing import BEST, LATEST, load_checkpoint, save_checkpoint, set_rng_state
-from .data import TRAIN_STREAM, VAL_STREAM, epoch_loader
-from .distributed import DistContext, init_distributed, resolve_device
-from .factory import build_model, make_optimizer, poly_lr, torch_dtype
-from .logging import plot_curve, write_log
+from sam3dlib.training.feature_cache import FeatureCache, cache_settings
+from sam3dlib.config import ExperimentConfig
+from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text, check_output_dir, remove_stale_temps
+from sam3dlib.utils.host_memory import reuse_freed_host_memory
+from sam3dlib.modeling.losses import sam3d_loss
+from sam3dlib.modeling.sam3d import SAM3D, autocast_context
+from sam3dlib.utils.oom import is_oom_error, training_oom_error
+from sam3dlib.training import provenance
+from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint, set_rng_state
+from sam3dlib.training.data import TRAIN_STREAM, VAL_STREAM, epoch_loader
+from sam3dlib.training.distributed import DistContext, init_distributed
+from sam3dlib.utils.devices import resolve_device
+from sam3dlib.modeling.factory import build_model, torch_dtype
+from sam3dlib.training.optim import make_optimizer, poly_lr
+from sam3dlib.training.logging import plot_curve, write_log
 
 #: settings that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = ("device", "num_workers", "cache_dir", "mirror_tta", "sw_overlap", "encoder_chunk_size")
@@ -62,7 +64,7 @@ def clear_run(run: str | os.PathLike) -> list[Path]:
 
 def missing_split_cases(store, split) -> list[str]:
     """Cases the full shipped split lists for train or test that the store lacks."""
-    from ..data.splits import get_split
+    from sam3dlib.data.splits import get_split
 
     full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
     have = set(store.case_ids)
@@ -221,7 +223,7 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
 
 def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, progress: bool,
            max_epochs: int | None, ctx: DistContext, force: bool = False, allow_missing_cases: bool = False) -> Path:
-    from ..data.store import PreparedDataset
+    from sam3dlib.data.store import PreparedDataset
 
     store = PreparedDataset(data_dir)
     if store.spec.name != config.dataset:
@@ -251,7 +253,7 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
     resuming = _check_run_dir(run, config, resume)
     if resume and is_finished(run):
         return run  # nothing left to do; a finished run is never touched again
-    device = resolve_device(config.device, ctx)
+    device = resolve_device(config.device, ctx.local_rank if ctx.initialized else None)
     reuse_freed_host_memory(device.type)
     pin = device.type == "cuda"  # page-locked batches make the non-blocking copies asynchronous
     model = build_model(config, store.spec).to(device)

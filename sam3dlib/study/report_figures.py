@@ -2,7 +2,7 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global
 state; display it with ``IPython.display.display(fig)`` or save it with
-:func:`sam3dlib.report.save_figure`). Each takes ``conditions`` and puts their description in
+:func:`sam3dlib.study.report.save_figure`). Each takes ``conditions`` and puts their description in
 the title, so a stand-in run (random encoder, phantom data) says so on every figure; the
 paper's numbers are always labelled as the paper's.
 """
@@ -18,8 +18,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .data.specs import DatasetSpec
-from .report import AVERAGE, OURS_SUFFIX, PAPER, RunConditions, load_paper_tables
+from sam3dlib.data.specs import DatasetSpec
+from sam3dlib.study.report import AVERAGE, OURS_SUFFIX, PAPER, RunConditions, load_paper_tables
 
 _PALETTE = [
     (0.90, 0.10, 0.10), (0.10, 0.60, 0.10), (0.10, 0.30, 0.90), (0.95, 0.75, 0.05),
@@ -106,8 +106,8 @@ def plot_dsc_bars(ours: pd.DataFrame, paper: pd.DataFrame, conditions: RunCondit
     """Per-region DSC of this run next to the paper's row of the same method, one panel per sub-table.
 
     Args:
-        ours: rows of :func:`sam3dlib.report.our_rows` (DSC x100, ``sd`` over seeds).
-        paper: the paper's rows (:func:`sam3dlib.report.paper_rows`).
+        ours: rows of :func:`sam3dlib.study.report.our_rows` (DSC x100, ``sd`` over seeds).
+        paper: the paper's rows (:func:`sam3dlib.study.report.paper_rows`).
         conditions: the run's conditions, shown in the title.
     """
     groups = list(dict.fromkeys(zip(ours["table"].astype(str), ours["method"])))
@@ -140,7 +140,7 @@ def plot_params_vs_dsc(
     """Trainable parameters vs average DSC for every method with a parameter count, per table.
 
     Args:
-        paper_tables: the paper's rows (default: all of :func:`sam3dlib.report.load_paper_tables`).
+        paper_tables: the paper's rows (default: all of :func:`sam3dlib.study.report.load_paper_tables`).
         ours: our rows to add (starred); tables without our rows are still shown.
         conditions: the run's conditions, shown in the title.
     """

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import report
-from .constants import RANDOM_INIT
-from .fileio import atomic_write_text
+from sam3dlib.study import report
+from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.utils.fileio import atomic_write_text
 
 DEFAULT_CHECKPOINT = Path("checkpoints/sam_vit_b_01ec64.pth")
 
@@ -65,7 +65,7 @@ class DemoResult:
 
 def demo_config(seed: int = 0, checkpoint: str | os.PathLike | None = None, **overrides: Any):
     """The demo's :class:`~sam3dlib.config.ExperimentConfig` (Table 1 experiment, demo budget)."""
-    from .config import get_config
+    from sam3dlib.config import get_config
 
     values = {**DEMO_OVERRIDES, "seed": seed, "sam_checkpoint": os.fspath(checkpoint) if checkpoint else None, **overrides}
     return get_config("table1_synapse", profile="quick", **values)
@@ -92,10 +92,10 @@ def run_demo(
     Returns:
         :class:`DemoResult` with the measured mean foreground DSC and wall time.
     """
-    from .data.specs import get_spec
-    from .experiment import run_experiment
-    from .reproduce import conditions_from_run, draw_figures, ensure_phantom_data, TableResult
-    from .notebook_params import NotebookParams
+    from sam3dlib.data.specs import get_spec
+    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.study.reproduce import conditions_from_run, draw_figures, ensure_phantom_data, TableResult
+    from sam3dlib.study.notebook_params import NotebookParams
 
     t0 = time.perf_counter()
     out = Path(out)

@@ -3,7 +3,7 @@
 Test-set evaluation follows the paper's code (``-val --valbest``): the best checkpoint
 predicts every test case by sliding windows over the preprocessed volume, the softmax is
 mapped back to the original geometry, written as NIfTI, and scored against the ORIGINAL
-label file with :func:`sam3dlib.metrics.evaluate_case` (paper convention: HD95 in voxels).
+label file with :func:`sam3dlib.evaluation.metrics.evaluate_case` (paper convention: HD95 in voxels).
 The scores are those ``sam3d predict`` + ``sam3d evaluate`` give on the same files.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig
-from .data.io import load_label_nifti
-from .fileio import atomic_write_json, atomic_write_text
+from sam3dlib.config import ExperimentConfig
+from sam3dlib.data.io import load_label_nifti
+from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 
 PREDICTIONS = "predictions"
 #: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
@@ -27,8 +27,8 @@ RESULTS_FILE = "results.json"
 def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]], dataset: str,
                    convention: str = "paper") -> pd.DataFrame:
     """Per-case frame of ``{case_id: (prediction file, ground-truth file)}``."""
-    from .data.specs import get_spec
-    from .metrics import evaluate_case, per_case_frame
+    from sam3dlib.data.specs import get_spec
+    from sam3dlib.evaluation.metrics import evaluate_case, per_case_frame
 
     spec = get_spec(dataset)
     results = {}
@@ -52,12 +52,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         device: overrides the run's device.
 
     Returns:
-        The summary frame (:func:`sam3dlib.metrics.aggregate`).
+        The summary frame (:func:`sam3dlib.evaluation.metrics.aggregate`).
     """
-    from .data.store import PreparedDataset
-    from .metrics import aggregate
-    from .predict import load_run, predict_case
-    from .data.preprocess import save_label_nifti
+    from sam3dlib.data.store import PreparedDataset
+    from sam3dlib.evaluation.metrics import aggregate
+    from sam3dlib.inference.predictor import load_run, predict_case
+    from sam3dlib.data.preprocess import save_label_nifti
 
     run = Path(run_dir)
     loaded = load_run(run, device or _run_device(run), which)
@@ -102,7 +102,7 @@ def _run_device(run: Path) -> str:
 def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    resume: bool = False, progress: bool = True, force: bool = False,
                    allow_missing_cases: bool = False) -> Path:
-    """Train (:func:`sam3dlib.train.train`), then :func:`evaluate_run` on the test cases.
+    """Train (:func:`sam3dlib.training.train`), then :func:`evaluate_run` on the test cases.
 
     Under ``torchrun`` every rank trains; rank 0 alone evaluates. ``resume=True`` on a run that
     is finished and already scored does nothing; one killed during evaluation is scored again.
@@ -111,8 +111,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_di
     Returns:
         The run directory (``out_dir``).
     """
-    from .train import train
-    from .train.loop import is_finished
+    from sam3dlib.training import train
+    from sam3dlib.training.loop import is_finished
 
     done = resume and not force and is_finished(out_dir) and (Path(out_dir) / RESULTS_FILE).is_file()
     run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,

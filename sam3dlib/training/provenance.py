@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from ..constants import RANDOM_INIT
+from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.modeling.fingerprint import encoder_fingerprint, state_digest  # noqa: F401 (re-used by the trainer)
 
 PACKAGES = ("torch", "monai", "segment-anything", "numpy", "nibabel", "scipy", "sam3dlib")
 
@@ -68,28 +69,6 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "split": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def state_digest(module: torch.nn.Module, values_per_tensor: int | None = None) -> str:
-    """sha256 over a module's state dict (names and float32 values, sorted by name).
-
-    ``values_per_tensor`` limits each tensor to its first values: a cheap fingerprint.
-    """
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        values = tensor.detach().flatten()
-        if values_per_tensor is not None:
-            values = values[:values_per_tensor]
-        digest.update(name.encode())
-        digest.update(values.float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def encoder_fingerprint(model) -> str:
-    """A cheap hash of the encoder's weights (first values of every tensor) to detect a changed encoder."""
-    return state_digest(model.encoder, values_per_tensor=4096)
 
 
 def dumps(obj: dict) -> str:

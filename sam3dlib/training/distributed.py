@@ -54,19 +54,6 @@ def init_distributed(device: str) -> DistContext:
     return DistContext(rank, world, local_rank, True)
 
 
-def resolve_device(device: str, ctx: DistContext | None = None) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; under DDP the rank's own GPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --set device=cpu")
-        return torch.device("cuda", ctx.local_rank if ctx else torch.cuda.current_device())
-    if device != "cpu":
-        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    return torch.device("cpu")
-
-
 def shard_batches(iterations: int, batch_size: int, ctx: DistContext) -> list[int]:
     """Item indices of this rank: item ``it * B + p`` goes to rank ``p % world``.
 

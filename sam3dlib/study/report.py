@@ -7,11 +7,11 @@ in the same format, method ``"SAM3D (this run)"`` (Table 5: ``"SAM3D w/o skip co
 ``"random init"``, ``"phantom"`` data or the dataset, profile, protocol, seeds). DSC is given
 x100 like the paper; HD95 in the paper's units (voxels of the original grid).
 
-Figures live in :mod:`sam3dlib.report_figures`.
+Figures live in :mod:`sam3dlib.study.report_figures`.
 
 Examples::
 
-    >>> from sam3dlib import report
+    >>> from sam3dlib.study import report
     >>> paper = report.paper_rows(1)                       # Table 1 as printed
     >>> stats = report.seeds_summary([summary_seed0, summary_seed1])
     >>> ours = report.our_rows(stats, get_spec("synapse"), conditions, table="1")
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .constants import EMBED_CHANNELS, RANDOM_INIT
-from .data.specs import DatasetSpec
-from .fileio import atomic_write, atomic_write_text
+from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
+from sam3dlib.data.specs import DatasetSpec
+from sam3dlib.utils.fileio import atomic_write, atomic_write_text
 
 #: The paper the reference rows come from; every paper number is labelled with it.
 PAPER = "Bui et al., SAM3D, ISBI 2024"
@@ -186,7 +186,7 @@ class RunConditions:
 
 def trainable_params_m(spec: DatasetSpec, skip: bool = True, deep_supervision: bool = True) -> float:
     """Trainable parameters (the decoder) in millions, as the paper counts them (1.88M, 4.63M)."""
-    from .decoder import Decoder3D
+    from sam3dlib.modeling.decoder import Decoder3D
 
     dec = Decoder3D(spec.num_channels * EMBED_CHANNELS, spec.num_classes, skip=skip, deep_supervision=deep_supervision)
     return round(sum(p.numel() for p in dec.parameters()) / 1e6, 2)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..cache import FeatureCache
-from .distributed import DistContext, shard_batches
+from sam3dlib.training.feature_cache import FeatureCache
+from sam3dlib.training.distributed import DistContext, shard_batches
 
 TRAIN_STREAM, VAL_STREAM = 0, 1
 _MAX_FG_COORDS = 20000
@@ -33,7 +33,7 @@ class CachedPatchDataset(Dataset):
     """Feature patches ``{"features": (C*256) x d x h x w, "label": d x H x W, "case_id"}``.
 
     Args:
-        cache: the built :class:`~sam3dlib.cache.FeatureCache`.
+        cache: the built :class:`~sam3dlib.training.feature_cache.FeatureCache`.
         store: the :class:`~sam3dlib.data.store.PreparedDataset` (labels).
         case_ids: cases to sample (uniformly, with replacement).
         patch_size: (d, H, W); H, W equal the cache's crop.
@@ -131,7 +131,7 @@ def patch_dataset(config, store, cache: FeatureCache | None, case_ids: Sequence[
         return CachedPatchDataset(cache, store, case_ids, config.patch_size, config.batch_size, iterations,
                                   augment=augment and config.augment, seed=seed,
                                   oversample_foreground=config.oversample_foreground)
-    from ..data.sampling import PatchDataset
+    from sam3dlib.data.sampling import PatchDataset
 
     return PatchDataset(store, list(case_ids), tuple(config.patch_size), config.batch_size, iterations,
                         augment=augment and config.augment, seed=seed,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import DEEP_SUPERVISION_WEIGHTS
+from sam3dlib.modeling.constants import DEEP_SUPERVISION_WEIGHTS
 
 DICE_SMOOTH = 1e-5
 

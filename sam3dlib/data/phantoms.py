@@ -25,9 +25,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .data.io import atomic_save_nifti, atomic_write_bytes, atomic_write_json
-from .data.specs import DATASETS, get_spec
-from .data.splits import raw_split
+from sam3dlib.data.io import atomic_save_nifti, atomic_write_bytes, atomic_write_json
+from sam3dlib.data.specs import DATASETS, get_spec
+from sam3dlib.data.splits import raw_split
 
 PHANTOM_FILE = "PHANTOM.json"
 SIZES = {"small": 1.0, "tiny": 0.5}
@@ -197,7 +197,7 @@ def phantom_case_ids(dataset: str, n_cases: int | None = None) -> list[str]:
 def _msd_json(dataset: str, ids: list[str]) -> dict:
     spec = get_spec(dataset)
     modality = {"brats": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}}.get(dataset, {"0": "CT"})
-    return {"name": f"sam3dlib phantom ({dataset})", "description": "synthetic, written by sam3dlib.phantoms",
+    return {"name": f"sam3dlib phantom ({dataset})", "description": "synthetic, written by sam3dlib.data.phantoms",
             "tensorImageSize": "4D" if dataset == "brats" else "3D", "modality": modality,
             "labels": {str(k): v for k, v in spec.labels.items()}, "numTraining": len(ids), "numTest": 0,
             "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ids],
@@ -253,5 +253,5 @@ def write_phantom(dataset: str, out: Path, n_cases: int | None = None, seed: int
     if key in ("brats", "lung"):
         atomic_write_json(out / "dataset.json", _msd_json(key, ids))
     atomic_write_json(out / PHANTOM_FILE, {"dataset": key, "seed": seed, "size": size, "case_ids": ids,
-                                           "written_by": "sam3dlib.phantoms.write_phantom"})
+                                           "written_by": "sam3dlib.data.phantoms.write_phantom"})
     return out

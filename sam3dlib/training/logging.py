@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..fileio import atomic_write, atomic_write_text
+from sam3dlib.utils.fileio import atomic_write, atomic_write_text
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dice", "val_dice_ema", "lr", "seconds")
 

@@ -1,10 +1,14 @@
-"""Build the model, optimizer and schedule of a config (deterministic in the config's seed)."""
+"""Build a SAM3D model from an experiment config (deterministic in the config's seed).
+
+Used by training and by inference (a run is rebuilt from its saved config), so it lives
+below both.
+"""
 from __future__ import annotations
 
 import torch
 
-from ..build import build_sam3d
-from ..model import SAM3D
+from sam3dlib.modeling.build import build_sam3d
+from sam3dlib.modeling.sam3d import SAM3D
 
 
 def torch_dtype(name: str) -> torch.dtype | None:
@@ -32,21 +36,3 @@ def build_model(config, spec) -> SAM3D:
             encoder_chunk_size=config.encoder_chunk_size,
             fast_attention=config.fast_attention,
         )
-
-
-def make_optimizer(config, params) -> torch.optim.Optimizer:
-    """nnU-Net's SGD (the paper's: lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5).
-
-    ``optimizer="adamw"`` (same lr/weight-decay settings) is offered for few-minute CPU runs
-    such as ``make demo``, where SGD with momentum 0.99 has not left the all-background
-    solution yet; it is not the paper's setting.
-    """
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                           weight_decay=config.weight_decay)
-
-
-def poly_lr(config, epoch: int) -> float:
-    """``lr0 * (1 - epoch / epochs) ** power`` (set before epoch 0 and after each epoch with ep + 1)."""
-    return config.lr * (1 - epoch / config.epochs) ** config.poly_power

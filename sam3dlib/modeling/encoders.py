@@ -12,7 +12,7 @@ from functools import partial
 import torch
 from segment_anything.modeling import ImageEncoderViT
 
-from .constants import EMBED_CHANNELS, PATCH_SIZE
+from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
 
 
 @dataclass(frozen=True)
