@@ -124,12 +124,12 @@ def test_predict_probabilities_falls_back_to_cpu(monkeypatch, tmp_path):
 
 def test_training_oom_names_the_settings_to_lower(synapse_store, tmp_path, monkeypatch, one_thread, capsys):
     from sam3dlib.cli import main
-    from sam3dlib.training import loop, train
+    from sam3dlib.training import Trainer, train
 
     def step(*args, **kwargs):
         raise _oom()
 
-    monkeypatch.setattr(loop, "_train_step", step)
+    monkeypatch.setattr(Trainer, "step", step)
     cfg = tiny_config(encoder_mode="online", epochs=1, iterations_per_epoch=1)
     with pytest.raises(TrainingOOMError) as info:
         train(cfg, synapse_store, tmp_path / "run", progress=False)

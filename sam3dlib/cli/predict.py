@@ -7,6 +7,8 @@ The output has the input's affine and shape.
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
 from sam3dlib.cli import UserError
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.utils.fileio import check_output_dir
-    from sam3dlib.inference.predictor import RunError, load_run, predict_file, predict_folder
+    from sam3dlib.inference.predictor import RunError, UnfinishedRunWarning, load_run, predict_file, predict_folder
 
     inputs = args.input
     folder_in = len(inputs) == 1 and inputs[0].is_dir()
@@ -41,9 +43,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
     check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
     try:
-        loaded = load_run(args.run, args.device, args.checkpoint)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. an unfinished run: one line each
+            warnings.simplefilter("always", UnfinishedRunWarning)
+            loaded = load_run(args.run, args.device, args.checkpoint)
     except RunError as exc:
         raise UserError(str(exc)) from None
+    for w in caught:
+        print(f"sam3d predict: warning: {w.message}", file=sys.stderr)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress)
         print(f"wrote {len(written)} label maps to {args.output}")

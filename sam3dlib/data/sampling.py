@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from sam3dlib.data.augment import Augmenter, apply_spatial, draw_spatial, input_size, mirror
 from sam3dlib.data.store import PreparedDataset
@@ -33,6 +33,28 @@ def class_locations(label: np.ndarray, max_per_class: int = MAX_LOCATIONS_PER_CL
             idx = idx[np.random.default_rng(int(c)).choice(len(idx), max_per_class, replace=False)]
         out[int(c)] = idx
     return out
+
+
+class ClassLocations:
+    """The :func:`class_locations` of a store's cases, computed once per case and process.
+
+    Shared by the image patches (:class:`PatchDataset`) and the feature patches of the
+    training layer's cached mode, so both oversample foreground from the same voxels.
+
+    Args:
+        store: anything with ``label(case_id) -> D x H x W array or None``.
+    """
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._cache: dict[str, dict[int, np.ndarray]] = {}
+
+    def __call__(self, case_id: str) -> dict[int, np.ndarray]:
+        """{class: N x 3 (z, y, x) voxels}; empty for an unlabelled case."""
+        if case_id not in self._cache:
+            label = self.store.label(case_id)
+            self._cache[case_id] = class_locations(label) if label is not None else {}
+        return self._cache[case_id]
 
 
 def force_foreground(index: int, batch_size: int, oversample_foreground: float = 0.33) -> bool:
@@ -109,17 +131,10 @@ class PatchDataset(Dataset):
         self.batch_size, self.iterations = int(batch_size), int(iterations)
         self.augment, self.seed, self.oversample = augment, int(seed), float(oversample_foreground)
         self.augmenter = Augmenter(self.patch_size, dummy_2d) if augment else None
-        self._locations: dict[str, dict[int, np.ndarray]] = {}
+        self.locations = ClassLocations(store)
 
     def __len__(self) -> int:
         return self.iterations * self.batch_size
-
-    def locations(self, case_id: str) -> dict[int, np.ndarray]:
-        """Foreground class locations of a case (computed once per process)."""
-        if case_id not in self._locations:
-            lab = self.store.label(case_id)
-            self._locations[case_id] = class_locations(lab) if lab is not None else {}
-        return self._locations[case_id]
 
     def location(self, index: int, rng: np.random.Generator | None = None) -> PatchLocation:
         """The (un-augmented) patch location of item ``index``; reusable by feature-cache trainers."""
@@ -153,9 +168,3 @@ class PatchDataset(Dataset):
             img_t, lab_t = mirror(img_t, lab_t, rng)
         return {"image": img_t.float().contiguous(), "label": lab_t.long().contiguous(), "case_id": loc.case_id}
 
-
-def make_loader(dataset: PatchDataset, num_workers: int = 2, pin_memory: bool = False) -> DataLoader:
-    """An in-order ``DataLoader`` over ``dataset`` (batch positions keep the oversampling rule)."""
-    return DataLoader(dataset, batch_size=dataset.batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      prefetch_factor=4 if num_workers > 0 else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from sam3dlib.modeling.sam_checkpoint import file_sha256
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.utils.devices import resolve_device
 from sam3dlib.modeling.factory import build_model
+from sam3dlib.utils.finished import FINISHED, is_finished
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
@@ -34,6 +36,10 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 class RunError(FileNotFoundError):
     """A run directory that cannot be used for prediction; the message says why."""
+
+
+class UnfinishedRunWarning(UserWarning):
+    """The run has no finished marker: its training stopped before the last epoch (or still runs)."""
 
 
 @dataclass
@@ -46,6 +52,7 @@ class LoadedRun:
     meta: dict
     device: torch.device
     checkpoint: str
+    finished: bool = True
 
     def __iter__(self) -> Iterator:
         return iter((self.model, self.config, self.meta))
@@ -61,6 +68,9 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
 
     Raises:
         RunError: missing files, or the encoder checkpoint changed since training.
+
+    Warns:
+        UnfinishedRunWarning: the run has no finished marker (``LoadedRun.finished`` False).
     """
     run = Path(run_dir)
     for name in ("config.json", "dataset_meta.json", "provenance.json"):
@@ -100,7 +110,11 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         raise RunError(f"{ckpt}: the decoder weights do not fit the run's config ({config.name}, "
                        f"{config.encoder}, skip={config.skip}): {' '.join(s.strip() for s in first[:3])}") from exc
     model.to(dev).eval()
-    return LoadedRun(run, model, config, meta, dev, str(ckpt))
+    finished = is_finished(run)
+    if not finished:
+        warnings.warn(f"{run} is an unfinished training run (no {FINISHED}): predicting with {ckpt.name} of "
+                      f"epoch {state.get('epoch')} of {config.epochs}", UnfinishedRunWarning, stacklevel=2)
+    return LoadedRun(run, model, config, meta, dev, str(ckpt), finished)
 
 
 def _as_loaded(run: LoadedRun | str | os.PathLike, device: str = "auto") -> LoadedRun:

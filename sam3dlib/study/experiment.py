@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import load_label_nifti
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
+from sam3dlib.utils.finished import is_finished
 
 PREDICTIONS = "predictions"
 #: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
@@ -99,6 +100,15 @@ def _run_device(run: Path) -> str:
     return ExperimentConfig.load(run / "config.json").device
 
 
+def is_scored(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a finished training run whose test cases were scored.
+
+    Training's finished marker (:func:`sam3dlib.utils.finished.is_finished`) plus
+    :data:`RESULTS_FILE`, which :func:`evaluate_run` writes after every score file.
+    """
+    return is_finished(run_dir) and (Path(run_dir) / RESULTS_FILE).is_file()
+
+
 def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    resume: bool = False, progress: bool = True, force: bool = False,
                    allow_missing_cases: bool = False) -> Path:
@@ -112,9 +122,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_di
         The run directory (``out_dir``).
     """
     from sam3dlib.training import train
-    from sam3dlib.training.loop import is_finished
 
-    done = resume and not force and is_finished(out_dir) and (Path(out_dir) / RESULTS_FILE).is_file()
+    done = resume and not force and is_scored(out_dir)
     run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,
                 allow_missing_cases=allow_missing_cases)
     if int(os.environ.get("RANK", "0")) == 0 and not done:

@@ -34,6 +34,7 @@ from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.utils.fileio import atomic_write_text
+from sam3dlib.utils.finished import is_finished, mark_finished
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
@@ -61,7 +62,6 @@ NOTEBOOKS = {
     "4": "04_brats_table4.ipynb",
     "5": "05_skip_ablation_table5.ipynb",
 }
-DONE_FILE = "DONE.json"
 LATEST = "latest"
 
 
@@ -260,8 +260,9 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
 def _finished_same(run_dir: Path, cfg, store: Path) -> bool:
     """Whether ``run_dir`` holds a finished run of exactly ``cfg`` on ``store``."""
     from sam3dlib.config import ExperimentConfig
+    from sam3dlib.study.experiment import is_scored
 
-    if not all((run_dir / f).is_file() for f in ("summary.csv", "per_case.csv", "config.json")):
+    if not is_scored(run_dir):
         return False
     try:
         same_cfg = ExperimentConfig.load(run_dir / "config.json").to_dict() == cfg.to_dict()
@@ -274,7 +275,7 @@ def _finished_same(run_dir: Path, cfg, store: Path) -> bool:
 def _run_one(info: report.TableInfo, p: NotebookParams, data_dir: Path, seed: int, out: Path, progress: bool = False) -> Path:
     """One experiment: reuse a finished run of the same config and data, resume an interrupted one."""
     from sam3dlib.config import ExperimentConfig
-    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.study.experiment import is_scored, run_experiment
 
     cfg = _experiment_config(info.config, p, seed, info.skip)
     store = data_dir / info.dataset
@@ -290,9 +291,8 @@ def _run_one(info: report.TableInfo, p: NotebookParams, data_dir: Path, seed: in
     if out.exists() and not resume:
         shutil.rmtree(out)  # an earlier run of another config in this notebook's output folder
     run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
-    for f in ("summary.csv", "per_case.csv"):
-        if not (run_dir / f).is_file():
-            raise FileNotFoundError(f"{run_dir / f}: run_experiment finished without writing it")
+    if not is_scored(run_dir):
+        raise FileNotFoundError(f"{run_dir}: run_experiment returned without a finished, scored run")
     return run_dir
 
 
@@ -456,9 +456,10 @@ def _run_id(table: str, profile: str, data_dir: Path | None, checkpoint: Path | 
 def select_run_dir(out: Path, base: str, force: bool = False) -> Path:
     """``out/runs/<base>``, unless a finished run holds it.
 
-    A finished run (``DONE.json``) with the same id is never overwritten: without ``force`` this
-    raises; with ``force`` the next free id (``<base>-2``, ``<base>-3`` ...) is used. An
-    unfinished run with the same id (interrupted) is redone in place.
+    A finished run (its :func:`~sam3dlib.utils.finished.is_finished` marker) with the same id
+    is never overwritten: without ``force`` this raises; with ``force`` the next free id
+    (``<base>-2``, ``<base>-3`` ...) is used. An unfinished run with the same id (interrupted)
+    is redone in place.
 
     Raises:
         FileExistsError: a finished run with these inputs exists and ``force`` is False.
@@ -466,7 +467,7 @@ def select_run_dir(out: Path, base: str, force: bool = False) -> Path:
     runs = Path(out) / "runs"
     run_dir, k = runs / base, 1
     while run_dir.exists():
-        finished = (run_dir / DONE_FILE).is_file()
+        finished = is_finished(run_dir)
         if finished and not force:
             raise FileExistsError(
                 f"{run_dir} already holds a finished run with these inputs (see {Path(out) / LATEST}); "
@@ -565,7 +566,7 @@ def reproduce_table(
     seconds = time.perf_counter() - t0
     if not (run_dir / f"table{key}.csv").is_file():
         raise RuntimeError(f"{run_dir / nb.name}: the notebook ran but wrote no table{key}.csv")
-    atomic_write_text(run_dir / DONE_FILE, json.dumps({"table": key, "seconds": round(seconds, 1), **params}, indent=2) + "\n")
+    mark_finished(run_dir, {"table": key, "seconds": round(seconds, 1), **params})
     _point_latest(out, run_dir)
     return run_dir
 

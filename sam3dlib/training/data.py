@@ -1,27 +1,35 @@
-"""Patch streams for training and online validation, in both encoder modes.
+"""Patch streams of the trainer: the stream seeds, this rank's loader, the cached-mode patches.
 
 Every item is a pure function of ``(seed, epoch, stream, index)``: the item index encodes
 (iteration, position in the batch), so a resumed run sees exactly the patches an
 uninterrupted run would, and under DDP each rank takes its share of every global batch.
+Which dataset a stream draws from (image patches or feature patches) is the feature
+source's choice (:mod:`sam3dlib.training.feature_source`).
 
 Cached mode (:class:`CachedPatchDataset`) cuts patches from the feature store: a patch is
 (case, tile, z0). Exact augmentations on features: the patch position (z anywhere, in-plane
 on the tile grid) and mirroring along z (slice order). In-plane mirroring, rotation,
 scaling and intensity augmentations would need re-encoding and are not applied.
+Foreground oversampling uses the data layer's rule and voxels
+(:func:`~sam3dlib.data.sampling.force_foreground`, :class:`~sam3dlib.data.sampling.ClassLocations`).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from sam3dlib.training.feature_cache import FeatureCache
+from sam3dlib.data.sampling import ClassLocations, force_foreground
 from sam3dlib.training.distributed import DistContext, shard_batches
+from sam3dlib.training.feature_cache import FeatureCache
+
+if TYPE_CHECKING:
+    from sam3dlib.training.feature_source import FeatureSource
 
 TRAIN_STREAM, VAL_STREAM = 0, 1
-_MAX_FG_COORDS = 20000
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -56,25 +64,10 @@ class CachedPatchDataset(Dataset):
             raise ValueError(f"patch in-plane size {self.patch_size[1:]} differs from the cache's crop {cache.settings.crop_hw}")
         self.batch_size, self.iterations = int(batch_size), int(iterations)
         self.augment, self.seed, self.oversample = augment, int(seed), float(oversample_foreground)
-        self._fg: dict[str, dict[int, np.ndarray]] = {}
+        self.locations = ClassLocations(store)
 
     def __len__(self) -> int:
         return self.iterations * self.batch_size
-
-    def _foreground(self, case_id: str) -> dict[int, np.ndarray]:
-        if case_id not in self._fg:
-            label = np.asarray(self.store.label(case_id))
-            rng = np.random.default_rng(0)
-            out = {}
-            for cls in np.unique(label):
-                if cls == 0:
-                    continue
-                coords = np.argwhere(label == cls)
-                if len(coords) > _MAX_FG_COORDS:
-                    coords = coords[np.sort(rng.choice(len(coords), _MAX_FG_COORDS, replace=False))]
-                out[int(cls)] = coords
-            self._fg[case_id] = out
-        return self._fg[case_id]
 
     def locate(self, index: int) -> tuple[str, int, int, bool]:
         """(case id, tile index, z0, mirror_z) of item ``index``."""
@@ -84,8 +77,8 @@ class CachedPatchDataset(Dataset):
         d = self.patch_size[0]
         zmax = max(entry.depth - d, 0)
         ch, cw = self.cache.settings.crop_hw
-        force_fg = (index % self.batch_size) >= round(self.batch_size * (1 - self.oversample))
-        fg = self._foreground(case_id) if force_fg else {}
+        forced = force_foreground(index, self.batch_size, self.oversample)
+        fg = self.locations(case_id) if forced else {}
         if fg:
             cls = list(fg)[int(rng.integers(len(fg)))]
             z, y, x = fg[cls][int(rng.integers(len(fg[cls])))]
@@ -123,29 +116,22 @@ class CachedPatchDataset(Dataset):
                 "label": torch.from_numpy(np.ascontiguousarray(label)), "case_id": case_id}
 
 
-def patch_dataset(config, store, cache: FeatureCache | None, case_ids: Sequence[str], iterations: int,
-                  augment: bool, seed: int) -> Dataset:
-    """The dataset of one epoch's stream in the config's encoder mode."""
-    if config.encoder_mode == "cached":
-        assert cache is not None
-        return CachedPatchDataset(cache, store, case_ids, config.patch_size, config.batch_size, iterations,
-                                  augment=augment and config.augment, seed=seed,
-                                  oversample_foreground=config.oversample_foreground)
-    from sam3dlib.data.sampling import PatchDataset
-
-    return PatchDataset(store, list(case_ids), tuple(config.patch_size), config.batch_size, iterations,
-                        augment=augment and config.augment, seed=seed,
-                        oversample_foreground=config.oversample_foreground)
-
-
-def epoch_loader(config, store, cache: FeatureCache | None, case_ids: Sequence[str], iterations: int,
-                 epoch: int, stream: int, ctx: DistContext, augment: bool, pin_memory: bool = False) -> DataLoader:
+def epoch_loader(config, source: FeatureSource, store, case_ids: Sequence[str], iterations: int, epoch: int,
+                 stream: int, ctx: DistContext, augment: bool, pin_memory: bool = False) -> DataLoader:
     """This rank's DataLoader over one epoch's stream (its share of every global batch).
 
-    ``pin_memory`` (on for CUDA) makes the trainer's ``non_blocking`` host-to-device copies
-    asynchronous.
+    Args:
+        config: the experiment (seed, batch size, workers).
+        source: the run's feature source; it makes the stream's dataset.
+        store: the prepared store.
+        case_ids: cases of the stream (train or val).
+        iterations: global batches.
+        epoch, stream: with ``config.seed`` they seed the stream (:func:`stream_seed`).
+        ctx: this rank.
+        augment: the training stream's augmentation (validation: False).
+        pin_memory: on for CUDA; makes the trainer's ``non_blocking`` copies asynchronous.
     """
-    ds = patch_dataset(config, store, cache, case_ids, iterations, augment, stream_seed(config.seed, epoch, stream))
+    ds = source.dataset(store, case_ids, iterations, augment, stream_seed(config.seed, epoch, stream))
     indices = shard_batches(iterations, config.batch_size, ctx)
     return DataLoader(Subset(ds, indices), batch_size=config.batch_size // ctx.world_size, shuffle=False,
                       num_workers=config.num_workers, pin_memory=pin_memory, drop_last=False,

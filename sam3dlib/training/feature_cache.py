@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
+from sam3dlib.modeling.factory import torch_dtype
 from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
 from sam3dlib.modeling.sam3d import SAM3D, encode_slices
 
@@ -131,7 +132,7 @@ class FeatureCache:
         feats = np.empty((len(tiles), c * EMBED_CHANNELS, d, th, tw), dtype=np.float16)
         padded = np.zeros((c, d, ph, pw), np.float32)
         padded[:, :, :h, :w] = image
-        dtype = _torch_dtype(self.settings.encoder_dtype)
+        dtype = torch_dtype(self.settings.encoder_dtype)
         for i, (y, x) in enumerate(tiles):
             crop = torch.from_numpy(np.ascontiguousarray(padded[None, :, :, y:y + ch, x:x + cw])).to(device)
             out = encode_slices(model.encoder, crop, model.encoder_chunk_size, dtype)
@@ -148,7 +149,7 @@ class FeatureCache:
             return
         ch, cw = self.settings.crop_hw
         zero = torch.zeros(1, self.settings.in_channels, 1, ch, cw, device=device)
-        out = encode_slices(model.encoder, zero, 1, _torch_dtype(self.settings.encoder_dtype))
+        out = encode_slices(model.encoder, zero, 1, torch_dtype(self.settings.encoder_dtype))
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(path, out[0, :, 0].cpu().numpy().astype(np.float16))
 
@@ -199,10 +200,6 @@ class FeatureCache:
         state = dict(self.__dict__)
         state["_entries"], state["_zero"] = {}, None
         return state
-
-
-def _torch_dtype(name: str) -> torch.dtype | None:
-    return {"float32": None, "bfloat16": torch.bfloat16}[name]
 
 
 def cache_settings(config, model: SAM3D) -> CacheSettings:

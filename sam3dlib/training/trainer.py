@@ -1,0 +1,323 @@
+"""The trainer: nnU-Net v1's schedule on SAM3D's decoder, as named steps.
+
+:func:`train` runs a :class:`Trainer` through ``load_data`` -> ``open_run`` -> ``build`` ->
+``prepare_features`` -> ``resume`` -> ``run_epoch`` (``train_epoch`` of :meth:`Trainer.step`,
+``validate``, ``save``) per epoch -> ``finalize``. The features come from the run's
+:class:`~sam3dlib.training.feature_source.FeatureSource` (online encoder or cached store).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sam3dlib.config import ExperimentConfig
+from sam3dlib.modeling.factory import build_model, torch_dtype
+from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint, set_rng_state
+from sam3dlib.training import provenance
+from sam3dlib.training.data import TRAIN_STREAM, VAL_STREAM, epoch_loader
+from sam3dlib.training.distributed import DistContext, init_distributed
+from sam3dlib.training.feature_source import feature_source
+from sam3dlib.training.logging import plot_curve, write_log
+from sam3dlib.training.optim import make_optimizer, poly_lr
+from sam3dlib.training.run_dir import check_run_dir, clear_run
+from sam3dlib.training.step import decoder_update, make_loss, validate as validation_dice
+from sam3dlib.utils.devices import resolve_device
+from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text, check_output_dir, remove_stale_temps
+from sam3dlib.utils.finished import is_finished, mark_finished
+from sam3dlib.utils.host_memory import reuse_freed_host_memory
+from sam3dlib.utils.oom import is_oom_error, training_oom_error
+
+
+def missing_split_cases(store, split) -> list[str]:
+    """Cases the full shipped split lists for train or test that the store lacks."""
+    from sam3dlib.data.splits import get_split
+
+    full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
+    have = set(store.case_ids)
+    return sorted((set(full.train) | set(full.test)) - have)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global RNGs (augmentation draws from them)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One training run of ``config`` on a prepared store, writing the run folder ``run``.
+
+    Use :func:`train`; the steps are methods so that each does one job and can be tested
+    or timed alone (the benchmark times :func:`~sam3dlib.training.step.decoder_update`,
+    which :meth:`step` calls).
+    """
+
+    def __init__(self, config: ExperimentConfig, data_dir: str | os.PathLike, run: str | os.PathLike,
+                 ctx: DistContext, progress: bool = True) -> None:
+        self.config, self.data_dir, self.run, self.ctx = config, Path(data_dir), Path(run), ctx
+        self.progress = progress
+        self.source = feature_source(config, data_dir)
+        self.history: list[dict] = []
+        self.start_epoch, self.best, self.best_epoch, self.ema = 0, -1.0, None, None
+
+    # ------------------------------------------------------------------ setup
+    def load_data(self, allow_missing_cases: bool = False) -> None:
+        """Open the store and the split; keep the labelled train and val cases.
+
+        Raises:
+            ValueError: the store is of another dataset, lacks split cases (real data, without
+                ``allow_missing_cases``) or has no labelled training case.
+        """
+        from sam3dlib.data.store import PreparedDataset
+
+        config, data_dir = self.config, self.data_dir
+        store = PreparedDataset(data_dir)
+        if store.spec.name != config.dataset:
+            raise ValueError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
+        split = store.split(config.protocol)
+        missing = [] if store.is_phantom else missing_split_cases(store, split)
+        if missing and not allow_missing_cases:
+            raise ValueError(
+                f"{data_dir}: the {config.protocol} split of {store.spec.name} lists {len(missing)} case(s) that the "
+                f"store lacks ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); results would not be "
+                "comparable to the paper. Prepare the missing cases, or pass --allow-missing-cases "
+                "(allow_missing_cases=True) to train on the cases present"
+            )
+        self.store, self.split, self.missing = store, split, missing
+        self.train_ids = [c for c in split.train if store.label(c) is not None]
+        self.val_ids = [c for c in split.val if store.label(c) is not None]
+        if not self.train_ids:
+            raise ValueError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
+
+    def open_run(self, resume: bool, force: bool) -> bool:
+        """Check the outputs, clear the run (``force``) or check it may be resumed.
+
+        Returns:
+            False when ``resume`` meets a finished run (nothing left to do), else True.
+        """
+        check_output_dir(self.run, "run folder (--out)")
+        self.source.check_output()
+        if force:
+            if self.ctx.is_main:
+                clear_run(self.run)
+            self.ctx.barrier()
+            resume = False
+        self.resuming = check_run_dir(self.run, self.config, resume)
+        return not (resume and is_finished(self.run))
+
+    def build(self) -> None:
+        """Device, model, run files (config, dataset meta, provenance), DDP, optimizer, loss."""
+        config, ctx, run = self.config, self.ctx, self.run
+        self.device = resolve_device(config.device, ctx.local_rank if ctx.initialized else None)
+        reuse_freed_host_memory(self.device.type)
+        self.pin = self.device.type == "cuda"  # page-locked batches make the non-blocking copies asynchronous
+        self.model = build_model(config, self.store.spec).to(self.device)
+        if ctx.is_main:
+            self._write_run_files()
+        self.decoder = self.model.decoder
+        self.net: torch.nn.Module = self.decoder
+        if ctx.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.decoder, device_ids=ids)
+        self.optimizer = make_optimizer(config, self.decoder.parameters())
+        self.loss_fn = make_loss(config)
+        self.dtype = torch_dtype(config.decoder_dtype)
+
+    def _write_run_files(self) -> None:
+        run = self.run
+        run.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run)
+        remove_stale_temps(run / "checkpoints")
+        atomic_write_text(run / "config.json", self.config.to_json() + "\n")
+        atomic_write_json(run / "dataset_meta.json", self.store.meta)
+        prov = provenance.collect(self.config, self.model, self.device, self.store, self.split, self.ctx.world_size)
+        prov["missing_split_cases"] = self.missing
+        atomic_write_text(run / "provenance.json", provenance.dumps(prov) + "\n")
+
+    def prepare_features(self) -> None:
+        """The feature source's one-off work (cached mode: encode the train and val cases)."""
+        self.source.prepare(self.model, self.store, [*self.train_ids, *self.val_ids], self.device, self.ctx,
+                            progress=self.progress)
+
+    def resume(self) -> None:
+        """Seed this rank; continue from ``checkpoints/latest.pt`` when resuming."""
+        seed_everything(self.config.seed + self.ctx.rank)
+        if not self.resuming:
+            return
+        ck = load_checkpoint(self.run / "checkpoints" / LATEST, map_location=self.device)
+        self.decoder.load_state_dict(ck["decoder"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        self.start_epoch, self.history, self.ema = int(ck["epoch"]), list(ck["history"]), ck["ema"]
+        self.best, self.best_epoch = float(ck["best_metric"]), ck["best_epoch"]
+
+    # ------------------------------------------------------------------ epochs
+    def fit(self, max_epochs: int | None = None) -> None:
+        """Epochs from the start (or resumed) epoch to ``config.epochs``, at most ``max_epochs`` now."""
+        end = self.config.epochs if max_epochs is None else min(self.config.epochs, self.start_epoch + max_epochs)
+        for epoch in range(self.start_epoch, end):
+            self.run_epoch(epoch)
+
+    def run_epoch(self, epoch: int) -> dict:
+        """Train, validate (when due), pick the best, log and checkpoint one epoch; returns its log row."""
+        t0 = time.perf_counter()
+        lr = poly_lr(self.config, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.train_epoch(epoch)
+        val = self.validate(epoch)
+        if val is not None:
+            self.ema = val if self.ema is None else self.config.ema_alpha * self.ema + (1 - self.config.ema_alpha) * val
+        metric = self.ema if self.ema is not None else (-loss if not self.val_ids else None)
+        is_best = metric is not None and (self.best_epoch is None or metric > self.best)
+        if is_best:
+            self.best, self.best_epoch = float(metric), epoch + 1
+        row = {"epoch": epoch + 1, "train_loss": loss, "val_dice": val,
+               "val_dice_ema": self.ema if val is not None else None, "lr": lr, "seconds": time.perf_counter() - t0}
+        self.history.append(row)
+        if self.ctx.is_main:
+            self.save(is_best)
+        self.ctx.barrier()
+        return row
+
+    def _loader(self, case_ids: list[str], iterations: int, epoch: int, stream: int, augment: bool):
+        return epoch_loader(self.config, self.source, self.store, case_ids, iterations, epoch, stream, self.ctx,
+                            augment=augment, pin_memory=self.pin)
+
+    def train_epoch(self, epoch: int) -> float:
+        """``iterations_per_epoch`` steps; the mean loss over steps and ranks.
+
+        Raises:
+            TrainingOOMError: out of memory in a step; the message names the settings to lower.
+        """
+        self.model.train()
+        loader = self._loader(self.train_ids, self.config.iterations_per_epoch, epoch, TRAIN_STREAM, True)
+        total, n = 0.0, 0
+        with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
+                  disable=not (self.progress and self.ctx.is_main)) as bar:
+            for batch in loader:
+                try:
+                    loss = self.step(batch)
+                except (RuntimeError, MemoryError) as exc:
+                    if is_oom_error(exc):
+                        raise training_oom_error(exc, self.config) from exc
+                    raise
+                total += float(loss.detach())
+                n += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / n:.4f}")
+        mean = torch.tensor([total / max(n, 1)], dtype=torch.float64, device=self.device)
+        return float(self.ctx.all_reduce_sum(mean).item()) / self.ctx.world_size
+
+    def step(self, batch: dict) -> torch.Tensor:
+        """One optimizer step on a batch: features from the source, then :func:`decoder_update`."""
+        feats = self.source.features(self.model, batch, self.device)
+        target = batch["label"].to(self.device, non_blocking=True)
+        return decoder_update(self.net, feats, target, self.optimizer, self.loss_fn, self.config.grad_clip, self.dtype)
+
+    def validate(self, epoch: int) -> float | None:
+        """The online validation Dice when due (every ``val_every`` epochs and the last), else None."""
+        config = self.config
+        if not self.val_ids or not ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            return None
+        self.model.eval()
+        loader = self._loader(self.val_ids, config.val_iterations, epoch, VAL_STREAM, False)
+        batches = ((self.source.features(self.model, b, self.device), b["label"]) for b in loader)
+        val, _ = validation_dice(self.decoder, batches, dict(self.store.spec.regions), self.device, config.decoder_dtype,
+                          self.ctx)
+        return val
+
+    def save(self, is_best: bool) -> None:
+        """Checkpoints (latest; best when ``is_best``), ``log.csv`` and the training curve (rank 0)."""
+        state = dict(epoch=self.history[-1]["epoch"], decoder=self.decoder.state_dict(),
+                     optimizer=self.optimizer.state_dict(), best_metric=self.best, best_epoch=self.best_epoch,
+                     ema=self.ema, history=self.history, config=self.config.to_dict(), protocol=self.config.protocol)
+        ckpt_dir = self.run / "checkpoints"
+        if is_best:
+            save_checkpoint(ckpt_dir / BEST, **state)
+        save_checkpoint(ckpt_dir / LATEST, **state)
+        write_log(self.run / "log.csv", self.history)
+        plot_curve(self.run / "training_curve.png", self.history, self.curve_title())
+
+    def curve_title(self) -> str:
+        config = self.config
+        enc = (f"RANDOM {config.encoder} encoder (not SAM weights)" if self.model.random_encoder
+               else f"SAM {config.encoder}")
+        data = f"PHANTOM {config.dataset} data" if self.store.is_phantom else config.dataset
+        return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {data}"
+
+    # ------------------------------------------------------------------ end
+    def finalize(self) -> None:
+        """Compare the DDP replicas; after the last epoch write the run's finished marker (once)."""
+        ctx, config = self.ctx, self.config
+        if ctx.world_size > 1:
+            self._check_replicas()
+        done = self.history and self.history[-1]["epoch"] == config.epochs
+        if ctx.is_main and done and not is_finished(self.run):
+            mark_finished(self.run, {"epochs": config.epochs, "seed": config.seed,
+                                     "decoder_sha256": provenance.state_digest(self.decoder),
+                                     "checkpoint": str(Path("checkpoints") / LATEST)})
+
+    def _check_replicas(self) -> None:
+        """Every rank's decoder must be identical after DDP training; rank 0 records the hashes."""
+        import torch.distributed as dist
+
+        ctx = self.ctx
+        hashes: list[str | None] = [None] * ctx.world_size
+        dist.all_gather_object(hashes, provenance.state_digest(self.decoder))
+        if ctx.is_main:
+            atomic_write_json(self.run / "ddp_replicas.json",
+                              {"world_size": ctx.world_size, "decoder_sha256_per_rank": hashes})
+        if len(set(hashes)) != 1:
+            raise RuntimeError(f"DDP replicas diverged: decoder hashes per rank {hashes}")
+
+
+def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
+          progress: bool = True, max_epochs: int | None = None, force: bool = False,
+          allow_missing_cases: bool = False) -> Path:
+    """Train SAM3D's decoder as the paper's code does; write the run directory.
+
+    Args:
+        config: the experiment (see :func:`sam3dlib.config.get_config`).
+        data_dir: a prepared store (``sam3d prepare`` output) of ``config.dataset``.
+        out_dir: the run directory (created).
+        resume: continue from ``checkpoints/latest.pt`` if present.
+        progress: tqdm progress bars.
+        max_epochs: stop after this many epochs in this call (e.g. to fit a job's time limit);
+            the schedule still follows ``config.epochs`` and ``resume=True`` continues.
+        force: delete a run already in ``out_dir`` (finished or not) and train from scratch.
+            Without it a finished run is never overwritten.
+        allow_missing_cases: train although the store (real data, not a phantom) lacks cases
+            that the shipped split lists; they are recorded in ``provenance.json``.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        RunExistsError: ``out_dir`` holds a finished run and ``force`` is False, holds an
+            unfinished one and neither ``resume`` nor ``force`` is set, or the config differs.
+        ValueError: the store is of another dataset, has no labelled training case, or lacks
+            split cases (real data, without ``allow_missing_cases``).
+        OutputError: ``out_dir`` cannot be written (a file in the way, read-only, disk full).
+        TrainingOOMError: out of memory; the message names the settings to lower.
+    """
+    ctx = init_distributed(config.device)
+    try:
+        trainer = Trainer(config, data_dir, out_dir, ctx, progress)
+        trainer.load_data(allow_missing_cases)
+        if not trainer.open_run(resume, force):
+            return trainer.run  # nothing left to do; a finished run is never touched again
+        trainer.build()
+        trainer.prepare_features()
+        trainer.resume()
+        trainer.fit(max_epochs)
+        trainer.finalize()
+        return trainer.run
+    finally:
+        ctx.close()
