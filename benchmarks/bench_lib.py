@@ -27,11 +27,16 @@ from sam3dlib.modeling.encoders import build_image_encoder, encoder_config
 from sam3dlib.modeling.fast_attention import enable_fast_attention
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.modeling.losses import sam3d_loss
+from sam3dlib.modeling.factory import torch_dtype
+from sam3dlib.config import BATCH_DICE, ExperimentConfig
+from sam3dlib.training.optim import make_optimizer
+from sam3dlib.training.step import decoder_update, make_loss
 from sam3dlib.modeling.sam3d import encode_slices
 from sam3dlib.modeling.sam_checkpoint import load_encoder_state
 
 DATASETS = ("synapse", "acdc", "lung", "brats")
-DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+#: autocast settings compared (``torch_dtype(name)``: None = float32, no autocast)
+DTYPE_NAMES = ("float32", "bfloat16")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -244,18 +249,6 @@ class _Timer:
         self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - t
 
 
-def _decoder_update(model, feats, target, optimizer, loss_fn, dtype, device) -> None:
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with ctx:
-        out = model.decoder(feats)
-    out = [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
-    loss = loss_fn(out, target)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), 12.0)
-    optimizer.step()
-
-
 def _baseline_encode(spec: StepSpec, volume: torch.Tensor, timer: _Timer, device: torch.device) -> torch.Tensor:
     """What the paper's forward does: build ViT-B, load the checkpoint, one call per slice (batch B)."""
     with timer.part("load_s"):
@@ -316,6 +309,20 @@ def _cached_reader(spec: StepSpec):
     return read
 
 
+def step_config(spec: StepSpec) -> ExperimentConfig:
+    """The paper profile's training settings at the spec's sizes: what the timed step trains with.
+
+    Optimizer (SGD, lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5), gradient clip,
+    the dataset's batch Dice and the decoder dtype come from :class:`ExperimentConfig`, so the
+    benchmark's step is :func:`sam3dlib.training.step.decoder_update` with the trainer's values.
+    """
+    spec = spec.resolved()
+    return ExperimentConfig(name=f"benchmark_{spec.dataset}", table="-", dataset=spec.dataset,
+                            patch_size=(spec.depth, *spec.hw), batch_size=spec.batch,
+                            batch_dice=BATCH_DICE[spec.dataset], decoder_dtype=spec.decoder_dtype,
+                            encoder_dtype=spec.encoder_dtype)
+
+
 def run_step_spec(spec: StepSpec) -> dict[str, Any]:
     """Build what ``spec`` needs, warm up, time ``reps`` steps; return times and peak memory."""
     spec = spec.resolved()
@@ -323,7 +330,7 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
     ds = get_spec(spec.dataset)
     b, d, (h, w), c = spec.batch, spec.depth, spec.hw, ds.num_channels
     torch.manual_seed(0)
-    enc_dtype, dec_dtype = DTYPES[spec.encoder_dtype], DTYPES[spec.decoder_dtype]
+    enc_dtype, dec_dtype = torch_dtype(spec.encoder_dtype), torch_dtype(spec.decoder_dtype)
     if spec.reuse_host_memory:
         reuse_freed_host_memory(device.type)
     if spec.mode == "encoder":
@@ -333,8 +340,13 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
     model = build_sam3d(ds.num_classes, c, (h, w), model_encoder, fast_attention=spec.fast_attention).to(device)
     model.train()
     model.decoder.fused_upsample, model.decoder.channels_last = spec.fused_upsample, spec.channels_last
-    optimizer = torch.optim.SGD(model.decoder.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
-    loss_fn = sam3d_loss(one_hot=spec.one_hot_loss)
+    config = step_config(spec)
+    optimizer = make_optimizer(config, model.decoder.parameters())
+    loss_fn = make_loss(config, one_hot=spec.one_hot_loss)
+
+    def update(feats: torch.Tensor, labels: torch.Tensor) -> None:  # the trainer's step, as it trains
+        decoder_update(model.decoder, feats, labels, optimizer, loss_fn, config.grad_clip, dec_dtype)
+
     pin = device.type == "cuda"
     volume = torch.randn(b, c, d, h, w)
     target = torch.randint(0, ds.num_classes, (b, d, h, w))
@@ -359,7 +371,7 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
         else:
             feats = in_memory[:, :, :depth]
         with timer.part("decoder_s"):
-            _decoder_update(model, feats, y, optimizer, loss_fn, dec_dtype, device)
+            update(feats, y)
 
     if spec.warmup:  # oneDNN builds its kernels per shape (~1 s each on CPU): warm the exact shapes
         if spec.mode in ("online", "baseline"):  # the encoder on one slice, the decoder at full shape
@@ -368,7 +380,7 @@ def run_step_spec(spec: StepSpec) -> dict[str, Any]:
                 encode_slices(model.encoder, first_call.to(device), spec.chunk, enc_dtype)
             else:
                 _baseline_encode(spec, volume[:1, :, :1].to(device), _Timer(device), device)
-            _decoder_update(model, in_memory, target.to(device), optimizer, loss_fn, dec_dtype, device)
+            update(in_memory, target.to(device))
         else:
             step(0, _Timer(device), d)
     if device.type == "cuda":

@@ -44,6 +44,7 @@ import torch  # noqa: E402
 
 import bench_lib as bl  # noqa: E402
 from sam3dlib.data.specs import get_spec  # noqa: E402
+from sam3dlib.modeling.factory import torch_dtype  # noqa: E402
 
 GB = 1e9
 # the decoder and loss as the paper's code runs them; ours are StepSpec's defaults
@@ -447,8 +448,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         save()
 
     n = 4096 if device.type == "cuda" else 1024
-    peaks = {name: bl.matmul_peak(device, dt or torch.float32, n, 1.0 if dt is None else 0.5)
-             for name, dt in bl.DTYPES.items()}
+    peaks = {name: bl.matmul_peak(device, torch_dtype(name) or torch.float32, n, 1.0 if name == "float32" else 0.5)
+             for name in bl.DTYPE_NAMES}
     report["matmul_peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}
     report["dtype_choice"] = dtypes = probe_dtypes(args, s, device, peaks)
     save()

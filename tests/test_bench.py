@@ -93,8 +93,44 @@ def test_unknown_dataset_is_a_clear_error(bench, tmp_path):
         bench.main(["--out", str(tmp_path), "--datasets", "nope", "--no-subprocess"])
 
 
-def test_isinstance_kept(lib):
-    from sam3dlib.modeling.encoders import build_image_encoder
-    from sam3dlib.modeling.fast_attention import enable_fast_attention
+@pytest.mark.parametrize("fast", [True, False])
+def test_encoder_throughput_runs_the_attention_it_names(lib, monkeypatch, fast):
+    """Item 3's variants time fast attention only where the label says so (SAM's own otherwise)."""
+    from sam3dlib.modeling.fast_attention import fast_attention_enabled
 
-    assert isinstance(enable_fast_attention(build_image_encoder("vit_tiny", (32, 32))), ImageEncoderViT)
+    seen = []
+
+    def fake_encode(encoder, volume, chunk, dtype):
+        assert isinstance(encoder, ImageEncoderViT)  # the segment-anything encoder, patched in place
+        seen.append(fast_attention_enabled(encoder))
+        return torch.zeros(1)
+
+    monkeypatch.setattr(lib, "encode_slices", fake_encode)
+    lib.run_step_spec(lib.StepSpec("encoder", encoder="vit_tiny", hw=(32, 32), device="cpu", slices=1, reps=1,
+                                   warmup=False, fast_attention=fast, reuse_host_memory=False))
+    assert seen == [fast]
+
+
+def test_step_is_the_trainers_update_with_the_configs_values(lib, monkeypatch):
+    """The timed step is training.step.decoder_update with the step config's clip, optimizer and loss."""
+    from sam3dlib.config import get_config
+    from sam3dlib.training import step as training_step
+
+    spec = lib.StepSpec("floor", dataset="synapse", batch=1, depth=1, hw=(32, 32), encoder="vit_tiny", device="cpu",
+                        reps=1, reuse_host_memory=False)
+    paper, config = get_config("table1_synapse", "paper"), lib.step_config(spec)
+    for key in ("grad_clip", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_dice", "squared_dice"):
+        assert getattr(config, key) == getattr(paper, key), key
+    calls = []
+
+    def spy(net, features, target, optimizer, loss_fn, grad_clip, dtype=None):
+        calls.append((optimizer, loss_fn, grad_clip))
+        return training_step.decoder_update(net, features, target, optimizer, loss_fn, grad_clip, dtype)
+
+    monkeypatch.setattr(lib, "decoder_update", spy)
+    monkeypatch.setattr(lib, "step_config", lambda _: config.replace(grad_clip=3.0, momentum=0.5))
+    lib.run_step_spec(spec)
+    assert len(calls) == 2  # the warm-up step and the timed one
+    optimizer, loss_fn, grad_clip = calls[-1]
+    assert grad_clip == 3.0 and optimizer.defaults["momentum"] == 0.5  # taken from the config, not constants
+    assert loss_fn.loss.batch_dice is True  # Synapse trains with Dice over the batch

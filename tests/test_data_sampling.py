@@ -11,7 +11,7 @@ import torch
 
 from sam3dlib.data import augment as A
 from sam3dlib.data.prepare import prepare_dataset
-from sam3dlib.data.sampling import (PatchDataset, crop_pad, force_foreground, make_loader, sample_patch_location)
+from sam3dlib.data.sampling import PatchDataset, crop_pad, force_foreground, sample_patch_location
 from sam3dlib.data.phantoms import write_phantom
 
 
@@ -31,9 +31,19 @@ def test_items_deterministic_from_seed_and_index(store):
 
 
 def test_loader_workers_do_not_change_items(store):
-    ds = PatchDataset(store, store.case_ids, (8, 32, 32), batch_size=2, iterations=3, seed=1)
-    serial = list(make_loader(ds, num_workers=0))
-    parallel = list(make_loader(ds, num_workers=2))
+    """The trainer's loader (online mode: image patches, moreDA) gives the same batches with workers."""
+    from sam3dlib.config import get_config
+    from sam3dlib.training.data import TRAIN_STREAM, epoch_loader
+    from sam3dlib.training.distributed import DistContext
+    from sam3dlib.training.feature_source import OnlineEncoder
+
+    def batches(workers: int) -> list[dict]:
+        cfg = get_config("table3_lung", "smoke", encoder_mode="online", patch_size=(8, 32, 32), num_workers=workers)
+        return list(epoch_loader(cfg, OnlineEncoder(cfg), store, store.case_ids, 3, 0, TRAIN_STREAM, DistContext(),
+                                 augment=True))
+
+    serial, parallel = batches(0), batches(2)
+    assert len(serial) == len(parallel) == 3 and serial[0]["image"].shape == (2, 1, 8, 32, 32)
     for s, p in zip(serial, parallel):
         assert s["case_id"] == p["case_id"] and torch.equal(s["label"], p["label"])
         assert torch.allclose(s["image"], p["image"], atol=1e-4)  # float rounding may differ by thread count

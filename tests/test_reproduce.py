@@ -11,9 +11,9 @@ import pytest
 
 from sam3dlib.study import report
 from sam3dlib.cli import main as cli_main
+from sam3dlib.utils.finished import FINISHED, mark_finished
 from sam3dlib.study.reproduce import (
     CHECKPOINT_URL,
-    DONE_FILE,
     MissingInputError,
     check_inputs,
     ensure_phantom_data,
@@ -81,7 +81,7 @@ def test_run_dirs_never_overwrite_finished_runs(tmp_path):
     assert first == out / "runs" / "smoke-seeds0-abc"
     first.mkdir(parents=True)
     assert select_run_dir(out, "smoke-seeds0-abc") == first  # unfinished: redone in place
-    (first / DONE_FILE).write_text("{}")
+    mark_finished(first, {})
     with pytest.raises(FileExistsError, match="already holds a finished run.*--force"):
         select_run_dir(out, "smoke-seeds0-abc")
     assert select_run_dir(out, "smoke-seeds0-abc", force=True) == out / "runs" / "smoke-seeds0-abc-2"
@@ -115,7 +115,7 @@ def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     latest = tmp_path / "results" / "table1" / "latest"
     run = latest.resolve()
-    assert (run / "01_synapse_table1.ipynb").is_file() and (run / DONE_FILE).is_file()
+    assert (run / "01_synapse_table1.ipynb").is_file() and (run / FINISHED).is_file()
     table = pd.read_csv(run / "table1.csv", dtype={"table": str})
     assert list(table.columns) == report.ALL_COLUMNS
     assert "SAM3D" in set(table["method"]) and "UNETR++" in set(table["method"])  # paper rows
@@ -128,7 +128,7 @@ def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
     assert {"dsc_bars.png", "params_vs_dsc.png", "training_curves.png", "overlays.png"} <= {p.name for p in (run / "figures").iterdir()}
     per_case = pd.read_csv(run / "per_case.csv")
     assert {"case_id", "region", "metric", "value", "seed"} <= set(per_case.columns)
-    assert json.loads((run / DONE_FILE).read_text())["profile"] == "smoke"
+    assert json.loads((run / FINISHED).read_text())["profile"] == "smoke"
     assert sorted(p.name for p in notebooks_dir().iterdir()) == before  # nothing written into notebooks/
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode != 0 and "already holds a finished run" in again.stderr
