@@ -88,3 +88,32 @@ def test_settings_change_gives_another_store(built):
     assert other.root != cache.root
     seeded = FeatureCache(cfg.cache_dir, cache_settings(cfg.replace(seed=1), model))
     assert seeded.root != cache.root  # a random encoder depends on the seed
+
+
+def test_cached_patches_oversample_from_the_data_layers_voxels():
+    """One foreground-voxel implementation and cap for image and feature patches (data.sampling)."""
+    from types import SimpleNamespace
+
+    from sam3dlib.data.sampling import MAX_LOCATIONS_PER_CLASS, PatchDataset
+
+    label = np.zeros((12, 40, 40), np.uint8)
+    label[:, 4:36, 4:36] = 1  # 12 288 voxels of class 1: more than the cap
+    label[5, 10, 10] = 2
+
+    class Store:
+        root, case_ids = "in-memory", ["a"]
+
+        def label(self, case_id):
+            return label
+
+        def image(self, case_id):
+            return np.zeros((1, *label.shape), np.float32)
+
+    fake_cache = SimpleNamespace(settings=SimpleNamespace(crop_hw=(32, 32)))
+    cached = CachedPatchDataset(fake_cache, Store(), ["a"], (8, 32, 32), 2, 1)
+    image = PatchDataset(Store(), ["a"], (8, 32, 32), 2, 1, augment=False)
+    locations = cached.locations("a")
+    assert sorted(locations) == [1, 2] and len(locations[1]) == MAX_LOCATIONS_PER_CLASS
+    for cls in (1, 2):
+        np.testing.assert_array_equal(locations[cls], image.locations("a")[cls])
+        assert (label[tuple(locations[cls].T)] == cls).all()

@@ -84,3 +84,63 @@ def test_online_mode_trains(synapse_store, tmp_path, one_thread):
 def test_wrong_dataset_is_refused(synapse_store, tmp_path):
     with pytest.raises(ValueError, match="holds 'synapse' data"):
         train(get_config("table2_acdc", "smoke"), synapse_store, tmp_path / "x", progress=False)
+
+
+@pytest.mark.parametrize("mode", ["online", "cached"])
+def test_encoder_runs_every_step_only_online(synapse_store, tmp_path, monkeypatch, one_thread, mode):
+    """The feature source chosen from encoder_mode: online encodes each batch, cached never does."""
+    from sam3dlib.modeling.sam3d import SAM3D
+    from sam3dlib.training.feature_source import CachedFeatures, OnlineEncoder, feature_source
+
+    calls = []
+    encode = SAM3D.encode
+    monkeypatch.setattr(SAM3D, "encode", lambda self, volume: calls.append(volume.shape) or encode(self, volume))
+    cfg = tiny_config(encoder_mode=mode, epochs=1, iterations_per_epoch=2, val_iterations=1,
+                      cache_dir=str(tmp_path / "cache"))
+    source = feature_source(cfg, synapse_store)
+    assert isinstance(source, OnlineEncoder if mode == "online" else CachedFeatures) and source.mode == mode
+    train(cfg, synapse_store, tmp_path / "run", progress=False)
+    assert len(calls) == (3 if mode == "online" else 0)  # 2 training steps + 1 validation batch
+    assert (tmp_path / "cache").is_dir() == (mode == "cached")
+
+
+def test_one_finished_marker(synapse_store, tmp_path, one_thread, capsys):
+    """finished.json alone marks a finished run: the trainer writes it last, predict warns without it."""
+    import warnings
+
+    from sam3dlib.cli import main
+    from sam3dlib.inference.predictor import UnfinishedRunWarning, load_run
+    from sam3dlib.study.experiment import is_scored
+    from sam3dlib.utils.finished import FINISHED, is_finished
+
+    cfg = tiny_config(epochs=2, iterations_per_epoch=1, cache_dir=str(tmp_path / "cache"))
+    run = train(cfg, synapse_store, tmp_path / "run", progress=False, max_epochs=1)
+    assert (run / "checkpoints" / "latest.pt").is_file() and not is_finished(run)
+    with pytest.warns(UnfinishedRunWarning, match="unfinished training run.*epoch 1 of 2"):
+        assert not load_run(run, "cpu", "latest").finished
+    store = PreparedDataset(synapse_store)
+    scan = store.properties(store.split("paper").test[0])["image_files"][0]
+    argv = ["predict", "--run", str(run), "-i", scan, "-o", str(tmp_path / "seg.nii.gz"), "--device", "cpu"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "sam3d predict: warning:" in err and "unfinished" in err and "Traceback" not in err
+
+    train(cfg, synapse_store, run, resume=True, progress=False)
+    assert is_finished(run) and json.loads((run / FINISHED).read_text())["epochs"] == 2
+    assert not is_scored(run)  # trained, test cases not scored yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnfinishedRunWarning)
+        assert load_run(run, "cpu").finished
+    assert main(argv) == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_smoke_experiment_is_finished_and_scored(smoke_run):
+    from sam3dlib.study.experiment import RESULTS_FILE, is_scored
+
+    run = smoke_run["run"]
+    assert is_scored(run)
+    (run / RESULTS_FILE).rename(run / "results.moved")
+    try:
+        assert not is_scored(run)  # killed during evaluation: scored again on resume
+    finally:
+        (run / "results.moved").rename(run / RESULTS_FILE)
