@@ -1,4 +1,4 @@
-"""torch.distributed helpers: one process per GPU under ``torchrun``, gloo on CPU."""
+"""The ``torchrun`` process group (one process per GPU, gloo on CPU) and each rank's share of a batch."""
 from __future__ import annotations
 
 import os

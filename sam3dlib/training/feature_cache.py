@@ -1,4 +1,5 @@
-"""On-disk float16 store of frozen-encoder features (``encoder_mode="cached"``).
+"""The on-disk float16 store of frozen-encoder features behind cached mode
+(:class:`~sam3dlib.training.feature_source.CachedFeatures` builds and reads it).
 
 The SAM encoder is built at the crop's in-plane size (H, W) and its position embeddings
 depend on that size, so the features of a crop can only be reproduced by encoding exactly

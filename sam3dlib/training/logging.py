@@ -1,4 +1,4 @@
-"""Per-epoch CSV log and the training-curve figure."""
+"""A run's per-epoch ``log.csv`` and its ``training_curve.png``."""
 from __future__ import annotations
 
 import io

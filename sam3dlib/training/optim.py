@@ -1,4 +1,4 @@
-"""The paper's optimizer and poly learning-rate schedule for a config."""
+"""The optimizer of a config (the paper's SGD) and its poly learning-rate schedule."""
 from __future__ import annotations
 
 import torch

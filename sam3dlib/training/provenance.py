@@ -1,4 +1,4 @@
-"""What produced a run: config, code version, packages, encoder checkpoint, device, data."""
+"""A run's ``provenance.json``: config, code version, packages, encoder checkpoint, device, data."""
 from __future__ import annotations
 
 import datetime as _dt

@@ -113,7 +113,7 @@ class Trainer:
 
     def build(self) -> None:
         """Device, model, run files (config, dataset meta, provenance), DDP, optimizer, loss."""
-        config, ctx, run = self.config, self.ctx, self.run
+        config, ctx = self.config, self.ctx
         self.device = resolve_device(config.device, ctx.local_rank if ctx.initialized else None)
         reuse_freed_host_memory(self.device.type)
         self.pin = self.device.type == "cuda"  # page-locked batches make the non-blocking copies asynchronous
