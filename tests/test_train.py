@@ -75,7 +75,7 @@ def test_resume_equals_uninterrupted(synapse_store, tmp_path, one_thread):
 
 
 def test_online_mode_trains(synapse_store, tmp_path, one_thread):
-    cfg = tiny_config(encoder_mode="online", epochs=1, iterations_per_epoch=1)
+    cfg = tiny_config(encoder_mode="online", epochs=1, iterations_per_epoch=1, cache_dir=str(tmp_path / "cache"))
     run = train(cfg, synapse_store, tmp_path / "online", progress=False)
     log = pd.read_csv(run / "log.csv")
     assert len(log) == 1 and np.isfinite(log["train_loss"][0]) and not (tmp_path / "cache").exists()
