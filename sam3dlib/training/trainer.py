@@ -56,6 +56,12 @@ class Trainer:
     Use :func:`train`; the steps are methods so that each does one job and can be tested
     or timed alone (the benchmark times :func:`~sam3dlib.training.step.decoder_update`,
     which :meth:`step` calls).
+
+    Attributes set by the setup steps: ``store``, ``split``, ``train_ids``, ``val_ids``,
+    ``missing`` (:meth:`load_data`); ``resuming`` (:meth:`open_run`); ``device``, ``model``,
+    ``decoder``, ``net`` (the decoder or its DDP wrapper), ``optimizer``, ``loss_fn``,
+    ``dtype`` (:meth:`build`). Progress: ``history``, ``start_epoch``, ``best``,
+    ``best_epoch``, ``ema`` (the smoothed validation Dice that picks ``best.pt``).
     """
 
     def __init__(self, config: ExperimentConfig, data_dir: str | os.PathLike, run: str | os.PathLike,
