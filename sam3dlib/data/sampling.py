@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 from sam3dlib.data.augment import Augmenter, apply_spatial, draw_spatial, input_size, mirror
 from sam3dlib.data.store import PreparedDataset
 
+#: foreground voxels kept per class and case for oversampling (a fixed-seed subsample), for
+#: image patches and the training layer's cached-mode feature patches alike
 MAX_LOCATIONS_PER_CLASS = 10000
 
 
