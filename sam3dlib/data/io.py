@@ -125,6 +125,11 @@ def axcodes_of(affine: np.ndarray, path: str | Path = "array") -> str:
     return "".join(codes)
 
 
+def read_header_shape(path: str | Path) -> tuple[int, ...]:
+    """Array shape of a NIfTI file, reading its header only."""
+    return tuple(int(n) for n in _load(Path(path)).shape)
+
+
 def read_axcodes(path: str | Path) -> str:
     """:func:`axcodes_of` a NIfTI file's affine, reading its header only."""
     path = Path(path)

@@ -186,7 +186,7 @@ def _curve_title(config: ExperimentConfig, model: SAM3D, phantom: bool) -> str:
 
 def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
           progress: bool = True, max_epochs: int | None = None, force: bool = False,
-          allow_missing_cases: bool = False) -> Path:
+          allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> Path:
     """Train SAM3D's decoder as the paper's code does; write the run directory.
 
     Args:
@@ -201,6 +201,8 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
             Without it a finished run is never overwritten.
         allow_missing_cases: train although the store (real data, not a phantom) lacks cases
             that the shipped split lists; they are recorded in ``provenance.json``.
+        allow_missing_labels: leave out train/val cases whose label is missing (recorded in
+            ``provenance.json`` ``dropped_unlabelled_cases``); without it they are an error.
 
     Returns:
         The run directory.
@@ -216,13 +218,14 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
     ctx = init_distributed(config.device)
     try:
         return _train(config, Path(data_dir), Path(out_dir), resume, progress, max_epochs, ctx, force,
-                      allow_missing_cases)
+                      allow_missing_cases, allow_missing_labels)
     finally:
         ctx.close()
 
 
 def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, progress: bool,
-           max_epochs: int | None, ctx: DistContext, force: bool = False, allow_missing_cases: bool = False) -> Path:
+           max_epochs: int | None, ctx: DistContext, force: bool = False, allow_missing_cases: bool = False,
+           allow_missing_labels: bool = False) -> Path:
     from sam3dlib.data.store import PreparedDataset
 
     store = PreparedDataset(data_dir)
@@ -238,8 +241,8 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
             "comparable to the paper. Prepare the missing cases, or pass --allow-missing-cases "
             "(allow_missing_cases=True) to train on the cases present"
         )
-    train_ids = [c for c in split.train if store.label(c) is not None]
-    val_ids = [c for c in split.val if store.label(c) is not None]
+    train_ids, no_label = store.labelled_cases(list(split.train), "train", allow_missing_labels)
+    val_ids, no_label_val = store.labelled_cases(list(split.val), "val", allow_missing_labels)
     if not train_ids:
         raise ValueError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
     check_output_dir(run, "run folder (--out)")
@@ -265,6 +268,7 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
         atomic_write_json(run / "dataset_meta.json", store.meta)
         prov = provenance.collect(config, model, device, store, split, ctx.world_size)
         prov["missing_split_cases"] = missing
+        prov["dropped_unlabelled_cases"] = {"train": no_label, "val": no_label_val}
         atomic_write_text(run / "provenance.json", provenance.dumps(prov) + "\n")
     decoder = model.decoder
     net: torch.nn.Module = decoder
