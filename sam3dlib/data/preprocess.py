@@ -373,15 +373,28 @@ def restore_label(label_zyx: np.ndarray, properties: dict) -> np.ndarray:
     return np.ascontiguousarray(reorient(out, properties.get("orientation", own), own) if own else out)
 
 
-def save_label_nifti(label: np.ndarray, properties: dict, path: str | Path) -> Path:
+def save_label_nifti(label: np.ndarray, properties: dict, path: str | Path, prepared: bool = False) -> Path:
     """Write a label map as NIfTI carrying the input's header (:func:`~sam3dlib.data.io.save_label_like`).
 
-    ``label`` is either already on the original grid (shape ``original_shape``) or on the prepared
-    grid / class scores, in which case :func:`restore_label` is applied first. Properties without
-    ``nifti_header`` (nnU-Net v1 input, older stores) get ``original_affine`` as qform and sform.
+    Args:
+        label: a label map on the input file's own grid (shape ``original_shape``); with
+            ``prepared=True`` a label map on the prepared grid; or class scores ``K x D x H x W``.
+            Prepared-grid maps and scores go through :func:`restore_label` first. (A shape alone
+            cannot tell the grids apart: a file stored z, y, x has the prepared axis order.)
+        properties: the case's properties.
+        path: the output file.
+
+    Raises:
+        ValueError: a label meant for the original grid does not have its shape.
+
+    Properties without ``nifti_header`` (nnU-Net v1 input, older stores) get ``original_affine``
+    as qform and sform.
     """
     label = np.asarray(label)
-    if label.ndim != 3 or list(label.shape) != [int(s) for s in properties["original_shape"]]:
+    if prepared or label.ndim == 4:
         label = restore_label(label, properties)
+    elif list(label.shape) != [int(s) for s in properties["original_shape"]]:
+        raise ValueError(f"save_label_nifti: label shape {label.shape} is not the input's {properties['original_shape']}; "
+                         "pass prepared=True for a label on the prepared grid")
     geometry = properties.get("nifti_header") or affine_geometry(np.asarray(properties["original_affine"]))
     return save_label_like(label, geometry, path)
