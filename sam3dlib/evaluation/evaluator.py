@@ -80,9 +80,8 @@ def pair_cases(pred: Mapping[str, Path], gt: Mapping[str, Path]) -> dict[str, tu
 
 def resample_to_grid(label: NiftiVolume, reference: NiftiVolume) -> np.ndarray:
     """``label``'s map on ``reference``'s voxel grid, nearest neighbour (0 outside ``label``'s field of view)."""
-    from nibabel.processing import resample_from_to
-
     import nibabel as nib
+    from nibabel.processing import resample_from_to
 
     src = nib.Nifti1Image(label.data, label.affine)
     out = resample_from_to(src, (reference.data.shape, reference.affine), order=0, mode="constant", cval=0)
