@@ -148,7 +148,8 @@ def predict_case(loaded: LoadedRun, image: np.ndarray, properties: dict, progres
 
 def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike | Sequence[str | os.PathLike],
                  out_path: str | os.PathLike, device: str = "auto", progress: bool = False) -> Path:
-    """Segment one scan and write the label NIfTI with the input's affine and shape.
+    """Segment one scan and write the label NIfTI on the input's own grid with the input's header
+    (qform, sform, codes, pixdim, units; :func:`sam3dlib.data.preprocess.save_label_nifti`).
 
     Args:
         run: a run directory or a :func:`load_run` result.
@@ -196,12 +197,15 @@ def group_inputs(folder: str | os.PathLike, num_channels: int = 1) -> dict[str, 
     if not files:
         raise FileNotFoundError(f"no .nii.gz/.nii files in input folder {folder}")
     cases: dict[str, list[Path]] = {}
+    channel_files: set[str] = set()  # cases formed by the _NNNN rule
     for p in files:
         stem = nifti_stem(p.name)
         m = _CHANNEL.match(stem) if num_channels > 1 else None
         case_id = m.group("case") if m else stem
-        if case_id in cases and (not m or not _CHANNEL.match(nifti_stem(cases[case_id][0].name))):
+        if case_id in cases and not (m and case_id in channel_files):  # x.nii + x.nii.gz, or X.nii.gz + X_0000
             raise ValueError(f"{folder}: {cases[case_id][0].name} and {p.name} both name case {case_id}")
+        if m:
+            channel_files.add(case_id)
         cases.setdefault(case_id, []).append(p)
     problems = [msg for case_id, paths in cases.items() if (msg := _channel_problem(case_id, paths, num_channels))]
     if problems:
