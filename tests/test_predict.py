@@ -158,3 +158,19 @@ def test_predict_output_carries_an_acdc_style_header(smoke_run, synapse_store, t
     hi, ho = nib.load(tmp_path / "acdc_like.nii.gz").header, nib.load(out).header
     for field in ("pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "quatern_b", "qoffset_x"):
         np.testing.assert_array_equal(ho[field], hi[field], err_msg=field)
+
+
+def test_test_case_without_label_is_not_silently_left_out(smoke_run, synapse_store, tmp_path):
+    """Issue 14 C: a deleted test label made the summary score 1 of 2 cases, silently."""
+    from _fixtures_train import copy_store
+
+    from sam3dlib.data.store import MissingLabelError, case_paths
+    from sam3dlib.study.experiment import evaluate_run
+
+    store = PreparedDataset(copy_store(synapse_store, tmp_path / "store"))
+    dropped = _test_cases(store)[0]
+    case_paths(store.root, dropped)["label"].unlink()
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run["run"], run)
+    with pytest.raises(MissingLabelError, match=rf"1 test case\(s\) of the split have no label: {dropped}"):
+        evaluate_run(run, store.root, device="cpu", progress=False)
