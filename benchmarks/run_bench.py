@@ -12,7 +12,9 @@ Measures, with a random-weight checkpoint in the official format written by this
    measured matmul peak;
 4. ``make demo`` / test-suite wall time (only with ``--with-make``);
 5. peak memory per step (process RSS and live tensor bytes) and the largest batch fitting
-   11 GB / 80 GB (a linear fit of the tensor peaks).
+   11 GB / 80 GB (a linear fit of the tensor peaks);
+6. peak memory added by exporting one 14-class 512 x 512 x 147 prediction, before (all classes
+   resampled at once) and now (class by class), ``benchmarks/bench_export.py``.
 
 Usage::
 
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+import bench_export  # noqa: E402
 import bench_lib as bl  # noqa: E402
 from sam3dlib.data.specs import get_spec  # noqa: E402
 from sam3dlib.modeling.factory import torch_dtype  # noqa: E402
@@ -408,6 +411,11 @@ def markdown(report: dict[str, Any]) -> str:
             ("paper_code_days", "the paper's code (baseline step)"), ("online_days", "ours, online"),
             ("cached_days", "ours, cached features")) if key in sch]
         lines += [f"- {sch['note']}", ""]
+    if report.get("export_memory"):
+        lines += ["## 6. Peak memory of exporting one prediction (14 classes, 512 x 512 x 147)", "",
+                  bench_export.markdown(report["export_memory"]), "",
+                  "Added peak RSS: the process's peak after the export minus before it (the scores are held "
+                  "before); see benchmarks/bench_export.py for the case.", ""]
     lines += ["## 4. `make demo` and test suite", ""]
     mk = report.get("make", {})
     lines += [f"- {k}: {v['seconds']:.0f} s (rc {v['returncode']})" for k, v in mk.items() if isinstance(v, dict)]
@@ -468,6 +476,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     item("memory", lambda: item5_memory(report.get("step_vs_baseline"), report.get("cached_vs_online") or {}))
     item("schedule", lambda: schedule_estimate(report.get("step_vs_baseline"), report.get("cached_vs_online") or {}))
+    export_scale = 0.05 if args.hw else 0.25 if args.quick else 1.0  # --hw: the tests' tiny sizes
+    item("export_memory", lambda: bench_export.run_all(export_scale, in_process=args.no_subprocess))
     item("make", lambda: item4_make(args))
     report["loadavg_end"] = bl.loadavg()
     save(final=True)

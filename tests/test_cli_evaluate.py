@@ -13,6 +13,7 @@ from medpy.metric import binary as medpy_binary
 
 from sam3dlib.cli import UserError, main
 from sam3dlib.cli import evaluate as cli_evaluate
+from sam3dlib.evaluation.evaluator import case_id_from_filename
 
 SPACING = (0.8, 0.8, 2.5)  # NIfTI (x, y, z)
 
@@ -63,7 +64,7 @@ def _run(argv: list[str]) -> int:
     ],
 )
 def test_case_id_from_filename(name: str, case_id: str) -> None:
-    assert cli_evaluate.case_id_from_filename(name) == case_id
+    assert case_id_from_filename(name) == case_id
 
 
 def test_evaluate_writes_per_case_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -94,15 +95,17 @@ def test_evaluate_strict_uses_gt_spacing_and_counts_nan(tmp_path: Path, capsys: 
     argv = ["evaluate", "acdc", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out), "--convention", "both"]
     assert _run(argv) == 0
     row = pd.read_csv(out / "per_case.csv").set_index(["case_id", "region", "metric"])["value"]
-    assert row[("patient001_frame01", "RV", "HD95")] == 0.0
-    assert math.isnan(row[("patient001_frame01", "RV", "HD95_strict")])
+    assert row[("patient001_frame01", "RV", "HD95")] == 0.0  # the authors' convention, as they defined it
+    diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(gt.shape, SPACING)))
+    assert row[("patient001_frame01", "RV", "HD95_strict")] == pytest.approx(diagonal)  # a miss is a failure
+    assert row[("patient001_frame01", "RV", "missed")] == 1.0
     assert row[("patient001_frame01", "LV", "HD95_strict")] == pytest.approx(
         medpy_binary.hd95(pred == 3, gt == 3, voxelspacing=SPACING)
     )
     summary = pd.read_csv(out / "summary.csv").set_index(["region", "metric"])
-    assert summary.loc[("RV", "HD95_strict"), "n_nan"] == 1
-    assert summary.loc[("RV", "HD95"), "n_nan"] == 0
-    assert "1 of 2 cases NaN" in capsys.readouterr().out
+    assert summary.loc[("RV", "HD95_strict"), "n_nan"] == 0
+    assert summary.loc[("RV", "missed"), "mean"] == 0.5
+    assert "RV: missed in 1 of 2 cases" in capsys.readouterr().out
 
 
 def test_missing_cases_are_named(tmp_path: Path) -> None:
@@ -120,3 +123,38 @@ def test_main_reports_user_error_as_one_line_exit_2(tmp_path: Path, capsys: pyte
     code = main(["evaluate", "acdc", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "patient001_frame01" in err and "(12, 12, 4)" in err
+
+
+def _flipped_copy(path: Path, out: Path) -> None:
+    """The same physical label map stored with its x axis reversed (affine adjusted)."""
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)[::-1]
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1, data.shape[0] - 1
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), img.affine @ flip), str(out))
+
+
+def test_prediction_on_another_grid_is_refused_or_resampled(tmp_path: Path) -> None:
+    """Issue 14 F: a physically identical but flipped prediction was compared voxel by voxel (DSC 0.13)."""
+    pred_dir, gt_dir, cases = _folders(tmp_path, n=1)
+    case_id = "patient001_frame01"
+    _flipped_copy(gt_dir / f"{case_id}_gt.nii.gz", pred_dir / f"{case_id}.nii.gz")  # perfect, stored flipped
+    argv = ["evaluate", "acdc", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "o")]
+    with pytest.raises(UserError, match=r"(?s)not on the voxel grid.*prediction affine differs.*ground truth:"):
+        _run(argv)
+    assert not (tmp_path / "o" / "per_case.csv").exists()
+    assert _run([*argv, "--resample-to-gt"]) == 0
+    dsc = pd.read_csv(tmp_path / "o" / "per_case.csv").query("metric == 'DSC'")["value"]
+    assert (dsc == 1.0).all()
+
+
+def test_non_integer_label_is_refused_by_evaluate(tmp_path: Path) -> None:
+    """Issue 14 B: one reader; a label map holding 2.6 is refused with the file and the value."""
+    pred_dir, gt_dir, cases = _folders(tmp_path, n=1)
+    pred, _ = cases["patient001_frame01"]
+    bad = pred.astype(np.float32)
+    bad[bad == 2] = 2.6
+    nib.save(nib.Nifti1Image(bad, np.diag([*SPACING, 1.0])), str(pred_dir / "patient001_frame01.nii.gz"))
+    assert main(["evaluate", "acdc", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(ValueError, match=r"patient001_frame01.nii.gz: 1 non-integer label value.*2\.6"):
+        _run(["evaluate", "acdc", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "o")])

@@ -68,7 +68,7 @@ def test_round_trip_to_original_geometry(prepared, ds, tmp_path):
         assert np.array_equal(restore_label(onehot, props), back) or props["separate_axis"] is not None
     assert exact >= len(store.case_ids) // 2
     cid = store.case_ids[0]
-    out = save_label_nifti(np.asarray(store.label(cid)), store.properties(cid), tmp_path / "pred.nii.gz")
+    out = save_label_nifti(np.asarray(store.label(cid)), store.properties(cid), tmp_path / "pred.nii.gz", prepared=True)
     written, orig = nib.load(out), nib.load(store.properties(cid)["label_file"])
     assert np.allclose(written.affine, orig.affine) and written.shape == orig.shape
 

@@ -57,14 +57,16 @@ def _mask(*voxels: tuple[int, int, int]) -> np.ndarray:
 
 
 EMPTY, ONE = _mask(), _mask((1, 2, 3))
+#: strict HD95 of a missed/spurious structure: the image diagonal in mm (unit spacing here)
+DIAGONAL = math.sqrt(sum(n * n for n in EMPTY.shape))
 #: (pred, gt, convention, expected DSC, expected HD95); NaN means NaN
 EMPTY_CASES = [
     (EMPTY, EMPTY, "paper", 1.0, 0.0),
     (ONE, EMPTY, "paper", 0.0, 0.0),
     (EMPTY, ONE, "paper", 0.0, 0.0),
     (EMPTY, EMPTY, "strict", 1.0, math.nan),
-    (ONE, EMPTY, "strict", 0.0, math.nan),
-    (EMPTY, ONE, "strict", 0.0, math.nan),
+    (ONE, EMPTY, "strict", 0.0, DIAGONAL),
+    (EMPTY, ONE, "strict", 0.0, DIAGONAL),
     (ONE, ONE, "strict", 1.0, 0.0),
 ]
 
@@ -74,6 +76,23 @@ def test_empty_mask_conventions(pred, gt, convention, dsc, hd) -> None:
     assert metrics.dice(pred, gt) == dsc
     value = metrics.hd95(pred, gt, spacing=(1.0, 1.0, 1.0), convention=convention)
     assert math.isnan(value) if math.isnan(hd) else value == hd
+
+
+def test_strict_hd95_never_improves_by_missing() -> None:
+    """Issue 14 F: under the strict convention a missed structure must not lower the mean HD95
+    (it scored NaN and was left out of the mean, so missing a spleen improved the average)."""
+    spec = get_spec("lung")
+    gt = np.zeros((6, 6, 6), np.int16)
+    gt[1:4, 1:4, 1:4] = 1
+    near = np.zeros_like(gt)
+    near[1:4, 1:4, 2:5] = 1  # found, 1 mm off
+    cases = {"found": metrics.evaluate_case(near, gt, spec, spacing=(1.0, 1.0, 1.0), convention="strict"),
+             "missed": metrics.evaluate_case(np.zeros_like(gt), gt, spec, spacing=(1.0, 1.0, 1.0), convention="strict")}
+    summary = metrics.aggregate(metrics.per_case_frame(cases), spec).set_index(["region", "metric"])
+    only_found = cases["found"]["tumour"]["HD95"]
+    assert summary.loc[("tumour", "HD95"), "mean"] > only_found
+    assert summary.loc[("tumour", "HD95"), "n_nan"] == 0
+    assert summary.loc[("tumour", "missed"), "mean"] * summary.loc[("tumour", "missed"), "n_cases"] == 1
 
 
 def test_hd95_units_voxels_vs_mm() -> None:
@@ -124,9 +143,14 @@ def test_evaluate_case_conventions() -> None:
     both = metrics.evaluate_case(pred, gt, spec, spacing=(2.0, 1.0, 1.0), convention="both")["tumour"]
     assert paper["HD95"] == pytest.approx(medpy_binary.hd95(pred, gt))
     assert strict["HD95"] == pytest.approx(medpy_binary.hd95(pred, gt, voxelspacing=(2.0, 1.0, 1.0)))
-    assert both == {"DSC": paper["DSC"], "HD95": paper["HD95"], "HD95_strict": strict["HD95"]}
+    assert both == {"DSC": paper["DSC"], "HD95": paper["HD95"], "HD95_strict": strict["HD95"],
+                    "missed": 0.0, "spurious": 0.0}
     missed = metrics.evaluate_case(np.zeros_like(gt), gt, spec, spacing=(2.0, 1.0, 1.0), convention="both")
-    assert missed["tumour"]["HD95"] == 0.0 and math.isnan(missed["tumour"]["HD95_strict"])
+    diagonal = math.sqrt((5 * 2.0) ** 2 + 6 ** 2 + 7 ** 2)
+    assert missed["tumour"]["HD95"] == 0.0 and missed["tumour"]["HD95_strict"] == pytest.approx(diagonal)
+    assert missed["tumour"]["missed"] == 1.0 and missed["tumour"]["spurious"] == 0.0
+    spurious = metrics.evaluate_case(gt, np.zeros_like(gt), spec, spacing=(2.0, 1.0, 1.0), convention="strict")
+    assert spurious["tumour"]["HD95"] == pytest.approx(diagonal) and spurious["tumour"]["spurious"] == 1.0
     with pytest.raises(ValueError, match="spacing"):
         metrics.evaluate_case(pred, gt, spec, convention="strict")
     with pytest.raises(TypeError, match="float64"):

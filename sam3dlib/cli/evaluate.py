@@ -2,85 +2,20 @@
 
 Cases are paired by case id taken from the file names (not by sorted position as in the
 authors' scripts): ``_gt`` suffixes are stripped (ACDC ``patient001_frame01_gt``) and a
-``label`` prefix becomes ``img`` (Synapse ``label0001`` vs ``img0001``).
+``label`` prefix becomes ``img`` (Synapse ``label0001`` vs ``img0001``). A prediction must lie
+on its ground truth's voxel grid (same shape and affine); otherwise it is refused, or resampled
+onto it (nearest neighbour) with ``--resample-to-gt``.
 """
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-import pandas as pd
-
-from sam3dlib.evaluation import metrics
 from sam3dlib.cli import UserError
-from sam3dlib.data.io import load_label_nifti
-from sam3dlib.utils.fileio import atomic_write_text, check_output_dir
 from sam3dlib.data.specs import DATASETS, get_spec
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def case_id_from_filename(name: str) -> str:
-    """Case id of a prediction or ground-truth file name.
-
-    ``label0001.nii.gz`` -> ``img0001``; ``patient001_frame01_gt.nii.gz`` ->
-    ``patient001_frame01``; ``BRATS_001.nii.gz`` -> ``BRATS_001``.
-    """
-    stem = name
-    for suffix in NIFTI_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    stem = re.sub(r"_gt$", "", stem)
-    return re.sub(r"^label(?=\d)", "img", stem)
-
-
-def find_cases(folder: Path, role: str) -> dict[str, Path]:
-    """``{case_id: path}`` of the NIfTI files directly in ``folder``."""
-    if not folder.is_dir():
-        raise UserError(f"{role} folder {folder} does not exist or is not a folder")
-    cases: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or not path.name.endswith(NIFTI_SUFFIXES):
-            continue
-        case_id = case_id_from_filename(path.name)
-        if case_id in cases:
-            raise UserError(f"{role} files {cases[case_id].name} and {path.name} both map to case {case_id}")
-        cases[case_id] = path
-    if not cases:
-        raise UserError(f"no .nii.gz/.nii files in {role} folder {folder}")
-    return cases
-
-
-def pair_cases(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, Path, Path]]:
-    """(case_id, pred path, gt path) for every case, or an error naming the unmatched cases."""
-    only_pred, only_gt = sorted(set(pred) - set(gt)), sorted(set(gt) - set(pred))
-    if only_pred or only_gt:
-        parts = []
-        if only_gt:
-            parts.append(f"no prediction for {len(only_gt)} case(s): {', '.join(only_gt)}")
-        if only_pred:
-            parts.append(f"no ground truth for {len(only_pred)} case(s): {', '.join(only_pred)}")
-        raise UserError("; ".join(parts))
-    return [(case_id, pred[case_id], gt[case_id]) for case_id in sorted(gt)]
-
-
-def evaluate_folders(
-    dataset: str, pred_dir: Path, gt_dir: Path, convention: str = "paper"
-) -> pd.DataFrame:
-    """Per-case frame (see :func:`sam3dlib.evaluation.metrics.per_case_frame`) of two NIfTI folders."""
-    spec = get_spec(dataset)
-    results = {}
-    for case_id, pred_path, gt_path in pair_cases(find_cases(pred_dir, "prediction"), find_cases(gt_dir, "ground-truth")):
-        pred, _ = load_label_nifti(pred_path)
-        gt, spacing = load_label_nifti(gt_path)
-        if pred.shape != gt.shape:
-            raise UserError(f"case {case_id}: prediction shape {pred.shape} differs from ground truth {gt.shape}")
-        # paper: HD95 in voxels, as the authors' scripts (no spacing); strict/both: mm
-        spacing_mm = None if convention == "paper" else spacing
-        results[case_id] = metrics.evaluate_case(pred, gt, spec, spacing=spacing_mm, convention=convention)
-    return metrics.per_case_frame(results)
+from sam3dlib.evaluation import metrics
+from sam3dlib.evaluation.evaluator import EvaluationError, evaluate_folders
+from sam3dlib.utils.fileio import atomic_write_text, check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,9 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--convention",
         choices=metrics.EVALUATE_CONVENTIONS,
         default="paper",
-        help="paper: HD95 in voxels, 0 for an empty mask (the authors' scripts); strict: HD95 in mm, "
-        "NaN for an empty mask (left out, counted); both: paper's HD95 plus HD95_strict (default: paper)",
+        help="paper: HD95 in voxels, 0 when either mask is empty (the authors' scripts, as defined there); "
+        "strict: HD95 in mm, a missed or spurious structure scores the image diagonal in mm and is counted, "
+        "NaN only when both masks are empty (left out, counted); both: paper's HD95 plus HD95_strict "
+        "(default: paper)",
     )
+    p.add_argument("--resample-to-gt", action="store_true",
+                   help="resample a prediction that is not on its ground truth's voxel grid onto it (nearest "
+                   "neighbour) instead of refusing it")
     p.add_argument(
         "--brats-average",
         choices=metrics.BRATS_AVERAGES,
@@ -114,16 +54,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = get_spec(args.dataset)
     check_output_dir(args.out, "--out folder")
-    per_case = evaluate_folders(args.dataset, args.pred, args.gt, args.convention)
+    try:
+        per_case = evaluate_folders(args.dataset, args.pred, args.gt, args.convention, args.resample_to_gt)
+    except EvaluationError as exc:
+        raise UserError(str(exc)) from None
     summary = metrics.aggregate(per_case, spec, brats_average=args.brats_average)
     atomic_write_text(args.out / "per_case.csv", per_case.to_csv(index=False))
     atomic_write_text(args.out / "summary.csv", summary.to_csv(index=False))
     n_cases = per_case["case_id"].nunique()
-    units = {"paper": "HD95 in voxels", "strict": "HD95 in mm", "both": "HD95 in voxels, HD95_strict in mm"}
+    units = {"paper": "the authors' scripts: HD95 in voxels, 0 for a missed structure",
+             "strict": "HD95 in mm, a missed structure scores the image diagonal",
+             "both": "HD95 as the authors' scripts in voxels, HD95_strict in mm"}
     print(f"{spec.name}: {n_cases} cases, convention {args.convention} ({units[args.convention]}), DSC in %")
     print(metrics.summary_table(summary).to_string(float_format=lambda v: f"{v:.2f}"))
     nan_counts = summary[(summary["n_nan"] > 0) & (summary["region"] != metrics.AVERAGE)]
     for row in nan_counts.itertuples():
-        print(f"{row.metric} {row.region}: {row.n_nan} of {row.n_cases} cases NaN (empty mask), left out of the mean")
+        print(f"{row.metric} {row.region}: {row.n_nan} of {row.n_cases} cases NaN (both masks empty), "
+              "left out of the mean")
+    fails = summary[summary["metric"].isin(metrics.FAILURE_METRICS) & (summary["region"] != metrics.AVERAGE)
+                    & (summary["mean"] > 0)]
+    for row in fails.itertuples():
+        print(f"{row.region}: {row.metric} in {round(row.mean * row.n_cases)} of {row.n_cases} cases "
+              "(strict HD95 = image diagonal)")
     print(f"wrote {args.out / 'per_case.csv'} and {args.out / 'summary.csv'}")
     return 0

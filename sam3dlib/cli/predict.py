@@ -1,8 +1,11 @@
 """`sam3d predict --run RUN_DIR -i IN -o OUT`: segment scans with a trained run.
 
-IN is a NIfTI file (BraTS: one 4D file) or a folder; in a folder, ``X_0000.nii.gz``,
-``X_0001.nii.gz``... form one multi-modal case. OUT is a file, or a folder for a folder IN.
-The output has the input's affine and shape.
+IN is a NIfTI file (BraTS: one 4D file), one file per modality, or a folder. In a folder each
+file is one case and gets one output named after it (``scan_0001.nii.gz`` ->
+``OUT/scan_0001.nii.gz``); only for a model with more than one channel do ``X_0000.nii.gz``,
+``X_0001.nii.gz``... form one multi-modal case ``X`` (a missing or extra channel is named). OUT
+is a file, or a folder for a folder IN. The output has the input's shape and header (qform,
+sform, their codes, pixdim, units), whatever the input's storage order.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.data.io import is_nifti
     from sam3dlib.utils.fileio import check_output_dir
     from sam3dlib.inference.predictor import RunError, UnfinishedRunWarning, load_run, predict_file, predict_folder
 
@@ -37,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
         for p in inputs:
             if not p.is_file():
                 raise UserError(f"input {p} does not exist")
-        if not args.output.name.endswith((".nii", ".nii.gz")):
+        if not is_nifti(args.output):
             raise UserError(f"--output {args.output} must be a .nii.gz file for a file input")
-    elif args.output.name.endswith((".nii", ".nii.gz")):
+    elif is_nifti(args.output):
         raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
     check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
     try:

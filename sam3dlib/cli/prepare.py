@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-spacing", nargs="+", metavar="MM",
                    help="'spec' (datasets.json value) or three numbers z y x in mm; default: nnU-Net v21 rule on the data")
     p.add_argument("--layout", choices=("btcv", "acdc", "msd", "nnunet_v1"), help="force a layout")
+    p.add_argument("--allow-missing-labels", action="store_true",
+                   help="prepare split cases whose label file is missing, unlabelled (recorded in dataset.json); "
+                        "default: such a case is an error")
     p.set_defaults(func=run)
 
 
@@ -35,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
             if len(ts) != 3:
                 raise UserError(f"--target-spacing: expected three numbers z y x, got {len(ts)}")
     out = args.out or f"data/{args.dataset}"
-    store = prepare_dataset(args.dataset, args.raw, out, num_workers=args.workers, target_spacing=ts, layout=args.layout)
+    store = prepare_dataset(args.dataset, args.raw, out, num_workers=args.workers, target_spacing=ts, layout=args.layout,
+                           allow_missing_labels=args.allow_missing_labels)
     print(f"prepared {len(store.case_ids)} {args.dataset} cases in {store.root} "
           f"(target spacing {store.meta['target_spacing']}, layout {store.meta.get('source_layout')})")
     return 0

@@ -24,19 +24,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", choices=list(CONFIGS), metavar="CONFIG", help=f"experiment: {', '.join(CONFIGS)}")
     p.add_argument("--data", required=True, type=Path, help="prepared store (sam3d prepare output)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
-    p.add_argument("--profile", choices=PROFILES, default="paper",
-                   help="budget: paper (1000x250, the paper's code), quick (~1 GPU hour), smoke (seconds, CPU)")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="budget: paper (1000x250, the paper's code; the default), quick (~1 GPU hour), smoke "
+                        "(seconds, CPU); with --resume the run's saved profile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 (repeatable)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an unfinished run from <out>/checkpoints/latest.pt (a finished one is left as is)")
+                   help="continue an unfinished run from <out>/checkpoints/latest.pt with the run's own saved "
+                        "config (<out>/config.json; only a changed value needs --set); a finished run is left as is")
     p.add_argument("--force", action="store_true",
                    help="delete the run already in --out (finished or not) and train from scratch")
     p.add_argument("--allow-missing-cases", action="store_true",
                    help="train although the store lacks cases the shipped split lists (recorded in provenance.json)")
+    p.add_argument("--allow-missing-labels", action="store_true",
+                   help="leave out train/val/test cases of the split whose label is missing (recorded in "
+                        "provenance.json and results.json); default: such a case is an error")
     p.add_argument("--no-evaluate", action="store_true", help="skip predicting and scoring the test cases")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def resume_config(args: argparse.Namespace):
+    """The config to resume with: the run's saved ``config.json`` plus the ``--set`` values given.
+
+    None when ``--out`` holds no saved config (nothing to resume: a fresh run from the flags)
+    or when ``--profile`` names another profile than the saved one (a new config from the
+    flags, which the trainer then compares with the saved one).
+
+    Raises:
+        UserError: the saved config is of another experiment than ``CONFIG``.
+    """
+    from sam3dlib.config import ExperimentConfig, parse_overrides
+
+    saved_path = Path(args.out) / "config.json"
+    if not saved_path.is_file():
+        return None
+    saved = ExperimentConfig.load(saved_path)
+    if saved.name != args.config:
+        raise UserError(f"--resume: {args.out} holds a {saved.name} run, not {args.config}")
+    if args.profile is not None and args.profile != saved.profile:
+        return None
+    return saved.replace(**parse_overrides(args.overrides, args.config))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from sam3dlib.training import RunExistsError, train
 
     try:
-        config = get_config(args.config, args.profile, **parse_overrides(args.overrides, args.config))
+        config = resume_config(args) if args.resume else None
+        if config is None:
+            config = get_config(args.config, args.profile or "paper", **parse_overrides(args.overrides, args.config))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if args.resume and args.force:
@@ -54,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                         "--force deletes it and starts over")
     progress = not args.no_progress
     kwargs = dict(resume=args.resume, progress=progress, force=args.force,
-                  allow_missing_cases=args.allow_missing_cases)
+                  allow_missing_cases=args.allow_missing_cases, allow_missing_labels=args.allow_missing_labels)
     try:
         if args.no_evaluate:
             run_dir = train(config, args.data, args.out, **kwargs)

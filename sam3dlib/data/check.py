@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, load_nifti
+from sam3dlib.data.io import DataFileError, grid_problem, load_label_nifti, load_nifti
 from sam3dlib.data.readers import RawCase, find_raw_cases
 from sam3dlib.data.specs import get_spec
-from sam3dlib.data.splits import all_case_ids
+from sam3dlib.data.splits import all_case_ids, labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, case_paths
-
-AFFINE_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -75,26 +73,17 @@ def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
                              case.case_id))
     if case.label is None:
         f = case.extra.get("listed_label") or f"label of {case.images[0]}"
-        probs.append(Problem(str(f), "label file missing", case.case_id))
+        split = labelled_split_of(dataset, [case.case_id]).get(case.case_id)
+        where = f" (a {split} case of the split)" if split else ""
+        probs.append(Problem(str(f), f"label file missing{where}", case.case_id))
         return probs
     try:
-        lab, laff, _ = load_nifti(case.label)
+        lab = load_label_nifti(case.label, spec.label_values)
     except DataFileError as exc:
         return probs + [Problem(str(case.label), str(exc).split(": ", 1)[-1], case.case_id)]
-    if lab.shape[:3] != shape or lab.ndim != 3:
-        probs.append(Problem(str(case.label), f"label shape {lab.shape} != image shape {shape}", case.case_id))
-    if not np.allclose(laff, affine, atol=AFFINE_TOL):
-        probs.append(Problem(str(case.label), "label affine differs from the image affine", case.case_id))
-    if not np.all(np.isfinite(lab)):
-        probs.append(Problem(str(case.label), "label contains NaN/inf", case.case_id))
-    else:
-        vals = np.unique(lab)
-        if not np.allclose(vals, np.rint(vals)):
-            probs.append(Problem(str(case.label), "label has non-integer values", case.case_id))
-        bad = sorted(set(np.rint(vals).astype(int).tolist()) - set(spec.labels))
-        if bad:
-            probs.append(Problem(str(case.label), f"unexpected label value(s) {bad}; {dataset} labels are "
-                                 f"{list(spec.label_values)}", case.case_id))
+    problem = grid_problem(lab.data.shape, lab.affine, shape, affine)
+    if problem:
+        probs.append(Problem(str(case.label), problem, case.case_id))
     return probs
 
 
@@ -105,6 +94,8 @@ def _check_store(dataset: str, root: Path) -> list[Problem]:
     if meta.get("dataset") != spec.name:
         probs.append(Problem(str(root / META_FILE), f"store is for {meta.get('dataset')!r}, not {spec.name!r}"))
     ids = sorted(p.name[:-5] for p in (root / CASES_DIR).glob("*.json"))
+    allowed = set(meta.get("unlabelled_split_cases") or {})  # prepared with --allow-missing-labels
+    labelled = {c: s for c, s in labelled_split_of(spec.name, ids).items() if c not in allowed}
     for cid in tqdm(ids, desc=f"check {dataset}"):
         paths = case_paths(root, cid)
         try:
@@ -116,6 +107,9 @@ def _check_store(dataset: str, root: Path) -> list[Problem]:
             probs.append(Problem(str(paths["image"]), f"shape {img.shape}, expected {spec.num_channels} x D x H x W", cid))
         if not np.all(np.isfinite(img)):
             probs.append(Problem(str(paths["image"]), "NaN/inf values", cid))
+        split = labelled.get(cid)
+        if split and not paths["label"].is_file():
+            probs.append(Problem(str(paths["label"]), f"label missing for {cid}, a {split} case of the split", cid))
         if paths["label"].is_file():
             lab = np.load(paths["label"], mmap_mode="r")
             if lab.shape != img.shape[1:]:

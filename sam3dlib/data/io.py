@@ -1,18 +1,63 @@
-"""Small I/O helpers: atomic writes, NIfTI loading with clear errors."""
+"""NIfTI input and output: one image reader, one label reader, one label writer.
+
+Geometry rules (docs/DATA.md, "Geometry"):
+
+* **spacing** of a voxel axis is the header's ``pixdim`` (what SimpleITK's ``GetSpacing`` and
+  hence nnU-Net use); it is the spacing used for resampling;
+* **orientation** of the voxel axes is read from nibabel's affine (sform if its code > 0, else
+  qform if its code > 0, else the pixdim-only ANALYZE affine), as axis codes (``nib.aff2axcodes``);
+* **the output header is the input's header**: qform, sform, their codes, quaternion, pixdim
+  and units are carried over field by field (:data:`GEOMETRY_FIELDS`), so nibabel and
+  SimpleITK read the same shape, spacing, origin and direction for a scan and its mask;
+* **labels** are integers 0..255: float-stored values are accepted within :data:`LABEL_TOL`
+  of an integer, anything else is refused with the file and the offending values.
+"""
 from __future__ import annotations
 
 import gzip
 import io
-import json
 import zlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from sam3dlib.utils.fileio import atomic_save_npy as fileio_save_npy
 from sam3dlib.utils.fileio import atomic_write
+
+#: file name endings of NIfTI files (the one list every reader and command uses)
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: largest distance of a float-stored label value from an integer that is still read as that integer
+LABEL_TOL = 1e-3
+#: label values are stored as uint8 (prepared store, predictions)
+MAX_LABEL = 255
+#: largest difference (mm) between two affines' entries for files to count as on the same voxel grid
+AFFINE_TOL = 1e-3
+#: header fields that fix a NIfTI file's geometry; carried from an input to its output
+GEOMETRY_FIELDS = ("pixdim", "xyzt_units", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+                   "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z")
+_READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError)
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read; the message names the file."""
+
+
+def nifti_stem(name: str) -> str | None:
+    """``name`` without ``.nii.gz``/``.nii``; None if it is not a NIfTI name (or hidden/macOS ``._`` junk)."""
+    if name.startswith("."):
+        return None
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def is_nifti(path: str | Path) -> bool:
+    """Whether ``path`` names a NIfTI file (by its name: ``.nii.gz`` or ``.nii``, not hidden)."""
+    return nifti_stem(Path(path).name) is not None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -23,21 +68,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Atomically write ``array`` as a ``.npy`` file (loadable with ``mmap_mode='r'``)."""
     fileio_save_npy(path, np.ascontiguousarray(array))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (numpy scalars/arrays and paths allowed)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> None:
@@ -52,56 +82,224 @@ def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> None:
     atomic_write_bytes(path, raw)
 
 
-class DataFileError(ValueError):
-    """A data file that cannot be read; the message names the file."""
+# ---------------------------------------------------------------- reading
 
 
-def load_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Read a NIfTI file.
+@dataclass
+class NiftiVolume:
+    """One NIfTI file as read by :func:`read_nifti` / :func:`load_label_nifti`.
 
-    Returns:
-        (array in the file's own axis order, 4x4 affine, voxel sizes of the first 3 axes).
+    Attributes:
+        path: the file.
+        data: the array in the file's own axis order (x, y, z[, channel]).
+        affine: nibabel's affine (4 x 4, mm; sform > qform > pixdim).
+        spacing: voxel sizes of the first three axes (mm), the header's ``pixdim``.
+        geometry: the header's :data:`GEOMETRY_FIELDS` (JSON-ready), for :func:`save_label_like`.
+    """
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    geometry: dict
+
+    @property
+    def axcodes(self) -> str:
+        """Orientation of the voxel axes, e.g. ``"LAS"`` (:func:`axcodes_of` :attr:`affine`)."""
+        return axcodes_of(self.affine, self.path)
+
+
+def axcodes_of(affine: np.ndarray, path: str | Path = "array") -> str:
+    """Axis codes (``"LAS"``...) of the voxel axes of ``affine``: nibabel ``aff2axcodes``, each voxel
+    axis assigned to the world axis it is closest to (oblique affines included).
+
+    Raises:
+        DataFileError: a degenerate affine (an axis without a direction), naming ``path``.
+    """
+    try:
+        codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise DataFileError(f"{path}: affine has no orientation ({exc}):\n{_fmt_affine(affine)}") from exc
+    if None in codes:
+        raise DataFileError(f"{path}: degenerate affine, voxel axes without a direction:\n{_fmt_affine(affine)}")
+    return "".join(codes)
+
+
+def read_header_shape(path: str | Path) -> tuple[int, ...]:
+    """Array shape of a NIfTI file, reading its header only."""
+    return tuple(int(n) for n in _load(Path(path)).shape)
+
+
+def read_axcodes(path: str | Path) -> str:
+    """:func:`axcodes_of` a NIfTI file's affine, reading its header only."""
+    path = Path(path)
+    return axcodes_of(_load(path).affine, path)
+
+
+def header_geometry(header: nib.Nifti1Header) -> dict:
+    """The :data:`GEOMETRY_FIELDS` of a NIfTI header as plain JSON values (exact float32 round trip)."""
+    out = {}
+    for name in GEOMETRY_FIELDS:
+        v = np.asarray(header[name])
+        out[name] = v.tolist() if v.ndim else v.item()
+    return out
+
+
+def _load(path: Path) -> nib.Nifti1Image:
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+    except _READ_ERRORS as exc:
+        raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise DataFileError(f"{path}: not a NIfTI file ({type(img).__name__})")
+    return img
+
+
+def read_nifti(path: str | Path, dtype: type | None = np.float32) -> NiftiVolume:
+    """Read a NIfTI file with its geometry (the one image reader of the package).
+
+    Args:
+        path: the file.
+        dtype: the array's dtype (scaling applied); None keeps the stored one.
 
     Raises:
         DataFileError: the file is missing, truncated or not NIfTI (message names the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataFileError(f"{path}: file not found")
+    img = _load(path)
     try:
-        img = nib.load(str(path))
-        arr = np.asarray(img.dataobj, dtype=dtype)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as exc:
+        arr = np.asarray(img.dataobj, dtype=dtype) if dtype is not None else np.asanyarray(img.dataobj)
+    except _READ_ERRORS as exc:
         raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return arr, np.asarray(img.affine, dtype=np.float64), zooms
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return NiftiVolume(path, arr, np.asarray(img.affine, dtype=np.float64), spacing, header_geometry(img.header))
 
 
-def load_label_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Integer label map (the file's own axis order) and voxel spacing (mm) of a NIfTI file.
+def load_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """``(array, affine, spacing)`` of :func:`read_nifti` (for callers that need no header)."""
+    vol = read_nifti(path, dtype)
+    return vol.data, vol.affine, vol.spacing
 
-    Trailing singleton axes are dropped; float-stored labels are accepted when they hold whole
-    numbers. This is how ``sam3d evaluate`` and the in-training evaluation read labels, so the
-    two score identical arrays.
+
+def _fmt_affine(affine: np.ndarray) -> str:
+    return np.array2string(np.asarray(affine, dtype=np.float64)[:3], precision=4, suppress_small=True)
+
+
+def grid_problem(shape: Sequence[int], affine: np.ndarray, ref_shape: Sequence[int], ref_affine: np.ndarray,
+                 names: tuple[str, str] = ("label", "image"), tol: float = AFFINE_TOL) -> str | None:
+    """Why an array of ``shape``/``affine`` is not on the voxel grid ``ref_shape``/``ref_affine``, or None.
+
+    The one "same grid" rule (label vs image, channel vs channel, prediction vs ground truth):
+    equal shapes and affines equal within ``tol`` mm per entry. ``names`` name the two in the
+    message, which shows both affines.
+    """
+    a_name, b_name = names
+    shape, ref_shape = tuple(int(s) for s in shape), tuple(int(s) for s in ref_shape)
+    if shape != ref_shape:
+        return f"{a_name} shape {shape} differs from the {b_name}'s {ref_shape}"
+    a, b = np.asarray(affine, dtype=np.float64), np.asarray(ref_affine, dtype=np.float64)
+    if not np.allclose(a, b, atol=tol, rtol=0):
+        return (f"{a_name} affine differs from the {b_name}'s by up to {float(np.abs(a - b).max()):.4g} mm "
+                f"(tolerance {tol}); {a_name}:\n{_fmt_affine(a)}\n{b_name}:\n{_fmt_affine(b)}")
+    return None
+
+
+def label_values_problem(values: np.ndarray, label_values: Collection[int] | None = None) -> str | None:
+    """What is wrong with the distinct ``values`` of a label map, or None (the one label rule).
+
+    Rule: finite; each within :data:`LABEL_TOL` of an integer; 0..:data:`MAX_LABEL`; and, when
+    ``label_values`` is given (the dataset's labels), one of them.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        return "label contains NaN/inf"
+    rounded = np.rint(values)
+    off = values[np.abs(values - rounded) > LABEL_TOL]
+    if off.size:
+        return (f"{off.size} non-integer label value(s) (tolerance {LABEL_TOL}): "
+                f"{', '.join(f'{v:.6g}' for v in off[:5])}{' ...' if off.size > 5 else ''}")
+    ints = sorted(set(rounded.astype(np.int64).tolist()))
+    if ints and (ints[0] < 0 or ints[-1] > MAX_LABEL):
+        return f"label values must be 0..{MAX_LABEL}, found {ints[0]}..{ints[-1]}"
+    if label_values is not None:
+        bad = sorted(set(ints) - {int(v) for v in label_values})
+        if bad:
+            return f"unexpected label value(s) {bad} outside the dataset's label set {sorted(int(v) for v in label_values)}"
+    return None
+
+
+def load_label_nifti(path: str | Path, label_values: Collection[int] | None = None) -> NiftiVolume:
+    """Read a label map: uint8 ``data`` in the file's own axis order (the one label reader).
+
+    Used by ``prepare``, ``check-data``, ``evaluate``, the in-training/experiment evaluation and
+    ``predict`` outputs read back, so every command reads the same integers. Trailing singleton
+    axes are dropped; float-stored labels are accepted within :data:`LABEL_TOL` of an integer.
+
+    Args:
+        path: the label file.
+        label_values: the dataset's label values; others are an error (None: any 0..255).
 
     Raises:
-        DataFileError: unreadable file, not 3D, or non-integer label values (names the file).
+        DataFileError: unreadable file, not 3D, or values breaking :func:`label_values_problem`
+            (the message names the file and the offending values).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileError(f"{path}: file not found")
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as exc:
-        raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    vol = read_nifti(path, dtype=None)
+    data = vol.data
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise DataFileError(f"{path.name}: expected a 3D label map, got shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.integer):
-        rounded = np.rint(data)
-        if not np.allclose(data, rounded):
-            raise DataFileError(f"{path.name}: labels must be integers, got non-integer values (dtype {data.dtype})")
-        data = rounded.astype(np.int16)
-    return data, tuple(float(z) for z in img.header.get_zooms()[:3])
+        raise DataFileError(f"{vol.path}: expected a 3D label map, got shape {data.shape}")
+    problem = label_values_problem(np.unique(data), label_values)
+    if problem:
+        raise DataFileError(f"{vol.path}: {problem}")
+    vol.data = (np.rint(data) if not np.issubdtype(data.dtype, np.integer) else data).astype(np.uint8)
+    return vol
+
+
+# ---------------------------------------------------------------- writing
+
+
+def geometry_header(geometry: dict, shape: tuple[int, ...], dtype: type = np.uint8) -> nib.Nifti1Header:
+    """A NIfTI-1 header for an array of ``shape`` carrying ``geometry`` (:func:`header_geometry`)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    for name in GEOMETRY_FIELDS:
+        if name in geometry:
+            if name == "pixdim":
+                pix = np.asarray(geometry[name], dtype=np.float32)
+                hdr[name][: len(pix)] = pix
+            else:
+                hdr[name] = geometry[name]
+    return hdr
+
+
+def affine_geometry(affine: np.ndarray) -> dict:
+    """Geometry fields declaring ``affine`` as both qform and sform (code 1, scanner), units mm.
+
+    For cases whose source header is unknown (nnU-Net v1 preprocessed input, old stores).
+    """
+    hdr = nib.Nifti1Header()
+    hdr.set_qform(np.asarray(affine, dtype=np.float64), code=1)
+    hdr.set_sform(np.asarray(affine, dtype=np.float64), code=1)
+    hdr.set_xyzt_units("mm")
+    return header_geometry(hdr)
+
+
+def save_label_like(label: np.ndarray, geometry: dict, path: str | Path) -> Path:
+    """Write a uint8 label map with another file's geometry (the one label writer).
+
+    Args:
+        label: ``X x Y x Z`` in the reference file's own axis order and shape.
+        geometry: the reference's :func:`header_geometry` (``properties["nifti_header"]``).
+        path: output file (``.nii.gz`` or ``.nii``), written atomically: nothing half-written.
+    """
+    label = np.asarray(label)
+    if label.ndim != 3:
+        raise ValueError(f"save_label_like: expected a 3D label map, got shape {label.shape}")
+    hdr = geometry_header(geometry, label.shape, np.uint8)
+    img = nib.Nifti1Image(label.astype(np.uint8, copy=False), None, header=hdr)
+    atomic_save_nifti(img, Path(path))
+    return Path(path)

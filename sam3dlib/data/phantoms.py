@@ -25,7 +25,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from sam3dlib.data.io import atomic_save_nifti, atomic_write_bytes, atomic_write_json
+from sam3dlib.data.io import atomic_save_nifti, atomic_write_bytes
+from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.data.specs import DATASETS, get_spec
 from sam3dlib.data.splits import raw_split
 

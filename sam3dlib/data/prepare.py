@@ -21,13 +21,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import atomic_save_npy, atomic_write_json
-from sam3dlib.data.preprocess import crop_case, preprocess_case
+from sam3dlib.data.io import atomic_save_npy
+from sam3dlib.utils.fileio import atomic_write_json
+from sam3dlib.data.io import affine_geometry, axcodes_of
+from sam3dlib.data.preprocess import canonical_orientation, crop_case, preprocess_case
 from sam3dlib.data.readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
 from sam3dlib.data.specs import get_spec
+from sam3dlib.data.splits import labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
 
 ANALYSIS_SAMPLE_EVERY = 10
+ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
 
 
 def _version() -> str:
@@ -55,8 +59,8 @@ def target_spacing_v21(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
 
 
 def _analyse_one(args) -> dict:
-    case, num_channels, ct, label_values = args
-    img, lab, props = crop_case(case.images, case.label, num_channels, label_values)
+    case, num_channels, ct, label_values, orientation = args
+    img, lab, props = crop_case(case.images, case.label, num_channels, label_values, orientation)
     out = {"case_id": case.case_id, "spacing": props["original_spacing"], "shape_after_crop": props["shape_after_crop"],
            "shape": [props["original_shape"][t] for t in props["transpose"]]}
     if ct and lab is not None:
@@ -81,8 +85,9 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
     labelled = [c for c in cases if c.label is not None]
     if not labelled:
         raise ValueError(f"{dataset}: none of the {len(cases)} cases has a label file; cannot compute statistics")
-    res = list(_imap(_analyse_one, [(c, spec.num_channels, ct, tuple(spec.labels)) for c in labelled], num_workers,
-                     f"analyse {dataset}"))
+    orientation = canonical_orientation([c.images[0] for c in cases])
+    res = list(_imap(_analyse_one, [(c, spec.num_channels, ct, tuple(spec.labels), orientation) for c in labelled],
+                     num_workers, f"analyse {dataset}"))
     spacings = np.array([r["spacing"] for r in res])
     crop_shapes = np.array([r["shape_after_crop"] for r in res])
     if target_spacing is None:
@@ -109,7 +114,8 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
                 "median_crop_size_ratio": float(shrink)}
     return {"dataset": spec.name, "num_channels": spec.num_channels, "num_classes": spec.num_classes,
             "labels": {str(k): v for k, v in spec.labels.items()}, "target_spacing": target,
-            "target_spacing_source": t_src, "normalization": norm, "sam3dlib_version": _version()}
+            "target_spacing_source": t_src, "normalization": norm, "orientation": orientation,
+            "orientation_source": ORIENTATION_SOURCE, "sam3dlib_version": _version()}
 
 
 def _prepare_one(args) -> str:
@@ -122,6 +128,17 @@ def _prepare_one(args) -> str:
         atomic_save_npy(paths["label"], lab)
     atomic_write_json(paths["properties"], props)
     return case.case_id
+
+
+def unlabelled_split_cases(dataset: str, cases: Sequence[RawCase]) -> dict[str, str]:
+    """``{case_id: split}`` of the cases the shipped split lists as labelled that have no label file."""
+    return labelled_split_of(dataset, [c.case_id for c in cases if c.label is None and c.layout != "nnunet_v1"])
+
+
+def missing_labels_message(missing: dict[str, str]) -> str:
+    """'N case(s) of the split without a label: id (train), ...' for an error or a warning."""
+    listed = ", ".join(f"{c} ({s})" for c, s in sorted(missing.items())[:10])
+    return f"{len(missing)} case(s) the split lists as labelled have no label: {listed}{' ...' if len(missing) > 10 else ''}"
 
 
 # ---------------------------------------------------------------- nnU-Net v1 preprocessed input
@@ -141,6 +158,7 @@ def _nnunet_meta(dataset: str, cases: Sequence[RawCase]) -> dict:
     stage = Path(cases[0].extra["stage_dir"])
     plans = nnunet_v1_plans(stage)
     first = load_pickle(Path(cases[0].extra["properties"]))
+    orientation = axcodes_of(_itk_affine(first["itk_origin"], first["itk_spacing"], first["itk_direction"]))
     target = [float(x) for x in first["spacing_after_resampling"]]
     norm: dict = {"scheme": "unknown", "note": f"no plans file next to {stage}; cannot preprocess new scans"}
     transpose_fwd = [0, 1, 2]
@@ -158,7 +176,9 @@ def _nnunet_meta(dataset: str, cases: Sequence[RawCase]) -> dict:
     meta = {"dataset": spec.name, "num_channels": spec.num_channels, "num_classes": spec.num_classes,
             "labels": {str(k): v for k, v in spec.labels.items()}, "target_spacing": target,
             "target_spacing_source": f"spacing_after_resampling of {stage.name}", "normalization": norm,
-            "nnunet_transpose_forward": transpose_fwd, "sam3dlib_version": _version()}
+            "nnunet_transpose_forward": transpose_fwd, "orientation": orientation,
+            "orientation_source": "the first case's (nnU-Net v1 does not reorient; new scans are brought to it)",
+            "sam3dlib_version": _version()}
     if splits:
         meta["nnunet_splits_final_fold0"] = {k: sorted(map(str, v)) for k, v in splits[0].items()}
         meta["nnunet_splits_final_note"] = ("ignored: the authors' trainers overwrite fold 0 with the hard-coded "
@@ -182,8 +202,10 @@ def _convert_nnunet_one(args) -> str:
     lab = np.where(seg < 0, 0, seg).astype(np.uint8)
     tf = list(meta.get("nnunet_transpose_forward", [0, 1, 2]))
     sitk_zyx = list(p["original_size_of_raw_data"])
+    affine = _itk_affine(p["itk_origin"], p["itk_spacing"], p["itk_direction"])
     props = {"case_id": case.case_id, "original_shape": [int(s) for s in sitk_zyx[::-1]],
-             "original_affine": _itk_affine(p["itk_origin"], p["itk_spacing"], p["itk_direction"]).tolist(),
+             "original_affine": affine.tolist(), "nifti_header": affine_geometry(affine),
+             "original_orientation": axcodes_of(affine), "orientation": axcodes_of(affine),
              "original_spacing": [float(p["original_spacing"][t]) for t in tf],
              "transpose": [[2, 1, 0][t] for t in tf],
              "crop_bbox": [[int(a), int(b)] for a, b in (p["crop_bbox"][t] for t in tf)],
@@ -205,7 +227,8 @@ def _convert_nnunet_one(args) -> str:
 
 
 def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
-                    target_spacing: Sequence[float] | str | None = None, layout: str | None = None) -> PreparedDataset:
+                    target_spacing: Sequence[float] | str | None = None, layout: str | None = None,
+                    allow_missing_labels: bool = False) -> PreparedDataset:
     """Convert ``raw`` into the prepared store ``out`` (resumable).
 
     Args:
@@ -217,6 +240,9 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
             (the value recorded in datasets.json) or (z, y, x) in mm. Ignored when resuming or
             reading an nnU-Net v1 folder.
         layout: force a layout instead of autodetecting it.
+        allow_missing_labels: prepare cases that the shipped split lists as labelled (train or
+            test) although their label file is missing; they are recorded in ``dataset.json``
+            (``unlabelled_split_cases``). Without it such a case is an error.
 
     Returns:
         The :class:`PreparedDataset` at ``out``.
@@ -232,6 +258,10 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     if missing_img:
         raise FileNotFoundError(f"{raw}: no image file for case(s) {', '.join(c.case_id for c in missing_img[:5])}; "
                                 f"run `sam3d check-data {spec.name} {raw}`")
+    unlabelled = unlabelled_split_cases(spec.name, cases)
+    if unlabelled and not allow_missing_labels:
+        raise FileNotFoundError(f"{raw}: {missing_labels_message(unlabelled)}; restore the label file(s), or pass "
+                                "--allow-missing-labels (allow_missing_labels=True) to prepare them unlabelled")
     meta_path = out / META_FILE
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -242,6 +272,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
         meta["source_layout"] = layout
         meta["source_root"] = str(raw.resolve())
         meta["phantom"] = (raw / "PHANTOM.json").is_file()
+        meta["unlabelled_split_cases"] = unlabelled
         atomic_write_json(meta_path, meta)
     (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]

@@ -2,8 +2,9 @@
 
 Steps (as nnU-Net v1 ``GenericPreprocessor``, which produced the paper's data):
 
-1. read the NIfTI file(s); the array is transposed from NIfTI ``(x, y, z)`` to ``(z, y, x)``
-   (what SimpleITK's ``GetArrayFromImage`` gives; no reorientation);
+1. read the NIfTI file(s) (spacing = ``pixdim``); flip/permute the voxel axes to the store's
+   canonical orientation (``dataset.json`` ``orientation``, axis codes); transpose
+   ``(x, y, z)`` to ``(z, y, x)`` (what SimpleITK's ``GetArrayFromImage`` gives);
 2. crop to the bounding box of the nonzero region (any channel != 0, holes filled);
 3. resample to the dataset's target spacing: images cubic (order 3), labels linear on one-hot
    (order 1); for anisotropic data (max/min spacing > 3) in-plane only, nearest (order 0) along
@@ -12,42 +13,83 @@ Steps (as nnU-Net v1 ``GenericPreprocessor``, which produced the paper's data):
    pooled foreground mean/sd; MRI z-scored per case and channel (inside the nonzero mask, with
    0 outside, when ``use_nonzero_mask`` is set for that channel).
 
-:func:`restore_label` inverts 3 and 2 and the transpose, so a prediction made on the prepared
-array lands on the original NIfTI grid.
+:func:`restore_label` inverts 3 and 2, the transpose and the reorientation, so a prediction
+made on the prepared array lands on the original NIfTI grid; :func:`save_label_nifti` writes it
+with the input's own header.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
 from scipy import ndimage
 
-from sam3dlib.data.io import atomic_save_nifti, load_nifti
+from sam3dlib.data.io import (DataFileError, affine_geometry, grid_problem, load_label_nifti, read_axcodes,
+                              read_nifti, save_label_like)
 
 #: NIfTI (x, y, z) -> (z, y, x)
 TRANSPOSE = (2, 1, 0)
 ANISO_THRESHOLD = 3.0
-#: largest difference (mm) between an image's and its label's affine entries
-AFFINE_TOL = 1e-3
+#: the spacing rule (docs/DATA.md "Geometry"), recorded in every case's properties
+SPACING_SOURCE = "pixdim (NIfTI header voxel sizes, as SimpleITK GetSpacing / nnU-Net)"
 
 
 # ---------------------------------------------------------------- reading
 
 
-def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = None) -> tuple[np.ndarray, dict]:
-    """Read one case's image as float32 ``C x Z x Y x X`` plus its geometry.
+def orientation_transform(from_codes: str, to_codes: str) -> np.ndarray:
+    """nibabel orientation transform (3 x 2) taking voxel axes with ``from_codes`` to ``to_codes``."""
+    return ornt_transform(axcodes2ornt(tuple(from_codes)), axcodes2ornt(tuple(to_codes)))
+
+
+def reorient(array: np.ndarray, from_codes: str, to_codes: str) -> np.ndarray:
+    """Flip/permute the first three axes of ``array`` from orientation ``from_codes`` to ``to_codes``.
+
+    Only axis flips and permutations (no interpolation), so the round trip is exact.
+    """
+    if from_codes == to_codes:
+        return array
+    return apply_orientation(array, orientation_transform(from_codes, to_codes))
+
+
+def canonical_orientation(image_files: Sequence[Path]) -> str:
+    """A dataset's canonical orientation: the axis codes most of ``image_files`` have (ties: the
+    first file's), so data stored uniformly is left exactly as it is. Reads headers only."""
+    codes = Counter(read_axcodes(p) for p in image_files)
+    if not codes:
+        raise ValueError("canonical_orientation: no image file given")
+    return codes.most_common(1)[0][0]
+
+
+def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = None,
+               orientation: str | None = None) -> tuple[np.ndarray, dict]:
+    """Read one case's image as float32 ``C x Z x Y x X`` in ``orientation``, plus its geometry.
 
     ``image_paths`` is one file (3D, or 4D with the modality last as in MSD BraTS) or one file per
-    channel (nnU-Net ``_0000``, ``_0001``, ...).
+    channel (nnU-Net ``_0000``, ``_0001``, ...; each on the first file's grid).
+
+    Args:
+        orientation: axis codes (e.g. ``"LAS"``) the voxel axes are flipped/permuted to before the
+            ``(x, y, z) -> (z, y, x)`` transpose (the store's ``dataset.json`` ``orientation``);
+            None keeps the file's own.
+
+    Returns:
+        The image and the properties ``original_shape``, ``original_affine``,
+        ``original_orientation``, ``orientation``, ``reoriented_shape`` (x, y, z after
+        reorientation), ``original_spacing`` (z, y, x after reorientation; from ``pixdim``),
+        ``spacing_source``, ``nifti_header`` (the first file's geometry fields), ``transpose``,
+        ``image_files``.
     """
     paths = [Path(image_paths)] if isinstance(image_paths, (str, Path)) else [Path(p) for p in image_paths]
     if not paths:
         raise ValueError("read_image: no image file given")
-    channels, affine, zooms, shape = [], None, None, None
+    channels, first = [], None
     for p in paths:
-        arr, aff, z = load_nifti(p)
+        vol = read_nifti(p)
+        arr = vol.data
         if arr.ndim == 4:
             chans = [arr[..., c] for c in range(arr.shape[3])]
         elif arr.ndim == 3:
@@ -60,52 +102,50 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
         if min(chans[0].shape) < 2:
             raise ValueError(f"{p}: a single slice (shape {arr.shape}): SAM3D needs a 3D volume with at least "
                              "2 voxels along every axis")
-        if affine is None:
-            affine, zooms, shape = aff, z, chans[0].shape
-        elif chans[0].shape != shape:
-            raise ValueError(f"{p}: shape {chans[0].shape} differs from {paths[0].name}'s {shape}")
-        channels += [np.transpose(c, TRANSPOSE) for c in chans]
+        if first is None:
+            first = vol
+            own = vol.axcodes
+            target = orientation or own
+        else:
+            problem = grid_problem(chans[0].shape, vol.affine, first.data.shape[:3], first.affine,
+                                   ("channel", paths[0].name))
+            if problem:
+                raise ValueError(f"{p}: {problem}")
+        channels += [np.transpose(reorient(c, own, target), TRANSPOSE) for c in chans]
     if num_channels is not None and len(channels) != num_channels:
         raise ValueError(f"{paths[0]}: expected {num_channels} channel(s), found {len(channels)}")
-    img = np.stack(channels).astype(np.float32)
-    geom = {"original_shape": [int(s) for s in shape], "original_affine": np.asarray(affine).tolist(),
-            "original_spacing": [round(float(zooms[t]), 6) for t in TRANSPOSE], "transpose": list(TRANSPOSE),
+    img = np.stack(channels).astype(np.float32, copy=False)
+    t = orientation_transform(own, target)
+    spacing_xyz = [0.0] * 3
+    for axis, (new_axis, _) in enumerate(t):
+        spacing_xyz[int(new_axis)] = first.spacing[axis]
+    geom = {"original_shape": [int(s) for s in first.data.shape[:3]], "original_affine": first.affine.tolist(),
+            "original_orientation": own, "orientation": target,
+            "reoriented_shape": [int(s) for s in img.shape[1:][::-1]],
+            "original_spacing": [round(float(spacing_xyz[i]), 6) for i in TRANSPOSE],
+            "spacing_source": SPACING_SOURCE, "nifti_header": first.geometry, "transpose": list(TRANSPOSE),
             "image_files": [str(p) for p in paths]}
     return img, geom
 
 
-def read_label(label_path: Path, shape_xyz: Sequence[int] | None = None, affine: np.ndarray | None = None,
+def read_label(label_path: Path, properties: dict | None = None,
                label_values: Collection[int] | None = None) -> np.ndarray:
-    """Read a label file as uint8 ``Z x Y x X`` (values rounded; negative or >255 is an error).
+    """Read a label file (:func:`~sam3dlib.data.io.load_label_nifti`) as uint8 ``Z x Y x X``.
 
     Args:
         label_path: the label NIfTI.
-        shape_xyz: the image's array shape the label must have.
-        affine: the image's affine the label's must equal (within :data:`AFFINE_TOL` mm).
+        properties: the image's :func:`read_image` properties: the label must lie on the image's
+            grid (shape and affine, :func:`~sam3dlib.data.io.grid_problem`) and is reoriented like it.
         label_values: the dataset's label set; other values are an error.
     """
-    arr, laff, _ = load_nifti(label_path)
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise ValueError(f"{label_path}: expected a 3D label map, got shape {arr.shape}")
-    if shape_xyz is not None and tuple(arr.shape) != tuple(shape_xyz):
-        raise ValueError(f"{label_path}: label shape {arr.shape} differs from the image's {tuple(shape_xyz)}")
-    if affine is not None and not np.allclose(laff, np.asarray(affine, dtype=np.float64), atol=AFFINE_TOL, rtol=0):
-        worst = float(np.abs(laff - np.asarray(affine, dtype=np.float64)).max())
-        raise ValueError(f"{label_path}: label affine differs from the image's affine (by up to {worst:.4g} mm); "
-                         "the label does not lie on the image's voxel grid")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{label_path}: label contains NaN/inf")
-    lab = np.rint(arr)
-    if lab.min() < 0 or lab.max() > 255:
-        raise ValueError(f"{label_path}: label values outside 0..255 ({lab.min()}..{lab.max()})")
-    if label_values is not None:
-        bad = sorted(set(np.unique(lab).astype(int).tolist()) - {int(v) for v in label_values})
-        if bad:
-            raise ValueError(f"{label_path}: label value(s) {bad} outside the dataset's label set "
-                             f"{sorted(int(v) for v in label_values)}")
-    return np.transpose(lab.astype(np.uint8), TRANSPOSE)
+    vol = load_label_nifti(label_path, label_values)
+    lab = vol.data
+    if properties is not None:
+        problem = grid_problem(lab.shape, vol.affine, properties["original_shape"], properties["original_affine"])
+        if problem:
+            raise DataFileError(f"{label_path}: {problem}; the label does not lie on the image's voxel grid")
+        lab = reorient(lab, properties["original_orientation"], properties["orientation"])
+    return np.transpose(lab, TRANSPOSE)
 
 
 # ---------------------------------------------------------------- cropping
@@ -222,14 +262,15 @@ def normalise(image: np.ndarray, norm: dict, nonzero: np.ndarray | None = None) 
 
 
 def crop_case(image_paths: Sequence[Path] | Path, label_path: Path | None, num_channels: int | None = None,
-              label_values: Collection[int] | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Steps 1-2: read and crop to the nonzero box. Returns (image, label, properties).
+              label_values: Collection[int] | None = None, orientation: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Steps 1-2: read (reoriented to ``orientation``) and crop to the nonzero box.
 
-    The label must have the image's shape and affine and (if given) only ``label_values``.
+    Returns (image, label, properties). The label must lie on the image's grid and hold only
+    ``label_values`` (if given).
     """
-    img, props = read_image(image_paths, num_channels)
-    lab = (read_label(label_path, props["original_shape"], props["original_affine"], label_values)
-           if label_path is not None else None)
+    img, props = read_image(image_paths, num_channels, orientation)
+    lab = read_label(label_path, props, label_values) if label_path is not None else None
     if not np.all(np.isfinite(img)):
         raise ValueError(f"{props['image_files'][0]}: image contains NaN/inf")
     bbox = nonzero_bbox(img)
@@ -247,7 +288,8 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
     Args:
         image_paths: the image file, or one file per channel.
         meta: a store's ``dataset.json`` (needs ``target_spacing`` [z, y, x], ``normalization``,
-            ``num_channels``), e.g. ``PreparedDataset(root).meta``.
+            ``num_channels``; ``orientation``, the store's canonical axis codes, when present),
+            e.g. ``PreparedDataset(root).meta``.
         label_path: optional label file.
 
     Returns:
@@ -258,7 +300,8 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
             raise ValueError(f"store meta has no {k!r}; it must be a prepared store's dataset.json")
     labels = meta.get("labels")
     label_values = [int(k) for k in labels] if isinstance(labels, dict) and labels else None
-    img, lab, props = crop_case(image_paths, label_path, meta.get("num_channels"), label_values)
+    img, lab, props = crop_case(image_paths, label_path, meta.get("num_channels"), label_values,
+                                meta.get("orientation"))
     spacing = props["original_spacing"]
     target = [float(t) for t in meta["target_spacing"]]
     shape = new_shape(img.shape[1:], spacing, target)
@@ -274,13 +317,37 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
     return img.astype(np.float32), lab, props
 
 
+def argmax_resampled(scores: np.ndarray, shape: Sequence[int], axis: int | None) -> np.ndarray:
+    """``argmax`` over classes of ``K x Z x Y x X`` scores resampled to ``shape``, class by class.
+
+    Equals ``np.argmax(resample_probabilities(scores, shape, axis), 0)`` (ties to the lower
+    class) but holds one resampled class, the running maximum and the uint8 result instead of
+    all ``K`` resampled classes: about 9 bytes per output voxel whatever ``K``.
+    """
+    out = np.zeros(tuple(shape), dtype=np.uint8)
+    best = None
+    for k in range(scores.shape[0]):
+        p = _zoom(np.asarray(scores[k], dtype=np.float32), shape, 1, axis)
+        if best is None:
+            best = np.array(p, dtype=np.float32, copy=True)
+            continue
+        better = p > best
+        out[better] = k
+        np.maximum(best, p, out=best)
+        del better, p
+    return out
+
+
 def restore_label(label_zyx: np.ndarray, properties: dict) -> np.ndarray:
     """Map a prediction on the prepared grid back to the original NIfTI array.
 
+    Undoes resampling, cropping, the transpose and the reorientation, so the result is on the
+    input file's own voxel grid whatever its storage order.
+
     Args:
         label_zyx: a label map ``D x H x W`` (resampled like labels: linear on one-hot, > 0.5),
-            or class scores/probabilities ``K x D x H x W`` (resampled linearly per class, then
-            argmax, as nnU-Net's export does).
+            or class scores/probabilities ``K x D x H x W`` (resampled linearly class by class,
+            then argmax, as nnU-Net's export; :func:`argmax_resampled`).
         properties: the case's properties (``PreparedDataset.properties`` or ``preprocess_case``).
 
     Returns:
@@ -289,7 +356,7 @@ def restore_label(label_zyx: np.ndarray, properties: dict) -> np.ndarray:
     crop_shape = tuple(properties["shape_after_crop"])
     axis = properties.get("separate_axis")
     if label_zyx.ndim == 4:
-        lab = np.argmax(resample_probabilities(np.asarray(label_zyx), crop_shape, axis), axis=0).astype(np.uint8)
+        lab = argmax_resampled(label_zyx, crop_shape, axis)
     elif label_zyx.ndim == 3:
         expected = properties.get("shape_after_resampling")
         if expected is not None and list(label_zyx.shape) != list(expected):
@@ -298,23 +365,36 @@ def restore_label(label_zyx: np.ndarray, properties: dict) -> np.ndarray:
     else:
         raise ValueError(f"restore_label: expected D x H x W or K x D x H x W, got shape {label_zyx.shape}")
     transpose = properties.get("transpose", list(TRANSPOSE))
-    full_zyx = [int(properties["original_shape"][t]) for t in transpose]
-    out = np.zeros(full_zyx, dtype=np.uint8)
+    xyz_shape = properties.get("reoriented_shape", properties["original_shape"])
+    out = np.zeros([int(xyz_shape[t]) for t in transpose], dtype=np.uint8)
     out[tuple(slice(b0, b1) for b0, b1 in properties["crop_bbox"])] = lab
-    return np.transpose(out, np.argsort(transpose))
+    out = np.transpose(out, np.argsort(transpose))
+    own = properties.get("original_orientation")
+    return np.ascontiguousarray(reorient(out, properties.get("orientation", own), own) if own else out)
 
 
-def save_label_nifti(label: np.ndarray, properties: dict, path: str | Path) -> Path:
-    """Write a label map as NIfTI with the original affine.
+def save_label_nifti(label: np.ndarray, properties: dict, path: str | Path, prepared: bool = False) -> Path:
+    """Write a label map as NIfTI carrying the input's header (:func:`~sam3dlib.data.io.save_label_like`).
 
-    ``label`` is either already on the original grid (shape ``original_shape``) or on the prepared
-    grid / class scores, in which case :func:`restore_label` is applied first.
+    Args:
+        label: a label map on the input file's own grid (shape ``original_shape``); with
+            ``prepared=True`` a label map on the prepared grid; or class scores ``K x D x H x W``.
+            Prepared-grid maps and scores go through :func:`restore_label` first. (A shape alone
+            cannot tell the grids apart: a file stored z, y, x has the prepared axis order.)
+        properties: the case's properties.
+        path: the output file.
+
+    Raises:
+        ValueError: a label meant for the original grid does not have its shape.
+
+    Properties without ``nifti_header`` (nnU-Net v1 input, older stores) get ``original_affine``
+    as qform and sform.
     """
     label = np.asarray(label)
-    if label.ndim != 3 or list(label.shape) != [int(s) for s in properties["original_shape"]]:
+    if prepared or label.ndim == 4:
         label = restore_label(label, properties)
-    img = nib.Nifti1Image(label.astype(np.uint8), np.asarray(properties["original_affine"], dtype=np.float64))
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    atomic_save_nifti(img, Path(path))
-    return Path(path)
+    elif list(label.shape) != [int(s) for s in properties["original_shape"]]:
+        raise ValueError(f"save_label_nifti: label shape {label.shape} is not the input's {properties['original_shape']}; "
+                         "pass prepared=True for a label on the prepared grid")
+    geometry = properties.get("nifti_header") or affine_geometry(np.asarray(properties["original_affine"]))
+    return save_label_like(label, geometry, path)

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sam3dlib.data.io import NIFTI_SUFFIXES
+from sam3dlib.data.io import nifti_stem as _nii
 from sam3dlib.data.safe_pickle import safe_load_pickle
 
 LAYOUTS = ("btcv", "acdc", "msd", "nnunet_v1")
@@ -35,16 +37,6 @@ class RawCase:
     label: Path | None
     layout: str
     extra: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-def _nii(name: str) -> str | None:
-    """``name`` without ``.nii.gz``/``.nii``, or None if it is not a NIfTI name (or macOS ``._`` junk)."""
-    if name.startswith("._") or name.startswith("."):
-        return None
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return None
 
 
 def _btcv_root(root: Path) -> Path | None:
@@ -102,7 +94,7 @@ def _find_btcv(root: Path) -> list[RawCase]:
         if stem is None or not stem.startswith("img"):
             continue
         num = stem[3:]
-        lab = next((base / "label" / f"label{num}{e}" for e in (".nii.gz", ".nii")
+        lab = next((base / "label" / f"label{num}{e}" for e in NIFTI_SUFFIXES
                     if (base / "label" / f"label{num}{e}").exists()), None)
         cases.append(RawCase(stem, (p,), lab, "btcv"))
     return cases
@@ -116,14 +108,14 @@ def _find_acdc(root: Path) -> list[RawCase]:
                 stem = _nii(p.name)
                 if stem is None or not re.fullmatch(r"patient\d+_frame\d+", stem):
                     continue
-                lab = next((pdir / f"{stem}_gt{e}" for e in (".nii.gz", ".nii") if (pdir / f"{stem}_gt{e}").exists()), None)
+                lab = next((pdir / f"{stem}_gt{e}" for e in NIFTI_SUFFIXES if (pdir / f"{stem}_gt{e}").exists()), None)
                 cases.append(RawCase(stem, (p,), lab, "acdc"))
     return cases
 
 
 def _channel_files(folder: Path, stem: str) -> tuple[Path, ...]:
     """``stem.nii.gz`` or the nnU-Net channel files ``stem_0000.nii.gz``, ``stem_0001.nii.gz`` ..."""
-    for e in (".nii.gz", ".nii"):
+    for e in NIFTI_SUFFIXES:
         if (folder / f"{stem}{e}").is_file():
             return (folder / f"{stem}{e}",)
     chans = sorted(p for p in folder.glob(f"{stem}_[0-9][0-9][0-9][0-9].nii*") if _nii(p.name))
@@ -133,7 +125,7 @@ def _channel_files(folder: Path, stem: str) -> tuple[Path, ...]:
 def _label_for(folder: Path, stem: str) -> Path | None:
     names = [stem, f"{stem}_gt", re.sub(r"^img", "label", stem)]
     for n in names:
-        for e in (".nii.gz", ".nii"):
+        for e in NIFTI_SUFFIXES:
             if (folder / f"{n}{e}").is_file():
                 return folder / f"{n}{e}"
     return None

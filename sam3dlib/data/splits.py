@@ -67,6 +67,14 @@ def all_case_ids(dataset: str) -> tuple[str, ...]:
     return tuple(sorted(ids))
 
 
+def labelled_split_of(dataset: str, case_ids: Iterable[str]) -> dict[str, str]:
+    """``{case_id: "train"|"test"}`` for those of ``case_ids`` that the shipped split lists as
+    labelled training or test cases (a case there must have a label file)."""
+    s = raw_split(dataset)
+    role = {**{c: "test" for c in s["test"]}, **{c: "train" for c in s["train"]}}
+    return {c: role[c] for c in case_ids if c in role}
+
+
 def _group(dataset: str, case_id: str) -> str:
     """Cases that must stay on one side of a split (ACDC: the two frames of a patient)."""
     if dataset == "acdc":

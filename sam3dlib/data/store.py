@@ -25,6 +25,10 @@ class StoreError(FileNotFoundError):
     """The folder is not a (complete) prepared store."""
 
 
+class MissingLabelError(ValueError):
+    """A case of a labelled split (train, val, test) has no label; the message names it and the split."""
+
+
 def case_paths(root: Path, case_id: str) -> dict[str, Path]:
     """Paths of one case's files in a store rooted at ``root``."""
     d = Path(root) / CASES_DIR
@@ -101,6 +105,24 @@ class PreparedDataset:
         if case_id not in self._props:
             self._props[case_id] = json.loads(case_paths(self.root, case_id)["properties"].read_text())
         return self._props[case_id]
+
+    def labelled_cases(self, case_ids: list[str], role: str, allow_missing: bool = False) -> tuple[list[str], list[str]]:
+        """``(cases with a label, cases without)`` of ``case_ids``, a labelled split part (``role``:
+        ``train``/``val``/``test``).
+
+        Raises:
+            MissingLabelError: a case lacks its label and ``allow_missing`` is False (the message
+                names the cases and the split; the caller records the dropped ones otherwise).
+        """
+        have = [c for c in case_ids if self.label(c) is not None]
+        missing = [c for c in case_ids if c not in set(have)]
+        if missing and not allow_missing:
+            raise MissingLabelError(
+                f"{self.root}: {len(missing)} {role} case(s) of the split have no label: "
+                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; restore the label file(s) and "
+                "run `sam3d prepare` again, or pass --allow-missing-labels (allow_missing_labels=True) to leave "
+                "them out (recorded in provenance.json / results.json)")
+        return have, missing
 
     def split(self, protocol: str = "paper", test_set: str = "paper") -> Split:
         """The shipped split restricted to the cases in this store."""

@@ -5,8 +5,12 @@ Two conventions (``shared/reference/evaluation.md`` section 2):
 - ``"paper"`` follows the authors' ``inference_*.py`` scripts: HD95 is MedPy's (95th
   percentile of the pooled symmetric surface distances, connectivity 1) in **voxel units**
   unless a spacing is given, and 0 when the prediction or the ground truth is empty.
-- ``"strict"``: HD95 in mm (the spacing is required) and NaN when either mask is empty;
-  the NaNs are left out of the means and counted (``n_nan``).
+- ``"strict"``: HD95 in mm (the spacing is required). A missed structure (ground truth
+  present, prediction empty) or a spurious one (prediction present, ground truth empty) is a
+  failure scored :func:`worst_case_distance` (the image diagonal in mm), so a model never gains
+  by missing, and counted per region (metrics ``missed`` and ``spurious``, 0/1 per case: their
+  mean is the rate). NaN only when both masks are empty (nothing to measure): left out of the
+  means and counted (``n_nan``).
 
 In both conventions Dice = 2|P∩G| / (|P|+|G|) and 1 when both masks are empty. DSC is
 returned in [0, 1]; the report layer multiplies by 100.
@@ -26,6 +30,8 @@ CONVENTIONS = ("paper", "strict")
 #: ``evaluate_case`` also accepts "both": paper metrics plus ``HD95_strict``.
 EVALUATE_CONVENTIONS = ("paper", "strict", "both")
 BRATS_AVERAGES = ("five_region", "three_region")
+#: per-case 0/1 failure flags of the strict convention (a region missed / predicted where absent)
+FAILURE_METRICS = ("missed", "spurious")
 #: Row name of the macro average in :func:`aggregate`.
 AVERAGE = "average"
 
@@ -92,6 +98,13 @@ def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, .
     return values
 
 
+def worst_case_distance(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """The strict HD95 of a missed or spurious structure: the image diagonal, ``sqrt(sum((n_i * s_i)^2))``
+    in the units of ``spacing`` (mm), larger than any distance between two voxels of the image."""
+    spacing = _check_spacing(spacing, len(shape))
+    return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
+
+
 def hd95(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -110,8 +123,9 @@ def hd95(
         gt: ground-truth mask, same shape.
         spacing: voxel size per axis (same axis order as the arrays), or one value for all.
             Defaults to None: unit spacing, i.e. voxel units (paper convention only).
-        convention: ``"paper"`` (0 when either mask is empty) or ``"strict"`` (NaN when either
-            mask is empty; ``spacing`` required). Defaults to "paper".
+        convention: ``"paper"`` (0 when either mask is empty: the authors' scripts) or
+            ``"strict"`` (``spacing`` required; :func:`worst_case_distance` when exactly one mask
+            is empty, NaN when both are). Defaults to "paper".
 
     Returns:
         The HD95 in the units of ``spacing`` (voxels if None).
@@ -127,7 +141,9 @@ def hd95(
         raise ValueError("the strict convention reports HD95 in mm: pass the voxel spacing")
     spacing = _check_spacing(spacing, p.ndim)
     if not p.any() or not g.any():
-        return 0.0 if convention == "paper" else float("nan")
+        if convention == "paper":
+            return 0.0
+        return float("nan") if not p.any() and not g.any() else worst_case_distance(p.shape, spacing)
     return float(np.percentile(_surface_distances(p, g, spacing), 95))
 
 
@@ -170,7 +186,8 @@ def evaluate_case(
         include_extra: also score ``spec.extra_regions``. Defaults to True.
 
     Returns:
-        ``{region: {"DSC": ..., "HD95": ...}}`` (plus ``"HD95_strict"`` for "both").
+        ``{region: {"DSC": ..., "HD95": ...}}``, plus ``"HD95_strict"`` for "both", plus
+        ``"missed"`` and ``"spurious"`` (0/1) for "strict" and "both".
 
     Raises:
         ValueError: for differing shapes or an unknown convention. TypeError: for
@@ -197,6 +214,10 @@ def evaluate_case(
             scores["HD95"] = hd95(p, g, spacing if convention == "paper" else None, "paper")
         if convention == "both":
             scores["HD95_strict"] = hd95(p, g, spacing, "strict")
+        if convention != "paper":
+            has_p, has_g = bool(p.any()), bool(g.any())
+            scores["missed"] = float(has_g and not has_p)
+            scores["spurious"] = float(has_p and not has_g)
         out[name] = scores
     return out
 

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
+from sam3dlib.data.io import nifti_stem, read_header_shape
 from sam3dlib.data.specs import get_spec
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.modeling.sam3d import SAM3D
@@ -30,7 +31,6 @@ from sam3dlib.utils.devices import resolve_device
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.utils.finished import FINISHED, is_finished
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
@@ -162,7 +162,8 @@ def predict_case(loaded: LoadedRun, image: np.ndarray, properties: dict, progres
 
 def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike | Sequence[str | os.PathLike],
                  out_path: str | os.PathLike, device: str = "auto", progress: bool = False) -> Path:
-    """Segment one scan and write the label NIfTI with the input's affine and shape.
+    """Segment one scan and write the label NIfTI on the input's own grid with the input's header
+    (qform, sform, codes, pixdim, units; :func:`sam3dlib.data.preprocess.save_label_nifti`).
 
     Args:
         run: a run directory or a :func:`load_run` result.
@@ -182,36 +183,86 @@ def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike 
     return save_label_nifti(label, props, out_path)
 
 
-def _strip(name: str) -> str:
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+def _channels_of(path: Path) -> int:
+    """Modality channels a NIfTI file holds (4th axis of a 4D file, else 1), from its header."""
+    shape = read_header_shape(path)
+    return int(shape[3]) if len(shape) == 4 else 1
 
 
-def group_inputs(folder: str | os.PathLike) -> dict[str, list[Path]]:
-    """``{case_id: [files]}`` of a folder: ``X_0000.nii.gz, X_0001.nii.gz`` form one multi-modal case."""
+def group_inputs(folder: str | os.PathLike, num_channels: int = 1) -> dict[str, list[Path]]:
+    """``{case_id: [files]}`` of the NIfTI files in ``folder``, one entry per output to write.
+
+    * one channel: every file is its own case, named after the file (``scan_0001.nii.gz`` ->
+      ``scan_0001``); the nnU-Net ``_NNNN`` suffix means nothing here;
+    * more than one: ``X_0000.nii.gz`` ... ``X_000{C-1}.nii.gz`` form case ``X`` (nnU-Net's
+      channel rule); a file without the suffix is one case holding all channels (a 4D file,
+      modality last). A case with a missing or extra channel is an error naming it.
+
+    Every case's channel count is checked from the headers before anything is predicted.
+
+    Raises:
+        FileNotFoundError: no folder, or no NIfTI file in it.
+        ValueError: a case's channels do not match the model's ``num_channels`` (names the files).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {folder} does not exist")
-    cases: dict[str, list[Path]] = {}
-    for p in sorted(folder.iterdir()):
-        if not (p.is_file() and p.name.endswith(NIFTI_SUFFIXES)):
-            continue
-        stem = _strip(p.name)
-        m = _CHANNEL.match(stem)
-        cases.setdefault(m.group("case") if m else stem, []).append(p)
-    if not cases:
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and nifti_stem(p.name) is not None]
+    if not files:
         raise FileNotFoundError(f"no .nii.gz/.nii files in input folder {folder}")
+    cases: dict[str, list[Path]] = {}
+    channel_files: set[str] = set()  # cases formed by the _NNNN rule
+    for p in files:
+        stem = nifti_stem(p.name)
+        m = _CHANNEL.match(stem) if num_channels > 1 else None
+        case_id = m.group("case") if m else stem
+        if case_id in cases and not (m and case_id in channel_files):  # x.nii + x.nii.gz, or X.nii.gz + X_0000
+            raise ValueError(f"{folder}: {cases[case_id][0].name} and {p.name} both name case {case_id}")
+        if m:
+            channel_files.add(case_id)
+        cases.setdefault(case_id, []).append(p)
+    problems = [msg for case_id, paths in cases.items() if (msg := _channel_problem(case_id, paths, num_channels))]
+    if problems:
+        raise ValueError(f"{folder}: the model takes {num_channels} channel(s) per case; " + "; ".join(problems[:10]))
     return cases
+
+
+def _channel_problem(case_id: str, paths: list[Path], num_channels: int) -> str | None:
+    """What is wrong with the channel files of one case, or None."""
+    indexed = [(m, p) for p in paths if (m := _CHANNEL.match(nifti_stem(p.name)))] if num_channels > 1 else []
+    if indexed:
+        have = sorted(int(m.group("ch")) for m, _ in indexed)
+        want = list(range(num_channels))
+        missing = [f"{case_id}_{c:04d}" for c in want if c not in have]
+        extra = [p.name for m, p in indexed if int(m.group("ch")) not in want]
+        if missing or extra or len(have) != len(set(have)):
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"extra {', '.join(extra)}"] if extra else [])
+            return f"case {case_id}: " + (", ".join(parts) or "duplicate channel files")
+        return None
+    found = sum(_channels_of(p) for p in paths)
+    if found != num_channels:
+        return f"case {case_id} ({paths[0].name}) holds {found} channel(s)"
+    return None
 
 
 def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    device: str = "auto", progress: bool = True) -> list[Path]:
-    """Segment every scan of ``in_dir`` into ``out_dir/<case>.nii.gz``."""
+    """Segment every case of ``in_dir`` (:func:`group_inputs`) into ``out_dir/<case>.nii.gz``.
+
+    The inputs are grouped and their channel counts checked before anything is written; each
+    output is written atomically. If ``out_dir`` did not exist and nothing was written, it is
+    removed again on failure.
+    """
     loaded = _as_loaded(run, device)
+    cases = group_inputs(in_dir, loaded.model.in_channels)
     out = Path(out_dir)
+    created = not out.exists()
     written = []
-    for case_id, files in tqdm(group_inputs(in_dir).items(), desc="predict", disable=not progress):
-        written.append(predict_file(loaded, files, out / f"{case_id}.nii.gz"))
+    try:
+        for case_id, files in tqdm(cases.items(), desc="predict", disable=not progress):
+            written.append(predict_file(loaded, files, out / f"{case_id}.nii.gz"))
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return written

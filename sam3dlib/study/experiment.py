@@ -3,8 +3,9 @@
 Test-set evaluation follows the paper's code (``-val --valbest``): the best checkpoint
 predicts every test case by sliding windows over the preprocessed volume, the softmax is
 mapped back to the original geometry, written as NIfTI, and scored against the ORIGINAL
-label file with :func:`sam3dlib.evaluation.metrics.evaluate_case` (paper convention: HD95 in voxels).
-The scores are those ``sam3d predict`` + ``sam3d evaluate`` give on the same files.
+label file by the one evaluator, :func:`sam3dlib.evaluation.evaluator.evaluate_pairs` (paper
+convention: HD95 in voxels). The scores are those ``sam3d predict`` + ``sam3d evaluate`` give on
+the same files.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
-from sam3dlib.data.io import load_label_nifti
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 from sam3dlib.utils.finished import is_finished
 
@@ -25,37 +25,25 @@ PREDICTIONS = "predictions"
 RESULTS_FILE = "results.json"
 
 
-def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]], dataset: str,
-                   convention: str = "paper") -> pd.DataFrame:
-    """Per-case frame of ``{case_id: (prediction file, ground-truth file)}``."""
-    from sam3dlib.data.specs import get_spec
-    from sam3dlib.evaluation.metrics import evaluate_case, per_case_frame
-
-    spec = get_spec(dataset)
-    results = {}
-    for case_id, (pred_path, gt_path) in pairs.items():
-        pred, gt = load_label_nifti(pred_path)[0], load_label_nifti(gt_path)[0]
-        if pred.shape != gt.shape:
-            raise ValueError(f"case {case_id}: prediction {pred_path} shape {pred.shape} != ground truth {gt.shape}")
-        results[case_id] = evaluate_case(pred, gt, spec, spacing=None, convention=convention)
-    return per_case_frame(results)
-
-
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_ids: list[str] | None = None,
-                 which: str = "best", device: str | None = None, progress: bool = True) -> pd.DataFrame:
+                 which: str = "best", device: str | None = None, progress: bool = True,
+                 allow_missing_labels: bool = False) -> pd.DataFrame:
     """Predict and score a run's test cases; write ``predictions/``, ``per_case.csv``, ``summary.csv``.
 
     Args:
         run_dir: a training run.
         data_dir: the prepared store it was trained on.
-        case_ids: cases to evaluate (default: the test cases of the run's protocol that have labels).
+        case_ids: cases to evaluate (default: the test cases of the run's protocol).
         which: ``best`` (default, the paper's ``--valbest``) or ``latest``.
         device: overrides the run's device.
+        allow_missing_labels: leave out test cases without a label (recorded in ``results.json``
+            ``dropped_unlabelled_cases`` and printed); without it they are an error.
 
     Returns:
         The summary frame (:func:`sam3dlib.evaluation.metrics.aggregate`).
     """
     from sam3dlib.data.store import PreparedDataset
+    from sam3dlib.evaluation.evaluator import evaluate_pairs
     from sam3dlib.evaluation.metrics import aggregate
     from sam3dlib.inference.predictor import load_run, predict_case
     from sam3dlib.data.preprocess import save_label_nifti
@@ -64,13 +52,14 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     loaded = load_run(run, device or _run_device(run), which)
     store = PreparedDataset(data_dir)
     if case_ids is None:
-        case_ids = [c for c in store.split(loaded.config.protocol).test if store.label(c) is not None]
-    if not case_ids:
-        raise ValueError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
+        case_ids = list(store.split(loaded.config.protocol).test)
     absent = [c for c in case_ids if c not in set(store.case_ids)]
     if absent:
         raise ValueError(f"{data_dir}: case(s) {', '.join(absent[:5])} to evaluate are not in the store "
                          f"({len(store.case_ids)} cases)")
+    case_ids, dropped = store.labelled_cases(case_ids, "test", allow_missing_labels)
+    if not case_ids:
+        raise ValueError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
     pairs = {}
     for case_id in tqdm(case_ids, desc="test cases", disable=not progress):
         props = store.properties(case_id)
@@ -83,7 +72,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         out = run / PREDICTIONS / f"{case_id}.nii.gz"
         save_label_nifti(predict_case(loaded, np.asarray(store.image(case_id)), props), props, out)
         pairs[case_id] = (out, gt)
-    per_case = evaluate_files(pairs, store.spec.name)
+    per_case = evaluate_pairs(pairs, store.spec)
     summary = aggregate(per_case, store.spec)
     atomic_write_text(run / "per_case.csv", per_case.to_csv(index=False))
     atomic_write_text(run / "summary.csv", summary.to_csv(index=False))
@@ -92,7 +81,10 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         "seed": cfg.seed, "experiment": cfg.name, "profile": cfg.profile, "protocol": cfg.protocol,
         "encoder": cfg.encoder, "encoder_checkpoint": cfg.sam_checkpoint, "checkpoint": Path(loaded.checkpoint).name,
         "data_dir": str(Path(data_dir).resolve()), "cases": list(case_ids), "files": ["per_case.csv", "summary.csv"],
+        "dropped_unlabelled_cases": dropped,
     })
+    if dropped:
+        print(f"{len(dropped)} test case(s) without a label left out of the summary: {', '.join(dropped)}")
     return summary
 
 
@@ -111,7 +103,7 @@ def is_scored(run_dir: str | os.PathLike) -> bool:
 
 def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    resume: bool = False, progress: bool = True, force: bool = False,
-                   allow_missing_cases: bool = False) -> Path:
+                   allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> Path:
     """Train (:func:`sam3dlib.training.train`), then :func:`evaluate_run` on the test cases.
 
     Under ``torchrun`` every rank trains; rank 0 alone evaluates. ``resume=True`` on a run that
@@ -125,7 +117,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_di
 
     done = resume and not force and is_scored(out_dir)
     run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,
-                allow_missing_cases=allow_missing_cases)
+                allow_missing_cases=allow_missing_cases, allow_missing_labels=allow_missing_labels)
     if int(os.environ.get("RANK", "0")) == 0 and not done:
-        evaluate_run(run, data_dir, progress=progress)
+        evaluate_run(run, data_dir, progress=progress, allow_missing_labels=allow_missing_labels)
     return run

@@ -73,12 +73,13 @@ class Trainer:
         self.start_epoch, self.best, self.best_epoch, self.ema = 0, -1.0, None, None
 
     # ------------------------------------------------------------------ setup
-    def load_data(self, allow_missing_cases: bool = False) -> None:
+    def load_data(self, allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> None:
         """Open the store and the split; keep the labelled train and val cases.
 
         Raises:
             ValueError: the store is of another dataset, lacks split cases (real data, without
-                ``allow_missing_cases``) or has no labelled training case.
+                ``allow_missing_cases``), lacks labels of train/val cases (without
+                ``allow_missing_labels``) or has no labelled training case.
         """
         from sam3dlib.data.store import PreparedDataset
 
@@ -96,8 +97,9 @@ class Trainer:
                 "(allow_missing_cases=True) to train on the cases present"
             )
         self.store, self.split, self.missing = store, split, missing
-        self.train_ids = [c for c in split.train if store.label(c) is not None]
-        self.val_ids = [c for c in split.val if store.label(c) is not None]
+        self.train_ids, no_label = store.labelled_cases(list(split.train), "train", allow_missing_labels)
+        self.val_ids, no_label_val = store.labelled_cases(list(split.val), "val", allow_missing_labels)
+        self.dropped_unlabelled = {"train": no_label, "val": no_label_val}
         if not self.train_ids:
             raise ValueError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
 
@@ -144,6 +146,7 @@ class Trainer:
         atomic_write_json(run / "dataset_meta.json", self.store.meta)
         prov = provenance.collect(self.config, self.model, self.device, self.store, self.split, self.ctx.world_size)
         prov["missing_split_cases"] = self.missing
+        prov["dropped_unlabelled_cases"] = self.dropped_unlabelled
         atomic_write_text(run / "provenance.json", provenance.dumps(prov) + "\n")
 
     def prepare_features(self) -> None:
@@ -286,7 +289,7 @@ class Trainer:
 
 def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
           progress: bool = True, max_epochs: int | None = None, force: bool = False,
-          allow_missing_cases: bool = False) -> Path:
+          allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> Path:
     """Train SAM3D's decoder as the paper's code does; write the run directory.
 
     Args:
@@ -301,6 +304,8 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
             Without it a finished run is never overwritten.
         allow_missing_cases: train although the store (real data, not a phantom) lacks cases
             that the shipped split lists; they are recorded in ``provenance.json``.
+        allow_missing_labels: leave out train/val cases whose label is missing (recorded in
+            ``provenance.json`` ``dropped_unlabelled_cases``); without it they are an error.
 
     Returns:
         The run directory.
@@ -316,7 +321,7 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
     ctx = init_distributed(config.device)
     try:
         trainer = Trainer(config, data_dir, out_dir, ctx, progress)
-        trainer.load_data(allow_missing_cases)
+        trainer.load_data(allow_missing_cases, allow_missing_labels)
         if not trainer.open_run(resume, force):
             return trainer.run  # nothing left to do; a finished run is never touched again
         trainer.build()

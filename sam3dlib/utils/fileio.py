@@ -120,8 +120,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 
+def _json_default(o: Any) -> Any:
+    """numpy scalars/arrays as numbers/lists; anything else (paths, dates) as its ``str``."""
+    if hasattr(o, "tolist") and type(o).__module__ == "numpy":
+        return o.tolist()
+    return str(o)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``obj`` as indented JSON with sorted keys (numpy values as numbers, paths as strings)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
