@@ -292,7 +292,7 @@ def item5_memory(item1: dict | None, item2: dict) -> dict[str, Any]:
 
 def schedule_estimate(item1: dict | None, item2: dict) -> dict[str, Any]:
     """Wall time of the paper's Synapse schedule from this run's steps (training steps only)."""
-    from sam3dlib.config import get_config
+    from sam3dlib.study.registry import get_config
 
     cfg = get_config("table1_synapse", profile="paper")
     steps = cfg.epochs * cfg.iterations_per_epoch

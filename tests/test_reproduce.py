@@ -11,16 +11,10 @@ import pytest
 
 from sam3dlib.study import report
 from sam3dlib.cli import main as cli_main
-from sam3dlib.study.reproduce import (
-    CHECKPOINT_URL,
-    DONE_FILE,
-    MissingInputError,
-    check_inputs,
-    ensure_phantom_data,
-    notebooks_dir,
-    reproduce_table,
-    select_run_dir,
-)
+from sam3dlib.study.inputs import CHECKPOINT_URL, MissingInputError, check_inputs
+from sam3dlib.study.phantom_data import ensure_phantom_data
+from sam3dlib.study.reproduce import notebooks_dir, reproduce_table
+from sam3dlib.study.run_folders import DONE_FILE, select_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

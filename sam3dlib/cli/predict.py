@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from sam3dlib.cli import UserError
+from sam3dlib.utils.devices import DEVICE_CHOICES, parse_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,14 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="NIfTI file, one file per modality, or a folder")
     p.add_argument("-o", "--output", required=True, type=Path, help="label file (.nii.gz) or folder")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="default: best")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", type=parse_device, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.utils.fileio import check_output_dir
-    from sam3dlib.inference.predictor import RunError, load_run, predict_file, predict_folder
+    from sam3dlib.inference.predictor import load_run, predict_file, predict_folder
 
     inputs = args.input
     folder_in = len(inputs) == 1 and inputs[0].is_dir()
@@ -40,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.output.name.endswith((".nii", ".nii.gz")):
         raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
     check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
-    try:
-        loaded = load_run(args.run, args.device, args.checkpoint)
-    except RunError as exc:
-        raise UserError(str(exc)) from None
+    loaded = load_run(args.run, args.device, args.checkpoint)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress)
         print(f"wrote {len(written)} label maps to {args.output}")

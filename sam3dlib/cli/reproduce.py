@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam3dlib.study.reproduce import DEFAULT_CHECKPOINT, MissingInputError
+from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, MissingInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

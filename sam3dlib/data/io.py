@@ -13,6 +13,7 @@ import numpy as np
 
 from sam3dlib.utils.fileio import atomic_save_npy as fileio_save_npy
 from sam3dlib.utils.fileio import atomic_write
+from sam3dlib.utils.errors import UserInputError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -52,7 +53,7 @@ def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> None:
     atomic_write_bytes(path, raw)
 
 
-class DataFileError(ValueError):
+class DataFileError(UserInputError, ValueError):
     """A data file that cannot be read; the message names the file."""
 
 

@@ -16,12 +16,13 @@ import numpy as np
 
 from sam3dlib.data.specs import DatasetSpec, get_spec
 from sam3dlib.data.splits import Split, get_split
+from sam3dlib.utils.errors import UserInputError
 
 META_FILE = "dataset.json"
 CASES_DIR = "cases"
 
 
-class StoreError(FileNotFoundError):
+class StoreError(UserInputError, FileNotFoundError):
     """The folder is not a (complete) prepared store."""
 
 

@@ -26,13 +26,14 @@ from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.modeling.sam_checkpoint import file_sha256
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.utils.devices import resolve_device
+from sam3dlib.utils.errors import UserInputError
 from sam3dlib.modeling.factory import build_model
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
-class RunError(FileNotFoundError):
+class RunError(UserInputError, FileNotFoundError):
     """A run directory that cannot be used for prediction; the message says why."""
 
 
@@ -82,7 +83,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         if sha != prov.get("encoder_sha256"):
             raise RunError(f"{config.sam_checkpoint} has sha256 {sha[:12]}..., the run was trained with "
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
-    dev = resolve_device(device if device != "auto" else "auto")
+    dev = resolve_device(device)
     reuse_freed_host_memory(dev.type)
     model = build_model(config, get_spec(config.dataset))
     from sam3dlib.modeling.fingerprint import encoder_fingerprint

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from sam3dlib.modeling.encoders import ENCODER_CONFIGS, encoder_config
 from sam3dlib.utils.fileio import atomic_torch_save
+from sam3dlib.utils.errors import UserInputError
 
 ENCODER_PREFIX = "image_encoder."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError, ValueError):
     """A checkpoint file that is not a usable SAM image-encoder checkpoint."""
 
 

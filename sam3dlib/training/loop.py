@@ -25,6 +25,7 @@ from sam3dlib.utils.devices import resolve_device
 from sam3dlib.modeling.factory import build_model, torch_dtype
 from sam3dlib.training.optim import make_optimizer, poly_lr
 from sam3dlib.training.logging import plot_curve, write_log
+from sam3dlib.utils.errors import UserInputError
 
 #: settings that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = ("device", "num_workers", "cache_dir", "mirror_tta", "sw_overlap", "encoder_chunk_size")
@@ -37,7 +38,7 @@ RUN_OUTPUTS = ("checkpoints", "predictions", "config.json", "provenance.json", "
                "training_curve.png", "per_case.csv", "summary.csv", "results.json", "ddp_replicas.json", FINISHED)
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(UserInputError, FileExistsError):
     """The output folder already holds a (different, unfinished or finished) training run."""
 
 
