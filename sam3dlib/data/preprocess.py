@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from sam3dlib.data.io import atomic_save_nifti, load_nifti
+from sam3dlib.data.io import DataFileError, atomic_save_nifti, load_nifti
 
 #: NIfTI (x, y, z) -> (z, y, x)
 TRANSPOSE = (2, 1, 0)
@@ -53,20 +53,20 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
         elif arr.ndim == 3:
             chans = [arr]
         elif arr.ndim == 2:
-            raise ValueError(f"{p}: a 2D image (shape {arr.shape}) was given where a 3D volume is expected; "
+            raise DataFileError(f"{p}: a 2D image (shape {arr.shape}) was given where a 3D volume is expected; "
                              "SAM3D segments volumes (x, y, z), or 4D files with the modalities last")
         else:
-            raise ValueError(f"{p}: expected a 3D volume or a 4D image with the modalities last, got shape {arr.shape}")
+            raise DataFileError(f"{p}: expected a 3D volume or a 4D image with the modalities last, got shape {arr.shape}")
         if min(chans[0].shape) < 2:
-            raise ValueError(f"{p}: a single slice (shape {arr.shape}): SAM3D needs a 3D volume with at least "
+            raise DataFileError(f"{p}: a single slice (shape {arr.shape}): SAM3D needs a 3D volume with at least "
                              "2 voxels along every axis")
         if affine is None:
             affine, zooms, shape = aff, z, chans[0].shape
         elif chans[0].shape != shape:
-            raise ValueError(f"{p}: shape {chans[0].shape} differs from {paths[0].name}'s {shape}")
+            raise DataFileError(f"{p}: shape {chans[0].shape} differs from {paths[0].name}'s {shape}")
         channels += [np.transpose(c, TRANSPOSE) for c in chans]
     if num_channels is not None and len(channels) != num_channels:
-        raise ValueError(f"{paths[0]}: expected {num_channels} channel(s), found {len(channels)}")
+        raise DataFileError(f"{paths[0]}: expected {num_channels} channel(s), found {len(channels)}")
     img = np.stack(channels).astype(np.float32)
     geom = {"original_shape": [int(s) for s in shape], "original_affine": np.asarray(affine).tolist(),
             "original_spacing": [round(float(zooms[t]), 6) for t in TRANSPOSE], "transpose": list(TRANSPOSE),
@@ -88,22 +88,22 @@ def read_label(label_path: Path, shape_xyz: Sequence[int] | None = None, affine:
     if arr.ndim == 4 and arr.shape[3] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
-        raise ValueError(f"{label_path}: expected a 3D label map, got shape {arr.shape}")
+        raise DataFileError(f"{label_path}: expected a 3D label map, got shape {arr.shape}")
     if shape_xyz is not None and tuple(arr.shape) != tuple(shape_xyz):
-        raise ValueError(f"{label_path}: label shape {arr.shape} differs from the image's {tuple(shape_xyz)}")
+        raise DataFileError(f"{label_path}: label shape {arr.shape} differs from the image's {tuple(shape_xyz)}")
     if affine is not None and not np.allclose(laff, np.asarray(affine, dtype=np.float64), atol=AFFINE_TOL, rtol=0):
         worst = float(np.abs(laff - np.asarray(affine, dtype=np.float64)).max())
-        raise ValueError(f"{label_path}: label affine differs from the image's affine (by up to {worst:.4g} mm); "
+        raise DataFileError(f"{label_path}: label affine differs from the image's affine (by up to {worst:.4g} mm); "
                          "the label does not lie on the image's voxel grid")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{label_path}: label contains NaN/inf")
+        raise DataFileError(f"{label_path}: label contains NaN/inf")
     lab = np.rint(arr)
     if lab.min() < 0 or lab.max() > 255:
-        raise ValueError(f"{label_path}: label values outside 0..255 ({lab.min()}..{lab.max()})")
+        raise DataFileError(f"{label_path}: label values outside 0..255 ({lab.min()}..{lab.max()})")
     if label_values is not None:
         bad = sorted(set(np.unique(lab).astype(int).tolist()) - {int(v) for v in label_values})
         if bad:
-            raise ValueError(f"{label_path}: label value(s) {bad} outside the dataset's label set "
+            raise DataFileError(f"{label_path}: label value(s) {bad} outside the dataset's label set "
                              f"{sorted(int(v) for v in label_values)}")
     return np.transpose(lab.astype(np.uint8), TRANSPOSE)
 
@@ -213,7 +213,7 @@ def normalise(image: np.ndarray, norm: dict, nonzero: np.ndarray | None = None) 
             stats["channel_mean"].append(m)
             stats["channel_std"].append(s)
     else:
-        raise ValueError(f"normalization scheme {scheme!r} unknown (the store's dataset.json must give "
+        raise DataFileError(f"normalization scheme {scheme!r} unknown (the store's dataset.json must give "
                          "'normalization': {'scheme': 'CT'|'nonCT', ...})")
     return image, stats
 
@@ -231,7 +231,7 @@ def crop_case(image_paths: Sequence[Path] | Path, label_path: Path | None, num_c
     lab = (read_label(label_path, props["original_shape"], props["original_affine"], label_values)
            if label_path is not None else None)
     if not np.all(np.isfinite(img)):
-        raise ValueError(f"{props['image_files'][0]}: image contains NaN/inf")
+        raise DataFileError(f"{props['image_files'][0]}: image contains NaN/inf")
     bbox = nonzero_bbox(img)
     img = _crop(img, bbox)
     lab = _crop(lab, bbox) if lab is not None else None
@@ -255,7 +255,7 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
     """
     for k in ("target_spacing", "normalization"):
         if k not in meta:
-            raise ValueError(f"store meta has no {k!r}; it must be a prepared store's dataset.json")
+            raise DataFileError(f"store meta has no {k!r}; it must be a prepared store's dataset.json")
     labels = meta.get("labels")
     label_values = [int(k) for k in labels] if isinstance(labels, dict) and labels else None
     img, lab, props = crop_case(image_paths, label_path, meta.get("num_channels"), label_values)

@@ -16,7 +16,7 @@ import numpy as np
 
 from sam3dlib.data.specs import DatasetSpec, get_spec
 from sam3dlib.data.splits import Split, get_split
-from sam3dlib.utils.errors import UserInputError
+from sam3dlib.utils.errors import UnknownCaseError, UserInputError
 
 META_FILE = "dataset.json"
 CASES_DIR = "cases"
@@ -83,7 +83,7 @@ class PreparedDataset:
 
     def _check(self, case_id: str) -> None:
         if case_id not in self._case_set:
-            raise KeyError(f"case {case_id!r} is not in the store {self.root} ({len(self.case_ids)} cases)")
+            raise UnknownCaseError(f"case {case_id!r} is not in the store {self.root} ({len(self.case_ids)} cases)")
 
     def image(self, case_id: str) -> np.ndarray:
         """Preprocessed image, float32 ``C x D x H x W`` (memory-mapped, read-only)."""

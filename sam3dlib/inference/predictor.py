@@ -26,7 +26,8 @@ from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.modeling.sam_checkpoint import file_sha256
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.utils.devices import resolve_device
-from sam3dlib.utils.errors import UserInputError
+from sam3dlib.data.io import DataFileError
+from sam3dlib.utils.errors import ConfigError, MissingFileError, UserInputError
 from sam3dlib.modeling.factory import build_model
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -68,7 +69,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         if not (run / name).is_file():
             raise RunError(f"{run / name} not found: {run} is not a finished sam3dlib training run")
     if which not in ("best", "latest"):
-        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+        raise ConfigError(f"which must be 'best' or 'latest', got {which!r}")
     ckpt = run / "checkpoints" / (BEST if which == "best" else LATEST)
     if not ckpt.is_file():
         raise RunError(f"{ckpt} not found: the run in {run} has not finished an epoch yet")
@@ -122,7 +123,7 @@ def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool =
     cfg = loaded.config
     arr = np.array(image, dtype=np.float32)
     if arr.ndim != 4 or arr.shape[0] != loaded.model.in_channels:
-        raise ValueError(f"image of shape {arr.shape}: expected {loaded.model.in_channels} x D x H x W "
+        raise DataFileError(f"image of shape {arr.shape}: expected {loaded.model.in_channels} x D x H x W "
                          f"({cfg.dataset} has {loaded.model.in_channels} modality channel(s))")
 
     def attempt(batch: int, device: torch.device) -> torch.Tensor:
@@ -163,7 +164,7 @@ def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike 
     paths = [Path(in_path)] if isinstance(in_path, (str, os.PathLike)) else [Path(p) for p in in_path]
     for p in paths:
         if not p.is_file():
-            raise FileNotFoundError(f"input image {p} does not exist")
+            raise MissingFileError(f"input image {p} does not exist")
     image, _, props = preprocess_case(paths if len(paths) > 1 else paths[0], loaded.meta)
     label = predict_case(loaded, image, props, progress)
     return save_label_nifti(label, props, out_path)
@@ -180,7 +181,7 @@ def group_inputs(folder: str | os.PathLike) -> dict[str, list[Path]]:
     """``{case_id: [files]}`` of a folder: ``X_0000.nii.gz, X_0001.nii.gz`` form one multi-modal case."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"input folder {folder} does not exist")
+        raise MissingFileError(f"input folder {folder} does not exist")
     cases: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         if not (p.is_file() and p.name.endswith(NIFTI_SUFFIXES)):
@@ -189,7 +190,7 @@ def group_inputs(folder: str | os.PathLike) -> dict[str, list[Path]]:
         m = _CHANNEL.match(stem)
         cases.setdefault(m.group("case") if m else stem, []).append(p)
     if not cases:
-        raise FileNotFoundError(f"no .nii.gz/.nii files in input folder {folder}")
+        raise MissingFileError(f"no .nii.gz/.nii files in input folder {folder}")
     return cases
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 
 from sam3dlib.utils.devices import is_cuda
+from sam3dlib.utils.errors import ConfigError
 
 
 @dataclass
@@ -64,7 +65,7 @@ def shard_batches(iterations: int, batch_size: int, ctx: DistContext) -> list[in
     the world size.
     """
     if batch_size % ctx.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {batch_size} cannot be split over {ctx.world_size} processes; "
             f"set batch_size to a multiple of {ctx.world_size} (--set batch_size=...)"
         )

@@ -25,7 +25,8 @@ from sam3dlib.utils.devices import resolve_device
 from sam3dlib.modeling.factory import build_model, torch_dtype
 from sam3dlib.training.optim import make_optimizer, poly_lr
 from sam3dlib.training.logging import plot_curve, write_log
-from sam3dlib.utils.errors import UserInputError
+from sam3dlib.data.io import DataFileError
+from sam3dlib.utils.errors import ConfigError, UserInputError
 
 #: settings that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = ("device", "num_workers", "cache_dir", "mirror_tta", "sw_overlap", "encoder_chunk_size")
@@ -228,12 +229,12 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
 
     store = PreparedDataset(data_dir)
     if store.spec.name != config.dataset:
-        raise ValueError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
+        raise ConfigError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
     split = store.split(config.protocol)
     phantom = store.is_phantom
     missing = [] if phantom else missing_split_cases(store, split)
     if missing and not allow_missing_cases:
-        raise ValueError(
+        raise DataFileError(
             f"{data_dir}: the {config.protocol} split of {store.spec.name} lists {len(missing)} case(s) that the "
             f"store lacks ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); results would not be "
             "comparable to the paper. Prepare the missing cases, or pass --allow-missing-cases "
@@ -242,7 +243,7 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
     train_ids = [c for c in split.train if store.label(c) is not None]
     val_ids = [c for c in split.val if store.label(c) is not None]
     if not train_ids:
-        raise ValueError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
+        raise DataFileError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
     check_output_dir(run, "run folder (--out)")
     if config.encoder_mode == "cached":
         check_output_dir(default_cache_dir(config, data_dir), "feature cache folder (cache_dir)")

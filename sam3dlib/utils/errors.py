@@ -23,4 +23,15 @@ class ConfigError(UserInputError, ValueError):
     """A configuration value (``ExperimentConfig`` field, ``--set`` override) is unknown or out of range."""
 
 
-__all__ = ["ConfigError", "UserInputError"]
+class MissingFileError(UserInputError, FileNotFoundError):
+    """A file or folder the user named (raw data, an input scan, a checkpoint) does not exist."""
+
+
+class UnknownCaseError(UserInputError, KeyError):
+    """A case id that is not in the store or folder; the message names the case and the place."""
+
+    def __str__(self) -> str:  # the message, not KeyError's quoted repr
+        return str(self.args[0]) if self.args else ""
+
+
+__all__ = ["ConfigError", "MissingFileError", "UnknownCaseError", "UserInputError"]
