@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import atomic_save_npy, atomic_write_json
+from sam3dlib.data.io import DataFileError, atomic_save_npy, atomic_write_json
 from sam3dlib.data.preprocess import crop_case, preprocess_case
 from sam3dlib.data.readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
 from sam3dlib.data.specs import get_spec
