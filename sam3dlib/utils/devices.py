@@ -1,11 +1,16 @@
-"""Device names: the one rule for ``auto``/``cpu``/``cuda``/``cuda:N`` (parsing and resolving)."""
+"""Device names: the one rule for ``auto``/``cpu``/``cuda``/``cuda:N`` (parsing and resolving).
+
+Parsing needs no torch (the CLI checks ``--device`` without importing it); resolving does.
+"""
 from __future__ import annotations
 
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from sam3dlib.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 #: The device names every entry point accepts (config ``device``, ``--device``, notebook ``device``).
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -33,11 +38,13 @@ def parse_device(value: object, where: str = "device") -> str:
 
 def is_cuda(device: str) -> bool:
     """Whether a (valid) device name asks for a GPU: ``cuda``/``cuda:N``, or ``auto`` with one present."""
+    import torch
+
     name = parse_device(device)
     return name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
 
 
-def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
+def resolve_device(device: str, local_rank: int | None = None) -> "torch.device":
     """The torch device of a device name.
 
     Args:
@@ -48,6 +55,8 @@ def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
         ConfigError: an unknown name, a GPU asked for but absent, an index past the GPU count, or
             an explicit ``cuda:N`` under DDP (every rank uses its own GPU, ``LOCAL_RANK``).
     """
+    import torch
+
     name = parse_device(device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
