@@ -44,6 +44,7 @@ import torch  # noqa: E402
 
 import bench_lib as bl  # noqa: E402
 from sam3dlib.data.specs import get_spec  # noqa: E402
+from sam3dlib.utils.devices import DEVICE_CHOICES, parse_device  # noqa: E402
 
 GB = 1e9
 # the decoder and loss as the paper's code runs them; ours are StepSpec's defaults
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder (bench.json, bench.md)")
     p.add_argument("--quick", action="store_true", help="reduced sizes: Synapse depth 16 (1/4), fewer slices")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", type=parse_device, help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--encoder", default="vit_b", help="SAM ViT (vit_b; vit_tiny only for smoke tests)")
     p.add_argument("--datasets", default=",".join(bl.DATASETS), help="comma-separated datasets for item 2")
     p.add_argument("--synapse-depth", type=int, default=None,
