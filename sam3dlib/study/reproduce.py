@@ -142,10 +142,10 @@ def reproduce_table(
     seeds_t = as_seeds("seeds", seeds) or (0,)
     data = Path(data_dir) if data_dir is not None else None
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    check_inputs(key, profile, data, ckpt)
-    require_study_packages()
     out = Path(out)
     nb = _notebook_for(key, out)
+    require_study_packages()
+    check_inputs(key, profile, data, ckpt)
     run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device), force)
     run_dir.mkdir(parents=True, exist_ok=True)
     params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir)
