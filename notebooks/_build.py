@@ -31,7 +31,7 @@ encoder = None  # str | None: vit_b, vit_l, vit_h, vit_tiny (None: the profile's
 sam_checkpoint = None  # str | None: official SAM .pth file (None: randomly initialised encoder)
 profile = "smoke"  # str: paper, quick or smoke
 encoder_mode = None  # str | None: cached or online (None: the profile's)
-protocol = "paper"  # str: paper (val = test, as in the authors code) or clean
+protocol = "paper"  # str: paper (the test cases validate, as in the authors code) or clean
 seed = 0  # int
 seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
