@@ -37,3 +37,15 @@ def test_papermill_parameters_take_effect(name, params):
     namespace = _namespace_before_setup(injected)
     for key, value in params.items():
         assert namespace[key] == value, f"{name}: -p {key} {value!r} was overwritten by {namespace[key]!r}"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in notebooks_dir().glob("[0-9]*.ipynb")))
+def test_papermill_reads_every_parameter(name):
+    """``papermill --help-notebook`` lists every shared parameter with its type and help."""
+    import papermill as pm
+
+    from sam3dlib.study.notebook_params import PARAMETER_NAMES
+
+    found = pm.inspect_notebook(str(notebooks_dir() / name))
+    assert set(PARAMETER_NAMES) <= set(found), sorted(set(PARAMETER_NAMES) - set(found))
+    assert all(found[k]["help"] for k in PARAMETER_NAMES)
