@@ -69,3 +69,10 @@ def test_bad_set_value_is_one_line(capsys, tmp_path):
                  "--set", "lr=fast"]) == 2
     err = capsys.readouterr().err
     assert "setting 'lr' for table1_synapse must be a number" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["predict", "--run", "r", "-i", "x.nii.gz", "-o", "y.nii.gz"], ["reproduce", "1"]])
+def test_device_option_is_checked_by_the_one_rule(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--device", "cuda:x"])
+    assert info.value.code == 2 and "unknown device 'cuda:x'; use auto, cpu, cuda or cuda:N" in capsys.readouterr().err

@@ -17,6 +17,16 @@ class UserError(UserInputError):
     """A bad command-line argument: printed as one line, exit code 2."""
 
 
+def device_type(value: str) -> str:
+    """``type=`` of a ``--device`` option: :func:`sam3dlib.utils.devices.parse_device` with argparse's error."""
+    from sam3dlib.utils.devices import parse_device
+
+    try:
+        return parse_device(value, "device")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam3d", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

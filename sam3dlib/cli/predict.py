@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sam3dlib.cli import UserError
-from sam3dlib.utils.devices import DEVICE_CHOICES, parse_device
+from sam3dlib.cli import UserError, device_type
+from sam3dlib.utils.devices import DEVICE_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="NIfTI file, one file per modality, or a folder")
     p.add_argument("-o", "--output", required=True, type=Path, help="label file (.nii.gz) or folder")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="default: best")
-    p.add_argument("--device", type=parse_device, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
+    p.add_argument("--device", type=device_type, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
