@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# The one place torch is pinned: `make lock` resolves requirements.lock with these versions.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+LOCK := requirements.lock
 
 PROFILE ?= paper
 DATA_DIR ?= data
@@ -12,16 +14,24 @@ SEEDS ?= 0
 FORCE ?=
 OUT ?= results
 
-.PHONY: setup demo test test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
+.PHONY: setup lock demo test test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
 
-$(STAMP): pyproject.toml
+## Reproducible install: the locked versions (core + study + dev extras), then sam3dlib itself.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e '.[study,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+## Re-resolve requirements.lock after changing pyproject.toml's dependencies (needs PyPI).
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q pip-tools
+	$(VENV)/bin/pip-compile --quiet --extra study --extra dev --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \
+		$(addprefix -P ,$(TORCH_PINS)) -o $(LOCK) pyproject.toml
 
 ## The main job on the built-in default (Synapse-like phantoms, random or user ViT-B).
 demo: setup

@@ -41,9 +41,10 @@ DTYPE_NAMES = ("float32", "bfloat16")
 
 # ----------------------------------------------------------------------------- machine
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The torch device of a device name (:func:`sam3dlib.utils.devices.resolve_device`)."""
+    from sam3dlib.utils.devices import resolve_device
+
+    return resolve_device(name)
 
 
 def sync(device: torch.device) -> None:

@@ -48,6 +48,7 @@ import bench_export  # noqa: E402
 import bench_lib as bl  # noqa: E402
 from sam3dlib.data.specs import get_spec  # noqa: E402
 from sam3dlib.modeling.factory import torch_dtype  # noqa: E402
+from sam3dlib.utils.devices import DEVICE_CHOICES, parse_device  # noqa: E402
 
 GB = 1e9
 # the decoder and loss as the paper's code runs them; ours are StepSpec's defaults
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder (bench.json, bench.md)")
     p.add_argument("--quick", action="store_true", help="reduced sizes: Synapse depth 16 (1/4), fewer slices")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", type=parse_device, help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--encoder", default="vit_b", help="SAM ViT (vit_b; vit_tiny only for smoke tests)")
     p.add_argument("--datasets", default=",".join(bl.DATASETS), help="comma-separated datasets for item 2")
     p.add_argument("--synapse-depth", type=int, default=None,
@@ -296,7 +297,7 @@ def item5_memory(item1: dict | None, item2: dict) -> dict[str, Any]:
 
 def schedule_estimate(item1: dict | None, item2: dict) -> dict[str, Any]:
     """Wall time of the paper's Synapse schedule from this run's steps (training steps only)."""
-    from sam3dlib.config import get_config
+    from sam3dlib.study.registry import get_config
 
     cfg = get_config("table1_synapse", profile="paper")
     steps = cfg.epochs * cfg.iterations_per_epoch

@@ -31,7 +31,7 @@ encoder = None  # str | None: vit_b, vit_l, vit_h, vit_tiny (None: the profile's
 sam_checkpoint = None  # str | None: official SAM .pth file (None: randomly initialised encoder)
 profile = "smoke"  # str: paper, quick or smoke
 encoder_mode = None  # str | None: cached or online (None: the profile's)
-protocol = "paper"  # str: paper (val = test, as in the authors code) or clean
+protocol = "paper"  # str: paper (the test cases validate, as in the authors code) or clean
 seed = 0  # int
 seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
@@ -40,8 +40,9 @@ overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}'
 
 SETUP = """from IPython.display import Image, Markdown, display
 
-from sam3dlib.study import report, reproduce
+from sam3dlib.study import registry, report
 from sam3dlib.study.notebook_params import from_namespace
+from sam3dlib.study.table_run import run_table, store_root
 
 params = from_namespace(globals())  # checks every parameter; a wrong type stops here with a clear error
 print(params.profile, "profile,", "built-in phantoms" if params.data_dir is None else "data from data_dir")"""
@@ -59,8 +60,11 @@ def md(src: str) -> nbformat.NotebookNode:
     return new_markdown_cell(src)
 
 
-def params_cell(results: str, dataset: str | None) -> nbformat.NotebookNode:
-    return code(PARAMS.format(dataset=dataset, out_dir=f"../results/notebooks/{results}"), tags=["parameters"])
+def params_cell(results: str, dataset: str | None, extra: str = "") -> nbformat.NotebookNode:
+    """The tagged ``parameters`` cell: the shared names, then the notebook's own (``extra``), so that
+    papermill's ``-p NAME VALUE`` (injected after this cell) overrides every one of them."""
+    src = PARAMS.format(dataset=dataset, out_dir=f"../results/notebooks/{results}")
+    return code(src + ("\n" + extra if extra else ""), tags=["parameters"])
 
 
 def table_notebook(name: str, table: int, dataset: str | None, title: str, intro: str) -> nbformat.NotebookNode:
@@ -79,7 +83,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         md("## Train and evaluate\n\nEvery experiment of the table, for every seed (`seeds`), writes its own "
            "run folder under `out_dir/experiments/` (config, provenance, log, checkpoint, predictions, "
            "per-case metrics)."),
-        code(f"result = reproduce.run_table({table}, params)", ignore=True),
+        code(f"result = run_table({table}, params)", ignore=True),
         code("print(result.conditions.describe())\n"
              "for t in result.tables:\n"
              "    print(f\"Table {t.table} rows:\", list(t.values.index))\n"
@@ -90,7 +94,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_checkpoint\", \"data\", \"profile\"]]",
              ignore=True),
         md("## Figures"),
-        code("for key in (\"fig_dsc_bars\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
+        code("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
              "    if key in result.files:\n"
              "        display(Image(filename=str(result.files[key])))"),
     ]
@@ -108,9 +112,10 @@ def quickstart() -> nbformat.NotebookNode:
            "result in Table 1's layout. The defaults use the smoke profile and a random tiny stand-in "
            "encoder so that it finishes in seconds; `make demo` runs the same with a ViT-B for a few minutes."),
         params_cell("table1", "synapse"),
-        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.store import PreparedDataset"),
+        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.store import PreparedDataset\n"
+             "from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_size_for"),
         md("## Data: built-in phantoms, prepared like the real datasets"),
-        code("data = (reproduce.ensure_phantom_data(params.dataset, size=reproduce.phantom_size_for(params.profile))\n"
+        code("data = (ensure_phantom_data(params.dataset, size=phantom_size_for(params.profile))\n"
              "        if params.data_dir is None else params.data_dir)\n"
              "store = PreparedDataset(data / params.dataset)\n"
              "print(len(store.case_ids), \"cases:\", store.case_ids)\n"
@@ -126,12 +131,19 @@ def quickstart() -> nbformat.NotebookNode:
              "print(\"trainable parameters (M):\", round(model.trainable_parameters() / 1e6, 2))\n"
              "print(\"encoder:\", model.encoder_name, \"-\", model.encoder_source)"),
         md("## Train, evaluate, compare with Table 1"),
-        code("result = reproduce.run_table(1, params)", ignore=True),
+        code("result = run_table(1, params)", ignore=True),
         code("print(result.conditions.describe())\nprint(\"rows:\", list(result.tables[0].values.index))"),
         code("display(result.tables[0])\nprint({k: round(v, 1) for k, v in result.mean_dsc().items()})", ignore=True),
         code("display(Image(filename=str(result.files[\"fig_overlays\"])))"),
     ]
     return _nb(cells)
+
+
+FIGURE_PARAMS = ("table = 1  # int: which paper table's experiment to draw (1-5)\n"
+                 "slices = None  # list[int] | None: slice indices for the overlays")
+EXPLORE_PARAMS = ("table = 1  # int: the paper table whose experiment is explored (1-5)\n"
+                  "case_id = None  # str | None: a test case id (None: the first test case)\n"
+                  "slices = None  # list[int] | None: slice indices (None: spread over the foreground)")
 
 
 def figures_nb() -> nbformat.NotebookNode:
@@ -140,16 +152,18 @@ def figures_nb() -> nbformat.NotebookNode:
            "slices, per-region DSC of this run next to the paper's, parameters vs DSC for every method in "
            "the paper's tables with our run added, and training curves. `table` picks the experiment, "
            "`slices` the slices (None: spread over the foreground)."),
-        params_cell("table1", None),
-        code("table = 1  # int: which paper table's experiment to draw\nslices = None  # list[int] | None: slice indices for the overlays"),
-        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.specs import get_spec"),
-        code("result = reproduce.run_table(table, params, figures=False)", ignore=True),
-        code("info = report.experiments(table)[0]\n"
+        params_cell("table1", None, FIGURE_PARAMS),
+        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.study.table_figures import overlay_arrays\n"
+             "from sam3dlib.data.specs import get_spec\n"
+             "table = registry.table_key(table)\nprint(\"Table\", table)"),
+        code("result = run_table(table, params, figures=False)", ignore=True),
+        code("info = registry.experiments(table)[0]\n"
              "data = result.run_dirs[info.config][0]\n"
-             "arrays = reproduce.overlay_arrays(data, reproduce.store_root(result, info.dataset))\n"
+             "arrays = overlay_arrays(data, store_root(result, info.dataset))\n"
              "image, gt, pred, case = arrays\n"
              "display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))", ignore=True),
         code("display(rf.plot_dsc_bars(result.ours(), report.paper_rows(table), result.conditions))", ignore=True),
+        code("display(rf.plot_per_case_dsc(result.per_case, result.conditions))", ignore=True),
         code("display(rf.plot_params_vs_dsc(report.load_paper_tables(), result.ours(), result.conditions))", ignore=True),
         code("logs = [rd / \"log.csv\" for rds in result.run_dirs.values() for rd in rds]\n"
              "display(rf.plot_training_curves(logs, result.conditions))", ignore=True),
@@ -162,15 +176,14 @@ def explore_nb() -> nbformat.NotebookNode:
         md("# Explore a case (JupyterLab)\n\nBrowse one case: its slices and labels, the prediction of a run, "
            "and its per-case metrics. Change `case_id` and `slices` and re-run the cells below them "
            "(`make lab` opens JupyterLab here)."),
-        params_cell("table1", "synapse"),
-        code("table = 1  # int: the paper table whose experiment is explored\n"
-             "case_id = None  # str | None: a test case id (None: the first test case)\n"
-             "slices = None  # list[int] | None: slice indices (None: spread over the foreground)"),
-        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.specs import get_spec"),
-        code("result = reproduce.run_table(table, params, figures=False)", ignore=True),
-        code("info = report.experiments(table)[0]\n"
+        params_cell("table1", "synapse", EXPLORE_PARAMS),
+        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.study.table_figures import overlay_arrays\n"
+             "from sam3dlib.data.specs import get_spec\n"
+             "table = registry.table_key(table)\nprint(\"Table\", table)"),
+        code("result = run_table(table, params, figures=False)", ignore=True),
+        code("info = registry.experiments(table)[0]\n"
              "run_dir = result.run_dirs[info.config][0]\n"
-             "image, gt, pred, case = reproduce.overlay_arrays(run_dir, reproduce.store_root(result, info.dataset), case_id)\n"
+             "image, gt, pred, case = overlay_arrays(run_dir, store_root(result, info.dataset), case_id)\n"
              "print(\"case\", case, \"shape (z, y, x)\", image.shape)", ignore=True),
         code("display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))", ignore=True),
         md("Per-case metrics of this case (DSC in [0, 1], HD95 in voxels):"),

@@ -20,7 +20,7 @@ _LAZY = {
     "hd95": "evaluation.metrics",
     "evaluate_case": "evaluation.metrics",
     "sliding_window_predict": "inference.sliding_window",
-    "get_config": "config",
+    "get_config": "study.registry",
     "run_experiment": "study.experiment",
     "predict_file": "inference.predictor",
 }

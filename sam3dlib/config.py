@@ -1,6 +1,10 @@
-"""One typed experiment configuration per paper table, with three budget profiles.
+"""The typed experiment configuration, its validation and the three budget profiles.
 
-Profiles:
+This is a low layer (training and inference read a run's ``config.json`` through it); which
+configuration reproduces which paper table lives in the experiment registry,
+:mod:`sam3dlib.study.registry` (``get_config(name, profile, **overrides)``).
+
+Profiles (:func:`profile_values`):
 
 * ``paper``: the paper's code exactly (1000 epochs x 250 iterations, SGD lr 1e-2 momentum
   0.99 nesterov, poly 0.9, weight decay 3e-5, clip 12, the dataset's crop and batch size,
@@ -12,7 +16,9 @@ Profiles:
   no mirroring TTA.
 
 Every field can be overridden: ``get_config("table1_synapse", "quick", lr=5e-3)`` or, on
-the command line, ``--set lr=5e-3 --set patch_size=16,96,96``.
+the command line, ``--set lr=5e-3 --set patch_size=16,96,96``. Values are checked by the
+converters of :mod:`sam3dlib.utils.values` (the same rules as the notebooks' parameters);
+errors are :class:`~sam3dlib.utils.errors.ConfigError` (a ``ValueError``) naming the setting.
 """
 from __future__ import annotations
 
@@ -20,20 +26,23 @@ import dataclasses
 import difflib
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from sam3dlib.data.specs import get_spec
+from sam3dlib.data.splits import PROTOCOLS
+from sam3dlib.utils.devices import parse_device
+from sam3dlib.utils.errors import ConfigError
+from sam3dlib.utils.values import as_bool, as_choice, as_float, as_int, as_int_tuple, as_str, is_none_word
 
 PROFILES = ("paper", "quick", "smoke")
-ENCODER_MODES = ("online", "cached")
-PROTOCOLS = ("paper", "clean")
-
-#: Dice over the whole batch when the nnU-Net v1 plans have two stages (Synapse, Lung);
-#: per sample otherwise (evaluation.md section 5; datasets.json ``plans_stages_note``).
-BATCH_DICE = {"synapse": True, "lung": True, "acdc": False, "brats": False}
+EncoderMode = Literal["online", "cached"]
+ENCODER_MODES: tuple[str, ...] = typing.get_args(EncoderMode)
+#: Settings that name the experiment; ``get_config`` fixes them, overrides may not change them.
+FIXED_FIELDS = ("name", "table", "dataset", "profile")
 
 
 @dataclass
@@ -58,9 +67,11 @@ class ExperimentConfig:
         encoder_mode: ``online`` (encode the augmented patch every step, the paper's way) or
             ``cached`` (encode every case once into a float16 feature store).
         encoder_dtype, decoder_dtype: ``float32`` or ``bfloat16`` autocast.
-        protocol: ``paper`` (val = test, as the original code) or ``clean`` (held-out val).
+        protocol: ``paper`` (val = test, as the original code) or ``clean`` (held-out val);
+            :data:`sam3dlib.data.splits.PROTOCOLS`.
         seed: seeds the model init, the patch stream and the augmentation.
-        device: ``auto`` (cuda if available), ``cpu`` or ``cuda``.
+        device: ``auto`` (cuda if available), ``cpu``, ``cuda`` or ``cuda:N``
+            (:func:`sam3dlib.utils.devices.parse_device`).
         num_workers: DataLoader worker processes.
         val_every: validate every this many epochs (the last epoch always validates).
         batch_dice: Dice loss over the batch as one volume.
@@ -97,12 +108,12 @@ class ExperimentConfig:
     weight_decay: float = 3e-5
     poly_power: float = 0.9
     grad_clip: float = 12.0
-    encoder_mode: Literal["online", "cached"] = "online"
+    encoder_mode: EncoderMode = "online"
     encoder_dtype: Literal["float32", "bfloat16"] = "float32"
     decoder_dtype: Literal["float32", "bfloat16"] = "float32"
-    protocol: Literal["paper", "clean"] = "paper"
+    protocol: str = "paper"
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"
     num_workers: int = 2
     val_every: int = 1
     batch_dice: bool = False
@@ -134,7 +145,7 @@ class ExperimentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config settings {unknown}")
+            raise ConfigError(f"unknown config settings {unknown}")
         return cls(**{k: _coerce(k, v, f"config value {k!r}") for k, v in values.items()})
 
     @classmethod
@@ -143,77 +154,31 @@ class ExperimentConfig:
 
     def replace(self, **overrides: Any) -> "ExperimentConfig":
         """A copy with ``overrides`` (checked like :func:`get_config`'s)."""
-        return dataclasses.replace(self, **_check_overrides(self.name, overrides))
+        return dataclasses.replace(self, **check_overrides(self.name, overrides))
 
 
-# --------------------------------------------------------------------------- registry
-
-@dataclass(frozen=True)
-class TableEntry:
-    table: str
-    dataset: str
-    skip: bool = True
-    description: str = ""
-
-
-CONFIGS: dict[str, TableEntry] = {
-    "table1_synapse": TableEntry("1", "synapse", description="Synapse multi-organ CT, 8 organs"),
-    "table2_acdc": TableEntry("2", "acdc", description="ACDC cardiac MRI, RV/MYO/LV"),
-    "table3_lung": TableEntry("3", "lung", description="MSD Lung tumour CT"),
-    "table4_brats": TableEntry("4", "brats", description="MSD BraTS, WT/ET/TC"),
-    "table5_synapse_noskip": TableEntry("5", "synapse", skip=False, description="Table 5b: no skip connections"),
-    "table5_acdc_noskip": TableEntry("5", "acdc", skip=False, description="Table 5a: no skip connections"),
-}
+# --------------------------------------------------------------------------- profiles
 
 #: smoke crop (D, H, W): fits the phantoms; H, W multiples of 16.
 SMOKE_PATCH = (8, 48, 48)
 
 
-def _profile_values(entry: TableEntry, profile: str) -> dict[str, Any]:
-    spec = get_spec(entry.dataset)
-    values: dict[str, Any] = dict(
-        patch_size=tuple(spec.patch_size),
-        batch_size=spec.batch_size,
-        batch_dice=BATCH_DICE[entry.dataset],
-        skip=entry.skip,
-    )
+def profile_values(profile: str) -> dict[str, Any]:
+    """The settings a budget profile sets on top of the dataset's (see the module docstring).
+
+    Raises:
+        ConfigError: an unknown profile.
+    """
     if profile == "paper":
-        values.update(epochs=1000, iterations_per_epoch=250, val_iterations=50, encoder_mode="online")
-    elif profile == "quick":
-        values.update(epochs=50, iterations_per_epoch=250, val_iterations=50, encoder_mode="cached", val_every=5)
-    elif profile == "smoke":
-        values.update(
+        return dict(epochs=1000, iterations_per_epoch=250, val_iterations=50, encoder_mode="online")
+    if profile == "quick":
+        return dict(epochs=50, iterations_per_epoch=250, val_iterations=50, encoder_mode="cached", val_every=5)
+    if profile == "smoke":
+        return dict(
             encoder="vit_tiny", patch_size=SMOKE_PATCH, batch_size=2, epochs=2, iterations_per_epoch=4,
             val_iterations=2, encoder_mode="cached", num_workers=0, device="cpu", mirror_tta=False,
         )
-    else:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    return values
-
-
-def get_config(name: str, profile: str = "smoke", **overrides: Any) -> ExperimentConfig:
-    """The configuration of one paper experiment.
-
-    Args:
-        name: a key of :data:`CONFIGS` (``table1_synapse``, ``table2_acdc``, ``table3_lung``,
-            ``table4_brats``, ``table5_synapse_noskip``, ``table5_acdc_noskip``).
-        profile: ``paper``, ``quick`` or ``smoke``.
-        **overrides: any :class:`ExperimentConfig` field.
-
-    Raises:
-        ValueError: unknown name/profile/setting, or a value of the wrong type.
-
-    Examples::
-
-        >>> cfg = get_config("table2_acdc", "paper", patch_size=(14, 160, 160))  # paper's text
-    """
-    if name not in CONFIGS:
-        hint = _did_you_mean(name, CONFIGS)
-        raise ValueError(f"unknown experiment {name!r}{hint}; choose one of {', '.join(CONFIGS)}")
-    entry = CONFIGS[name]
-    values = _profile_values(entry, profile)
-    values.update(_check_overrides(name, overrides))
-    return ExperimentConfig(name=name, table=entry.table, dataset=entry.dataset, profile=profile, **values)
+    raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
 
 
 def parse_overrides(items: list[str] | tuple[str, ...], name: str = "experiment") -> dict[str, Any]:
@@ -221,11 +186,11 @@ def parse_overrides(items: list[str] | tuple[str, ...], name: str = "experiment"
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. lr=0.005)")
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. lr=0.005)")
         key, raw = (s.strip() for s in item.split("=", 1))
         _check_name(name, key)
-        out[key] = _parse_text(key, raw)
-    return _check_overrides(name, out)
+        out[key] = None if is_none_word(raw) and _optional(_fields()[key]) else raw
+    return check_overrides(name, out)
 
 
 # --------------------------------------------------------------------------- validation
@@ -235,40 +200,29 @@ def _fields() -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(ExperimentConfig)}
 
 
-def _did_you_mean(key: str, options) -> str:
+def did_you_mean(key: str, options) -> str:
+    """``"; did you mean 'lr'?"`` for the closest of ``options``, or ``""``."""
     close = difflib.get_close_matches(key, list(options), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _check_name(name: str, key: str) -> None:
-    if key not in _fields() or key in ("name", "table", "dataset", "profile"):
-        fixed = " (fixed by the experiment; choose another experiment)" if key in ("name", "table", "dataset", "profile") else ""
-        raise ValueError(f"unknown setting {key!r} for {name}{fixed or _did_you_mean(key, _fields())}")
+    if key not in _fields() or key in FIXED_FIELDS:
+        fixed = " (fixed by the experiment; choose another experiment)" if key in FIXED_FIELDS else ""
+        raise ConfigError(f"unknown setting {key!r} for {name}{fixed or did_you_mean(key, _fields())}")
 
 
-def _check_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def check_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Check override names (known, not fixed by the experiment) and convert their values.
+
+    Raises:
+        ConfigError: naming the setting and the experiment ``name``.
+    """
     out = {}
     for key, value in overrides.items():
         _check_name(name, key)
         out[key] = _coerce(key, value, f"setting {key!r} for {name}")
     return out
-
-
-def _parse_text(key: str, raw: str) -> Any:
-    typ = _fields()[key]
-    if raw.lower() in ("none", "null", "") and _optional(typ):
-        return None
-    base = _base(typ)
-    if base is bool:
-        low = raw.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"setting {key!r} expects true/false, got {raw!r}")
-    if typing.get_origin(base) is tuple:
-        return tuple(p.strip() for p in raw.replace("x", ",").split(",") if p.strip())
-    return raw
 
 
 def _optional(typ) -> bool:
@@ -277,104 +231,68 @@ def _optional(typ) -> bool:
 
 def _base(typ):
     args = [a for a in typing.get_args(typ) if a is not type(None)]
-    if typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if typing.get_origin(typ) in (typing.Union, types.UnionType) and len(args) == 1:
         return args[0]
     return typ
+
+
+#: Fields whose values are checked by a rule of their own (the one rule for each fact).
+_FIELD_RULES = {
+    "device": lambda value, where: parse_device(value, where),
+    "protocol": lambda value, where: as_choice(value, PROTOCOLS, where),
+}
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
     """Check/convert ``value`` to the field's declared type (strings from the CLI allowed)."""
     fields = _fields()
     if key not in fields:
-        raise ValueError(f"unknown {where}")
+        raise ConfigError(f"unknown {where}")
     typ = fields[key]
     if value is None:
         if _optional(typ):
             return None
-        raise ValueError(f"{where} cannot be None")
+        raise ConfigError(f"{where} cannot be None")
     base = _base(typ)
-    try:
-        if typing.get_origin(base) is Literal:
-            choices = typing.get_args(base)
-            if value not in choices:
-                raise ValueError(f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-            return value
-        if typing.get_origin(base) is tuple:
-            n = len(typing.get_args(base))
-            if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != n:
-                raise ValueError(f"must be {n} integers, got {value!r}")
-            return tuple(_to_int(v) for v in value)
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str):
-                return _parse_text(key, value)
-            raise ValueError(f"must be true/false, got {type(value).__name__} {value!r}")
-        if base is int:
-            return _to_int(value)
-        if base is float:
-            if isinstance(value, bool):
-                raise ValueError(f"must be a number, got {value!r}")
-            return float(value)
-        if base is str:
-            if not isinstance(value, (str, os.PathLike)):
-                raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
-            return os.fspath(value)
-    except (TypeError, ValueError) as exc:
-        msg = str(exc)
-        if msg.startswith("must"):
-            raise ValueError(f"{where} {msg}") from None
-        raise ValueError(f"{where} has the wrong type: {msg}") from None
-    return value
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"must be an integer, got {value!r}")
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"must be an integer, got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"must be an integer, got {type(value).__name__} {value!r}") from None
+    if key in _FIELD_RULES:
+        return _FIELD_RULES[key](value, where)
+    if typing.get_origin(base) is Literal:
+        return as_choice(value, typing.get_args(base), where)
+    if typing.get_origin(base) is tuple:
+        return as_int_tuple(value, len(typing.get_args(base)), where)
+    converters = {bool: as_bool, int: as_int, float: as_float, str: as_str}
+    return converters[base](value, where) if base in converters else value
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Check value ranges; raise ``ValueError`` naming the setting."""
+    """Convert every field to its type and check value ranges.
+
+    Raises:
+        ConfigError: naming the setting (a ``ValueError``).
+    """
     for f in dataclasses.fields(cfg):
         setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), f"setting {f.name!r} of {cfg.name}"))
     get_spec(cfg.dataset)
     d, h, w = cfg.patch_size
     if d < 1 or h <= 0 or w <= 0 or h % 16 or w % 16:
-        raise ValueError(f"{cfg.name}: patch_size {cfg.patch_size} must be (D>=1, H, W) with H, W positive multiples of 16")
+        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must be (D>=1, H, W) with H, W positive multiples of 16")
     if cfg.cache_stride is not None and (min(cfg.cache_stride) < 1):
-        raise ValueError(f"{cfg.name}: cache_stride {cfg.cache_stride} must be positive")
+        raise ConfigError(f"{cfg.name}: cache_stride {cfg.cache_stride} must be positive")
     positive = ("batch_size", "epochs", "iterations_per_epoch", "val_iterations", "val_every", "encoder_chunk_size")
     for key in positive:
         if getattr(cfg, key) < 1:
-            raise ValueError(f"{cfg.name}: {key} must be >= 1, got {getattr(cfg, key)}")
+            raise ConfigError(f"{cfg.name}: {key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.num_workers < 0:
-        raise ValueError(f"{cfg.name}: num_workers must be >= 0, got {cfg.num_workers}")
+        raise ConfigError(f"{cfg.name}: num_workers must be >= 0, got {cfg.num_workers}")
     if cfg.lr <= 0:
-        raise ValueError(f"{cfg.name}: lr must be > 0, got {cfg.lr}")
+        raise ConfigError(f"{cfg.name}: lr must be > 0, got {cfg.lr}")
     if not 0.0 <= cfg.sw_overlap < 1.0:
-        raise ValueError(f"{cfg.name}: sw_overlap must be in [0, 1), got {cfg.sw_overlap}")
+        raise ConfigError(f"{cfg.name}: sw_overlap must be in [0, 1), got {cfg.sw_overlap}")
     if not 0.0 <= cfg.ema_alpha < 1.0:
-        raise ValueError(f"{cfg.name}: ema_alpha must be in [0, 1), got {cfg.ema_alpha}")
+        raise ConfigError(f"{cfg.name}: ema_alpha must be in [0, 1), got {cfg.ema_alpha}")
     if not 0.0 <= cfg.oversample_foreground <= 1.0:
-        raise ValueError(f"{cfg.name}: oversample_foreground must be in [0, 1], got {cfg.oversample_foreground}")
+        raise ConfigError(f"{cfg.name}: oversample_foreground must be in [0, 1], got {cfg.oversample_foreground}")
 
 
-def describe_profiles() -> str:
-    """A short human-readable table of the three profiles (for docs and notebooks)."""
-    lines = []
-    for profile in PROFILES:
-        c = get_config("table1_synapse", profile)
-        lines.append(
-            f"{profile:6s} {c.epochs} epochs x {c.iterations_per_epoch} its, encoder {c.encoder} "
-            f"({c.encoder_mode}), crop {c.patch_size}, batch {c.batch_size}"
-        )
-    return "\n".join(lines)
-
-
-__all__ = ["CONFIGS", "PROFILES", "ExperimentConfig", "get_config", "parse_overrides", "describe_profiles"]
+__all__ = ["ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "parse_overrides",
+           "profile_values", "validate"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam3dlib.config import get_config
+from sam3dlib.study.registry import get_config
 
 #: session-wide results (fixtures imported into several modules are defined once per module)
 _MEMO: dict[str, object] = {}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from sam3dlib.config import CONFIGS, PROFILES, ExperimentConfig, get_config, parse_overrides
+from sam3dlib.config import ExperimentConfig, parse_overrides
+from sam3dlib.study.registry import EXPERIMENTS, get_config
 
 # name -> (dataset, paper patch, paper batch, skip, batch_dice)
 PAPER = {
@@ -17,7 +18,7 @@ PAPER = {
 
 
 def test_registry_covers_every_table():
-    assert set(CONFIGS) == set(PAPER)
+    assert set(EXPERIMENTS) == set(PAPER)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
@@ -72,7 +73,20 @@ def test_parse_overrides_types():
         parse_overrides(["lr"])
 
 
-def test_json_round_trip():
-    c = get_config("table4_brats", "quick", seed=3)
-    assert ExperimentConfig.from_dict(c.to_dict()) == c
-    assert set(PROFILES) == {"paper", "quick", "smoke"}
+def test_json_round_trip(tmp_path):
+    """Through a real ``config.json`` (tuples come back as lists), with a non-default in every kind of field."""
+    c = get_config("table4_brats", "quick", seed=3, sam_checkpoint="sam.pth", cache_stride=(32, 32), skip=False,
+                   lr=5e-3, device="cuda:1")
+    (tmp_path / "config.json").write_text(c.to_json())
+    back = ExperimentConfig.load(tmp_path / "config.json")
+    assert back == c and isinstance(back.patch_size, tuple) and isinstance(back.cache_stride, tuple)
+    assert back.to_dict() == c.to_dict() and back.device == "cuda:1"
+
+
+def test_profiles_differ_only_where_documented():
+    """``paper`` is the dataclass's defaults for the budget; quick and smoke change only their own settings."""
+    paper, quick, smoke = (get_config("table1_synapse", p).to_dict() for p in ("paper", "quick", "smoke"))
+    changed = lambda other: {k for k in paper if paper[k] != other[k]} - {"profile"}  # noqa: E731
+    assert changed(quick) == {"epochs", "encoder_mode", "val_every"}
+    assert changed(smoke) == {"encoder", "patch_size", "epochs", "iterations_per_epoch", "val_iterations",
+                              "encoder_mode", "num_workers", "device", "mirror_tta"}

@@ -101,7 +101,7 @@ class _StubModel:
 
 def test_predict_probabilities_falls_back_to_cpu(monkeypatch, tmp_path):
     from sam3dlib.inference import sliding_window
-    from sam3dlib.config import get_config
+    from sam3dlib.study.registry import get_config
     from sam3dlib.inference.predictor import LoadedRun, predict_probabilities
 
     seen = []

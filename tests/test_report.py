@@ -149,6 +149,25 @@ def test_write_table_files(tmp_path):
     assert not list((tmp_path / "out").glob(".*tmp*"))  # atomic writes leave no temp files
 
 
+def per_case_frame() -> pd.DataFrame:
+    """``per_case.csv`` rows of two seeds x two cases x two regions (DSC and HD95)."""
+    return pd.DataFrame([{"case_id": c, "region": r, "metric": m, "value": v, "seed": s, "table": "1", "method": "SAM3D (this run)"}
+                         for s in (0, 1) for c in ("img0001", "img0002") for r in ("Spl", "RKid")
+                         for m, v in (("DSC", 0.5 + 0.1 * s), ("HD95", 4.0))])
+
+
+def test_per_case_dsc_plot_shows_every_case_seed_and_region():
+    """One box per region; one dot per case and seed (DSC in %), coloured by seed."""
+    fig = rf.plot_per_case_dsc(per_case_frame())
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Spl", "RKid"]
+    dots = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+    assert len(dots) == 8 and sorted(set(np.round(dots[:, 1], 6))) == [50.0, 60.0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0", "1"]
+    with pytest.raises(ValueError, match="no DSC row"):
+        rf.plot_per_case_dsc(per_case_frame().query("metric == 'HD95'"))
+
+
 def test_figures_titles_say_stand_in(tmp_path):
     spec = get_spec("synapse")
     ours = report.our_rows(report.read_summary(summary_csv(tmp_path, "synapse", 0.7)), spec, STAND_IN, table=1)
@@ -160,6 +179,7 @@ def test_figures_titles_say_stand_in(tmp_path):
         rf.plot_dsc_bars(ours, report.paper_rows(1), STAND_IN),
         rf.plot_params_vs_dsc(report.load_paper_tables(), ours, STAND_IN),
         rf.plot_training_curves(log, STAND_IN),
+        rf.plot_per_case_dsc(per_case_frame(), STAND_IN),
         rf.plot_overlays(np.random.rand(6, 32, 32), gt, gt, None, spec, STAND_IN, case_id="img0001"),
     ]
     for fig in figs:

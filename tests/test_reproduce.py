@@ -11,16 +11,11 @@ import pytest
 
 from sam3dlib.study import report
 from sam3dlib.cli import main as cli_main
+from sam3dlib.study.inputs import CHECKPOINT_URL, MissingInputError, check_inputs
+from sam3dlib.study.phantom_data import ensure_phantom_data
+from sam3dlib.study.reproduce import MissingDependencyError, notebooks_dir, render_html, reproduce_table
+from sam3dlib.study.run_folders import select_run_dir
 from sam3dlib.utils.finished import FINISHED, mark_finished
-from sam3dlib.study.reproduce import (
-    CHECKPOINT_URL,
-    MissingInputError,
-    check_inputs,
-    ensure_phantom_data,
-    notebooks_dir,
-    reproduce_table,
-    select_run_dir,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,6 +87,29 @@ def test_executed_notebooks_never_go_into_notebooks(tmp_path):
         reproduce_table(1, profile="smoke", data_dir=None, out=notebooks_dir() / "out")
 
 
+def test_html_report_is_standalone(tmp_path):
+    """nbconvert renders an executed notebook into one page with its outputs (figures inline)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    cell = new_code_cell("display(fig)", outputs=[new_output("display_data", data={"image/png": png})])
+    nb = new_notebook(cells=[new_markdown_cell("# Table 1: Synapse"), cell])
+    nbformat.write(nb, tmp_path / "t.ipynb")
+    page = render_html(tmp_path / "t.ipynb", tmp_path / "table1_report.html").read_text()
+    assert "Table 1: Synapse" in page and f"data:image/png;base64,{png}" in page
+
+
+def test_missing_study_packages_are_named(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nbconvert" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"needs nbconvert .*sam3dlib\[study\]"):
+        reproduce_table(1, profile="smoke", data_dir=None, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
 def test_papermill_wrong_parameter_type(tmp_path):
     """A parameter of the wrong type stops the notebook in its first cell with a clear message."""
     import papermill as pm
@@ -125,7 +143,10 @@ def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
     assert (ours["n_seeds"] == 2).all() and ours["sd"].notna().all()
     md = (run / "table1.md").read_text()
     assert "STAND-IN RUN" in md and "±" in md and "difference" in md
-    assert {"dsc_bars.png", "params_vs_dsc.png", "training_curves.png", "overlays.png"} <= {p.name for p in (run / "figures").iterdir()}
+    assert {"dsc_bars.png", "per_case_dsc.png", "params_vs_dsc.png", "training_curves.png", "overlays.png"} <= {
+        p.name for p in (run / "figures").iterdir()}
+    report_html = (run / "table1_report.html").read_text()
+    assert "STAND-IN RUN" in report_html and "data:image/png;base64," in report_html
     per_case = pd.read_csv(run / "per_case.csv")
     assert {"case_id", "region", "metric", "value", "seed"} <= set(per_case.columns)
     assert json.loads((run / FINISHED).read_text())["profile"] == "smoke"

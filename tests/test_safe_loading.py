@@ -131,7 +131,7 @@ def test_malicious_run_checkpoint_refused_by_predict(malicious, tmp_path, capsys
     path, marker = malicious
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    from sam3dlib.config import get_config
+    from sam3dlib.study.registry import get_config
 
     (run / "config.json").write_text(get_config("table1_synapse", "smoke").to_json())
     (run / "dataset_meta.json").write_text("{}")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sam3dlib.config import get_config
+from sam3dlib.study.registry import get_config
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.training import RunExistsError, poly_lr, train
 from sam3dlib.modeling.run_checkpoint import load_checkpoint

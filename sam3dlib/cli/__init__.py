@@ -6,13 +6,25 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from sam3dlib.utils.errors import UserInputError
+
 #: Subcommand modules under ``sam3dlib.cli``; each defines ``register(subparsers)``,
 #: which adds its parser and sets ``func`` (returning an exit code).
 COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce")
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit code 2."""
+class UserError(UserInputError):
+    """A bad command-line argument: printed as one line, exit code 2."""
+
+
+def device_type(value: str) -> str:
+    """``type=`` of a ``--device`` option: :func:`sam3dlib.utils.devices.parse_device` with argparse's error."""
+    from sam3dlib.utils.devices import parse_device
+
+    try:
+        return parse_device(value, "device")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except Exception as exc:  # noqa: BLE001 - user errors become one line, bugs re-raise
+    except Exception as exc:  # noqa: BLE001 - the project's error types become one line, bugs re-raise
         from sam3dlib.cli._errors import user_error_message
 
-        message = str(exc) if isinstance(exc, UserError) else user_error_message(exc)
+        message = user_error_message(exc)
         if message is None:
             raise
         print(f"sam3d {args.command}: error: {message}", file=sys.stderr)

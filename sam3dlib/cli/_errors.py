@@ -1,24 +1,31 @@
-"""Which exceptions are the user's input problems, and their one-line messages.
+"""Which exceptions ``sam3d`` prints as one line, and their messages.
 
 ``sam3d``'s ``main`` prints these as ``sam3d CMD: error: ...`` with exit code 2 instead of a
-traceback: bad values (``ValueError``), missing or unwritable files and full disks
-(``OSError``), unknown case ids (``KeyError``) and running out of memory.
+traceback:
+
+* the project's own error types, :class:`sam3dlib.utils.errors.UserInputError` and its
+  subclasses (bad data files, checkpoints, config values, notebook parameters, run and output
+  folders: ``DataFileError``, ``CheckpointError``, ``ConfigError``, ``ParameterError``,
+  ``StoreError``, ``RunError``, ``OutputError`` ...);
+* errors of the machine, not of the code: an ``OSError`` the operating system raised for a named
+  file (missing, unreadable, disk full) and running out of memory.
+
+Anything else (a plain ``ValueError``, ``KeyError``, ``TypeError`` ...) is a bug and keeps its
+traceback.
 """
 from __future__ import annotations
+
+from sam3dlib.utils.errors import UserInputError
 
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for a user-caused error, or None for a bug (re-raise it)."""
     from sam3dlib.utils.oom import TrainingOOMError, is_oom_error
 
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    if isinstance(exc, OSError):
-        if exc.filename and exc.strerror:
-            return f"{exc.filename}: {exc.strerror}"
-        return str(exc.strerror or exc)
-    if isinstance(exc, (ValueError, TrainingOOMError)):
+    if isinstance(exc, (UserInputError, TrainingOOMError)):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, RuntimeError) and is_oom_error(exc):
         return f"out of memory: {exc}"
     return None

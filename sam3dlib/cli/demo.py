@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from sam3dlib.study.demo import DEFAULT_CHECKPOINT
+from sam3dlib.study.inputs import DEFAULT_CHECKPOINT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(args.out, seed=args.seed, checkpoint=args.checkpoint, **overrides)
     print(result.table.to_markdown())
     print(result.message())
-    print(f"written to {result.out_dir}: table1.csv, table1.md, table1.html, overlays.png, dsc_bars.png, demo.json")
+    print(f"written to {result.out_dir}: table1.csv, table1.md, table1.html, overlays.png, dsc_bars.png, per_case_dsc.png, demo.json")
     return 0

@@ -14,7 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from sam3dlib.cli import UserError
+from sam3dlib.cli import UserError, device_type
+from sam3dlib.utils.devices import DEVICE_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="NIfTI file, one file per modality, or a folder")
     p.add_argument("-o", "--output", required=True, type=Path, help="label file (.nii.gz) or folder")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="default: best")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", type=device_type, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.data.io import is_nifti
     from sam3dlib.utils.fileio import check_output_dir
-    from sam3dlib.inference.predictor import RunError, UnfinishedRunWarning, load_run, predict_file, predict_folder
+    from sam3dlib.inference.predictor import UnfinishedRunWarning, load_run, predict_file, predict_folder
 
     inputs = args.input
     folder_in = len(inputs) == 1 and inputs[0].is_dir()
@@ -46,12 +47,9 @@ def run(args: argparse.Namespace) -> int:
     elif is_nifti(args.output):
         raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
     check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
-    try:
-        with warnings.catch_warnings(record=True) as caught:  # e.g. an unfinished run: one line each
-            warnings.simplefilter("always", UnfinishedRunWarning)
-            loaded = load_run(args.run, args.device, args.checkpoint)
-    except RunError as exc:
-        raise UserError(str(exc)) from None
+    with warnings.catch_warnings(record=True) as caught:  # e.g. an unfinished run: one line each
+        warnings.simplefilter("always", UnfinishedRunWarning)
+        loaded = load_run(args.run, args.device, args.checkpoint)
     for w in caught:
         print(f"sam3d predict: warning: {w.message}", file=sys.stderr)
     if folder_in:

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam3dlib.study.reproduce import DEFAULT_CHECKPOINT, MissingInputError
+from sam3dlib.cli import device_type
+from sam3dlib.config import PROFILES
+from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, MissingInputError
+from sam3dlib.utils.devices import DEVICE_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/runs/<run id>/ and points OUT/latest at it.",
     )
     p.add_argument("table", help="paper table: 1, 2, 3, 4 or 5")
-    p.add_argument("--profile", default="paper", choices=("paper", "quick", "smoke"))
+    p.add_argument("--profile", default="paper", choices=PROFILES)
     p.add_argument("--data-dir", default="data", help="folder with prepared stores DATA_DIR/<dataset>/ (default: data)")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="SAM ViT-B checkpoint (not used by --profile smoke)")
     p.add_argument("--seeds", default="0", help='seeds, e.g. "0 1 2" (the table shows mean ± sd)')
     p.add_argument("--out", default=None, help="results folder (default: results/tableN)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", type=device_type, help=DEVICE_CHOICES)
     p.add_argument("--force", action="store_true", help="run again even if a finished run with the same inputs exists")
     p.add_argument("--log-output", action="store_true", help="stream the notebook's output while it runs")
     p.set_defaults(func=run)

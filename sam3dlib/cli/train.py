@@ -17,11 +17,12 @@ from sam3dlib.cli import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from sam3dlib.config import CONFIGS, PROFILES
+    from sam3dlib.config import PROFILES
+    from sam3dlib.study.registry import EXPERIMENTS
 
     p = sub.add_parser("train", help="train a paper experiment (decoder only; frozen SAM encoder)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", choices=list(CONFIGS), metavar="CONFIG", help=f"experiment: {', '.join(CONFIGS)}")
+    p.add_argument("config", choices=list(EXPERIMENTS), metavar="CONFIG", help=f"experiment: {', '.join(EXPERIMENTS)}")
     p.add_argument("--data", required=True, type=Path, help="prepared store (sam3d prepare output)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
     p.add_argument("--profile", choices=PROFILES, default=None,
@@ -68,29 +69,23 @@ def resume_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam3dlib.config import get_config, parse_overrides
-    from sam3dlib.data.store import StoreError
+    from sam3dlib.config import parse_overrides
     from sam3dlib.study.experiment import run_experiment
-    from sam3dlib.training import RunExistsError, train
+    from sam3dlib.study.registry import get_config
+    from sam3dlib.training import train
 
-    try:
-        config = resume_config(args) if args.resume else None
-        if config is None:
-            config = get_config(args.config, args.profile or "paper", **parse_overrides(args.overrides, args.config))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    config = resume_config(args) if args.resume else None
+    if config is None:
+        config = get_config(args.config, args.profile or "paper", **parse_overrides(args.overrides, args.config))
     if args.resume and args.force:
         raise UserError("--resume and --force exclude each other: --resume continues the run in --out, "
                         "--force deletes it and starts over")
     progress = not args.no_progress
     kwargs = dict(resume=args.resume, progress=progress, force=args.force,
                   allow_missing_cases=args.allow_missing_cases, allow_missing_labels=args.allow_missing_labels)
-    try:
-        if args.no_evaluate:
-            run_dir = train(config, args.data, args.out, **kwargs)
-        else:
-            run_dir = run_experiment(config, args.data, args.out, **kwargs)
-    except (RunExistsError, StoreError) as exc:
-        raise UserError(str(exc)) from None
+    if args.no_evaluate:
+        run_dir = train(config, args.data, args.out, **kwargs)
+    else:
+        run_dir = run_experiment(config, args.data, args.out, **kwargs)
     print(f"run written to {run_dir}")
     return 0

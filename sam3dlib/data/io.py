@@ -26,6 +26,7 @@ import numpy as np
 
 from sam3dlib.utils.fileio import atomic_save_npy as fileio_save_npy
 from sam3dlib.utils.fileio import atomic_write
+from sam3dlib.utils.errors import UserInputError
 
 #: file name endings of NIfTI files (the one list every reader and command uses)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -41,7 +42,7 @@ GEOMETRY_FIELDS = ("pixdim", "xyzt_units", "qform_code", "sform_code", "quatern_
 _READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError)
 
 
-class DataFileError(ValueError):
+class DataFileError(UserInputError, ValueError):
     """A data file that cannot be read; the message names the file."""
 
 

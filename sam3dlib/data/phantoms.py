@@ -29,6 +29,7 @@ from sam3dlib.data.io import atomic_save_nifti, atomic_write_bytes
 from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.data.specs import DATASETS, get_spec
 from sam3dlib.data.splits import raw_split
+from sam3dlib.utils.errors import ConfigError
 
 PHANTOM_FILE = "PHANTOM.json"
 SIZES = {"small": 1.0, "tiny": 0.5}
@@ -179,7 +180,7 @@ def phantom_case_ids(dataset: str, n_cases: int | None = None) -> list[str]:
     n_default, n_train_default = DEFAULT_CASES[key]
     n = n_default if n_cases is None else int(n_cases)
     if n < 2:
-        raise ValueError(f"n_cases must be >= 2 (at least one train and one test case), got {n}")
+        raise ConfigError(f"n_cases must be >= 2 (at least one train and one test case), got {n}")
     s = raw_split(key)
     n_train = max(1, min(n - 1, round(n * n_train_default / n_default)))
     if key == "acdc":  # whole patients: ED + ES frames
@@ -221,9 +222,9 @@ def write_phantom(dataset: str, out: Path, n_cases: int | None = None, seed: int
     """
     key = dataset.lower()
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+        raise ConfigError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     scale = SIZES[size]
     out = Path(out)
     ids = phantom_case_ids(key, n_cases)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import atomic_save_npy
+from sam3dlib.data.io import DataFileError, atomic_save_npy
 from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.data.io import affine_geometry, axcodes_of
 from sam3dlib.data.preprocess import canonical_orientation, crop_case, preprocess_case
@@ -29,6 +29,7 @@ from sam3dlib.data.readers import RawCase, find_raw_cases, load_pickle, nnunet_v
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
+from sam3dlib.utils.errors import ConfigError, MissingFileError
 
 ANALYSIS_SAMPLE_EVERY = 10
 ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
@@ -84,7 +85,7 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
     ct = spec.modality == "CT"
     labelled = [c for c in cases if c.label is not None]
     if not labelled:
-        raise ValueError(f"{dataset}: none of the {len(cases)} cases has a label file; cannot compute statistics")
+        raise DataFileError(f"{dataset}: none of the {len(cases)} cases has a label file; cannot compute statistics")
     orientation = canonical_orientation([c.images[0] for c in cases])
     res = list(_imap(_analyse_one, [(c, spec.num_channels, ct, tuple(spec.labels), orientation) for c in labelled],
                      num_workers, f"analyse {dataset}"))
@@ -95,13 +96,13 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
         t_src = f"nnU-Net v1 ExperimentPlanner3D_v21 rule on {len(res)} cases"
     elif isinstance(target_spacing, str):
         if target_spacing != "spec" or spec.target_spacing is None:
-            raise ValueError(f"target_spacing={target_spacing!r}: use 'spec' (only where datasets.json has one) "
+            raise ConfigError(f"target_spacing={target_spacing!r}: use 'spec' (only where datasets.json has one) "
                              "or three numbers z y x")
         target, t_src = list(spec.target_spacing), "datasets.json (spec)"
     else:
         target = [float(t) for t in target_spacing]
         if len(target) != 3 or min(target) <= 0:
-            raise ValueError(f"target_spacing must be 3 positive numbers (z, y, x), got {target_spacing}")
+            raise ConfigError(f"target_spacing must be 3 positive numbers (z, y, x), got {target_spacing}")
         t_src = "given by the user"
     if ct:
         fg = np.concatenate([r["fg"] for r in res if "fg" in r] or [np.zeros(1)])
@@ -192,9 +193,9 @@ def _convert_nnunet_one(args) -> str:
     try:
         arr = np.load(src)["data"] if src.suffix == ".npz" else np.load(src, mmap_mode="r")
     except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise ValueError(f"{src}: cannot read nnU-Net array ({type(exc).__name__}: {exc})") from exc
+        raise DataFileError(f"{src}: cannot read nnU-Net array ({type(exc).__name__}: {exc})") from exc
     if arr.ndim != 4 or arr.shape[0] != meta["num_channels"] + 1:
-        raise ValueError(f"{src}: expected (channels + seg) x Z x Y x X with {meta['num_channels'] + 1} "
+        raise DataFileError(f"{src}: expected (channels + seg) x Z x Y x X with {meta['num_channels'] + 1} "
                          f"channels, got shape {arr.shape}")
     p = load_pickle(Path(case.extra["properties"]))
     img = np.asarray(arr[:-1], dtype=np.float32)
@@ -256,7 +257,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     layout = cases[0].layout
     missing_img = [c for c in cases if not c.images]
     if missing_img:
-        raise FileNotFoundError(f"{raw}: no image file for case(s) {', '.join(c.case_id for c in missing_img[:5])}; "
+        raise MissingFileError(f"{raw}: no image file for case(s) {', '.join(c.case_id for c in missing_img[:5])}; "
                                 f"run `sam3d check-data {spec.name} {raw}`")
     unlabelled = unlabelled_split_cases(spec.name, cases)
     if unlabelled and not allow_missing_labels:
@@ -266,7 +267,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("dataset") != spec.name:
-            raise ValueError(f"{meta_path}: store is for {meta.get('dataset')!r}, not {spec.name!r}; use another --out")
+            raise DataFileError(f"{meta_path}: store is for {meta.get('dataset')!r}, not {spec.name!r}; use another --out")
     else:
         meta = _nnunet_meta(spec.name, cases) if layout == "nnunet_v1" else analyse(spec.name, cases, num_workers, target_spacing)
         meta["source_layout"] = layout

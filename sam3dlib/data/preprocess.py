@@ -95,12 +95,12 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
         elif arr.ndim == 3:
             chans = [arr]
         elif arr.ndim == 2:
-            raise ValueError(f"{p}: a 2D image (shape {arr.shape}) was given where a 3D volume is expected; "
+            raise DataFileError(f"{p}: a 2D image (shape {arr.shape}) was given where a 3D volume is expected; "
                              "SAM3D segments volumes (x, y, z), or 4D files with the modalities last")
         else:
-            raise ValueError(f"{p}: expected a 3D volume or a 4D image with the modalities last, got shape {arr.shape}")
+            raise DataFileError(f"{p}: expected a 3D volume or a 4D image with the modalities last, got shape {arr.shape}")
         if min(chans[0].shape) < 2:
-            raise ValueError(f"{p}: a single slice (shape {arr.shape}): SAM3D needs a 3D volume with at least "
+            raise DataFileError(f"{p}: a single slice (shape {arr.shape}): SAM3D needs a 3D volume with at least "
                              "2 voxels along every axis")
         if first is None:
             first = vol
@@ -110,10 +110,10 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
             problem = grid_problem(chans[0].shape, vol.affine, first.data.shape[:3], first.affine,
                                    ("channel", paths[0].name))
             if problem:
-                raise ValueError(f"{p}: {problem}")
+                raise DataFileError(f"{p}: {problem}")
         channels += [np.transpose(reorient(c, own, target), TRANSPOSE) for c in chans]
     if num_channels is not None and len(channels) != num_channels:
-        raise ValueError(f"{paths[0]}: expected {num_channels} channel(s), found {len(channels)}")
+        raise DataFileError(f"{paths[0]}: expected {num_channels} channel(s), found {len(channels)}")
     img = np.stack(channels).astype(np.float32, copy=False)
     t = orientation_transform(own, target)
     spacing_xyz = [0.0] * 3
@@ -253,7 +253,7 @@ def normalise(image: np.ndarray, norm: dict, nonzero: np.ndarray | None = None) 
             stats["channel_mean"].append(m)
             stats["channel_std"].append(s)
     else:
-        raise ValueError(f"normalization scheme {scheme!r} unknown (the store's dataset.json must give "
+        raise DataFileError(f"normalization scheme {scheme!r} unknown (the store's dataset.json must give "
                          "'normalization': {'scheme': 'CT'|'nonCT', ...})")
     return image, stats
 
@@ -272,7 +272,7 @@ def crop_case(image_paths: Sequence[Path] | Path, label_path: Path | None, num_c
     img, props = read_image(image_paths, num_channels, orientation)
     lab = read_label(label_path, props, label_values) if label_path is not None else None
     if not np.all(np.isfinite(img)):
-        raise ValueError(f"{props['image_files'][0]}: image contains NaN/inf")
+        raise DataFileError(f"{props['image_files'][0]}: image contains NaN/inf")
     bbox = nonzero_bbox(img)
     img = _crop(img, bbox)
     lab = _crop(lab, bbox) if lab is not None else None
@@ -297,7 +297,7 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
     """
     for k in ("target_spacing", "normalization"):
         if k not in meta:
-            raise ValueError(f"store meta has no {k!r}; it must be a prepared store's dataset.json")
+            raise DataFileError(f"store meta has no {k!r}; it must be a prepared store's dataset.json")
     labels = meta.get("labels")
     label_values = [int(k) for k in labels] if isinstance(labels, dict) and labels else None
     img, lab, props = crop_case(image_paths, label_path, meta.get("num_channels"), label_values,

@@ -23,6 +23,8 @@ from pathlib import Path
 from sam3dlib.data.io import NIFTI_SUFFIXES
 from sam3dlib.data.io import nifti_stem as _nii
 from sam3dlib.data.safe_pickle import safe_load_pickle
+from sam3dlib.data.io import DataFileError
+from sam3dlib.utils.errors import ConfigError, MissingFileError
 
 LAYOUTS = ("btcv", "acdc", "msd", "nnunet_v1")
 
@@ -72,7 +74,7 @@ def detect_layout(raw_root: Path) -> str:
     """
     root = Path(raw_root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: raw data folder not found")
+        raise MissingFileError(f"{root}: raw data folder not found")
     if (root / "imagesTr").is_dir():
         return "msd"
     if _btcv_root(root) is not None:
@@ -81,7 +83,7 @@ def detect_layout(raw_root: Path) -> str:
         return "acdc"
     if _nnunet_stage_dir(root) is not None:
         return "nnunet_v1"
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{root}: no known layout (expected img/+label/ (BTCV), patientNNN/ folders (ACDC), "
         "imagesTr/+labelsTr/+dataset.json (MSD/nnFormer) or an nnU-Net v1 *_stageN folder with .npz/.pkl)")
 
@@ -138,7 +140,7 @@ def _find_msd(root: Path) -> list[RawCase]:
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path}: invalid JSON ({exc})") from exc
+            raise DataFileError(f"{meta_path}: invalid JSON ({exc})") from exc
         for entry in meta.get("training", []):
             img_rel = entry["image"] if isinstance(entry, dict) else entry
             ip = (root / img_rel).resolve() if not Path(img_rel).is_absolute() else Path(img_rel)
@@ -192,10 +194,10 @@ def find_raw_cases(dataset: str, raw_root: Path, layout: str | None = None) -> l
     layout = layout or detect_layout(root)
     finder = {"btcv": _find_btcv, "acdc": _find_acdc, "msd": _find_msd, "nnunet_v1": _find_nnunet_v1}.get(layout)
     if finder is None:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     cases = finder(root)
     if not cases:
-        raise FileNotFoundError(f"{root}: no {dataset} cases found in the {layout} layout")
+        raise MissingFileError(f"{root}: no {dataset} cases found in the {layout} layout")
     return cases
 
 
@@ -207,7 +209,7 @@ def load_pickle(path: Path):
     try:
         return safe_load_pickle(path)
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as exc:
-        raise ValueError(f"{path}: cannot read pickle ({type(exc).__name__}: {exc})") from exc
+        raise DataFileError(f"{path}: cannot read pickle ({type(exc).__name__}: {exc})") from exc
 
 
 def nnunet_v1_plans(stage_dir: Path) -> dict | None:

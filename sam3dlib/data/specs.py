@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+from sam3dlib.utils.errors import ConfigError
+
 DATASETS = ("synapse", "acdc", "lung", "brats")
 
 
@@ -52,7 +54,7 @@ def get_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``synapse``, ``acdc``, ``lung`` or ``brats``."""
     key = name.lower()
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     f = _facts()[key]
     labels = _int_keys(f["labels"])
     modality = f["modality"]["0"] if f["num_channels"] == 1 else "MRI"

@@ -23,6 +23,8 @@ from functools import lru_cache
 from importlib import resources
 
 from sam3dlib.data.specs import DATASETS
+from sam3dlib.data.io import DataFileError
+from sam3dlib.utils.errors import ConfigError
 
 PROTOCOLS = ("paper", "clean")
 TEST_SETS = ("paper", "nnformer")
@@ -56,7 +58,7 @@ def raw_split(dataset: str) -> dict:
     """The ``splits.json`` entry of ``dataset`` (lists as stored, plus their sources)."""
     key = dataset.lower()
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     return _splits()[key]
 
 
@@ -86,7 +88,7 @@ def _group(dataset: str, case_id: str) -> str:
 def _clean_val(dataset: str, train: list[str]) -> list[str]:
     groups = sorted({_group(dataset, c) for c in train})
     if len(groups) < 2:
-        raise ValueError(
+        raise ConfigError(
             f"protocol 'clean' for {dataset}: need at least 2 training {'patients' if dataset == 'acdc' else 'cases'} "
             f"to hold one out for validation, found {len(groups)}")
     n_val = max(1, math.floor(CLEAN_VAL_FRACTION * len(groups) + 0.5))
@@ -119,13 +121,13 @@ def get_split(dataset: str, protocol: str = "paper", available: Iterable[str] | 
     key = dataset.lower()
     s = raw_split(key)
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if test_set not in TEST_SETS:
-        raise ValueError(f"unknown test_set {test_set!r}; choose one of {', '.join(TEST_SETS)}")
+        raise ConfigError(f"unknown test_set {test_set!r}; choose one of {', '.join(TEST_SETS)}")
     train = sorted(s["train"])
     if test_set == "nnformer":
         if key != "brats":
-            raise ValueError(f"test_set='nnformer' exists only for brats, not {dataset!r}")
+            raise ConfigError(f"test_set='nnformer' exists only for brats, not {dataset!r}")
         test = sorted(s["unused_or_internal_val"])
     else:
         test = sorted(s["test"])
@@ -135,7 +137,7 @@ def get_split(dataset: str, protocol: str = "paper", available: Iterable[str] | 
         test = [c for c in test if c in have]
         for name, lst in (("train", train), ("test", test)):
             if not lst:
-                raise ValueError(
+                raise DataFileError(
                     f"split of {key} ({protocol}, test_set={test_set}): none of the {name} cases is among the "
                     f"{len(have)} available cases (e.g. {sorted(have)[:3]}); are these {key} case ids?")
     if protocol == "paper":

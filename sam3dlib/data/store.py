@@ -16,12 +16,13 @@ import numpy as np
 
 from sam3dlib.data.specs import DatasetSpec, get_spec
 from sam3dlib.data.splits import Split, get_split
+from sam3dlib.utils.errors import UnknownCaseError, UserInputError
 
 META_FILE = "dataset.json"
 CASES_DIR = "cases"
 
 
-class StoreError(FileNotFoundError):
+class StoreError(UserInputError, FileNotFoundError):
     """The folder is not a (complete) prepared store."""
 
 
@@ -86,7 +87,7 @@ class PreparedDataset:
 
     def _check(self, case_id: str) -> None:
         if case_id not in self._case_set:
-            raise KeyError(f"case {case_id!r} is not in the store {self.root} ({len(self.case_ids)} cases)")
+            raise UnknownCaseError(f"case {case_id!r} is not in the store {self.root} ({len(self.case_ids)} cases)")
 
     def image(self, case_id: str) -> np.ndarray:
         """Preprocessed image, float32 ``C x D x H x W`` (memory-mapped, read-only)."""

@@ -26,9 +26,10 @@ import pandas as pd
 from sam3dlib.data.io import NiftiVolume, grid_problem, load_label_nifti, nifti_stem
 from sam3dlib.data.specs import DatasetSpec, get_spec
 from sam3dlib.evaluation import metrics
+from sam3dlib.utils.errors import UserInputError
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserInputError, ValueError):
     """Predictions and ground truths that cannot be scored together; the message says why."""
 
 

@@ -28,13 +28,15 @@ from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.modeling.sam_checkpoint import file_sha256
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.utils.devices import resolve_device
+from sam3dlib.data.io import DataFileError
+from sam3dlib.utils.errors import ConfigError, MissingFileError, UserInputError
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.utils.finished import FINISHED, is_finished
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
-class RunError(FileNotFoundError):
+class RunError(UserInputError, FileNotFoundError):
     """A run directory that cannot be used for prediction; the message says why."""
 
 
@@ -77,7 +79,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         if not (run / name).is_file():
             raise RunError(f"{run / name} not found: {run} is not a finished sam3dlib training run")
     if which not in ("best", "latest"):
-        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+        raise ConfigError(f"which must be 'best' or 'latest', got {which!r}")
     ckpt = run / "checkpoints" / (BEST if which == "best" else LATEST)
     if not ckpt.is_file():
         raise RunError(f"{ckpt} not found: the run in {run} has not finished an epoch yet")
@@ -92,7 +94,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         if sha != prov.get("encoder_sha256"):
             raise RunError(f"{config.sam_checkpoint} has sha256 {sha[:12]}..., the run was trained with "
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
-    dev = resolve_device(device if device != "auto" else "auto")
+    dev = resolve_device(device)
     reuse_freed_host_memory(dev.type)
     model = build_model(config, get_spec(config.dataset))
     from sam3dlib.modeling.fingerprint import encoder_fingerprint
@@ -135,7 +137,7 @@ def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool =
     cfg = loaded.config
     arr = np.array(image, dtype=np.float32)
     if arr.ndim != 4 or arr.shape[0] != loaded.model.in_channels:
-        raise ValueError(f"image of shape {arr.shape}: expected {loaded.model.in_channels} x D x H x W "
+        raise DataFileError(f"image of shape {arr.shape}: expected {loaded.model.in_channels} x D x H x W "
                          f"({cfg.dataset} has {loaded.model.in_channels} modality channel(s))")
 
     def attempt(batch: int, device: torch.device) -> torch.Tensor:
@@ -177,7 +179,7 @@ def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike 
     paths = [Path(in_path)] if isinstance(in_path, (str, os.PathLike)) else [Path(p) for p in in_path]
     for p in paths:
         if not p.is_file():
-            raise FileNotFoundError(f"input image {p} does not exist")
+            raise MissingFileError(f"input image {p} does not exist")
     image, _, props = preprocess_case(paths if len(paths) > 1 else paths[0], loaded.meta)
     label = predict_case(loaded, image, props, progress)
     return save_label_nifti(label, props, out_path)
@@ -206,10 +208,10 @@ def group_inputs(folder: str | os.PathLike, num_channels: int = 1) -> dict[str, 
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"input folder {folder} does not exist")
+        raise MissingFileError(f"input folder {folder} does not exist")
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and nifti_stem(p.name) is not None]
     if not files:
-        raise FileNotFoundError(f"no .nii.gz/.nii files in input folder {folder}")
+        raise MissingFileError(f"no .nii.gz/.nii files in input folder {folder}")
     cases: dict[str, list[Path]] = {}
     channel_files: set[str] = set()  # cases formed by the _NNNN rule
     for p in files:
@@ -217,13 +219,13 @@ def group_inputs(folder: str | os.PathLike, num_channels: int = 1) -> dict[str, 
         m = _CHANNEL.match(stem) if num_channels > 1 else None
         case_id = m.group("case") if m else stem
         if case_id in cases and not (m and case_id in channel_files):  # x.nii + x.nii.gz, or X.nii.gz + X_0000
-            raise ValueError(f"{folder}: {cases[case_id][0].name} and {p.name} both name case {case_id}")
+            raise DataFileError(f"{folder}: {cases[case_id][0].name} and {p.name} both name case {case_id}")
         if m:
             channel_files.add(case_id)
         cases.setdefault(case_id, []).append(p)
     problems = [msg for case_id, paths in cases.items() if (msg := _channel_problem(case_id, paths, num_channels))]
     if problems:
-        raise ValueError(f"{folder}: the model takes {num_channels} channel(s) per case; " + "; ".join(problems[:10]))
+        raise DataFileError(f"{folder}: the model takes {num_channels} channel(s) per case; " + "; ".join(problems[:10]))
     return cases
 
 

@@ -13,6 +13,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 
 from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
+from sam3dlib.utils.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,13 @@ def encoder_config(name: str) -> ViTConfig:
     try:
         return ENCODER_CONFIGS[name]
     except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODER_CONFIGS)}") from None
+        raise ConfigError(f"unknown encoder {name!r}; choose one of {sorted(ENCODER_CONFIGS)}") from None
 
 
 def check_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
     h, w = (int(s) for s in image_size)
     if h <= 0 or w <= 0 or h % PATCH_SIZE or w % PATCH_SIZE:
-        raise ValueError(f"image_size {image_size} must be positive multiples of {PATCH_SIZE} (SAM's patch size)")
+        raise ConfigError(f"image_size {image_size} must be positive multiples of {PATCH_SIZE} (SAM's patch size)")
     return h, w
 
 

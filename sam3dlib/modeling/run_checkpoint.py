@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from sam3dlib.utils.fileio import atomic_torch_save
+from sam3dlib.modeling.sam_checkpoint import CheckpointError
+from sam3dlib.utils.errors import MissingFileError
 
 CHECKPOINT_FORMAT = 1
 LATEST = "latest.pt"
@@ -53,11 +55,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot be read as a sam3dlib training checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: cannot be read as a sam3dlib training checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "decoder" not in state:
-        raise ValueError(f"{path}: not a sam3dlib training checkpoint (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path}: not a sam3dlib training checkpoint (format {CHECKPOINT_FORMAT})")
     return state

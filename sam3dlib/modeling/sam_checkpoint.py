@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from sam3dlib.modeling.encoders import ENCODER_CONFIGS, encoder_config
 from sam3dlib.utils.fileio import atomic_torch_save
+from sam3dlib.utils.errors import MissingFileError, UserInputError
 
 ENCODER_PREFIX = "image_encoder."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError, ValueError):
     """A checkpoint file that is not a usable SAM image-encoder checkpoint."""
 
 
@@ -41,7 +42,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint file safely (``weights_only=True``) and return its state dict."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint {path} does not exist")
+        raise MissingFileError(f"SAM checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code objects, random bytes...

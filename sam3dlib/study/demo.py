@@ -4,8 +4,9 @@ Synapse-like phantoms -> prepared store -> SAM3D with a ViT-B encoder (randomly 
 ``checkpoints/sam_vit_b_01ec64.pth`` when that file exists) in cached encoder mode -> a short
 training -> evaluation of the phantom test cases -> Table 1's layout with our row. Written to
 ``results/demo/``: ``table1.csv`` (the paper's long format with our row), ``table1.md``,
-``overlays.png``, ``dsc_bars.png``, ``demo.json`` (measured time and DSC) and ``run/`` (the
-experiment's own run folder).
+``table1.html``, the figures of :func:`sam3dlib.study.table_figures.draw_figures` (``overlays.png``,
+``dsc_bars.png``, ``per_case_dsc.png``, ``params_vs_dsc.png``, ``training_curves.png``),
+``demo.json`` (measured time and DSC) and ``run/`` (the experiment's own run folder).
 """
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sam3dlib.study import report
 from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.study import report
+from sam3dlib.study.inputs import DEFAULT_CHECKPOINT
 from sam3dlib.utils.fileio import atomic_write_text
-
-DEFAULT_CHECKPOINT = Path("checkpoints/sam_vit_b_01ec64.pth")
 
 #: The demo's training budget on top of ``get_config("table1_synapse", "quick")``. The small
 #: Synapse phantoms are 32 x 96 x 96 after preparation, so the crop covers a whole slice and the
@@ -65,7 +65,7 @@ class DemoResult:
 
 def demo_config(seed: int = 0, checkpoint: str | os.PathLike | None = None, **overrides: Any):
     """The demo's :class:`~sam3dlib.config.ExperimentConfig` (Table 1 experiment, demo budget)."""
-    from sam3dlib.config import get_config
+    from sam3dlib.study.registry import get_config
 
     values = {**DEMO_OVERRIDES, "seed": seed, "sam_checkpoint": os.fspath(checkpoint) if checkpoint else None, **overrides}
     return get_config("table1_synapse", profile="quick", **values)
@@ -86,7 +86,7 @@ def run_demo(
         seed: training seed.
         checkpoint: SAM ViT-B file, used only if it exists (else a random ViT-B).
         cache_root: where the phantom store is built (default ``~/.cache/sam3dlib/phantoms``).
-        phantom_size: ``tiny`` (default) or ``small`` phantoms.
+        phantom_size: ``small`` (default, :data:`DEMO_PHANTOM_SIZE`) or ``tiny`` phantoms.
         **overrides: changes to the demo's config (e.g. ``epochs=2`` for a test).
 
     Returns:
@@ -94,8 +94,11 @@ def run_demo(
     """
     from sam3dlib.data.specs import get_spec
     from sam3dlib.study.experiment import run_experiment
-    from sam3dlib.study.reproduce import conditions_from_run, draw_figures, ensure_phantom_data, TableResult
     from sam3dlib.study.notebook_params import NotebookParams
+    from sam3dlib.study.phantom_data import ensure_phantom_data
+    from sam3dlib.study.seed_runs import conditions_from_run
+    from sam3dlib.study.table_figures import draw_figures
+    from sam3dlib.study.table_run import TableResult
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -119,9 +122,9 @@ def run_demo(
     files = report.write_table_files(out, "table1", long, [table])
     import pandas as pd
 
-    per_case = pd.read_csv(run_dir / "per_case.csv")
+    per_case = pd.read_csv(run_dir / "per_case.csv").assign(table="1", method="SAM3D" + report.OURS_SUFFIX, seed=seed)
     result = TableResult("1", out, cond, long, [table], per_case, {cfg.name: [run_dir]}, {"synapse": data_dir}, files)
-    figs = draw_figures(result, {"synapse": data_dir})
+    figs = draw_figures(result)
     for key, path in figs.items():  # flat names in results/demo/
         os.replace(path, out / f"{key}.png")
     shutil.rmtree(out / "figures", ignore_errors=True)

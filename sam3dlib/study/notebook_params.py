@@ -23,31 +23,26 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sam3dlib.config import ENCODER_MODES, PROFILES, PROTOCOLS
+from sam3dlib.config import ENCODER_MODES, PROFILES
 from sam3dlib.data.specs import DATASETS
+from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import ENCODER_CONFIGS
+from sam3dlib.utils import values
+from sam3dlib.utils.devices import parse_device
+from sam3dlib.utils.errors import UserInputError
 
 
-
-class ParameterError(ValueError):
+class ParameterError(UserInputError, ValueError):
     """A notebook/papermill parameter has the wrong type or value."""
 
 
-def _fail(name: str, value: Any, expected: str) -> ParameterError:
-    return ParameterError(f"notebook parameter {name!r} must be {expected}; got {value!r} ({type(value).__name__})")
+def _where(name: str) -> str:
+    return f"notebook parameter {name!r}"
 
 
 def as_int(name: str, value: Any) -> int:
     """An int (or a string of digits); bools and floats with a fraction are refused."""
-    if isinstance(value, bool):
-        raise _fail(name, value, "an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise _fail(name, value, "an integer")
+    return values.as_int(value, _where(name), ParameterError)
 
 
 def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
@@ -55,46 +50,38 @@ def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, (int, str)) and not isinstance(value, bool):
-        parts = str(value).replace(",", " ").split()
-        seeds = tuple(as_int(name, p) for p in parts)
+        seeds = tuple(as_int(name, p) for p in str(value).replace(",", " ").split())
     elif isinstance(value, (list, tuple)):
         seeds = tuple(as_int(name, v) for v in value)
     else:
-        raise _fail(name, value, 'a list of integers or a string like "0 1 2"')
+        raise values.fail(_where(name), value, 'a list of integers or a string like "0 1 2"', ParameterError)
     if not seeds:
-        raise _fail(name, value, "at least one seed")
+        raise values.fail(_where(name), value, "at least one seed", ParameterError)
     if len(set(seeds)) != len(seeds):
-        raise _fail(name, value, "distinct seeds")
+        raise values.fail(_where(name), value, "distinct seeds", ParameterError)
     return seeds
 
 
 def as_choice(name: str, value: Any, choices: tuple[str, ...], allow_none: bool = False) -> str | None:
+    """One of ``choices`` (case-insensitive), or None when ``allow_none``."""
     if value is None and allow_none:
         return None
-    if not isinstance(value, str):
-        raise _fail(name, value, f"one of {', '.join(choices)}" + (" or None" if allow_none else ""))
-    if value.lower() not in choices:
-        raise ParameterError(f"notebook parameter {name!r}: unknown value {value!r}; choose one of {', '.join(choices)}")
-    return value.lower()
+    return values.as_choice(value, choices, _where(name), ParameterError)
 
 
 def as_path(name: str, value: Any, allow_none: bool = True) -> Path | None:
-    if value is None or (allow_none and value == ""):
-        if allow_none:
-            return None
-        raise _fail(name, value, "a path")
-    if not isinstance(value, (str, os.PathLike)):
-        raise _fail(name, value, "a path (string)" + (" or None" if allow_none else ""))
-    return Path(value).expanduser()
+    """A path; None (or ``""``) when ``allow_none``."""
+    if allow_none and (value is None or value == ""):
+        return None
+    return values.as_path(value, _where(name), ParameterError)
 
 
 def as_device(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(name, value, 'a device string such as "cpu", "cuda", "cuda:0" or "auto"')
-    base = value.split(":")[0]
-    if base not in ("cpu", "cuda", "auto") or (":" in value and not value.split(":", 1)[1].isdigit()):
-        raise ParameterError(f"notebook parameter {name!r}: unknown device {value!r}; use cpu, cuda, cuda:N or auto")
-    return value
+    """A device name (:func:`sam3dlib.utils.devices.parse_device`)."""
+    try:
+        return parse_device(value, _where(name))
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -145,7 +132,7 @@ class NotebookParams:
         seeds = as_seeds("seeds", p.get("seeds")) or (seed,)
         overrides = p.get("overrides") or {}
         if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
-            raise _fail("overrides", overrides, "a dict of config field -> value")
+            raise values.fail(_where("overrides"), overrides, "a dict of config field -> value", ParameterError)
         enc = p.get("encoder")
         if enc is not None:
             enc = as_choice("encoder", enc, tuple(ENCODER_CONFIGS))
@@ -191,4 +178,4 @@ def from_namespace(namespace: Mapping[str, Any]) -> NotebookParams:
     return NotebookParams.from_mapping({k: namespace[k] for k in PARAMETER_NAMES if k in namespace})
 
 
-__all__ = ["ENCODER_MODES", "PARAMETER_NAMES", "PROFILES", "PROTOCOLS", "NotebookParams", "ParameterError", "check_params", "from_namespace"]
+__all__ = ["PARAMETER_NAMES", "NotebookParams", "ParameterError", "check_params", "from_namespace"]

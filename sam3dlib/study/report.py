@@ -20,7 +20,6 @@ Examples::
 from __future__ import annotations
 
 import html
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,8 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
 from sam3dlib.data.specs import DatasetSpec
+from sam3dlib.evaluation.metrics import AVERAGE
+from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
+from sam3dlib.study.registry import table_key
 from sam3dlib.utils.fileio import atomic_write, atomic_write_text
 
 #: The paper the reference rows come from; every paper number is labelled with it.
@@ -40,57 +41,11 @@ PAPER = "Bui et al., SAM3D, ISBI 2024"
 PAPER_SOURCE = f"paper ({PAPER})"
 THIS_RUN = "this run"
 OURS_SUFFIX = " (this run)"
-AVERAGE = "average"
 #: The paper's long format.
 LONG_COLUMNS = ["table", "dataset", "method", "group", "params_m", "metric", "region", "value"]
 #: Columns we add: where a row comes from and under which conditions it was measured.
 CONDITION_COLUMNS = ["source", "sd", "n_seeds", "seeds", "encoder", "encoder_checkpoint", "data", "profile", "protocol"]
 ALL_COLUMNS = LONG_COLUMNS + CONDITION_COLUMNS
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """One paper table: the dataset, the config that reproduces it, and the paper's method name."""
-
-    table: str
-    dataset: str
-    config: str
-    paper_method: str
-    skip: bool = True
-
-
-#: Paper table -> our experiments. Table 5 is two sub-tables with two variants each.
-TABLES: dict[str, tuple[TableInfo, ...]] = {
-    "1": (TableInfo("1", "synapse", "table1_synapse", "SAM3D"),),
-    "2": (TableInfo("2", "acdc", "table2_acdc", "SAM3D"),),
-    "3": (TableInfo("3", "lung", "table3_lung", "SAM3D"),),
-    "4": (TableInfo("4", "brats", "table4_brats", "SAM3D"),),
-    "5": (
-        TableInfo("5a", "acdc", "table2_acdc", "SAM3D w skip connection", skip=True),
-        TableInfo("5a", "acdc", "table5_acdc_noskip", "SAM3D w/o skip connection", skip=False),
-        TableInfo("5b", "synapse", "table1_synapse", "SAM3D w skip connection", skip=True),
-        TableInfo("5b", "synapse", "table5_synapse_noskip", "SAM3D w/o skip connection", skip=False),
-    ),
-}
-
-
-def table_key(table: int | str) -> str:
-    """Normalise a table name: ``1`` -> ``"1"``; ``"5a"`` stays; unknown names raise."""
-    key = str(table).strip().lower()
-    if key.startswith("table"):
-        key = key[5:]
-    valid = {"1", "2", "3", "4", "5", "5a", "5b"}
-    if key not in valid:
-        raise ValueError(f"unknown paper table {table!r}; choose one of 1, 2, 3, 4, 5 (5a, 5b)")
-    return key
-
-
-def experiments(table: int | str) -> tuple[TableInfo, ...]:
-    """The experiments (one per dataset x variant) that reproduce paper table ``table``."""
-    key = table_key(table)
-    if key in TABLES:
-        return TABLES[key]
-    return tuple(t for t in TABLES["5"] if t.table == key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,20 +422,16 @@ def mean_foreground_dsc(summary: pd.DataFrame) -> float:
     hit = summary[(summary["metric"] == "DSC") & (summary["region"] == AVERAGE)]
     if hit.empty:
         raise ValueError("summary has no DSC 'average' row")
-    val = float(hit["mean"].iloc[0])
-    return val if not math.isnan(val) else float("nan")
+    return float(hit["mean"].iloc[0])
 
 
 __all__ = [
     "ALL_COLUMNS",
     "LONG_COLUMNS",
     "PAPER",
-    "TABLES",
     "ComparisonTable",
     "RunConditions",
-    "TableInfo",
     "comparison_table",
-    "experiments",
     "load_paper_tables",
     "long_table",
     "mean_foreground_dsc",
@@ -488,7 +439,6 @@ __all__ = [
     "paper_rows",
     "read_summary",
     "seeds_summary",
-    "table_key",
     "trainable_params_m",
     "write_table_files",
 ]

@@ -1,4 +1,5 @@
-"""Figures for the reports: overlays, DSC bars, params-vs-DSC, training curves.
+"""Figures for the reports: overlays, DSC bars, per-case DSC distributions, params-vs-DSC,
+training curves.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global
 state; display it with ``IPython.display.display(fig)`` or save it with
@@ -169,16 +170,18 @@ def plot_params_vs_dsc(
 
 
 def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike], conditions: RunConditions | None = None, labels: Sequence[str] | None = None) -> Figure:
-    """Training loss and online validation DSC per epoch from one or more ``log.csv`` files.
+    """Training loss and online validation DSC per epoch from one or more ``log.csv`` files
+    (the figure of :func:`sam3dlib.training.logging.curve_figure`, titled with the conditions).
 
     Raises:
         FileNotFoundError: if a log file is missing.
         ValueError: if a log lacks the ``epoch``, ``train_loss`` or ``val_dice`` column.
     """
+    from sam3dlib.training.logging import curve_figure
+
     paths = [log_csv] if isinstance(log_csv, (str, os.PathLike)) else list(log_csv)
     labels = list(labels) if labels is not None else [Path(p).parent.name for p in paths]
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax_loss, ax_dice = fig.subplots(1, 2)
+    runs = []
     for path, label in zip(paths, labels):
         p = Path(path)
         if not p.is_file():
@@ -187,20 +190,49 @@ def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike
         missing = {"epoch", "train_loss", "val_dice"} - set(log.columns)
         if missing:
             raise ValueError(f"{p}: training log lacks columns {sorted(missing)}")
-        ax_loss.plot(log["epoch"], log["train_loss"], marker=".", label=label)
-        ax_dice.plot(log["epoch"], log["val_dice"], marker=".", label=label)
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss")
-    ax_dice.set_xlabel("epoch")
-    ax_dice.set_ylabel("online validation DSC")
-    for ax in (ax_loss, ax_dice):
-        if len(paths) > 1:
-            ax.legend(fontsize=7)
-    fig.suptitle(_title("Training curves (this run)", conditions), fontsize=10)
+        runs.append((label, log.to_dict("records")))
+    return curve_figure(runs, _title("Training curves (this run)", conditions))
+
+
+def plot_per_case_dsc(per_case: pd.DataFrame, conditions: RunConditions | None = None) -> Figure:
+    """Per-case DSC (%) of each region: box plot per region, one dot per case and seed, one
+    panel per sub-table and method (seaborn).
+
+    Args:
+        per_case: ``case_id, region, metric, value`` rows (``per_case.csv``; DSC in [0, 1]),
+            with ``seed``, ``table`` and ``method`` columns when several runs are pooled.
+        conditions: the run's conditions, shown in the title.
+
+    Raises:
+        ValueError: if the frame lacks a column or holds no DSC row.
+    """
+    import seaborn as sns
+
+    missing = {"case_id", "region", "metric", "value"} - set(per_case.columns)
+    if missing:
+        raise ValueError(f"per-case frame lacks columns {sorted(missing)}")
+    dsc = per_case[per_case["metric"] == "DSC"].assign(dsc=lambda d: 100.0 * d["value"].astype(float))
+    if dsc.empty:
+        raise ValueError("per-case frame holds no DSC row")
+    for col, default in (("seed", 0), ("table", ""), ("method", "this run")):
+        if col not in dsc.columns:
+            dsc[col] = default
+    dsc["seed"] = dsc["seed"].astype(str)
+    groups = list(dict.fromkeys(zip(dsc["table"].astype(str), dsc["method"])))
+    fig = Figure(figsize=(11, 3.2 * len(groups) + 0.6), layout="constrained")
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    for ax, (table, method) in zip(axes, groups):
+        sub = dsc[(dsc["table"].astype(str) == table) & (dsc["method"] == method)]
+        sns.boxplot(data=sub, x="region", y="dsc", color="0.85", showfliers=False, ax=ax)
+        sns.stripplot(data=sub, x="region", y="dsc", hue="seed", dodge=False, size=4, alpha=0.8, ax=ax)
+        ax.set(ylim=(0, 100), xlabel="", ylabel="per-case DSC (%)", title=f"Table {table}: {method}".strip())
+        ax.legend(title="seed", fontsize=7, title_fontsize=7, loc="lower right")
+    fig.suptitle(_title("Per-case DSC over cases, seeds and regions (this run)", conditions), fontsize=10)
     return fig
 
 
-__all__ = ["pick_slices", "plot_case", "plot_dsc_bars", "plot_overlays", "plot_params_vs_dsc", "plot_training_curves"]
+__all__ = ["pick_slices", "plot_case", "plot_dsc_bars", "plot_overlays", "plot_params_vs_dsc", "plot_per_case_dsc",
+           "plot_training_curves"]
 
 
 def plot_case(image: np.ndarray, label: np.ndarray | None, slices: Sequence[int] | None, spec: DatasetSpec, title: str = "", conditions: RunConditions | None = None) -> Figure:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sam3dlib.utils.devices import is_cuda
+from sam3dlib.utils.errors import ConfigError
+
 
 @dataclass
 class DistContext:
@@ -40,13 +43,13 @@ def init_distributed(device: str) -> DistContext:
     """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else single process.
 
     Args:
-        device: the config's device (``auto``/``cpu``/``cuda``); nccl on CUDA, gloo on CPU.
+        device: the config's device (:func:`sam3dlib.utils.devices.parse_device`); nccl on CUDA, gloo on CPU.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = is_cuda(device)
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
@@ -62,7 +65,7 @@ def shard_batches(iterations: int, batch_size: int, ctx: DistContext) -> list[in
     the world size.
     """
     if batch_size % ctx.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {batch_size} cannot be split over {ctx.world_size} processes; "
             f"set batch_size to a multiple of {ctx.world_size} (--set batch_size=...)"
         )

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
 from sam3dlib.modeling.factory import torch_dtype
 from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
+from sam3dlib.utils.errors import ConfigError
 from sam3dlib.modeling.sam3d import SAM3D, encode_slices
 
 CACHE_FORMAT_VERSION = 1
@@ -44,7 +45,7 @@ ZERO_SLICE = "_zero_slice.npy"
 def tile_origins(size: int, crop: int, stride: int) -> list[int]:
     """Start offsets of tiles of length ``crop`` over ``size`` (last one flush with the end)."""
     if stride < 1:
-        raise ValueError(f"tile stride must be >= 1, got {stride}")
+        raise ConfigError(f"tile stride must be >= 1, got {stride}")
     if size <= crop:
         return [0]
     starts = list(range(0, size - crop + 1, stride))

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import io
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sam3dlib.utils.fileio import atomic_write, atomic_write_text
@@ -23,27 +24,43 @@ def write_log(path: str | os.PathLike, history: Sequence[dict]) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def plot_curve(path: str | os.PathLike, history: Sequence[dict], title: str) -> Path:
-    """Loss and validation Dice against epoch, saved as PNG (no pyplot state is touched)."""
+def _measured(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def curve_figure(runs: Sequence[tuple[str, Sequence[Mapping]]], title: str):
+    """Training loss (left) and online validation Dice (right; EMA dashed) against epoch.
+
+    Args:
+        runs: ``(label, history)`` per run; a history is ``log.csv``'s rows as dicts (keys of
+            :data:`LOG_COLUMNS`; ``val_dice`` None/NaN where the epoch did not validate).
+        title: the figure's title.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (built without pyplot: no global state).
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 3.2), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    ep = [r["epoch"] for r in history]
-    ax.plot(ep, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train loss (Dice + CE)", color="tab:blue")
-    ax2 = ax.twinx()
-    val = [(r["epoch"], r["val_dice"], r.get("val_dice_ema")) for r in history if r.get("val_dice") is not None]
-    if val:
-        ax2.plot([v[0] for v in val], [v[1] for v in val], "s-", color="tab:orange", label="val Dice")
-        ax2.plot([v[0] for v in val], [v[2] for v in val], "--", color="tab:red", label="val Dice (EMA)")
-    ax2.set_ylabel("online validation Dice", color="tab:orange")
-    ax2.set_ylim(0, 1)
-    fig.suptitle(title, fontsize=9)
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize=8)
-    fig.tight_layout()
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    for label, history in runs:
+        line = ax_loss.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], "o-", ms=3, label=label)[0]
+        val = [r for r in history if _measured(r.get("val_dice"))]
+        ax_dice.plot([r["epoch"] for r in val], [r["val_dice"] for r in val], "s-", ms=3, color=line.get_color(), label=label)
+        ema = [r for r in val if _measured(r.get("val_dice_ema"))]
+        ax_dice.plot([r["epoch"] for r in ema], [r["val_dice_ema"] for r in ema], "--", color=line.get_color())
+    ax_loss.set(xlabel="epoch", ylabel="training loss (Dice + CE)")
+    ax_dice.set(xlabel="epoch", ylabel="online validation Dice (EMA dashed)", ylim=(0, 1))
+    if len(runs) > 1:
+        for ax in (ax_loss, ax_dice):
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_curve(path: str | os.PathLike, history: Sequence[dict], title: str) -> Path:
+    """:func:`curve_figure` of one run, saved as PNG atomically."""
+    fig = curve_figure([("", history)], title)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", dpi=100)
     return atomic_write(path, lambda fh: fh.write(buffer.getvalue()))

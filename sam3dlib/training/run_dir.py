@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.modeling.run_checkpoint import LATEST
+from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.finished import FINISHED, is_finished
 
 #: settings that may change between an interrupted run and its resumption
@@ -22,7 +23,7 @@ RUN_OUTPUTS = ("checkpoints", "predictions", "config.json", "provenance.json", "
                "training_curve.png", "per_case.csv", "summary.csv", "results.json", "ddp_replicas.json", FINISHED)
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(UserInputError, FileExistsError):
     """The output folder already holds a (different, unfinished or finished) training run."""
 
 

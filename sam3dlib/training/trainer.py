@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sam3dlib.data.io import DataFileError
+from sam3dlib.utils.errors import ConfigError
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.modeling.factory import build_model, torch_dtype
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint, set_rng_state
@@ -86,11 +88,11 @@ class Trainer:
         config, data_dir = self.config, self.data_dir
         store = PreparedDataset(data_dir)
         if store.spec.name != config.dataset:
-            raise ValueError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
+            raise ConfigError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
         split = store.split(config.protocol)
         missing = [] if store.is_phantom else missing_split_cases(store, split)
         if missing and not allow_missing_cases:
-            raise ValueError(
+            raise DataFileError(
                 f"{data_dir}: the {config.protocol} split of {store.spec.name} lists {len(missing)} case(s) that the "
                 f"store lacks ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); results would not be "
                 "comparable to the paper. Prepare the missing cases, or pass --allow-missing-cases "
@@ -101,7 +103,7 @@ class Trainer:
         self.val_ids, no_label_val = store.labelled_cases(list(split.val), "val", allow_missing_labels)
         self.dropped_unlabelled = {"train": no_label, "val": no_label_val}
         if not self.train_ids:
-            raise ValueError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
+            raise DataFileError(f"{data_dir}: no labelled training case of the {config.protocol} split is in the store")
 
     def open_run(self, resume: bool, force: bool) -> bool:
         """Check the outputs, clear the run (``force``) or check it may be resumed.

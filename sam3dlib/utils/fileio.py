@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from sam3dlib.utils.errors import UserInputError
+
 
 #: temporary files of :func:`atomic_open` are named ``.<target name>.<random>.tmp``
 TEMP_SUFFIX = ".tmp"
 
 
-class OutputError(OSError):
+class OutputError(UserInputError, OSError):
     """An output file could not be written; the message names the file and the reason."""
 
     def __str__(self) -> str:  # the message alone, without "[Errno N]"

@@ -1,0 +1,102 @@
+"""One experiment of a table for one seed: its config, reuse of a finished run, resume of an
+interrupted one, and the conditions it was measured under (for the report's labels)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sam3dlib.config import ExperimentConfig
+from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.study.notebook_params import NotebookParams
+from sam3dlib.study.registry import TableInfo, get_config
+from sam3dlib.study.report import RunConditions
+
+def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConfig:
+    """The config of experiment ``name`` under the notebook's parameters (device kept as given, ``cuda:N`` too)."""
+    overrides: dict[str, Any] = {"seed": seed, "protocol": p.protocol, "device": p.device}
+    if p.encoder is not None:
+        overrides["encoder"] = p.encoder
+    if p.encoder_mode is not None:
+        overrides["encoder_mode"] = p.encoder_mode
+    if p.sam_checkpoint is not None:
+        overrides["sam_checkpoint"] = os.fspath(p.sam_checkpoint)
+    overrides.update(p.overrides)
+    return get_config(name, profile=p.profile, **overrides)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _same_config(path: Path, cfg: ExperimentConfig) -> bool:
+    try:
+        return ExperimentConfig.load(path).to_dict() == cfg.to_dict()
+    except (ValueError, TypeError, OSError):
+        return False
+
+
+def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom: bool, seeds: Sequence[int]) -> RunConditions:
+    """The run's conditions from its ``provenance.json`` / ``config.json``, falling back to ``p``."""
+    prov = _read_json(run_dir / "provenance.json")
+    cfg = _read_json(run_dir / "config.json")
+    cfg = cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
+    encoder = str(prov.get("encoder") or cfg.get("encoder") or p.encoder or "vit_b")
+    ckpt = prov.get("encoder_checkpoint") or cfg.get("sam_checkpoint") or (os.fspath(p.sam_checkpoint) if p.sam_checkpoint else None)
+    sha = prov.get("encoder_sha256")
+    if prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT):
+        ck = RANDOM_INIT
+    else:
+        ck = Path(str(ckpt)).name + (f" (sha256 {sha[:12]})" if isinstance(sha, str) and sha != RANDOM_INIT else "")
+    return RunConditions(
+        encoder=encoder,
+        encoder_checkpoint=ck,
+        data="phantom" if bool(prov.get("phantom", phantom)) else dataset,
+        profile=str(prov.get("profile") or cfg.get("profile") or p.profile),
+        protocol=str(prov.get("protocol") or cfg.get("protocol") or p.protocol),
+        seeds=tuple(int(s) for s in seeds),
+    )
+
+
+def finished_same(run_dir: Path, cfg: ExperimentConfig, store: Path) -> bool:
+    """Whether ``run_dir`` holds a finished, scored run of exactly ``cfg`` on ``store``."""
+    from sam3dlib.study.experiment import is_scored
+
+    if not is_scored(run_dir):
+        return False
+    prov = _read_json(run_dir / "provenance.json")
+    return _same_config(run_dir / "config.json", cfg) and prov.get("data_dir") == os.fspath(store.resolve())
+
+
+def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out: Path, progress: bool = False) -> Path:
+    """One experiment: reuse a finished run of the same config and data, resume an interrupted one.
+
+    Returns:
+        The run folder ``out`` (with ``summary.csv`` and ``per_case.csv``).
+
+    Raises:
+        RuntimeError: the experiment finished without writing its result files (a bug).
+    """
+    from sam3dlib.study.experiment import is_scored, run_experiment
+
+    cfg = experiment_config(info.config, p, seed)
+    store = data_dir / info.dataset
+    if finished_same(out, cfg, store):
+        print(f"{info.config} seed {seed}: reusing the finished run with the same config and data")
+        return out
+    resume = (out / "checkpoints" / "latest.pt").is_file() and _same_config(out / "config.json", cfg)
+    if out.exists() and not resume:
+        shutil.rmtree(out)  # an earlier run of another config in this notebook's output folder
+    run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
+    if not is_scored(run_dir):
+        raise RuntimeError(f"{run_dir}: run_experiment returned without a finished, scored run")
+    return run_dir
+
+
+__all__ = ["conditions_from_run", "experiment_config", "finished_same", "run_seed"]

@@ -1,0 +1,129 @@
+"""Run a paper table (what a table notebook calls): every experiment x seed, then the tables.
+
+:func:`run_table` runs the table's experiments for every seed (on built-in phantoms when
+``data_dir`` is None) and writes under ``out_dir`` the per-case CSV, the table in the paper's
+long format with our rows (``tableN.csv``), the rendered comparison (``tableN.md`` /
+``tableN.html``) and the PNG figures (:mod:`sam3dlib.study.table_figures`).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sam3dlib.data.specs import get_spec
+from sam3dlib.data.store import PreparedDataset
+from sam3dlib.evaluation.metrics import AVERAGE
+from sam3dlib.study import report
+from sam3dlib.study.inputs import MissingInputError, has_store, missing_data_message
+from sam3dlib.study.notebook_params import NotebookParams, ParameterError
+from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_size_for
+from sam3dlib.study.registry import TableInfo, experiments, table_key
+from sam3dlib.study.seed_runs import conditions_from_run, run_seed
+
+
+@dataclass
+class TableResult:
+    """What :func:`run_table` produced (also on disk under ``out_dir``)."""
+
+    table: str
+    out_dir: Path
+    conditions: report.RunConditions
+    long: pd.DataFrame
+    tables: list[report.ComparisonTable]
+    per_case: pd.DataFrame
+    run_dirs: dict[str, list[Path]]
+    data_dirs: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def ours(self) -> pd.DataFrame:
+        return self.long[self.long["source"] == report.THIS_RUN].reset_index(drop=True)
+
+    def mean_dsc(self) -> dict[str, float]:
+        """Average DSC (%) of each of our rows, keyed ``"<table> <method>"``."""
+        o = self.ours()
+        o = o[(o["metric"] == "DSC") & (o["region"] == AVERAGE)]
+        return {f"{r.table} {r.method}": float(r.value) for r in o.itertuples()}
+
+    def relpath(self, key: str) -> str:
+        """A written file relative to ``out_dir`` (for display without machine paths)."""
+        return os.path.relpath(self.files[key], self.out_dir)
+
+
+def store_root(result: TableResult, dataset: str) -> Path:
+    """The prepared store a table run used for ``dataset``."""
+    return Path(result.data_dirs[dataset]) / dataset
+
+
+def _select(key: str, dataset: str | None) -> tuple[TableInfo, ...]:
+    infos = experiments(key)
+    if dataset is not None:
+        infos = tuple(i for i in infos if i.dataset == dataset)
+        if not infos:
+            raise ParameterError(f"notebook parameter 'dataset': Table {key} has no {dataset!r} experiment")
+    return infos
+
+
+def _data_dir(dataset: str, p: NotebookParams, cache_root: str | os.PathLike | None) -> Path:
+    if p.data_dir is None:
+        return ensure_phantom_data(dataset, cache_root, seed=0, size=phantom_size_for(p.profile))
+    if not has_store(p.data_dir, dataset):
+        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir)))
+    return Path(p.data_dir)
+
+
+def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
+              cache_root: str | os.PathLike | None = None, figures: bool = True) -> TableResult:
+    """Run every experiment of a paper table and write its tables and figures.
+
+    Args:
+        table: paper table 1-5 (5 = 5a ACDC + 5b Synapse).
+        params: the notebook's parameters (checked with :class:`NotebookParams`).
+        cache_root: where phantom stores are built when ``params.data_dir`` is None.
+        figures: also draw and save the PNG figures.
+
+    Returns:
+        :class:`TableResult`; files under ``params.out_dir``: ``tableN.csv`` (paper's long
+        format + our rows), ``tableN.md``, ``tableN.html``, ``per_case.csv``, ``figures/*.png``,
+        ``experiments/<config>-seed<k>/`` (each run's own files).
+    """
+    p = params if isinstance(params, NotebookParams) else NotebookParams.from_mapping(params)
+    key = table_key(table)
+    infos = _select(key, p.dataset)
+    out = Path(p.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dirs = {ds: _data_dir(ds, p, cache_root) for ds in dict.fromkeys(i.dataset for i in infos)}
+    phantoms = {ds: PreparedDataset(d / ds).is_phantom for ds, d in data_dirs.items()}
+    ours, per_case, run_dirs, cond = [], [], {}, None
+    for info in infos:
+        run_dirs[info.config] = []
+        summaries = []
+        for seed in p.seeds:
+            rd = run_seed(info, p, data_dirs[info.dataset], seed, out / "experiments" / f"{info.config}-seed{seed}")
+            run_dirs[info.config].append(rd)
+            summaries.append(report.read_summary(rd / "summary.csv"))
+            pc = pd.read_csv(rd / "per_case.csv")
+            per_case.append(pc.assign(table=info.table, method=info.paper_method + report.OURS_SUFFIX, seed=seed))
+        cond = conditions_from_run(run_dirs[info.config][0], p, info.dataset, phantoms[info.dataset], p.seeds)
+        ours.append(report.our_rows(report.seeds_summary(summaries), get_spec(info.dataset), cond,
+                                    table=info.table, method=info.paper_method, skip=info.skip))
+    ours_df = pd.concat(ours, ignore_index=True)
+    long = report.long_table(key, ours_df)
+    tables = [report.comparison_table(t, ours_df) for t in dict.fromkeys(sorted(i.table for i in infos))]
+    per_case_df = pd.concat(per_case, ignore_index=True)
+    files = report.write_table_files(out, f"table{key}", long, tables)
+    files["per_case"] = report.write_csv_atomic(per_case_df, out / "per_case.csv")
+    result = TableResult(key, out, cond, long, tables, per_case_df, run_dirs, data_dirs, files)
+    if figures:
+        from sam3dlib.study.table_figures import draw_figures
+
+        draw_figures(result)
+    return result
+
+
+__all__ = ["TableResult", "run_table", "store_root"]
