@@ -28,7 +28,8 @@ from sam3dlib.modeling.fast_attention import enable_fast_attention
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.modeling.losses import sam3d_loss
 from sam3dlib.modeling.factory import torch_dtype
-from sam3dlib.config import BATCH_DICE, ExperimentConfig
+from sam3dlib.config import ExperimentConfig
+from sam3dlib.study.registry import BATCH_DICE
 from sam3dlib.training.optim import make_optimizer
 from sam3dlib.training.step import decoder_update, make_loss
 from sam3dlib.modeling.sam3d import encode_slices

@@ -113,7 +113,7 @@ def test_encoder_throughput_runs_the_attention_it_names(lib, monkeypatch, fast):
 
 def test_step_is_the_trainers_update_with_the_configs_values(lib, monkeypatch):
     """The timed step is training.step.decoder_update with the step config's clip, optimizer and loss."""
-    from sam3dlib.config import get_config
+    from sam3dlib.study.registry import get_config
     from sam3dlib.training import step as training_step
 
     spec = lib.StepSpec("floor", dataset="synapse", batch=1, depth=1, hw=(32, 32), encoder="vit_tiny", device="cpu",

@@ -32,7 +32,7 @@ def test_items_deterministic_from_seed_and_index(store):
 
 def test_loader_workers_do_not_change_items(store):
     """The trainer's loader (online mode: image patches, moreDA) gives the same batches with workers."""
-    from sam3dlib.config import get_config
+    from sam3dlib.study.registry import get_config
     from sam3dlib.training.data import TRAIN_STREAM, epoch_loader
     from sam3dlib.training.distributed import DistContext
     from sam3dlib.training.feature_source import OnlineEncoder

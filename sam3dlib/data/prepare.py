@@ -261,7 +261,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
                                 f"run `sam3d check-data {spec.name} {raw}`")
     unlabelled = unlabelled_split_cases(spec.name, cases)
     if unlabelled and not allow_missing_labels:
-        raise FileNotFoundError(f"{raw}: {missing_labels_message(unlabelled)}; restore the label file(s), or pass "
+        raise MissingFileError(f"{raw}: {missing_labels_message(unlabelled)}; restore the label file(s), or pass "
                                 "--allow-missing-labels (allow_missing_labels=True) to prepare them unlabelled")
     meta_path = out / META_FILE
     if meta_path.is_file():

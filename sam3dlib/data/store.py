@@ -26,7 +26,7 @@ class StoreError(UserInputError, FileNotFoundError):
     """The folder is not a (complete) prepared store."""
 
 
-class MissingLabelError(ValueError):
+class MissingLabelError(UserInputError, ValueError):
     """A case of a labelled split (train, val, test) has no label; the message names it and the split."""
 
 

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 from sam3dlib.utils.finished import is_finished
+from sam3dlib.data.io import DataFileError
+from sam3dlib.utils.errors import MissingFileError, UnknownCaseError
 
 PREDICTIONS = "predictions"
 #: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
@@ -55,17 +57,17 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         case_ids = list(store.split(loaded.config.protocol).test)
     absent = [c for c in case_ids if c not in set(store.case_ids)]
     if absent:
-        raise ValueError(f"{data_dir}: case(s) {', '.join(absent[:5])} to evaluate are not in the store "
+        raise UnknownCaseError(f"{data_dir}: case(s) {', '.join(absent[:5])} to evaluate are not in the store "
                          f"({len(store.case_ids)} cases)")
     case_ids, dropped = store.labelled_cases(case_ids, "test", allow_missing_labels)
     if not case_ids:
-        raise ValueError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
+        raise DataFileError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
     pairs = {}
     for case_id in tqdm(case_ids, desc="test cases", disable=not progress):
         props = store.properties(case_id)
         gt = props.get("label_file")
         if not gt or not Path(gt).is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"case {case_id}: original label file {gt!r} (from {store.root}) not found; the test metrics are "
                 "computed against the original label, as the paper's scripts do"
             )

@@ -295,7 +295,7 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
     """Train SAM3D's decoder as the paper's code does; write the run directory.
 
     Args:
-        config: the experiment (see :func:`sam3dlib.config.get_config`).
+        config: the experiment (see :func:`sam3dlib.study.registry.get_config`).
         data_dir: a prepared store (``sam3d prepare`` output) of ``config.dataset``.
         out_dir: the run directory (created).
         resume: continue from ``checkpoints/latest.pt`` if present.
