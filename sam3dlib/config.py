@@ -31,10 +31,6 @@ PROFILES = ("paper", "quick", "smoke")
 ENCODER_MODES = ("online", "cached")
 PROTOCOLS = ("paper", "clean")
 
-#: Dice over the whole batch when the nnU-Net v1 plans have two stages (Synapse, Lung);
-#: per sample otherwise (evaluation.md section 5; datasets.json ``plans_stages_note``).
-BATCH_DICE = {"synapse": True, "lung": True, "acdc": False, "brats": False}
-
 
 @dataclass
 class ExperimentConfig:
@@ -174,7 +170,7 @@ def _profile_values(entry: TableEntry, profile: str) -> dict[str, Any]:
     values: dict[str, Any] = dict(
         patch_size=tuple(spec.patch_size),
         batch_size=spec.batch_size,
-        batch_dice=BATCH_DICE[entry.dataset],
+        batch_dice=spec.batch_dice,
         skip=entry.skip,
     )
     if profile == "paper":
