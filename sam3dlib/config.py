@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sam3dlib.data.specs import get_spec
+from sam3dlib.data.specs import DatasetSpec, get_spec
 
 PROFILES = ("paper", "quick", "smoke")
 ENCODER_MODES = ("online", "cached")
@@ -72,6 +72,8 @@ class ExperimentConfig:
         encoder_chunk_size: slices per encoder call.
         optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
         fast_attention: the exact, faster attention path for the encoder (sam3dlib.modeling.fast_attention).
+        fold: the fold of a user dataset's ``splits_final.json`` (``custom`` only; None for the
+            paper's fixed splits).
         profile: the profile the values came from.
     """
 
@@ -113,6 +115,7 @@ class ExperimentConfig:
     encoder_chunk_size: int = 32
     fast_attention: bool = True
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    fold: int | None = None
     profile: str = "paper"
 
     def __post_init__(self) -> None:
@@ -163,10 +166,12 @@ CONFIGS: dict[str, TableEntry] = {
 
 #: smoke crop (D, H, W): fits the phantoms; H, W multiples of 16.
 SMOKE_PATCH = (8, 48, 48)
+#: the experiment name of a user's dataset (its spec comes from the prepared store)
+CUSTOM = "custom"
 
 
-def _profile_values(entry: TableEntry, profile: str) -> dict[str, Any]:
-    spec = get_spec(entry.dataset)
+def _profile_values(entry: TableEntry, profile: str, spec: DatasetSpec | None = None) -> dict[str, Any]:
+    spec = spec or get_spec(entry.dataset)
     values: dict[str, Any] = dict(
         patch_size=tuple(spec.patch_size),
         batch_size=spec.batch_size,
@@ -212,6 +217,20 @@ def get_config(name: str, profile: str = "smoke", **overrides: Any) -> Experimen
     return ExperimentConfig(name=name, table=entry.table, dataset=entry.dataset, profile=profile, **values)
 
 
+def custom_config(spec: DatasetSpec, profile: str = "smoke", fold: int = 0, **overrides: Any) -> ExperimentConfig:
+    """The configuration for a user's dataset: its planned crop and batch size under ``profile``.
+
+    Args:
+        spec: the dataset's spec (``PreparedDataset(root).spec``, from the store's plan).
+        profile: ``paper``, ``quick`` or ``smoke`` (as for the paper's experiments).
+        fold: the fold of the store's ``splits_final.json`` to train on.
+        **overrides: any :class:`ExperimentConfig` field.
+    """
+    values = _profile_values(TableEntry(CUSTOM, spec.name), profile, spec)
+    values.update(_check_overrides(CUSTOM, overrides))
+    return ExperimentConfig(name=CUSTOM, table=CUSTOM, dataset=spec.name, profile=profile, fold=fold, **values)
+
+
 def parse_overrides(items: list[str] | tuple[str, ...], name: str = "experiment") -> dict[str, Any]:
     """Parse ``["lr=0.01", "patch_size=16,96,96", "sam_checkpoint=none"]`` into typed values."""
     out: dict[str, Any] = {}
@@ -237,8 +256,9 @@ def _did_you_mean(key: str, options) -> str:
 
 
 def _check_name(name: str, key: str) -> None:
-    if key not in _fields() or key in ("name", "table", "dataset", "profile"):
+    if key not in _fields() or key in ("name", "table", "dataset", "profile", "fold"):
         fixed = " (fixed by the experiment; choose another experiment)" if key in ("name", "table", "dataset", "profile") else ""
+        fixed = " (use --fold)" if key == "fold" else fixed
         raise ValueError(f"unknown setting {key!r} for {name}{fixed or _did_you_mean(key, _fields())}")
 
 
@@ -339,7 +359,13 @@ def validate(cfg: ExperimentConfig) -> None:
     """Check value ranges; raise ``ValueError`` naming the setting."""
     for f in dataclasses.fields(cfg):
         setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), f"setting {f.name!r} of {cfg.name}"))
-    get_spec(cfg.dataset)
+    if cfg.name == CUSTOM:
+        if cfg.fold is None or cfg.fold < 0:
+            raise ValueError(f"{cfg.name}: fold must be a fold number >= 0, got {cfg.fold}")
+    else:
+        get_spec(cfg.dataset)
+        if cfg.fold is not None:
+            raise ValueError(f"{cfg.name}: the paper's datasets have a fixed split; fold applies to `custom` only")
     d, h, w = cfg.patch_size
     if d < 1 or h <= 0 or w <= 0 or h % 16 or w % 16:
         raise ValueError(f"{cfg.name}: patch_size {cfg.patch_size} must be (D>=1, H, W) with H, W positive multiples of 16")
@@ -373,4 +399,5 @@ def describe_profiles() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CONFIGS", "PROFILES", "ExperimentConfig", "get_config", "parse_overrides", "describe_profiles"]
+__all__ = ["CONFIGS", "CUSTOM", "PROFILES", "ExperimentConfig", "custom_config", "get_config", "parse_overrides",
+           "describe_profiles"]

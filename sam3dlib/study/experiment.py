@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
+from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.data.io import load_label_nifti
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 
@@ -24,19 +25,24 @@ PREDICTIONS = "predictions"
 RESULTS_FILE = "results.json"
 
 
-def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]], dataset: str,
+def evaluate_files(pairs: dict[str, tuple[str | os.PathLike, str | os.PathLike]], dataset: str | DatasetSpec,
                    convention: str = "paper") -> pd.DataFrame:
-    """Per-case frame of ``{case_id: (prediction file, ground-truth file)}``."""
+    """Per-case frame of ``{case_id: (prediction file, ground-truth file)}``.
+
+    ``dataset``: a paper dataset's name or any :class:`DatasetSpec`. ``convention="both"``
+    adds ``HD95_strict`` in mm (spacing from the ground truth's header) to the paper's HD95 in voxels.
+    """
     from sam3dlib.data.specs import get_spec
     from sam3dlib.evaluation.metrics import evaluate_case, per_case_frame
 
-    spec = get_spec(dataset)
+    spec = get_spec(dataset) if isinstance(dataset, str) else dataset
     results = {}
     for case_id, (pred_path, gt_path) in pairs.items():
-        pred, gt = load_label_nifti(pred_path)[0], load_label_nifti(gt_path)[0]
+        pred, (gt, spacing) = load_label_nifti(pred_path)[0], load_label_nifti(gt_path)
         if pred.shape != gt.shape:
             raise ValueError(f"case {case_id}: prediction {pred_path} shape {pred.shape} != ground truth {gt.shape}")
-        results[case_id] = evaluate_case(pred, gt, spec, spacing=None, convention=convention)
+        results[case_id] = evaluate_case(pred, gt, spec, spacing=None if convention == "paper" else spacing,
+                                         convention=convention)
     return per_case_frame(results)
 
 
@@ -63,7 +69,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     loaded = load_run(run, device or _run_device(run), which)
     store = PreparedDataset(data_dir)
     if case_ids is None:
-        case_ids = [c for c in store.split(loaded.config.protocol).test if store.label(c) is not None]
+        case_ids = [c for c in store.split(loaded.config.protocol, fold=loaded.config.fold).test
+                    if store.label(c) is not None]
     if not case_ids:
         raise ValueError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
     absent = [c for c in case_ids if c not in set(store.case_ids)]
@@ -82,7 +89,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         out = run / PREDICTIONS / f"{case_id}.nii.gz"
         save_label_nifti(predict_case(loaded, np.asarray(store.image(case_id)), props), props, out)
         pairs[case_id] = (out, gt)
-    per_case = evaluate_files(pairs, store.spec.name)
+    # a user's dataset: HD95 in voxels (the tables' convention) and in mm (HD95_strict)
+    per_case = evaluate_files(pairs, store.spec, "both" if store.is_user_dataset else "paper")
     summary = aggregate(per_case, store.spec)
     atomic_write_text(run / "per_case.csv", per_case.to_csv(index=False))
     atomic_write_text(run / "summary.csv", summary.to_csv(index=False))

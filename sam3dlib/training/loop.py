@@ -63,8 +63,12 @@ def clear_run(run: str | os.PathLike) -> list[Path]:
 
 
 def missing_split_cases(store, split) -> list[str]:
-    """Cases the full shipped split lists for train or test that the store lacks."""
+    """Cases the full shipped split lists for train or test that the store lacks (none for a user
+    dataset: its folds were made from the cases it has)."""
     from sam3dlib.data.splits import get_split
+
+    if store.is_user_dataset:
+        return []
 
     full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
     have = set(store.case_ids)
@@ -228,7 +232,7 @@ def _train(config: ExperimentConfig, data_dir: Path, run: Path, resume: bool, pr
     store = PreparedDataset(data_dir)
     if store.spec.name != config.dataset:
         raise ValueError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
-    split = store.split(config.protocol)
+    split = store.split(config.protocol, fold=config.fold)
     phantom = store.is_phantom
     missing = [] if phantom else missing_split_cases(store, split)
     if missing and not allow_missing_cases:
