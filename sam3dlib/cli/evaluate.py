@@ -16,7 +16,7 @@ from sam3dlib.evaluation import metrics
 from sam3dlib.cli import UserError
 from sam3dlib.data.io import load_label_nifti
 from sam3dlib.utils.fileio import atomic_write_text, check_output_dir
-from sam3dlib.data.specs import DATASETS, get_spec
+from sam3dlib.data.specs import DATASETS, DatasetSpec, get_spec
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -66,11 +66,23 @@ def pair_cases(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, Pa
     return [(case_id, pred[case_id], gt[case_id]) for case_id in sorted(gt)]
 
 
+def resolve_spec(dataset: str | Path) -> DatasetSpec:
+    """A paper dataset's spec by name, or a user dataset's from its prepared store folder."""
+    if str(dataset) in DATASETS:
+        return get_spec(str(dataset))
+    if Path(dataset).is_dir():
+        from sam3dlib.data.store import PreparedDataset
+
+        return PreparedDataset(dataset).spec
+    raise UserError(f"dataset {str(dataset)!r}: give one of {', '.join(DATASETS)} or a prepared store folder "
+                    "(your own dataset, `sam3d prepare --raw` output)")
+
+
 def evaluate_folders(
-    dataset: str, pred_dir: Path, gt_dir: Path, convention: str = "paper"
+    dataset: str | DatasetSpec, pred_dir: Path, gt_dir: Path, convention: str = "paper"
 ) -> pd.DataFrame:
     """Per-case frame (see :func:`sam3dlib.evaluation.metrics.per_case_frame`) of two NIfTI folders."""
-    spec = get_spec(dataset)
+    spec = dataset if isinstance(dataset, DatasetSpec) else resolve_spec(dataset)
     results = {}
     for case_id, pred_path, gt_path in pair_cases(find_cases(pred_dir, "prediction"), find_cases(gt_dir, "ground-truth")):
         pred, _ = load_label_nifti(pred_path)
@@ -90,7 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", choices=DATASETS, help="which dataset's regions to score")
+    p.add_argument("dataset", metavar="DATASET",
+                   help=f"which dataset's regions to score: {', '.join(DATASETS)}, or the prepared store "
+                        "folder of your own dataset (e.g. data/heart)")
     p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps (*.nii.gz)")
     p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label maps (*.nii.gz)")
     p.add_argument(
@@ -112,9 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = get_spec(args.dataset)
+    spec = resolve_spec(args.dataset)
     check_output_dir(args.out, "--out folder")
-    per_case = evaluate_folders(args.dataset, args.pred, args.gt, args.convention)
+    per_case = evaluate_folders(spec, args.pred, args.gt, args.convention)
     summary = metrics.aggregate(per_case, spec, brats_average=args.brats_average)
     atomic_write_text(args.out / "per_case.csv", per_case.to_csv(index=False))
     atomic_write_text(args.out / "summary.csv", summary.to_csv(index=False))
