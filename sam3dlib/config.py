@@ -258,7 +258,7 @@ def _did_you_mean(key: str, options) -> str:
 def _check_name(name: str, key: str) -> None:
     if key not in _fields() or key in ("name", "table", "dataset", "profile", "fold"):
         fixed = " (fixed by the experiment; choose another experiment)" if key in ("name", "table", "dataset", "profile") else ""
-        fixed = " (use --fold)" if key == "fold" else fixed
+        fixed = " (set by --fold, custom only)" if key == "fold" else fixed
         raise ValueError(f"unknown setting {key!r} for {name}{fixed or _did_you_mean(key, _fields())}")
 
 

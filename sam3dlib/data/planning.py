@@ -154,7 +154,7 @@ def plan_patch_size(median: Sequence[float], target: Sequence[float], sample_byt
     minimum = (1, stride, stride)
     while sample_bytes(patch) * MIN_BATCH_SIZE > budget_bytes:
         ratios = [patch[i] / med[i] if patch[i] > minimum[i] else -1 for i in range(3)]
-        axis = int(np.argmax(ratios))
+        axis = 2 - int(np.argmax(ratios[::-1]))  # the last of equal ratios, as nnU-Net's argsort(...)[-1]
         if ratios[axis] < 0:
             raise ValueError(f"memory budget of {budget_bytes / 2**30:.2f} GiB is too small for even a "
                              f"(1, {stride}, {stride}) crop with batch size {MIN_BATCH_SIZE}")
