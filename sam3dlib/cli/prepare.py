@@ -64,11 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_user(args: argparse.Namespace, ts) -> int:
-    from sam3dlib.data.planning import PlannerSettings, describe_plan, parse_plan_overrides
-    from sam3dlib.data.prepare import prepare_user_dataset
+    from sam3dlib.data.planning import describe_plan, parse_plan_overrides
     from sam3dlib.data.user_dataset import load_user_dataset
-    from sam3dlib.modeling.constants import PATCH_SIZE
-    from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
+    from sam3dlib.study.custom import prepare
 
     if args.layout is not None:
         raise UserError("--layout applies to the paper datasets; your own dataset's layout is told by its dataset.json")
@@ -78,8 +76,7 @@ def _run_user(args: argparse.Namespace, ts) -> int:
     if ts is not None:
         overrides["target_spacing"] = ts
     out = args.out or f"data/{load_user_dataset(args.raw).name}"
-    settings = PlannerSettings(training_bytes_per_voxel, decoder_state_bytes, stride=PATCH_SIZE)
-    store = prepare_user_dataset(args.raw, out, settings, overrides, num_workers=args.workers)
+    store = prepare(args.raw, out, overrides, num_workers=args.workers)
     print(describe_plan(store.meta))
     print(f"prepared {len(store.case_ids)} cases in {store.root} (layout {store.meta.get('source_layout')}, "
           f"splits {store.meta.get('split_source')})")

@@ -28,6 +28,7 @@ from sam3dlib.data.preprocess import crop_case, preprocess_case
 from sam3dlib.data.readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
+from sam3dlib.data.user_dataset import UserDataset
 
 
 
@@ -70,12 +71,12 @@ def check_declared_labels(label_path: Path, label_values, declared: Path) -> Non
                          f"(labels {sorted(int(v) for v in label_values)})")
 
 
-def _imap(fn, items, num_workers: int, desc: str):
+def _imap(fn, items, num_workers: int, desc: str, progress: bool = True):
     if num_workers > 0 and len(items) > 1:
         with get_context("spawn").Pool(num_workers) as pool:
-            yield from tqdm(pool.imap(fn, items), total=len(items), desc=desc)
+            yield from tqdm(pool.imap(fn, items), total=len(items), desc=desc, disable=not progress)
     else:
-        for it in tqdm(items, desc=desc):
+        for it in tqdm(items, desc=desc, disable=not progress):
             yield fn(it)
 
 
@@ -258,7 +259,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
 
 
 def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | None = None,
-                      num_workers: int = 0) -> tuple[dict, list[dict], "UserDataset"]:
+                      num_workers: int = 0, progress: bool = True) -> tuple[dict, list[dict], UserDataset]:
     """Read and check every case of a user's raw folder, then plan (nothing is written).
 
     Returns:
@@ -277,7 +278,7 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
         ct_channels = tuple(c for c, how in enumerate(chosen) if how == "ct")
     values = tuple(sorted(ds.labels))
     jobs = [(c, len(ds.channel_names), ct_channels, values, ds.root / DATASET_JSON) for c in ds.cases]
-    res = list(_imap(_analyse_one, jobs, num_workers, f"analyse {ds.name}"))
+    res = list(_imap(_analyse_one, jobs, num_workers, f"analyse {ds.name}", progress))
     fp = Fingerprint.from_cases(res, len(values))
     meta = make_plan(ds.name, ds.channel_names, ds.labels, fp, settings, overrides, ds.label_regions)
     num_folds = int((overrides or {}).get("num_folds", 5))
@@ -293,7 +294,7 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
 
 
 def prepare_user_dataset(raw: str | Path, out: str | Path, settings: PlannerSettings, overrides: dict | None = None,
-                         num_workers: int = 0) -> PreparedDataset:
+                         num_workers: int = 0, progress: bool = True) -> PreparedDataset:
     """``sam3d prepare --raw DIR --out data/NAME``: plan and prepare a user's MSD or nnU-Net v2 dataset.
 
     Every case is read and checked before anything is written (a bad file leaves ``out``
@@ -306,6 +307,7 @@ def prepare_user_dataset(raw: str | Path, out: str | Path, settings: PlannerSett
         settings: memory model and budget of the planner.
         overrides: plan values to impose (:data:`sam3dlib.data.planning.OVERRIDABLE`).
         num_workers: worker processes (0 = in this process).
+        progress: progress bars.
 
     Raises:
         DatasetFormatError, DataFileError, ValueError: bad input, naming the file.
@@ -329,14 +331,14 @@ def prepare_user_dataset(raw: str | Path, out: str | Path, settings: PlannerSett
                              "(delete the folder or use another --out)")
         cases = load_user_dataset(raw).cases
     else:
-        meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers)
+        meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers, progress)
         cases = ds.cases
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / SPLITS_FILE, folds)
         atomic_write_json(meta_path, meta)
     (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]
-    for _ in _imap(_prepare_one, [(c, meta, out) for c in todo], num_workers, f"prepare {meta['dataset']}"):
+    for _ in _imap(_prepare_one, [(c, meta, out) for c in todo], num_workers, f"prepare {meta['dataset']}", progress):
         pass
     return PreparedDataset(out)
 
