@@ -12,8 +12,16 @@ import pytest
 
 from sam3dlib.cli import main
 from sam3dlib.config import custom_config, get_config
-from sam3dlib.data.planning import (MAX_BATCH_FRACTION, Fingerprint, PlannerSettings, kfold_splits, make_plan,
-                                    parse_plan_overrides, plan_batch_size, plan_patch_size)
+from sam3dlib.data.planning import (
+    MAX_BATCH_FRACTION,
+    Fingerprint,
+    PlannerSettings,
+    kfold_splits,
+    make_plan,
+    parse_plan_overrides,
+    plan_batch_size,
+    plan_patch_size,
+)
 from sam3dlib.data.prepare import prepare_user_dataset
 from sam3dlib.data.specs import DATASETS, DatasetSpec, get_spec, spec_from_meta
 from sam3dlib.data.store import PreparedDataset

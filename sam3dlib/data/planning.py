@@ -148,7 +148,7 @@ def plan_patch_size(median: Sequence[float], target: Sequence[float], sample_byt
     p = 1 / np.asarray(target, float)
     p = p / p.mean()
     p = p / p.min() * INITIAL_PATCH_VOXELS
-    patch = [max(1, int(round(min(a, b)))) for a, b in zip(p, med)]
+    patch = [max(1, round(min(a, b))) for a, b in zip(p, med)]
     patch = [patch[0], _round_up(patch[1], stride), _round_up(patch[2], stride)]
     steps = (1, stride, stride)
     minimum = (1, stride, stride)
@@ -166,7 +166,7 @@ def plan_batch_size(patch: Sequence[int], sample_bytes: float, budget_bytes: flo
     """nnU-Net v1: as many samples as fit ``budget_bytes``, at least :data:`MIN_BATCH_SIZE`, at most
     what covers :data:`MAX_BATCH_FRACTION` of the dataset's voxels (but not below the minimum)."""
     fit = int(budget_bytes // max(sample_bytes, 1.0))
-    cap = max(int(round(MAX_BATCH_FRACTION * dataset_voxels / float(np.prod(patch)))), MIN_BATCH_SIZE)
+    cap = max(round(MAX_BATCH_FRACTION * dataset_voxels / float(np.prod(patch))), MIN_BATCH_SIZE)
     return max(1, min(max(fit, 1), cap))
 
 
@@ -270,7 +270,7 @@ class Fingerprint:
     class_voxels: np.ndarray  # K voxel counts per label over the dataset
 
     @classmethod
-    def from_cases(cls, results: Sequence[dict], num_classes: int) -> "Fingerprint":
+    def from_cases(cls, results: Sequence[dict], num_classes: int) -> Fingerprint:
         """From the per-case dicts of the analysis pass (``sam3dlib.data.prepare``)."""
         fg: dict[int, list] = {}
         counts = np.zeros(num_classes, dtype=np.int64)
@@ -394,14 +394,14 @@ def describe_plan(meta: dict) -> str:
     chans = ", ".join(f"{n}: {'CT clip+z-score' if ch['scheme'] == 'CT' else 'z-score' + (' in nonzero mask' if ch.get('use_nonzero_mask') else '')}"
                       for n, ch in zip(norm.get("channel_names", p.get("channel_names", [])), norm.get("channels", [])))
     lines = [
-        f"dataset {p['name']}: {pl.get('num_cases', '?')} training cases, {p['num_channels']} channel(s), "
-        f"{p['num_classes']} classes",
+        (f"dataset {p['name']}: {pl.get('num_cases', '?')} training cases, {p['num_channels']} channel(s), "
+        f"{p['num_classes']} classes"),
         f"target spacing (z, y, x) mm: {[round(t, 4) for t in meta['target_spacing']]} ({src.get('target_spacing', '')})",
         f"normalisation: {chans}",
         f"median shape after resampling: {[int(x) for x in pl.get('median_shape', [])]}",
         f"crop (D, H, W): {p['patch_size']} ({src.get('patch_size', '')})",
-        f"batch size: {p['batch_size']} ({src.get('batch_size', '')}); "
-        f"estimated training memory {pl.get('estimated_training_memory_gb', float('nan')):.2f} GiB",
+        (f"batch size: {p['batch_size']} ({src.get('batch_size', '')}); "
+        f"estimated training memory {pl.get('estimated_training_memory_gb', float('nan')):.2f} GiB"),
         "regions: " + ", ".join(f"{n}={list(v)}" for n, v in p["regions"].items()),
     ]
     frac = pl.get("class_voxel_fraction")

@@ -22,14 +22,29 @@ import numpy as np
 from tqdm import tqdm
 
 from sam3dlib.data.io import atomic_save_npy, atomic_write_json, load_label_nifti
-from sam3dlib.data.planning import (ANALYSIS_SAMPLE_EVERY, Fingerprint, PlannerSettings, ct_statistics, crop_size_ratio,
-                                    describe_plan, kfold_splits, make_plan, target_spacing_v21, use_nonzero_mask)
+from sam3dlib.data.planning import (
+    ANALYSIS_SAMPLE_EVERY,
+    Fingerprint,
+    PlannerSettings,
+    crop_size_ratio,
+    ct_statistics,
+    describe_plan,
+    kfold_splits,
+    make_plan,
+    target_spacing_v21,
+    use_nonzero_mask,
+)
 from sam3dlib.data.preprocess import crop_case, preprocess_case
-from sam3dlib.data.readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
+from sam3dlib.data.readers import (
+    RawCase,
+    find_raw_cases,
+    load_pickle,
+    nnunet_v1_plans,
+    nnunet_v1_splits,
+)
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
 from sam3dlib.data.user_dataset import UserDataset
-
 
 
 def _version() -> str:
@@ -343,4 +358,4 @@ def prepare_user_dataset(raw: str | Path, out: str | Path, settings: PlannerSett
     return PreparedDataset(out)
 
 
-__all__ = ["describe_plan", "prepare_dataset", "prepare_user_dataset", "plan_user_dataset", "target_spacing_v21"]
+__all__ = ["describe_plan", "plan_user_dataset", "prepare_dataset", "prepare_user_dataset", "target_spacing_v21"]

@@ -64,7 +64,7 @@ class DatasetSpec:
                 "ct_stats": self.ct_stats, "batch_dice": self.batch_dice, "channel_names": list(self.channel_names)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DatasetSpec":
+    def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
         """A spec from :meth:`to_dict` output (e.g. a store's ``dataset.json`` ``plan``).
 
         Raises:

@@ -11,7 +11,7 @@ optimizer state (a few tens of MB, :func:`decoder_state_bytes`), allocator overh
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -42,7 +42,7 @@ def _saved_bytes(decoder: Decoder3D, in_channels: int, num_classes: int, patch: 
     return sum(saved.values()) + feats.numel() * 4 + sum(o.numel() * 4 for o in outs) + target.numel() * 8
 
 
-@lru_cache(maxsize=None)
+@cache
 def training_bytes_per_voxel(in_channels: int, num_classes: int, deep_supervision: bool = True) -> float:
     """Activation bytes per voxel of one float32 training sample (decoder + loss, forward and backward).
 
