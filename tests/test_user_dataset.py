@@ -322,3 +322,8 @@ def test_dataset_json_content_errors(tmp_path):
         (raw / "dataset.json").write_text(json.dumps({**meta, **change}))
         with pytest.raises(DatasetFormatError, match=match):
             load_user_dataset(raw)
+    # nnU-Net v2 region-based labels: the unions are reported, every member value is a class
+    (raw / "dataset.json").write_text(json.dumps({**meta, "labels": {"background": 0, "whole": [1, 2], "core": 2},
+                                                  "regions_class_order": [1, 2]}))
+    ds = load_user_dataset(raw)
+    assert ds.labels == {0: "background", 1: "label 1", 2: "core"} and ds.label_regions == {"whole": (1, 2)}

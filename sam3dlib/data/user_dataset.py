@@ -130,6 +130,9 @@ def _labels(meta: dict, layout: str, path: Path) -> tuple[dict[int, str], dict[s
                     labels.setdefault(regions[str(name)][0], str(name))
             else:
                 labels[_label_value(v, name, path)] = str(name)
+        for members in regions.values():  # region-based datasets name only some of the values
+            for v in members:
+                labels.setdefault(v, f"label {v}")
     values = sorted(labels)
     if 0 not in labels:
         raise DatasetFormatError(f"{path}: 'labels' must declare the background as label 0")
