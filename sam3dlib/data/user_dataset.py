@@ -74,7 +74,8 @@ def read_dataset_json(root: Path) -> dict:
     path = Path(root) / DATASET_JSON
     if not path.is_file():
         raise DatasetFormatError(f"{path}: not found; a dataset in the MSD or nnU-Net v2 layout needs a "
-                                 "dataset.json with its channels and labels (see docs/DATA.md)")
+                                 "dataset.json with its channels and labels (see docs/DATA.md; a paper dataset "
+                                 "is named: `sam3d prepare synapse|acdc|lung|brats --raw ...`)")
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
