@@ -195,6 +195,19 @@ def test_three_commands_end_to_end(layout, tmp_path, one_thread, capsys):
     assert set(per_case["region"]) == {"organ", "lesion"} and per_case["case_id"].unique().tolist() == ["phantom_004"]
 
 
+def test_prepare_resumes_with_the_stored_plan(tmp_path):
+    raw = write_user_phantom(tmp_path / "raw", "msd", n_cases=3)
+    store = prepare_user_dataset(raw, tmp_path / "store", SETTINGS, {"batch_size": 3})
+    (tmp_path / "store" / "cases" / "phantom_001.json").unlink()  # as if killed before this case finished
+    again = prepare_user_dataset(raw, tmp_path / "store", SETTINGS)
+    assert again.case_ids == store.case_ids and again.spec.batch_size == 3
+    with pytest.raises(ValueError, match="already has a plan"):
+        prepare_user_dataset(raw, tmp_path / "store", SETTINGS, {"batch_size": 2})
+    other = write_user_phantom(tmp_path / "raw2", "msd", n_cases=3)
+    with pytest.raises(ValueError, match="prepared from"):
+        prepare_user_dataset(other, tmp_path / "store", SETTINGS)
+
+
 def test_user_splits_file_and_fold_are_used(tmp_path):
     raw = write_user_phantom(tmp_path / "raw", "nnunet_v2", n_cases=4)
     folds = [{"train": ["phantom_000", "phantom_001", "phantom_002"], "val": ["phantom_003"]},

@@ -12,6 +12,7 @@ regions, 5 folds; see docs/DATA.md); the plan is printed and stored in ``<out>/d
 from __future__ import annotations
 
 import argparse
+import re
 
 from sam3dlib.cli import UserError
 from sam3dlib.data.specs import DATASETS
@@ -75,7 +76,7 @@ def _run_user(args: argparse.Namespace, ts) -> int:
     overrides = parse_plan_overrides(args.plan)
     if ts is not None:
         overrides["target_spacing"] = ts
-    out = args.out or f"data/{load_user_dataset(args.raw).name}"
+    out = args.out or f"data/{re.sub(r'[^A-Za-z0-9_.-]+', '_', load_user_dataset(args.raw).name)}"
     store = prepare(args.raw, out, overrides, num_workers=args.workers)
     print(describe_plan(store.meta))
     print(f"prepared {len(store.case_ids)} cases in {store.root} (layout {store.meta.get('source_layout')}, "
