@@ -340,3 +340,14 @@ def test_dataset_json_content_errors(tmp_path):
                                                   "regions_class_order": [1, 2]}))
     ds = load_user_dataset(raw)
     assert ds.labels == {0: "background", 1: "label 1", 2: "core"} and ds.label_regions == {"whole": (1, 2)}
+
+
+def test_check_data_lists_every_bad_case_of_a_user_dataset(tmp_path, capsys):
+    raw, _ = _undeclared_label(tmp_path)  # phantom_001
+    _rewrite(raw / "labelsTr" / "phantom_000.nii.gz", lambda a, f: (a[:-1], f))
+    assert main(["check-data", str(raw)]) == 1
+    err = capsys.readouterr().err
+    assert "labelsTr/phantom_001.nii.gz: label value(s) [5] not declared" in err
+    assert "labelsTr/phantom_000.nii.gz: label shape" in err and "2 problem(s)" in err
+    store = prepare_user_dataset(write_user_phantom(tmp_path / "ok", "msd", n_cases=3), tmp_path / "s", SETTINGS)
+    assert main(["check-data", str(store.root)]) == 0
