@@ -351,3 +351,18 @@ def test_check_data_lists_every_bad_case_of_a_user_dataset(tmp_path, capsys):
     assert "labelsTr/phantom_000.nii.gz: label shape" in err and "2 problem(s)" in err
     store = prepare_user_dataset(write_user_phantom(tmp_path / "ok", "msd", n_cases=3), tmp_path / "s", SETTINGS)
     assert main(["check-data", str(store.root)]) == 0
+
+
+def test_memory_model_is_the_per_voxel_slope_of_the_saved_tensors():
+    """bytes(patch) = fixed + slope * voxels holds at a third, larger crop (what the planner relies on)."""
+    import torch
+
+    from sam3dlib.modeling.decoder import Decoder3D
+    from sam3dlib.modeling.memory import _PROBES, _saved_bytes
+
+    slope = training_bytes_per_voxel(1, 3)
+    torch.manual_seed(0)
+    dec = Decoder3D(256, 3).train()
+    (b1, v1), big = ((_saved_bytes(dec, 1, 3, _PROBES[0]), np.prod(_PROBES[0])), (6, 96, 80))
+    assert _saved_bytes(dec, 1, 3, big) == pytest.approx(b1 + slope * (np.prod(big) - v1), rel=1e-6)
+    assert training_bytes_per_voxel(2, 3) > slope  # a second channel adds embeddings
