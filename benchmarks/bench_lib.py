@@ -29,7 +29,6 @@ from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.modeling.losses import sam3d_loss
 from sam3dlib.modeling.factory import torch_dtype
 from sam3dlib.config import ExperimentConfig
-from sam3dlib.study.registry import BATCH_DICE
 from sam3dlib.training.optim import make_optimizer
 from sam3dlib.training.step import decoder_update, make_loss
 from sam3dlib.modeling.sam3d import encode_slices
@@ -321,7 +320,7 @@ def step_config(spec: StepSpec) -> ExperimentConfig:
     spec = spec.resolved()
     return ExperimentConfig(name=f"benchmark_{spec.dataset}", table="-", dataset=spec.dataset,
                             patch_size=(spec.depth, *spec.hw), batch_size=spec.batch,
-                            batch_dice=BATCH_DICE[spec.dataset], decoder_dtype=spec.decoder_dtype,
+                            batch_dice=get_spec(spec.dataset).batch_dice, decoder_dtype=spec.decoder_dtype,
                             encoder_dtype=spec.encoder_dtype)
 
 

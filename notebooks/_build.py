@@ -193,6 +193,63 @@ def explore_nb() -> nbformat.NotebookNode:
     return _nb(cells)
 
 
+CUSTOM_PARAMS = '''# Parameters (papermill can override them).
+# Defaults: a tiny generated MSD-style dataset and the smoke profile (a random stand-in encoder; seconds on a CPU).
+raw_dir = None  # str | None: your dataset in the MSD or nnU-Net v2 raw layout (None: a generated phantom)
+data_dir = None  # str | None: where its prepared store goes (None: <out_dir>/data)
+encoder = None  # str | None: vit_b, vit_l, vit_h, vit_tiny (None: the profile's; smoke uses vit_tiny)
+sam_checkpoint = None  # str | None: official SAM .pth file (None: randomly initialised encoder)
+profile = "smoke"  # str: paper, quick or smoke
+fold = 0  # int: the fold of splits_final.json to train on; its validation cases are scored
+device = "cpu"  # str: auto, cpu, cuda
+plan = {}  # dict: plan values to impose, e.g. {"memory_gb": 4, "patch_size": [16, 128, 128]}
+overrides = {}  # dict: extra ExperimentConfig settings, e.g. {"epochs": 4}
+out_dir = "../results/notebooks/your_dataset"  # str: where the store, the run and the figures go'''
+
+
+def custom_nb() -> nbformat.NotebookNode:
+    cells = [
+        md("# Your own dataset\n\nSAM3D on any dataset in the **Medical Segmentation Decathlon** or **nnU-Net v2** "
+           "raw layout (`dataset.json`, `imagesTr/`, `labelsTr/`): the plan derived from the data (target "
+           "spacing, normalisation per channel, crop and batch size for a memory budget, regions, folds), "
+           "training, the per-class test metrics and overlays. The same as `sam3d prepare --raw`, "
+           "`sam3d train custom` and `sam3d predict` (README, \"Your own data\"; `docs/DATA.md`).\n\n"
+           "Defaults run the **smoke profile on a generated phantom** (2 channels CT + MRI, labels organ and a rare "
+           "lesion, anisotropic spacing) with a random stand-in encoder: the numbers say nothing about SAM3D."),
+        code(CUSTOM_PARAMS, tags=["parameters"]),
+        code("from pathlib import Path\n\nfrom IPython.display import Image, display\n\n"
+             "from sam3dlib.data.planning import describe_plan\n"
+             "from sam3dlib.data.user_phantoms import write_user_phantom\n"
+             "from sam3dlib.study import custom, reproduce\n"
+             "from sam3dlib.study import report_figures as rf\n\n"
+             "out = Path(out_dir)\n"
+             "raw = Path(raw_dir) if raw_dir else write_user_phantom(out / \"raw\", \"msd\", n_cases=6)\n"
+             "store_dir = Path(data_dir) if data_dir else out / \"data\"\n"
+             "print(\"raw data:\", \"generated phantom\" if raw_dir is None else \"your folder\")"),
+        md("## The plan\n\nDerived from the data by nnU-Net's rules (`docs/DATA.md`); stored in the store's "
+           "`dataset.json`, and every value can be imposed with `plan`."),
+        code("store = custom.prepare(raw, store_dir, plan, progress=False)\nprint(describe_plan(store.meta))"),
+        code("split = store.split(fold=fold)\n"
+             "print(f\"fold {fold}: {len(split.train)} training cases, {len(split.test)} test cases\")\n"
+             "case = split.test[0]\n"
+             "display(rf.plot_case(store.image(case), store.label(case), None, store.spec, case))", ignore=True),
+        md("## Train and score the test cases"),
+        code("settings = dict(overrides, device=device)\n"
+             "if encoder:\n    settings[\"encoder\"] = encoder\n"
+             "if sam_checkpoint:\n    settings[\"sam_checkpoint\"] = sam_checkpoint\n"
+             "run = custom.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
+             "print(\"run written to\", run)", ignore=True),
+        md("Training curve (loss, validation Dice):"),
+        code("display(Image(filename=str(run / \"training_curve.png\")))"),
+        md("Per class on the test cases: DSC in %, HD95 in voxels (the paper's tables) and in mm."),
+        code("custom.per_class_table(run).round(2)", ignore=True),
+        md("## Overlays\n\nImage, ground truth and prediction of a test case on its original grid."),
+        code("image, gt, pred, case = reproduce.overlay_arrays(run, store_dir)\n"
+             "display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))", ignore=True),
+    ]
+    return _nb(cells)
+
+
 def _nb(cells) -> nbformat.NotebookNode:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -219,6 +276,7 @@ NOTEBOOKS = {
         "SAM3D with and without the residual skip branches in the decoder: 5a on ACDC, 5b on Synapse."),
     "06_figures": figures_nb,
     "07_explore_case": explore_nb,
+    "08_your_dataset": custom_nb,
 }
 
 

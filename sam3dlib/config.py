@@ -42,7 +42,7 @@ PROFILES = ("paper", "quick", "smoke")
 EncoderMode = Literal["online", "cached"]
 ENCODER_MODES: tuple[str, ...] = typing.get_args(EncoderMode)
 #: Settings that name the experiment; ``get_config`` fixes them, overrides may not change them.
-FIXED_FIELDS = ("name", "table", "dataset", "profile")
+FIXED_FIELDS = ("name", "table", "dataset", "profile", "fold")
 
 
 @dataclass
@@ -87,6 +87,8 @@ class ExperimentConfig:
         encoder_chunk_size: slices per encoder call.
         optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
         fast_attention: the exact, faster attention path for the encoder (sam3dlib.modeling.fast_attention).
+        fold: the fold of a user dataset's ``splits_final.json`` (``custom`` only; None for the
+            paper's fixed splits).
         profile: the profile the values came from.
     """
 
@@ -128,6 +130,7 @@ class ExperimentConfig:
     encoder_chunk_size: int = 32
     fast_attention: bool = True
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    fold: int | None = None
     profile: str = "paper"
 
     def __post_init__(self) -> None:
@@ -161,6 +164,8 @@ class ExperimentConfig:
 
 #: smoke crop (D, H, W): fits the phantoms; H, W multiples of 16.
 SMOKE_PATCH = (8, 48, 48)
+#: the experiment name of a user's dataset (its spec comes from the prepared store)
+CUSTOM = "custom"
 
 
 def profile_values(profile: str) -> dict[str, Any]:
@@ -209,6 +214,7 @@ def did_you_mean(key: str, options) -> str:
 def _check_name(name: str, key: str) -> None:
     if key not in _fields() or key in FIXED_FIELDS:
         fixed = " (fixed by the experiment; choose another experiment)" if key in FIXED_FIELDS else ""
+        fixed = " (set by --fold, custom only)" if key == "fold" else fixed
         raise ConfigError(f"unknown setting {key!r} for {name}{fixed or did_you_mean(key, _fields())}")
 
 
@@ -272,7 +278,13 @@ def validate(cfg: ExperimentConfig) -> None:
     """
     for f in dataclasses.fields(cfg):
         setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), f"setting {f.name!r} of {cfg.name}"))
-    get_spec(cfg.dataset)
+    if cfg.name == CUSTOM:
+        if cfg.fold is None or cfg.fold < 0:
+            raise ConfigError(f"{cfg.name}: fold must be a fold number >= 0, got {cfg.fold}")
+    else:
+        get_spec(cfg.dataset)
+        if cfg.fold is not None:
+            raise ConfigError(f"{cfg.name}: the paper's datasets have a fixed split; fold applies to `custom` only")
     d, h, w = cfg.patch_size
     if d < 1 or h <= 0 or w <= 0 or h % 16 or w % 16:
         raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must be (D>=1, H, W) with H, W positive multiples of 16")
@@ -294,5 +306,5 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{cfg.name}: oversample_foreground must be in [0, 1], got {cfg.oversample_foreground}")
 
 
-__all__ = ["ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "parse_overrides",
+__all__ = ["CUSTOM", "ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "parse_overrides",
            "profile_values", "validate"]

@@ -12,10 +12,22 @@ import argparse
 from pathlib import Path
 
 from sam3dlib.cli import UserError
-from sam3dlib.data.specs import DATASETS, get_spec
+from sam3dlib.data.specs import DATASETS, DatasetSpec, get_spec
 from sam3dlib.evaluation import metrics
-from sam3dlib.evaluation.evaluator import EvaluationError, evaluate_folders
+from sam3dlib.evaluation.evaluator import evaluate_folders
 from sam3dlib.utils.fileio import atomic_write_text, check_output_dir
+
+
+def resolve_spec(dataset: str | Path) -> DatasetSpec:
+    """A paper dataset's spec by name, or a user dataset's from its prepared store folder."""
+    if str(dataset) in DATASETS:
+        return get_spec(str(dataset))
+    if Path(dataset).is_dir():
+        from sam3dlib.data.store import PreparedDataset
+
+        return PreparedDataset(dataset).spec
+    raise UserError(f"dataset {str(dataset)!r}: give one of {', '.join(DATASETS)} or a prepared store folder "
+                    "(your own dataset, `sam3d prepare --raw` output)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("dataset", choices=DATASETS, help="which dataset's regions to score")
+    p.add_argument("dataset", metavar="DATASET",
+                   help=f"which dataset's regions to score: {', '.join(DATASETS)}, or the prepared store "
+                        "folder of your own dataset (e.g. data/heart)")
     p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps (*.nii.gz)")
     p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label maps (*.nii.gz)")
     p.add_argument(
@@ -52,12 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = get_spec(args.dataset)
+    spec = resolve_spec(args.dataset)
     check_output_dir(args.out, "--out folder")
-    try:
-        per_case = evaluate_folders(args.dataset, args.pred, args.gt, args.convention, args.resample_to_gt)
-    except EvaluationError as exc:
-        raise UserError(str(exc)) from None
+    per_case = evaluate_folders(spec, args.pred, args.gt, args.convention, args.resample_to_gt)
     summary = metrics.aggregate(per_case, spec, brats_average=args.brats_average)
     atomic_write_text(args.out / "per_case.csv", per_case.to_csv(index=False))
     atomic_write_text(args.out / "summary.csv", summary.to_csv(index=False))

@@ -1,6 +1,9 @@
-"""`sam3d train CONFIG --data DIR --out DIR`: train one paper experiment (then score its test cases).
+"""`sam3d train CONFIG --data DIR --out DIR`: train one paper experiment, or ``custom`` for your
+own dataset (then score its test cases).
 
 Examples::
+
+    sam3d train custom --data data/heart --out runs/heart --profile quick --fold 0   # your own dataset
 
     sam3d train table1_synapse --data data/synapse --out runs/t1 --profile paper --set sam_checkpoint=checkpoints/sam_vit_b_01ec64.pth
     sam3d train table2_acdc --data data/acdc --out runs/t2 --profile quick --set patch_size=14,160,160
@@ -17,12 +20,14 @@ from sam3dlib.cli import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from sam3dlib.config import PROFILES
+    from sam3dlib.config import CUSTOM, PROFILES
     from sam3dlib.study.registry import EXPERIMENTS
 
-    p = sub.add_parser("train", help="train a paper experiment (decoder only; frozen SAM encoder)",
+    p = sub.add_parser("train", help="train a paper experiment or your own dataset (decoder only; frozen SAM encoder)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", choices=list(EXPERIMENTS), metavar="CONFIG", help=f"experiment: {', '.join(EXPERIMENTS)}")
+    p.add_argument("config", choices=[*EXPERIMENTS, CUSTOM], metavar="CONFIG",
+                   help=f"experiment: {', '.join(EXPERIMENTS)}, or {CUSTOM} (your own dataset prepared with "
+                        "`sam3d prepare --raw`; crop and batch size from its plan)")
     p.add_argument("--data", required=True, type=Path, help="prepared store (sam3d prepare output)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
     p.add_argument("--profile", choices=PROFILES, default=None,
@@ -30,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(seconds, CPU); with --resume the run's saved profile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 (repeatable)")
+    p.add_argument("--fold", type=int, default=None,
+                   help=f"{CUSTOM} only: the fold of the store's splits_final.json to train on (default 0); its "
+                        "validation cases are the test cases")
     p.add_argument("--resume", action="store_true",
                    help="continue an unfinished run from <out>/checkpoints/latest.pt with the run's own saved "
                         "config (<out>/config.json; only a changed value needs --set); a finished run is left as is")
@@ -69,14 +77,12 @@ def resume_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam3dlib.config import parse_overrides
     from sam3dlib.study.experiment import run_experiment
-    from sam3dlib.study.registry import get_config
     from sam3dlib.training import train
 
     config = resume_config(args) if args.resume else None
     if config is None:
-        config = get_config(args.config, args.profile or "paper", **parse_overrides(args.overrides, args.config))
+        config = _config(args)
     if args.resume and args.force:
         raise UserError("--resume and --force exclude each other: --resume continues the run in --out, "
                         "--force deletes it and starts over")
@@ -89,3 +95,22 @@ def run(args: argparse.Namespace) -> int:
         run_dir = run_experiment(config, args.data, args.out, **kwargs)
     print(f"run written to {run_dir}")
     return 0
+
+
+def _config(args: argparse.Namespace):
+    """The experiment config from the flags: a paper table's, or ``custom`` from the store's plan."""
+    from sam3dlib.config import CUSTOM, parse_overrides
+    from sam3dlib.data.store import PreparedDataset
+    from sam3dlib.study.registry import custom_config, get_config
+
+    profile = args.profile or "paper"
+    overrides = parse_overrides(args.overrides, args.config)
+    if args.config != CUSTOM:
+        if args.fold is not None:
+            raise UserError(f"--fold applies to {CUSTOM} (your own dataset); {args.config} uses the paper's split")
+        return get_config(args.config, profile, **overrides)
+    store = PreparedDataset(args.data)
+    if not store.is_user_dataset:
+        raise UserError(f"{args.data} holds the paper dataset {store.spec.name!r}; train it with its table "
+                        "experiment (e.g. table1_synapse), or prepare your own data with `sam3d prepare --raw`")
+    return custom_config(store.spec, profile, 0 if args.fold is None else args.fold, **overrides)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from sam3dlib.data.io import DataFileError, grid_problem, load_label_nifti, load_nifti
 from sam3dlib.data.readers import RawCase, find_raw_cases
-from sam3dlib.data.specs import get_spec
+from sam3dlib.data.specs import DatasetSpec, get_spec, is_user_meta, spec_from_meta
 from sam3dlib.data.splits import all_case_ids, labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, case_paths
 
@@ -87,8 +87,8 @@ def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
     return probs
 
 
-def _check_store(dataset: str, root: Path) -> list[Problem]:
-    spec = get_spec(dataset)
+def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
+    dataset = spec.name
     meta = json.loads((root / META_FILE).read_text())
     probs = []
     if meta.get("dataset") != spec.name:
@@ -134,7 +134,7 @@ def check_dataset(dataset: str, path: Path, expect_all: bool | None = None) -> l
     if not root.is_dir():
         return [Problem(str(root), "folder not found")]
     if (root / META_FILE).is_file() and (root / CASES_DIR).is_dir():
-        return _check_store(spec.name, root)
+        return _check_store(spec, root)
     try:
         cases = find_raw_cases(spec.name, root)
     except (FileNotFoundError, ValueError) as exc:
@@ -150,3 +150,45 @@ def check_dataset(dataset: str, path: Path, expect_all: bool | None = None) -> l
     for case in tqdm(cases, desc=f"check {spec.name}"):
         probs += _check_raw_case(case, spec.name)
     return probs
+
+
+def check_user_dataset(path: Path) -> list[Problem]:
+    """All problems found in a user's raw MSD / nnU-Net v2 folder or its prepared store.
+
+    Raw: ``dataset.json`` and the file listing (the first problem there stops the check), then
+    every case (each case's first problem: undeclared or non-integer label values, channel
+    count, image/label grid, unreadable files). Store: as for the paper datasets, with the
+    store's own spec.
+    """
+    from sam3dlib.data.prepare import check_declared_labels
+    from sam3dlib.data.preprocess import crop_case
+    from sam3dlib.data.user_dataset import DATASET_JSON, load_user_dataset
+
+    root = Path(path)
+    if not root.is_dir():
+        return [Problem(str(root), "folder not found")]
+    if (root / META_FILE).is_file() and (root / CASES_DIR).is_dir():
+        meta = json.loads((root / META_FILE).read_text())
+        if not is_user_meta(meta):
+            return [Problem(str(root / META_FILE), f"a store of the paper dataset {meta.get('dataset')!r}: "
+                                                   "give its name to check it")]
+        return _check_store(spec_from_meta(meta), root)
+    try:
+        ds = load_user_dataset(root)
+    except (FileNotFoundError, ValueError) as exc:
+        return [Problem(*_split_message(str(exc), root))]
+    probs = []
+    values = sorted(ds.labels)
+    for case in tqdm(ds.cases, desc=f"check {ds.name}"):
+        try:
+            check_declared_labels(case.label, values, root / DATASET_JSON)
+            crop_case(case.images, case.label, len(ds.channel_names), values)
+        except (OSError, ValueError) as exc:
+            probs.append(Problem(*_split_message(str(exc), case.images[0]), case.case_id))
+    return probs
+
+
+def _split_message(message: str, default: Path) -> tuple[str, str]:
+    """``"path: what"`` -> ``(path, what)``; a message without a path is about ``default``."""
+    head, sep, tail = message.partition(": ")
+    return (head, tail) if sep and ("/" in head or head.endswith((".gz", ".nii", ".json"))) else (str(default), message)

@@ -21,17 +21,34 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, atomic_save_npy
-from sam3dlib.utils.fileio import atomic_write_json
-from sam3dlib.data.io import affine_geometry, axcodes_of
+from sam3dlib.data.io import DataFileError, affine_geometry, atomic_save_npy, axcodes_of, load_label_nifti
+from sam3dlib.data.planning import (
+    ANALYSIS_SAMPLE_EVERY,
+    Fingerprint,
+    PlannerSettings,
+    crop_size_ratio,
+    ct_statistics,
+    describe_plan,
+    kfold_splits,
+    make_plan,
+    target_spacing_v21,
+    use_nonzero_mask,
+)
 from sam3dlib.data.preprocess import canonical_orientation, crop_case, preprocess_case
-from sam3dlib.data.readers import RawCase, find_raw_cases, load_pickle, nnunet_v1_plans, nnunet_v1_splits
+from sam3dlib.data.readers import (
+    RawCase,
+    find_raw_cases,
+    load_pickle,
+    nnunet_v1_plans,
+    nnunet_v1_splits,
+)
+from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
+from sam3dlib.data.user_dataset import UserDataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
 
-ANALYSIS_SAMPLE_EVERY = 10
 ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
 
 
@@ -43,38 +60,44 @@ def _version() -> str:
         return "unknown"
 
 
-def target_spacing_v21(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
-    """nnU-Net v1 ``ExperimentPlanner3D_v21.get_target_spacing`` on (N, 3) zyx spacings/shapes."""
-    target = np.percentile(spacings, 50, axis=0)
-    median_shape = np.percentile(shapes, 50, axis=0)
-    worst = int(np.argmax(target))
-    other = [i for i in range(3) if i != worst]
-    aniso_spacing = target[worst] > 3 * min(target[other])
-    aniso_voxels = median_shape[worst] * 3 < min(median_shape[other])
-    if aniso_spacing and aniso_voxels:
-        t = float(np.percentile(spacings[:, worst], 10))
-        if t < max(target[other]):
-            t = max(max(target[other]), t) + 1e-5
-        target[worst] = t
-    return [float(x) for x in target]
-
-
 def _analyse_one(args) -> dict:
-    case, num_channels, ct, label_values, orientation = args
+    """Fingerprint of one case: spacing, shapes, foreground samples of ``ct_channels``, voxels per label.
+
+    ``declared`` (user datasets): the ``dataset.json`` whose labels the label file must hold.
+    ``orientation``: the store's canonical axis codes (the case is brought to them).
+    """
+    case, num_channels, ct_channels, label_values, declared, orientation = args
+    if declared is not None and case.label is not None:
+        check_declared_labels(case.label, label_values, declared)
     img, lab, props = crop_case(case.images, case.label, num_channels, label_values, orientation)
     out = {"case_id": case.case_id, "spacing": props["original_spacing"], "shape_after_crop": props["shape_after_crop"],
            "shape": [props["original_shape"][t] for t in props["transpose"]]}
-    if ct and lab is not None:
-        out["fg"] = img[0][lab > 0][::ANALYSIS_SAMPLE_EVERY]
+    if lab is not None:
+        if ct_channels:
+            out["fg"] = {c: img[c][lab > 0][::ANALYSIS_SAMPLE_EVERY] for c in ct_channels}
+        out["class_voxels"] = np.bincount(lab.ravel(), minlength=max(label_values) + 1 if label_values else 1)
     return out
 
 
-def _imap(fn, items, num_workers: int, desc: str):
+def check_declared_labels(label_path: Path, label_values, declared: Path) -> None:
+    """The label file holds integers only, all of them declared in ``declared`` (a ``dataset.json``):
+    the one label reader's rule (:func:`sam3dlib.data.io.load_label_nifti`), naming ``declared``.
+
+    Raises:
+        DataFileError: naming the label file, the offending values and ``declared``.
+    """
+    try:
+        load_label_nifti(label_path, label_values)
+    except DataFileError as exc:
+        raise DataFileError(f"{exc} (labels declared in {declared})") from None
+
+
+def _imap(fn, items, num_workers: int, desc: str, progress: bool = True):
     if num_workers > 0 and len(items) > 1:
         with get_context("spawn").Pool(num_workers) as pool:
-            yield from tqdm(pool.imap(fn, items), total=len(items), desc=desc)
+            yield from tqdm(pool.imap(fn, items), total=len(items), desc=desc, disable=not progress)
     else:
-        for it in tqdm(items, desc=desc):
+        for it in tqdm(items, desc=desc, disable=not progress):
             yield fn(it)
 
 
@@ -87,8 +110,8 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
     if not labelled:
         raise DataFileError(f"{dataset}: none of the {len(cases)} cases has a label file; cannot compute statistics")
     orientation = canonical_orientation([c.images[0] for c in cases])
-    res = list(_imap(_analyse_one, [(c, spec.num_channels, ct, tuple(spec.labels), orientation) for c in labelled],
-                     num_workers, f"analyse {dataset}"))
+    res = list(_imap(_analyse_one, [(c, spec.num_channels, (0,) if ct else (), tuple(spec.labels), None, orientation)
+                                    for c in labelled], num_workers, f"analyse {dataset}"))
     spacings = np.array([r["spacing"] for r in res])
     crop_shapes = np.array([r["shape_after_crop"] for r in res])
     if target_spacing is None:
@@ -105,14 +128,11 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
             raise ConfigError(f"target_spacing must be 3 positive numbers (z, y, x), got {target_spacing}")
         t_src = "given by the user"
     if ct:
-        fg = np.concatenate([r["fg"] for r in res if "fg" in r] or [np.zeros(1)])
-        norm = {"scheme": "CT", "percentile_00_5": float(np.percentile(fg, 0.5)),
-                "percentile_99_5": float(np.percentile(fg, 99.5)), "mean": float(fg.mean()), "sd": float(fg.std()),
-                "computed_on": f"every {ANALYSIS_SAMPLE_EVERY}th foreground voxel of {len(res)} labelled cases (as nnU-Net v1)"}
+        norm = ct_statistics(np.concatenate([r["fg"][0] for r in res if "fg" in r] or [np.zeros(1)]), len(res))
     else:
-        shrink = np.median(np.prod(crop_shapes, 1) / np.prod([r["shape"] for r in res], 1))
-        norm = {"scheme": "nonCT", "use_nonzero_mask": [bool(shrink < 0.75)] * spec.num_channels,
-                "median_crop_size_ratio": float(shrink)}
+        shapes = np.array([r["shape"] for r in res])
+        norm = {"scheme": "nonCT", "use_nonzero_mask": [use_nonzero_mask(crop_shapes, shapes)] * spec.num_channels,
+                "median_crop_size_ratio": crop_size_ratio(crop_shapes, shapes)}
     return {"dataset": spec.name, "num_channels": spec.num_channels, "num_classes": spec.num_classes,
             "labels": {str(k): v for k, v in spec.labels.items()}, "target_spacing": target,
             "target_spacing_source": t_src, "normalization": norm, "orientation": orientation,
@@ -281,3 +301,95 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     for _ in _imap(fn, [(c, meta, out) for c in todo], num_workers, f"prepare {spec.name}"):
         pass
     return PreparedDataset(out)
+
+
+# ---------------------------------------------------------------- a user's dataset (MSD / nnU-Net v2)
+
+
+def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | None = None,
+                      num_workers: int = 0, progress: bool = True) -> tuple[dict, list[dict], UserDataset]:
+    """Read and check every case of a user's raw folder, then plan (nothing is written).
+
+    Returns:
+        ``(dataset-level meta with the plan, folds, the UserDataset)``.
+
+    Raises:
+        DatasetFormatError / DataFileError / ValueError: the first bad file, named.
+    """
+    from sam3dlib.data.planning import is_ct
+    from sam3dlib.data.user_dataset import DATASET_JSON, load_user_dataset
+
+    ds = load_user_dataset(raw)
+    ct_channels = tuple(c for c, n in enumerate(ds.channel_names) if is_ct(n))
+    chosen = (overrides or {}).get("normalization")
+    if chosen is not None:
+        ct_channels = tuple(c for c, how in enumerate(chosen) if how == "ct")
+    values = tuple(sorted(ds.labels))
+    orientation = canonical_orientation([c.images[0] for c in ds.cases])
+    jobs = [(c, len(ds.channel_names), ct_channels, values, ds.root / DATASET_JSON, orientation) for c in ds.cases]
+    res = list(_imap(_analyse_one, jobs, num_workers, f"analyse {ds.name}", progress))
+    fp = Fingerprint.from_cases(res, len(values))
+    meta = make_plan(ds.name, ds.channel_names, ds.labels, fp, settings, overrides, ds.label_regions)
+    num_folds = int((overrides or {}).get("num_folds", 5))
+    if ds.splits is not None:
+        folds = [{k: list(v) for k, v in f.items()} for f in ds.splits]
+        meta["split_source"] = f"{ds.root / 'splits_final.json'} ({len(folds)} folds)"
+    else:
+        folds = kfold_splits(ds.case_ids, num_folds)
+        meta["split_source"] = f"seeded {len(folds)}-fold split (sam3dlib.data.planning.kfold_splits)"
+    meta.update(source_layout=ds.layout, source_root=str(Path(raw).resolve()), channel_names=list(ds.channel_names),
+                orientation=orientation, orientation_source=ORIENTATION_SOURCE, sam3dlib_version=_version())
+    return meta, folds, ds
+
+
+def prepare_user_dataset(raw: str | Path, out: str | Path, settings: PlannerSettings, overrides: dict | None = None,
+                         num_workers: int = 0, progress: bool = True) -> PreparedDataset:
+    """``sam3d prepare --raw DIR --out data/NAME``: plan and prepare a user's MSD or nnU-Net v2 dataset.
+
+    Every case is read and checked before anything is written (a bad file leaves ``out``
+    untouched); then ``splits_final.json`` and ``dataset.json`` (with the plan) are written,
+    then the cases. A rerun resumes with the stored plan (``overrides`` are then refused).
+
+    Args:
+        raw: the raw folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
+        out: the store folder.
+        settings: memory model and budget of the planner.
+        overrides: plan values to impose (:data:`sam3dlib.data.planning.OVERRIDABLE`).
+        num_workers: worker processes (0 = in this process).
+        progress: progress bars.
+
+    Raises:
+        DatasetFormatError, DataFileError, ValueError: bad input, naming the file.
+        OutputError: ``out`` cannot be written.
+    """
+    from sam3dlib.data.specs import is_user_meta
+    from sam3dlib.data.store import SPLITS_FILE
+    from sam3dlib.data.user_dataset import load_user_dataset
+    from sam3dlib.utils.fileio import check_output_dir
+
+    raw, out = Path(raw), Path(out)
+    check_output_dir(out, "prepared store folder (--out)")
+    meta_path = out / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if not is_user_meta(meta) or meta.get("source_root") != str(raw.resolve()):
+            raise ValueError(f"{meta_path}: this store was prepared from {meta.get('source_root')!r}, not {raw}; "
+                             "use another --out")
+        if overrides:
+            raise ValueError(f"{meta_path}: the store already has a plan; plan settings apply to a new store only "
+                             "(delete the folder or use another --out)")
+        cases = load_user_dataset(raw).cases
+    else:
+        meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers, progress)
+        cases = ds.cases
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / SPLITS_FILE, folds)
+        atomic_write_json(meta_path, meta)
+    (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]
+    for _ in _imap(_prepare_one, [(c, meta, out) for c in todo], num_workers, f"prepare {meta['dataset']}", progress):
+        pass
+    return PreparedDataset(out)
+
+
+__all__ = ["describe_plan", "plan_user_dataset", "prepare_dataset", "prepare_user_dataset", "target_spacing_v21"]

@@ -229,32 +229,60 @@ def resample_probabilities(probs: np.ndarray, shape: Sequence[int], axis: int | 
 # ---------------------------------------------------------------- normalisation
 
 
+def _normalise_ct(channel: np.ndarray, norm: dict) -> None:
+    """Clip to the pooled foreground 0.5/99.5 percentiles, z-score with the pooled mean/sd (in place)."""
+    lo, hi, mean, sd = (float(norm[k]) for k in ("percentile_00_5", "percentile_99_5", "mean", "sd"))
+    np.clip(channel, lo, hi, out=channel)
+    channel -= mean
+    channel /= max(sd, 1e-8)
+
+
+def _normalise_zscore(channel: np.ndarray, nonzero: np.ndarray | None) -> tuple[float, float]:
+    """Per-case z-score (in place); inside ``nonzero`` only (0 outside) when given. Returns (mean, sd)."""
+    if nonzero is not None:
+        vals = channel[nonzero]
+        m, s = (float(vals.mean()), float(vals.std())) if vals.size else (0.0, 1.0)
+        channel[...] = (channel - m) / (s + 1e-8)
+        channel[~nonzero] = 0
+    else:
+        m, s = float(channel.mean()), float(channel.std())
+        channel[...] = (channel - m) / (s + 1e-8)
+    return m, s
+
+
 def normalise(image: np.ndarray, norm: dict, nonzero: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """Normalise ``C x Z x Y x X`` in place per ``norm`` (the store meta's ``normalization``)."""
+    """Normalise ``C x Z x Y x X`` in place per ``norm`` (the store meta's ``normalization``).
+
+    Schemes: ``CT`` (every channel with the dataset's CT statistics), ``nonCT`` (per-case
+    z-score of every channel, inside the nonzero mask where ``use_nonzero_mask[c]``) and
+    ``per_channel`` (``channels[c]`` is a ``CT`` or ``nonCT`` entry for channel c; user datasets).
+    """
     stats: dict = {}
     scheme = norm.get("scheme")
     if scheme == "CT":
-        lo, hi, mean, sd = (float(norm[k]) for k in ("percentile_00_5", "percentile_99_5", "mean", "sd"))
-        np.clip(image, lo, hi, out=image)
-        image -= mean
-        image /= max(sd, 1e-8)
-    elif scheme == "nonCT":
+        _normalise_ct(image, norm)
+        return image, stats
+    if scheme == "nonCT":
         use_mask = norm.get("use_nonzero_mask", [False] * image.shape[0])
-        stats["channel_mean"], stats["channel_std"] = [], []
-        for c in range(image.shape[0]):
-            if use_mask[c] and nonzero is not None:
-                vals = image[c][nonzero]
-                m, s = (float(vals.mean()), float(vals.std())) if vals.size else (0.0, 1.0)
-                image[c] = (image[c] - m) / (s + 1e-8)
-                image[c][~nonzero] = 0
-            else:
-                m, s = float(image[c].mean()), float(image[c].std())
-                image[c] = (image[c] - m) / (s + 1e-8)
-            stats["channel_mean"].append(m)
-            stats["channel_std"].append(s)
+        per_channel = [{"scheme": "nonCT", "use_nonzero_mask": bool(m)} for m in use_mask]
+    elif scheme == "per_channel":
+        per_channel = list(norm.get("channels", []))
     else:
         raise DataFileError(f"normalization scheme {scheme!r} unknown (the store's dataset.json must give "
-                         "'normalization': {'scheme': 'CT'|'nonCT', ...})")
+                         "'normalization': {'scheme': 'CT'|'nonCT'|'per_channel', ...})")
+    if len(per_channel) < image.shape[0]:
+        raise DataFileError(f"normalization has {len(per_channel)} channel entries for an image with "
+                         f"{image.shape[0]} channels")
+    stats["channel_mean"], stats["channel_std"] = [], []
+    for c in range(image.shape[0]):
+        ch = per_channel[c]
+        if ch.get("scheme") == "CT":
+            _normalise_ct(image[c], ch)
+            m, s = float(ch["mean"]), float(ch["sd"])
+        else:
+            m, s = _normalise_zscore(image[c], nonzero if ch.get("use_nonzero_mask") and nonzero is not None else None)
+        stats["channel_mean"].append(m)
+        stats["channel_std"].append(s)
     return image, stats
 
 

@@ -1,8 +1,15 @@
 """Per-dataset facts (label maps, regions, crop and batch sizes, spacing, normalisation).
 
-Read from the shipped ``resources/datasets.json`` (gathered from the authors' code; every
-value there names its source). Where the paper's text and the code that produced its
-numbers disagree, the code's value is the default and the text's is kept alongside.
+One :class:`DatasetSpec` type for every dataset:
+
+* the paper's four (``synapse``, ``acdc``, ``lung``, ``brats``) are read from the shipped
+  ``resources/datasets.json`` (gathered from the authors' code; every value there names its
+  source; the ``sam3dlib_spec`` block of each entry holds the scored regions, batch size and
+  batch-Dice flag). Where the paper's text and the code that produced its numbers disagree,
+  the code's value is the default and the text's is kept alongside;
+* a user's dataset gets its spec from the plan that ``sam3d prepare --raw`` writes into the
+  prepared store's ``dataset.json`` (:mod:`sam3dlib.data.planning`); :func:`spec_from_meta`
+  picks the right one for a store.
 """
 from __future__ import annotations
 
@@ -10,15 +17,18 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from sam3dlib.utils.errors import ConfigError
 
 DATASETS = ("synapse", "acdc", "lung", "brats")
+#: key of the spec block in a prepared store's ``dataset.json`` (user datasets only)
+PLAN_KEY = "plan"
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Facts about one dataset. Sizes are (D, H, W) = (z, y, x)."""
+    """Facts about one dataset. Sizes are (D, H, W) = (z, y, x), spacings in mm."""
 
     name: str
     num_channels: int
@@ -28,17 +38,69 @@ class DatasetSpec:
     regions: dict[str, tuple[int, ...]]
     patch_size: tuple[int, int, int]
     batch_size: int
-    modality: str  # "CT" or "MRI"
+    modality: str  # "CT" or "MRI" (any non-CT modality)
     target_spacing: tuple[float, float, float] | None
     #: the paper's text where it differs from the code (e.g. ACDC depth 14)
     paper_text_patch_size: tuple[int, int, int] | None = None
     #: extra regions the original scripts compute but the table does not show
     extra_regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
     ct_stats: dict[str, float] | None = None
+    #: Dice loss over the whole batch (nnU-Net v1: when the plans have two stages)
+    batch_dice: bool = False
+    #: name of each input channel (``dataset.json``'s ``modality`` / ``channel_names``)
+    channel_names: tuple[str, ...] = ()
 
     @property
     def label_values(self) -> tuple[int, ...]:
         return tuple(sorted(self.labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (label keys as strings, tuples as lists); :meth:`from_dict` inverts it."""
+        return {"name": self.name, "num_channels": self.num_channels, "num_classes": self.num_classes,
+                "labels": {str(k): v for k, v in sorted(self.labels.items())},
+                "regions": {k: list(v) for k, v in self.regions.items()},
+                "extra_regions": {k: list(v) for k, v in self.extra_regions.items()},
+                "patch_size": list(self.patch_size), "batch_size": self.batch_size, "modality": self.modality,
+                "target_spacing": list(self.target_spacing) if self.target_spacing else None,
+                "paper_text_patch_size": list(self.paper_text_patch_size) if self.paper_text_patch_size else None,
+                "ct_stats": self.ct_stats, "batch_dice": self.batch_dice, "channel_names": list(self.channel_names)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
+        """A spec from :meth:`to_dict` output (e.g. a store's ``dataset.json`` ``plan``).
+
+        Raises:
+            ValueError: a key is missing or a region names a label the spec does not have.
+        """
+        try:
+            labels = {int(k): str(v) for k, v in d["labels"].items()}
+            spec = cls(
+                name=str(d["name"]), num_channels=int(d["num_channels"]), num_classes=int(d["num_classes"]),
+                labels=labels, regions=_regions(d["regions"]), patch_size=_ints3(d["patch_size"]),
+                batch_size=int(d["batch_size"]), modality=str(d.get("modality", "MRI")),
+                target_spacing=tuple(float(x) for x in d["target_spacing"]) if d.get("target_spacing") else None,
+                paper_text_patch_size=_ints3(d["paper_text_patch_size"]) if d.get("paper_text_patch_size") else None,
+                extra_regions=_regions(d.get("extra_regions") or {}), ct_stats=d.get("ct_stats") or None,
+                batch_dice=bool(d.get("batch_dice", False)), channel_names=tuple(d.get("channel_names") or ()))
+        except KeyError as exc:
+            raise ValueError(f"dataset spec of {d.get('name', '?')!r} lacks {exc.args[0]!r}") from None
+        for name, values in {**spec.regions, **spec.extra_regions}.items():
+            unknown = sorted(set(values) - set(spec.labels) | ({0} & set(values)))
+            if unknown or not values:
+                raise ValueError(f"dataset spec of {spec.name!r}: region {name!r} = {list(values)} must be a union "
+                                 f"of foreground labels {sorted(set(spec.labels) - {0})}")
+        return spec
+
+
+def _ints3(v) -> tuple[int, int, int]:
+    t = tuple(int(x) for x in v)
+    if len(t) != 3:
+        raise ValueError(f"expected 3 integers (D, H, W), got {list(v)}")
+    return t  # type: ignore[return-value]
+
+
+def _regions(d: dict) -> dict[str, tuple[int, ...]]:
+    return {str(k): tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v])) for k, v in d.items()}
 
 
 @lru_cache(maxsize=None)
@@ -46,29 +108,36 @@ def _facts() -> dict:
     return json.loads(resources.files("sam3dlib.resources").joinpath("datasets.json").read_text())
 
 
-def _int_keys(d: dict) -> dict[int, str]:
-    return {int(k): v for k, v in d.items()}
+def paper_spec_dict(name: str) -> dict[str, Any]:
+    """The :meth:`DatasetSpec.to_dict` form of a paper dataset, assembled from ``datasets.json``."""
+    f = _facts()[name]
+    s = f["sam3dlib_spec"]
+    channels = tuple(f["modality"][str(c)] for c in range(f["num_channels"]))
+    modality = "CT" if channels == ("CT",) else "MRI"
+    stats = f["intensity_normalization"].get("values_if_known") or None
+    return {"name": name, "num_channels": f["num_channels"], "num_classes": f["num_output_classes"],
+            "labels": f["labels"], "regions": s["regions"], "extra_regions": s.get("extra_regions", {}),
+            "patch_size": f["patch_size_zyx"], "batch_size": s["batch_size"], "modality": modality,
+            "target_spacing": f.get("target_spacing_zyx"), "paper_text_patch_size": s.get("paper_text_patch_size"),
+            "ct_stats": stats if modality == "CT" else None, "batch_dice": s["batch_dice"],
+            "channel_names": list(channels)}
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``synapse``, ``acdc``, ``lung`` or ``brats``."""
+    """The :class:`DatasetSpec` of ``synapse``, ``acdc``, ``lung`` or ``brats`` (from ``datasets.json``)."""
     key = name.lower()
     if key not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    f = _facts()[key]
-    labels = _int_keys(f["labels"])
-    modality = f["modality"]["0"] if f["num_channels"] == 1 else "MRI"
-    spacing = tuple(f["target_spacing_zyx"]) if f.get("target_spacing_zyx") else None
-    stats = (f["intensity_normalization"].get("values_if_known") or None) if modality == "CT" else None
-    if key == "synapse":
-        order = ("RKid", "LKid", "Spl", "Gal", "Sto", "Pan", "Aor", "Liv")  # Table 1 column order
-        regions = {r: (f["evaluated_labels"][r],) for r in order}
-        return DatasetSpec(key, 1, 14, labels, regions, (64, 176, 176), 2, "CT", spacing, ct_stats=stats)
-    if key == "acdc":
-        regions = {"RV": (1,), "MYO": (2,), "LV": (3,)}
-        return DatasetSpec(key, 1, 4, labels, regions, (16, 160, 160), 4, "MRI", spacing, paper_text_patch_size=(14, 160, 160))
-    if key == "lung":
-        return DatasetSpec(key, 1, 2, labels, {"tumour": (1,)}, (34, 192, 192), 2, "CT", spacing, ct_stats=stats)
-    regions = {"WT": (1, 2, 3), "ET": (3,), "TC": (2, 3)}  # Table 4 column order
-    extra = {"ED": (1,), "NET": (2,)}
-    return DatasetSpec(key, 4, 4, labels, regions, (64, 64, 64), 2, "MRI", spacing, extra_regions=extra)
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (a dataset of your own "
+                         "is prepared with `sam3d prepare --raw DIR --out data/NAME`; its spec lives in that store)")
+    return DatasetSpec.from_dict(paper_spec_dict(key))
+
+
+def is_user_meta(meta: dict) -> bool:
+    """Whether a store's ``dataset.json`` is of a user's dataset (it carries its own plan)."""
+    return PLAN_KEY in meta
+
+
+def spec_from_meta(meta: dict) -> DatasetSpec:
+    """The spec of a prepared store from its ``dataset.json``: the store's plan for a user's
+    dataset, :func:`get_spec` of the named paper dataset otherwise."""
+    return DatasetSpec.from_dict(meta[PLAN_KEY]) if is_user_meta(meta) else get_spec(meta["dataset"])

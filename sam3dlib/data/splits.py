@@ -42,11 +42,14 @@ class Split:
     val: tuple[str, ...]
     test: tuple[str, ...]
     test_set: str = "paper"
+    #: the fold of a user dataset's ``splits_final.json`` (None: the paper's fixed split)
+    fold: int | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready form (lists), e.g. for writing next to a result."""
-        return {"dataset": self.dataset, "protocol": self.protocol, "test_set": self.test_set,
-                "train": list(self.train), "val": list(self.val), "test": list(self.test)}
+        d = {"dataset": self.dataset, "protocol": self.protocol, "test_set": self.test_set,
+             "train": list(self.train), "val": list(self.val), "test": list(self.test)}
+        return d if self.fold is None else {**d, "fold": self.fold}
 
 
 @lru_cache(maxsize=None)
@@ -146,3 +149,33 @@ def get_split(dataset: str, protocol: str = "paper", available: Iterable[str] | 
         val = _clean_val(key, train)
         train = [c for c in train if c not in set(val)]
     return Split(key, protocol, tuple(train), tuple(val), tuple(test), test_set)
+
+
+def user_split(dataset: str, folds: list[dict], fold: int, protocol: str = "paper",
+               available: Iterable[str] | None = None) -> Split:
+    """Fold ``fold`` of a user dataset's nnU-Net-style folds as a :class:`Split`.
+
+    The fold's ``val`` cases are the test cases (scored after training, as nnU-Net's
+    cross-validation). ``paper``: they also select the best checkpoint (val = test, like the
+    paper's code); ``clean``: a deterministic ~20 % of the fold's training cases is held out
+    for that instead.
+
+    Raises:
+        ValueError: unknown protocol, a fold number out of range, or a fold with no case in
+            ``available`` for training or testing.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"fold {fold} does not exist: {dataset} has folds 0..{len(folds) - 1}")
+    have = set(available) if available is not None else None
+    train, test = (sorted(c for c in folds[fold][k] if have is None or c in have) for k in ("train", "val"))
+    for name, lst in (("train", train), ("val", test)):
+        if not lst:
+            raise ValueError(f"fold {fold} of {dataset}: none of its {name} cases is in the store")
+    if protocol == "paper":
+        val = list(test)
+    else:
+        val = _clean_val(dataset, train)
+        train = [c for c in train if c not in set(val)]
+    return Split(dataset, protocol, tuple(train), tuple(val), tuple(test), "paper", fold)

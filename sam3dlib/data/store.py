@@ -5,7 +5,9 @@
 <root>/cases/<id>_image.npy         float32 C x D x H x W
 <root>/cases/<id>_label.npy         uint8 D x H x W (absent for unlabelled cases)
 <root>/cases/<id>.json              per-case properties (written last: a case is complete when it exists)
+<root>/splits_final.json            user datasets only: nnU-Net's folds [{"train": [...], "val": [...]}]
 ```
+A user's dataset (``sam3d prepare --raw``) carries its spec in ``dataset.json`` (``plan``).
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sam3dlib.data.specs import DatasetSpec, get_spec
-from sam3dlib.data.splits import Split, get_split
-from sam3dlib.utils.errors import UnknownCaseError, UserInputError
+from sam3dlib.data.specs import DatasetSpec, is_user_meta, spec_from_meta
+from sam3dlib.data.splits import Split, get_split, user_split
+from sam3dlib.utils.errors import ConfigError, UnknownCaseError, UserInputError
 
 META_FILE = "dataset.json"
 CASES_DIR = "cases"
+SPLITS_FILE = "splits_final.json"
 
 
 class StoreError(UserInputError, FileNotFoundError):
@@ -59,7 +62,10 @@ class PreparedDataset:
             raise StoreError(f"{meta_path}: invalid JSON ({exc})") from exc
         if "dataset" not in self.meta:
             raise StoreError(f"{meta_path}: no 'dataset' key; not written by `sam3d prepare`")
-        self.spec: DatasetSpec = get_spec(self.meta["dataset"])
+        try:
+            self.spec: DatasetSpec = spec_from_meta(self.meta)
+        except ValueError as exc:
+            raise StoreError(f"{meta_path}: {exc}") from None
         cases = self.root / CASES_DIR
         if not cases.is_dir():
             raise StoreError(f"{cases} not found; run `sam3d prepare` again to finish {self.root}")
@@ -125,6 +131,31 @@ class PreparedDataset:
                 "them out (recorded in provenance.json / results.json)")
         return have, missing
 
-    def split(self, protocol: str = "paper", test_set: str = "paper") -> Split:
-        """The shipped split restricted to the cases in this store."""
+    @property
+    def is_user_dataset(self) -> bool:
+        """True for a user's dataset (its spec and splits live in the store, not in sam3dlib)."""
+        return is_user_meta(self.meta)
+
+    def folds(self) -> list[dict]:
+        """The store's ``splits_final.json`` (user datasets).
+
+        Raises:
+            StoreError: the file is missing or not a list of folds.
+        """
+        path = self.root / SPLITS_FILE
+        try:
+            folds = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path}: cannot read the store's folds ({exc}); run `sam3d prepare --raw` again") from None
+        if not isinstance(folds, list) or not folds:
+            raise StoreError(f"{path}: expected a list of folds [{{\"train\": [...], \"val\": [...]}}]")
+        return folds
+
+    def split(self, protocol: str = "paper", test_set: str = "paper", fold: int | None = None) -> Split:
+        """The split of this store's cases: the shipped split of a paper dataset, or fold
+        ``fold`` (default 0) of a user dataset's ``splits_final.json``."""
+        if self.is_user_dataset:
+            return user_split(self.spec.name, self.folds(), 0 if fold is None else fold, protocol, self.case_ids)
+        if fold is not None:
+            raise ConfigError(f"{self.spec.name} has the paper's fixed split; fold={fold} applies to your own datasets")
         return get_split(self.spec.name, protocol, available=self.case_ids, test_set=test_set)

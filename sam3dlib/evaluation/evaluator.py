@@ -132,7 +132,7 @@ def evaluate_pairs(pairs: Mapping[str, tuple[str | os.PathLike, str | os.PathLik
     return metrics.per_case_frame(results)
 
 
-def evaluate_folders(dataset: str, pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
+def evaluate_folders(dataset: str | DatasetSpec, pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
                      convention: str = "paper", resample: bool = False) -> pd.DataFrame:
     """:func:`evaluate_pairs` of the cases of two NIfTI folders, paired by case id."""
     pairs = pair_cases(find_cases(pred_dir, "prediction"), find_cases(gt_dir, "ground-truth"))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import nifti_stem, read_header_shape
-from sam3dlib.data.specs import get_spec
+from sam3dlib.data.specs import get_spec, is_user_meta, spec_from_meta
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.modeling.sam_checkpoint import file_sha256
@@ -96,7 +96,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
     dev = resolve_device(device)
     reuse_freed_host_memory(dev.type)
-    model = build_model(config, get_spec(config.dataset))
+    # a user dataset's spec is the plan kept in the run's dataset_meta.json
+    model = build_model(config, spec_from_meta(meta) if is_user_meta(meta) else get_spec(config.dataset))
     from sam3dlib.modeling.fingerprint import encoder_fingerprint
 
     if prov.get("encoder_fingerprint") and encoder_fingerprint(model) != prov["encoder_fingerprint"]:

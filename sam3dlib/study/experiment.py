@@ -54,7 +54,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     loaded = load_run(run, device or _run_device(run), which)
     store = PreparedDataset(data_dir)
     if case_ids is None:
-        case_ids = list(store.split(loaded.config.protocol).test)
+        case_ids = list(store.split(loaded.config.protocol, fold=loaded.config.fold).test)
     absent = [c for c in case_ids if c not in set(store.case_ids)]
     if absent:
         raise UnknownCaseError(f"{data_dir}: case(s) {', '.join(absent[:5])} to evaluate are not in the store "
@@ -74,7 +74,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         out = run / PREDICTIONS / f"{case_id}.nii.gz"
         save_label_nifti(predict_case(loaded, np.asarray(store.image(case_id)), props), props, out)
         pairs[case_id] = (out, gt)
-    per_case = evaluate_pairs(pairs, store.spec)
+    # a user's dataset: HD95 in voxels (the tables' convention) and in mm (HD95_strict)
+    per_case = evaluate_pairs(pairs, store.spec, "both" if store.is_user_dataset else "paper")
     summary = aggregate(per_case, store.spec)
     atomic_write_text(run / "per_case.csv", per_case.to_csv(index=False))
     atomic_write_text(run / "summary.csv", summary.to_csv(index=False))

@@ -37,9 +37,12 @@ from sam3dlib.utils.oom import is_oom_error, training_oom_error
 
 
 def missing_split_cases(store, split) -> list[str]:
-    """Cases the full shipped split lists for train or test that the store lacks."""
+    """Cases the full shipped split lists for train or test that the store lacks (none for a user
+    dataset: its folds were made from the cases it has)."""
     from sam3dlib.data.splits import get_split
 
+    if store.is_user_dataset:
+        return []
     full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
     have = set(store.case_ids)
     return sorted((set(full.train) | set(full.test)) - have)
@@ -89,7 +92,7 @@ class Trainer:
         store = PreparedDataset(data_dir)
         if store.spec.name != config.dataset:
             raise ConfigError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
-        split = store.split(config.protocol)
+        split = store.split(config.protocol, fold=config.fold)
         missing = [] if store.is_phantom else missing_split_cases(store, split)
         if missing and not allow_missing_cases:
             raise DataFileError(

@@ -1,0 +1,258 @@
+"""A user's dataset in the Medical Segmentation Decathlon or nnU-Net v2 raw layout.
+
+Layouts (told apart by the keys of ``dataset.json``):
+
+* ``msd``: ``dataset.json`` with ``modality`` (``{"0": "CT"}``), ``labels``
+  (``{"0": "background", "1": "liver"}``) and ``training`` (``[{"image": "./imagesTr/x.nii.gz",
+  "label": "./labelsTr/x.nii.gz"}]``); an image is one 3D file or one 4D file with the
+  modalities last (or nnU-Net-style ``x_0000.nii.gz`` channel files);
+* ``nnunet_v2``: ``dataset.json`` with ``channel_names`` (``{"0": "T2", "1": "ADC"}``),
+  ``labels`` (``{"background": 0, "PZ": 1}``; a list value such as ``"whole tumour": [1, 2, 3]``
+  is a region to report), ``numTraining`` and ``file_ending``; images
+  ``imagesTr/CASE_XXXX<file_ending>`` (one file per channel), labels ``labelsTr/CASE<file_ending>``.
+
+Either may hold a ``splits_final.json`` (nnU-Net's list of ``{"train": [...], "val": [...]}``
+folds) next to ``dataset.json``. Every error is a :class:`DatasetFormatError` naming the file.
+Only the file listing and ``dataset.json`` are checked here; the voxels (label values, grids,
+channel counts) are checked when the cases are read (:mod:`sam3dlib.data.prepare`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sam3dlib.data.readers import RawCase, _channel_files, _nii
+
+USER_LAYOUTS = ("msd", "nnunet_v2")
+DATASET_JSON = "dataset.json"
+SPLITS_FILE = "splits_final.json"
+#: file endings sam3dlib can read (NIfTI only)
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
+
+class DatasetFormatError(ValueError):
+    """A user dataset's file layout or ``dataset.json`` is wrong; the message names the file."""
+
+
+@dataclass(frozen=True)
+class UserDataset:
+    """What ``dataset.json`` and the folder listing say about a user's dataset.
+
+    Attributes:
+        root: the raw folder.
+        layout: ``msd`` or ``nnunet_v2``.
+        name: the dataset's name (``dataset.json`` ``name``, else the folder's name).
+        channel_names: one name per input channel (``CT``, ``MRI``, ``T2`` ...), in channel order.
+        labels: label value -> name, 0 = background, values 0..K-1.
+        label_regions: regions that ``dataset.json`` declares as unions of labels (nnU-Net v2 lists).
+        cases: the labelled training cases, sorted by id.
+        splits: the folds of ``splits_final.json`` if present (``[{"train": [...], "val": [...]}]``).
+    """
+
+    root: Path
+    layout: str
+    name: str
+    channel_names: tuple[str, ...]
+    labels: dict[int, str]
+    label_regions: dict[str, tuple[int, ...]]
+    cases: tuple[RawCase, ...]
+    splits: tuple[dict[str, tuple[str, ...]], ...] | None = None
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [c.case_id for c in self.cases]
+
+
+def read_dataset_json(root: Path) -> dict:
+    """``root/dataset.json`` as a dict.
+
+    Raises:
+        DatasetFormatError: missing, not JSON, or not an object.
+    """
+    path = Path(root) / DATASET_JSON
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: not found; a dataset in the MSD or nnU-Net v2 layout needs a "
+                                 "dataset.json with its channels and labels (see docs/DATA.md; a paper dataset "
+                                 "is named: `sam3d prepare synapse|acdc|lung|brats --raw ...`)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetFormatError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DatasetFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def user_layout(meta: dict, path: Path) -> str:
+    """``nnunet_v2`` when ``dataset.json`` has ``channel_names``, ``msd`` when it has ``modality``."""
+    if "channel_names" in meta:
+        return "nnunet_v2"
+    if "modality" in meta:
+        return "msd"
+    raise DatasetFormatError(f"{path}: has neither 'modality' (MSD) nor 'channel_names' (nnU-Net v2); "
+                             "cannot tell the channels")
+
+
+def _channels(meta: dict, key: str, path: Path) -> tuple[str, ...]:
+    raw = meta[key]
+    if not isinstance(raw, dict) or not raw:
+        raise DatasetFormatError(f"{path}: {key!r} must be a non-empty object {{\"0\": \"CT\", ...}}")
+    try:
+        idx = sorted(int(k) for k in raw)
+    except ValueError:
+        raise DatasetFormatError(f"{path}: {key!r} keys must be channel numbers \"0\", \"1\", ...") from None
+    if idx != list(range(len(idx))):
+        raise DatasetFormatError(f"{path}: {key!r} keys must be 0..{len(idx) - 1}, got {idx}")
+    return tuple(str(raw[str(i)]) for i in idx)
+
+
+def _label_value(v, name, path: Path) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, str)) or not str(v).strip().isdigit():
+        raise DatasetFormatError(f"{path}: label {name!r} has value {v!r}; label values must be integers >= 0")
+    return int(v)
+
+
+def _labels(meta: dict, layout: str, path: Path) -> tuple[dict[int, str], dict[str, tuple[int, ...]]]:
+    raw = meta.get("labels")
+    if not isinstance(raw, dict) or not raw:
+        raise DatasetFormatError(f"{path}: 'labels' must be a non-empty object")
+    labels: dict[int, str] = {}
+    regions: dict[str, tuple[int, ...]] = {}
+    if layout == "msd":  # {"0": "background", "1": "liver"}
+        for k, name in raw.items():
+            labels[_label_value(k, name, path)] = str(name)
+    else:  # {"background": 0, "liver": 1, "whole tumour": [1, 2]}
+        for name, v in raw.items():
+            if isinstance(v, list):
+                regions[str(name)] = tuple(_label_value(x, name, path) for x in v)
+                if len(v) == 1:
+                    labels.setdefault(regions[str(name)][0], str(name))
+            else:
+                labels[_label_value(v, name, path)] = str(name)
+        for members in regions.values():  # region-based datasets name only some of the values
+            for v in members:
+                labels.setdefault(v, f"label {v}")
+    values = sorted(labels)
+    if 0 not in labels:
+        raise DatasetFormatError(f"{path}: 'labels' must declare the background as label 0")
+    if values != list(range(len(values))):
+        raise DatasetFormatError(f"{path}: label values must be consecutive 0..K-1 (nnU-Net's rule), got {values}")
+    if max(values) > 255:
+        raise DatasetFormatError(f"{path}: at most 256 labels are supported, got values up to {max(values)}")
+    for name, members in regions.items():
+        bad = sorted(set(members) - set(values[1:]))
+        if bad:
+            raise DatasetFormatError(f"{path}: region {name!r} uses label(s) {bad} that are not foreground labels")
+    return labels, regions
+
+
+def _msd_cases(root: Path, meta: dict, path: Path) -> list[RawCase]:
+    entries = meta.get("training")
+    if entries is None:  # not listed: every image of imagesTr with its label
+        entries = [{"image": f"./imagesTr/{p.name}", "label": f"./labelsTr/{p.name}"}
+                   for p in sorted((root / "imagesTr").iterdir()) if _nii(p.name)]
+    if not isinstance(entries, list):
+        raise DatasetFormatError(f"{path}: 'training' must be a list of {{\"image\": ..., \"label\": ...}}")
+    cases = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise DatasetFormatError(f"{path}: training entry {i} must have 'image' and 'label', got {entry!r}")
+        ip, lp = root / entry["image"], root / entry["label"]
+        stem = _nii(ip.name)
+        if stem is None or _nii(lp.name) is None:
+            raise DatasetFormatError(f"{path}: training entry {i} ({entry['image']}): only NIfTI (.nii.gz/.nii) "
+                                     "files are supported")
+        images = _channel_files(ip.parent, stem)
+        if not images:
+            raise DatasetFormatError(f"{ip}: listed in {path} ('training' entry {i}) but missing")
+        if not lp.is_file():
+            raise DatasetFormatError(f"{lp}: listed in {path} ('training' entry {i}) but missing")
+        cases.append(RawCase(stem, images, lp, "msd", {"listed_image": str(ip)}))
+    return cases
+
+
+def _v2_cases(root: Path, meta: dict, n_channels: int, path: Path) -> list[RawCase]:
+    ending = meta.get("file_ending")
+    if ending not in NIFTI_ENDINGS:
+        raise DatasetFormatError(f"{path}: 'file_ending' {ending!r} is not supported; use one of "
+                                 f"{', '.join(NIFTI_ENDINGS)} (convert other formats to NIfTI first)")
+    pattern = re.compile(rf"^(?P<case>.+)_(?P<ch>\d{{4}}){re.escape(ending)}$")
+    found: dict[str, set[int]] = {}
+    for p in sorted((root / "imagesTr").iterdir()):
+        m = pattern.match(p.name)
+        if m and not p.name.startswith("."):
+            found.setdefault(m.group("case"), set()).add(int(m.group("ch")))
+    cases = []
+    for cid in sorted(found):
+        want = set(range(n_channels))
+        if found[cid] != want:
+            missing = sorted(want - found[cid])
+            f = root / "imagesTr" / f"{cid}_{(missing or sorted(found[cid] - want))[0]:04d}{ending}"
+            what = "missing" if missing else f"not declared ({path.name} has {n_channels} channel(s))"
+            raise DatasetFormatError(f"{f}: channel file {what}")
+        lab = root / "labelsTr" / f"{cid}{ending}"
+        if not lab.is_file():
+            raise DatasetFormatError(f"{lab}: label of case {cid} (imagesTr/{cid}_0000{ending}) missing")
+        images = tuple(root / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(n_channels))
+        cases.append(RawCase(cid, images, lab, "nnunet_v2"))
+    n = meta.get("numTraining")
+    if n is not None and int(n) != len(cases):
+        raise DatasetFormatError(f"{path}: numTraining is {n} but imagesTr/labelsTr hold {len(cases)} case(s)")
+    return cases
+
+
+def _read_splits(root: Path, case_ids: list[str]) -> tuple[dict[str, tuple[str, ...]], ...] | None:
+    path = root / SPLITS_FILE
+    if not path.is_file():
+        return None
+    try:
+        folds = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetFormatError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and {"train", "val"} <= set(f)
+                                                             for f in folds):
+        raise DatasetFormatError(f"{path}: expected nnU-Net's list of folds [{{\"train\": [...], \"val\": [...]}}]")
+    have = set(case_ids)
+    out = []
+    for i, f in enumerate(folds):
+        unknown = sorted((set(f["train"]) | set(f["val"])) - have)
+        if unknown:
+            raise DatasetFormatError(f"{path}: fold {i} lists case(s) {unknown[:5]} that are not training cases")
+        if not f["train"]:
+            raise DatasetFormatError(f"{path}: fold {i} has no training case")
+        out.append({"train": tuple(sorted(f["train"])), "val": tuple(sorted(f["val"]))})
+    return tuple(out)
+
+
+def load_user_dataset(root: str | Path) -> UserDataset:
+    """Read ``dataset.json`` and list the cases of a raw MSD or nnU-Net v2 folder.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        DatasetFormatError: no/invalid ``dataset.json``, no or empty ``imagesTr``, a listed image or
+            label missing, a channel file missing or undeclared, bad ``splits_final.json``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: raw data folder not found")
+    meta = read_dataset_json(root)
+    path = root / DATASET_JSON
+    layout = user_layout(meta, path)
+    channels = _channels(meta, "channel_names" if layout == "nnunet_v2" else "modality", path)
+    labels, regions = _labels(meta, layout, path)
+    images_tr = root / "imagesTr"
+    if not images_tr.is_dir() or not any(_nii(p.name) for p in images_tr.iterdir()):
+        raise DatasetFormatError(f"{images_tr}: {'empty' if images_tr.is_dir() else 'missing'}; the training "
+                                 "images go there")
+    cases = _msd_cases(root, meta, path) if layout == "msd" else _v2_cases(root, meta, len(channels), path)
+    if not cases:
+        raise DatasetFormatError(f"{path}: no training case found")
+    ids = [c.case_id for c in cases]
+    dup = sorted({c for c in ids if ids.count(c) > 1})
+    if dup:
+        raise DatasetFormatError(f"{path}: case id(s) {dup[:5]} listed more than once")
+    name = str(meta.get("name") or root.name).strip() or root.name
+    return UserDataset(root, layout, name, channels, labels, regions, tuple(sorted(cases, key=lambda c: c.case_id)),
+                       _read_splits(root, ids))
