@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from medpy.metric import binary as medpy_binary
 
-from sam3dlib.cli import UserError, main
+from sam3dlib.cli import main
+from sam3dlib.utils.errors import UserInputError
 from sam3dlib.cli import evaluate as cli_evaluate
 from sam3dlib.evaluation.evaluator import case_id_from_filename
 
@@ -113,7 +114,7 @@ def test_missing_cases_are_named(tmp_path: Path) -> None:
     (pred_dir / "patient002_frame01.nii.gz").unlink()
     _write(pred_dir / "patient009_frame01.nii.gz", np.zeros((12, 12, 5)))
     argv = ["evaluate", "acdc", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "o")]
-    with pytest.raises(UserError, match=r"no prediction for 1 case\(s\): patient002_frame01.*no ground truth .*patient009"):
+    with pytest.raises(UserInputError, match=r"no prediction for 1 case\(s\): patient002_frame01.*no ground truth .*patient009"):
         _run(argv)
 
 
@@ -140,7 +141,7 @@ def test_prediction_on_another_grid_is_refused_or_resampled(tmp_path: Path) -> N
     case_id = "patient001_frame01"
     _flipped_copy(gt_dir / f"{case_id}_gt.nii.gz", pred_dir / f"{case_id}.nii.gz")  # perfect, stored flipped
     argv = ["evaluate", "acdc", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tmp_path / "o")]
-    with pytest.raises(UserError, match=r"(?s)not on the voxel grid.*prediction affine differs.*ground truth:"):
+    with pytest.raises(UserInputError, match=r"(?s)not on the voxel grid.*prediction affine differs.*ground truth:"):
         _run(argv)
     assert not (tmp_path / "o" / "per_case.csv").exists()
     assert _run([*argv, "--resample-to-gt"]) == 0

@@ -39,7 +39,23 @@ def test_papermill_parameters_take_effect(name, params):
         assert namespace[key] == value, f"{name}: -p {key} {value!r} was overwritten by {namespace[key]!r}"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in notebooks_dir().glob("[0-9]*.ipynb")))
+#: notebooks on a user's own dataset: no paper dataset, protocol or seed list, their own knobs
+OWN_DATA_NOTEBOOKS = {"08_your_dataset.ipynb": {"raw_dir", "data_dir", "encoder", "sam_checkpoint", "profile", "fold",
+                                                "device", "plan", "overrides", "out_dir"}}
+
+
+@pytest.mark.parametrize("name", sorted(OWN_DATA_NOTEBOOKS))
+def test_own_data_notebook_parameters(name):
+    """The own-dataset notebook declares its parameters (typed, with help) under the shared names where they apply."""
+    import papermill as pm
+
+    found = pm.inspect_notebook(str(notebooks_dir() / name))
+    assert set(found) == OWN_DATA_NOTEBOOKS[name]
+    assert all(found[k]["help"] for k in found), [k for k in found if not found[k]["help"]]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in notebooks_dir().glob("[0-9]*.ipynb")
+                                        if p.name not in OWN_DATA_NOTEBOOKS))
 def test_papermill_reads_every_parameter(name):
     """``papermill --help-notebook`` lists every shared parameter with its type and help."""
     import papermill as pm

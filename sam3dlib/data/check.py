@@ -87,6 +87,18 @@ def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
     return probs
 
 
+def _labelled_parts(spec: DatasetSpec, root: Path, meta: dict, ids: list[str]) -> dict[str, str]:
+    """``{case: split part}`` of the store's cases that must have a label: the shipped split of a
+    paper dataset, or every fold's train/val cases of a user dataset (``splits_final.json``)."""
+    if not is_user_meta(meta):
+        return labelled_split_of(spec.name, ids)
+    from sam3dlib.data.store import PreparedDataset
+
+    have = set(ids)
+    return {c: part for fold in PreparedDataset(root).folds() for part in ("train", "val")
+            for c in fold.get(part, []) if c in have}
+
+
 def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     dataset = spec.name
     meta = json.loads((root / META_FILE).read_text())
@@ -95,7 +107,7 @@ def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
         probs.append(Problem(str(root / META_FILE), f"store is for {meta.get('dataset')!r}, not {spec.name!r}"))
     ids = sorted(p.name[:-5] for p in (root / CASES_DIR).glob("*.json"))
     allowed = set(meta.get("unlabelled_split_cases") or {})  # prepared with --allow-missing-labels
-    labelled = {c: s for c, s in labelled_split_of(spec.name, ids).items() if c not in allowed}
+    labelled = {c: s for c, s in _labelled_parts(spec, root, meta, ids).items() if c not in allowed}
     for cid in tqdm(ids, desc=f"check {dataset}"):
         paths = case_paths(root, cid)
         try:

@@ -185,7 +185,9 @@ def load_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.nda
 
 
 def _fmt_affine(affine: np.ndarray) -> str:
-    return np.array2string(np.asarray(affine, dtype=np.float64)[:3], precision=4, suppress_small=True)
+    """The affine's top three rows on one line (error messages stay one line)."""
+    text = np.array2string(np.asarray(affine, dtype=np.float64)[:3], precision=4, suppress_small=True)
+    return " ".join(text.split())
 
 
 def grid_problem(shape: Sequence[int], affine: np.ndarray, ref_shape: Sequence[int], ref_affine: np.ndarray,
@@ -203,7 +205,7 @@ def grid_problem(shape: Sequence[int], affine: np.ndarray, ref_shape: Sequence[i
     a, b = np.asarray(affine, dtype=np.float64), np.asarray(ref_affine, dtype=np.float64)
     if not np.allclose(a, b, atol=tol, rtol=0):
         return (f"{a_name} affine differs from the {b_name}'s by up to {float(np.abs(a - b).max()):.4g} mm "
-                f"(tolerance {tol}); {a_name}:\n{_fmt_affine(a)}\n{b_name}:\n{_fmt_affine(b)}")
+                f"(tolerance {tol}); {a_name}: {_fmt_affine(a)}, {b_name}: {_fmt_affine(b)}")
     return None
 
 

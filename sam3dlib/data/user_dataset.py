@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sam3dlib.utils.errors import UserInputError
 from sam3dlib.data.readers import RawCase, _channel_files, _nii
 
 USER_LAYOUTS = ("msd", "nnunet_v2")
@@ -32,7 +33,7 @@ SPLITS_FILE = "splits_final.json"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserInputError, ValueError):
     """A user dataset's file layout or ``dataset.json`` is wrong; the message names the file."""
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from sam3dlib.data.io import atomic_save_nifti, atomic_write_json
+from sam3dlib.data.io import atomic_save_nifti
+from sam3dlib.utils.fileio import atomic_write_json
 
 PHANTOM_LABELS = {0: "background", 1: "organ", 2: "lesion"}
 CHANNELS = ("CT", "MRI")

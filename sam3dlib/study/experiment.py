@@ -20,7 +20,7 @@ from sam3dlib.config import ExperimentConfig
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 from sam3dlib.utils.finished import is_finished
 from sam3dlib.data.io import DataFileError
-from sam3dlib.utils.errors import MissingFileError, UnknownCaseError
+from sam3dlib.utils.errors import MissingFileError
 
 PREDICTIONS = "predictions"
 #: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
@@ -57,7 +57,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         case_ids = list(store.split(loaded.config.protocol, fold=loaded.config.fold).test)
     absent = [c for c in case_ids if c not in set(store.case_ids)]
     if absent:
-        raise UnknownCaseError(f"{data_dir}: case(s) {', '.join(absent[:5])} to evaluate are not in the store "
+        raise DataFileError(f"{data_dir}: case(s) {', '.join(absent[:5])} to evaluate are not in the store "
                          f"({len(store.case_ids)} cases)")
     case_ids, dropped = store.labelled_cases(case_ids, "test", allow_missing_labels)
     if not case_ids:
