@@ -220,8 +220,9 @@ def custom_nb() -> nbformat.NotebookNode:
         code("from pathlib import Path\n\nfrom IPython.display import Image, display\n\n"
              "from sam3dlib.data.planning import describe_plan\n"
              "from sam3dlib.data.user_phantoms import write_user_phantom\n"
-             "from sam3dlib.study import custom, reproduce\n"
-             "from sam3dlib.study import report_figures as rf\n\n"
+             "from sam3dlib.study import custom\n"
+             "from sam3dlib.study import report_figures as rf\n"
+             "from sam3dlib.study.table_figures import overlay_arrays\n\n"
              "out = Path(out_dir)\n"
              "raw = Path(raw_dir) if raw_dir else write_user_phantom(out / \"raw\", \"msd\", n_cases=6)\n"
              "store_dir = Path(data_dir) if data_dir else out / \"data\"\n"
@@ -244,7 +245,7 @@ def custom_nb() -> nbformat.NotebookNode:
         md("Per class on the test cases: DSC in %, HD95 in voxels (the paper's tables) and in mm."),
         code("custom.per_class_table(run).round(2)", ignore=True),
         md("## Overlays\n\nImage, ground truth and prediction of a test case on its original grid."),
-        code("image, gt, pred, case = reproduce.overlay_arrays(run, store_dir)\n"
+        code("image, gt, pred, case = overlay_arrays(run, store_dir)\n"
              "display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))", ignore=True),
     ]
     return _nb(cells)
