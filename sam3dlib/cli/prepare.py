@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="your own dataset: impose a plan value instead of the planned one, e.g. "
                         "patch_size=16,128,128, batch_size=2, memory_gb=4, target_spacing=3,1,1, "
                         "normalization=ct,zscore, regions=WT:1,2,3;TC:2,3, batch_dice=true, num_folds=5 (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="your own dataset: rebuild an existing store from scratch (built beside it, then swapped "
+                        "in), e.g. after the raw data changed; default: resume an interrupted prepare of unchanged data")
     p.add_argument("--allow-missing-labels", action="store_true",
                    help="prepare split cases whose label file is missing, unlabelled (recorded in dataset.json); "
                         "default: such a case is an error")
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     ts = _target_spacing(args.target_spacing)
     if args.dataset is None:
         return _run_user(args, ts)
+    if args.force:
+        raise UserError("--force applies to your own datasets; a paper dataset's store is rebuilt by deleting it")
     if args.plan:
         raise UserError("--plan applies to your own datasets; the paper datasets keep the paper's settings")
     from sam3dlib.data.prepare import prepare_dataset
@@ -81,7 +86,7 @@ def _run_user(args: argparse.Namespace, ts) -> int:
     if ts is not None:
         overrides["target_spacing"] = ts
     out = args.out or f"data/{re.sub(r'[^A-Za-z0-9_.-]+', '_', load_user_dataset(args.raw).name)}"
-    store = prepare(args.raw, out, overrides, num_workers=args.workers)
+    store = prepare(args.raw, out, overrides, num_workers=args.workers, force=args.force)
     print(describe_plan(store.meta))
     print(f"prepared {len(store.case_ids)} cases in {store.root} (layout {store.meta.get('source_layout')}, "
           f"splits {store.meta.get('split_source')})")

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from sam3dlib.data.specs import PLAN_KEY, DatasetSpec
+from sam3dlib.data.splits import MIN_FOLDS, check_num_folds
+from sam3dlib.utils.errors import ConfigError
 
 #: nnU-Net v1: every 10th foreground voxel of every case feeds the CT statistics
 ANALYSIS_SAMPLE_EVERY = 10
@@ -99,7 +101,7 @@ def ct_statistics(foreground: np.ndarray, n_cases: int) -> dict[str, Any]:
     """nnU-Net's CT normalisation values from pooled foreground intensities (one channel)."""
     fg = np.asarray(foreground)  # float32 as read, as nnU-Net (and the paper's stores) computed them
     if fg.size == 0:
-        raise ValueError("CT normalisation needs foreground voxels; no case has a nonzero label")
+        raise ConfigError("CT normalisation needs foreground voxels; no case has a nonzero label")
     return {"scheme": "CT", "percentile_00_5": float(np.percentile(fg, 0.5)),
             "percentile_99_5": float(np.percentile(fg, 99.5)), "mean": float(fg.mean()), "sd": float(fg.std()),
             "computed_on": f"every {ANALYSIS_SAMPLE_EVERY}th foreground voxel of {n_cases} labelled cases (as nnU-Net v1)"}
@@ -142,7 +144,7 @@ def plan_patch_size(median: Sequence[float], target: Sequence[float], sample_byt
         stride: H and W are multiples of it.
 
     Raises:
-        ValueError: not even a (1, stride, stride) crop fits the budget.
+        ConfigError: not even a (1, stride, stride) crop fits the budget.
     """
     med = np.maximum(np.asarray(median, float), 1)
     p = 1 / np.asarray(target, float)
@@ -156,7 +158,7 @@ def plan_patch_size(median: Sequence[float], target: Sequence[float], sample_byt
         ratios = [patch[i] / med[i] if patch[i] > minimum[i] else -1 for i in range(3)]
         axis = 2 - int(np.argmax(ratios[::-1]))  # the last of equal ratios, as nnU-Net's argsort(...)[-1]
         if ratios[axis] < 0:
-            raise ValueError(f"memory budget of {budget_bytes / 2**30:.2f} GiB is too small for even a "
+            raise ConfigError(f"memory budget of {budget_bytes / 2**30:.2f} GiB is too small for even a "
                              f"(1, {stride}, {stride}) crop with batch size {MIN_BATCH_SIZE}")
         patch[axis] = max(minimum[axis], patch[axis] - steps[axis])
     return tuple(int(x) for x in patch)  # type: ignore[return-value]
@@ -176,11 +178,10 @@ def kfold_splits(case_ids: Sequence[str], num_folds: int = NUM_FOLDS, seed: int 
     With fewer cases than folds, there are as many folds as cases (leave one out).
 
     Raises:
-        ValueError: fewer than 2 cases.
+        ConfigError: fewer than 2 cases, or ``num_folds`` < 2 (:func:`sam3dlib.data.splits.check_num_folds`).
     """
     ids = sorted(case_ids)
-    if len(ids) < 2:
-        raise ValueError(f"a {num_folds}-fold split needs at least 2 cases, got {len(ids)}")
+    check_num_folds(num_folds, len(ids), "kfold_splits", explicit=False)
     k = min(num_folds, len(ids))
     order = ids[:]
     random.Random(seed).shuffle(order)
@@ -198,19 +199,19 @@ def parse_plan_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["patch_size=16,128,128", "regions=tumour:1,2", "normalization=CT,zscore"]`` -> typed values.
 
     Raises:
-        ValueError: an unknown key or a malformed value (the message names the key).
+        ConfigError: an unknown key or a malformed value (the message names the key).
     """
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"plan override {item!r} must look like key=value (keys: {', '.join(OVERRIDABLE)})")
+            raise ConfigError(f"plan override {item!r} must look like key=value (keys: {', '.join(OVERRIDABLE)})")
         key, raw = (s.strip() for s in item.split("=", 1))
         if key not in OVERRIDABLE:
-            raise ValueError(f"unknown plan setting {key!r}; choose one of {', '.join(OVERRIDABLE)}")
+            raise ConfigError(f"unknown plan setting {key!r}; choose one of {', '.join(OVERRIDABLE)}")
         try:
             out[key] = _parse_value(key, raw)
-        except ValueError as exc:
-            raise ValueError(f"plan setting {key}={raw!r}: {exc}") from None
+        except ValueError as exc:  # int('abc') and the checks below
+            raise ConfigError(f"plan setting {key}={raw!r}: {exc}") from None
     return out
 
 
@@ -219,38 +220,38 @@ def _parse_value(key: str, raw: str) -> Any:
     if key == "target_spacing":
         v = [float(p) for p in parts]
         if len(v) != 3 or min(v) <= 0:
-            raise ValueError("expected three positive numbers z,y,x (mm)")
+            raise ConfigError("expected three positive numbers z,y,x (mm)")
         return v
     if key == "patch_size":
         v = [int(p) for p in parts]
         if len(v) != 3 or min(v) < 1:
-            raise ValueError("expected three positive integers D,H,W")
+            raise ConfigError("expected three positive integers D,H,W")
         return v
     if key in ("batch_size", "num_folds"):
-        v = int(raw)
-        if v < 1:
-            raise ValueError("expected a positive integer")
+        v, least = int(raw), MIN_FOLDS if key == "num_folds" else 1
+        if v < least:
+            raise ConfigError(f"expected an integer >= {least}")
         return v
     if key == "memory_gb":
         v = float(raw)
         if v <= 0:
-            raise ValueError("expected a positive number (GiB)")
+            raise ConfigError("expected a positive number (GiB)")
         return v
     if key == "batch_dice":
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError("expected true or false")
+            raise ConfigError("expected true or false")
         return raw.lower() in ("true", "1", "yes")
     if key == "normalization":
         v = [p.lower() for p in raw.split(",") if p.strip()]
         bad = [p for p in v if p not in ("ct", "zscore", "zscore_nonzero")]
         if bad:
-            raise ValueError(f"{bad}: each channel is ct, zscore or zscore_nonzero")
+            raise ConfigError(f"{bad}: each channel is ct, zscore or zscore_nonzero")
         return v
     regions = {}  # regions: "WT:1,2,3;TC:2,3"
     for part in raw.split(";"):
         name, _, labels = part.partition(":")
         if not name.strip() or not labels.strip():
-            raise ValueError("expected NAME:l1,l2[;NAME:...]")
+            raise ConfigError("expected NAME:l1,l2[;NAME:...]")
         regions[name.strip()] = [int(x) for x in labels.split(",")]
     return regions
 
@@ -288,7 +289,7 @@ def plan_normalization(channel_names: Sequence[str], fp: Fingerprint, chosen: Se
     """Per-channel normalisation (store meta ``normalization`` with scheme ``per_channel``)."""
     names = list(channel_names)
     if chosen is not None and len(chosen) != len(names):
-        raise ValueError(f"normalization override gives {len(chosen)} scheme(s) for {len(names)} channel(s)")
+        raise ConfigError(f"normalization override gives {len(chosen)} scheme(s) for {len(names)} channel(s)")
     mask = use_nonzero_mask(fp.crop_shapes, fp.shapes)
     channels = []
     for c, name in enumerate(names):
@@ -320,12 +321,12 @@ def make_plan(name: str, channel_names: Sequence[str], labels: dict[int, str], f
         "plan": DatasetSpec.to_dict(), "planning": {how each value was found}}``.
 
     Raises:
-        ValueError: a bad override (names it) or a budget too small for any crop.
+        ConfigError: a bad override (names it) or a budget too small for any crop.
     """
     ov = dict(overrides or {})
     unknown = sorted(set(ov) - set(OVERRIDABLE))
     if unknown:
-        raise ValueError(f"unknown plan setting(s) {unknown}; choose from {', '.join(OVERRIDABLE)}")
+        raise ConfigError(f"unknown plan setting(s) {unknown}; choose from {', '.join(OVERRIDABLE)}")
     src: dict[str, str] = {}
     k = max(labels) + 1
     c = len(channel_names)
@@ -348,7 +349,7 @@ def make_plan(name: str, channel_names: Sequence[str], labels: dict[int, str], f
     if "patch_size" in ov:
         patch = tuple(int(x) for x in ov["patch_size"])
         if patch[1] % stride or patch[2] % stride:
-            raise ValueError(f"plan setting patch_size={list(patch)}: H and W must be multiples of the encoder's "
+            raise ConfigError(f"plan setting patch_size={list(patch)}: H and W must be multiples of the encoder's "
                              f"stride {stride}")
         src["patch_size"] = "override"
     else:
@@ -371,7 +372,10 @@ def make_plan(name: str, channel_names: Sequence[str], labels: dict[int, str], f
                        modality="CT" if all(is_ct(n) for n in channel_names) else "MRI",
                        target_spacing=tuple(target), batch_dice=bool(ov.get("batch_dice", False)),  # type: ignore[arg-type]
                        channel_names=tuple(channel_names))
-    DatasetSpec.from_dict(spec.to_dict())  # checks the regions against the labels
+    try:
+        DatasetSpec.from_dict(spec.to_dict())  # checks the regions against the labels
+    except ValueError as exc:
+        raise ConfigError(f"plan setting regions: {exc}") from None
     total = max(int(fp.class_voxels.sum()), 1)
     planning = {
         "sources": src, "median_shape": [float(x) for x in med], "memory_gb": memory_gb,

@@ -14,6 +14,7 @@ Two passes, as nnU-Net v1's planning + preprocessing:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from sam3dlib.data.io import DataFileError, affine_geometry, atomic_save_npy, axcodes_of, load_label_nifti
 from sam3dlib.data.planning import (
     ANALYSIS_SAMPLE_EVERY,
+    NUM_FOLDS,
     Fingerprint,
     PlannerSettings,
     crop_size_ratio,
@@ -44,7 +46,7 @@ from sam3dlib.data.readers import (
 )
 from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.data.specs import get_spec
-from sam3dlib.data.splits import labelled_split_of
+from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
 from sam3dlib.data.user_dataset import UserDataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
@@ -270,9 +272,12 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     """
     from sam3dlib.utils.fileio import check_output_dir
 
+    from sam3dlib.data.store import check_store_target
+
     spec = get_spec(dataset)
     raw, out = Path(raw), Path(out)
     check_output_dir(out, "prepared store folder (--out)")
+    check_store_target(out)
     cases = find_raw_cases(spec.name, raw, layout)
     layout = cases[0].layout
     missing_img = [c for c in cases if not c.images]
@@ -320,6 +325,10 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
     from sam3dlib.data.user_dataset import DATASET_JSON, load_user_dataset
 
     ds = load_user_dataset(raw)
+    if "num_folds" in (overrides or {}):
+        check_num_folds(int(overrides["num_folds"]), len(ds.cases), f"{raw} (--plan num_folds)")
+    if ds.splits is None:  # before reading any voxel: too few cases for any split
+        check_num_folds(NUM_FOLDS, len(ds.cases), str(raw), explicit=False)
     ct_channels = tuple(c for c, n in enumerate(ds.channel_names) if is_ct(n))
     chosen = (overrides or {}).get("normalization")
     if chosen is not None:
@@ -330,66 +339,168 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
     res = list(_imap(_analyse_one, jobs, num_workers, f"analyse {ds.name}", progress))
     fp = Fingerprint.from_cases(res, len(values))
     meta = make_plan(ds.name, ds.channel_names, ds.labels, fp, settings, overrides, ds.label_regions)
-    num_folds = int((overrides or {}).get("num_folds", 5))
     if ds.splits is not None:
         folds = [{k: list(v) for k, v in f.items()} for f in ds.splits]
         meta["split_source"] = f"{ds.root / 'splits_final.json'} ({len(folds)} folds)"
     else:
-        folds = kfold_splits(ds.case_ids, num_folds)
+        folds = kfold_splits(ds.case_ids, int((overrides or {}).get("num_folds", NUM_FOLDS)))
         meta["split_source"] = f"seeded {len(folds)}-fold split (sam3dlib.data.planning.kfold_splits)"
+    folds = check_folds(folds, ds.case_ids, meta["split_source"])
     meta.update(source_layout=ds.layout, source_root=str(Path(raw).resolve()), channel_names=list(ds.channel_names),
                 orientation=orientation, orientation_source=ORIENTATION_SOURCE, sam3dlib_version=_version())
     return meta, folds, ds
 
 
+#: ``dataset.json`` key of a user store: what its raw files were when it was prepared
+SOURCE_FILES_KEY = "source_files"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def source_record(ds: UserDataset) -> dict:
+    """What the raw files of ``ds`` are now: size and mtime (ns) of each case's image and label
+    files, SHA-256 of ``dataset.json`` and ``splits_final.json`` (``None`` when absent).
+
+    Returns:
+        ``{"dataset_json_sha256": ..., "splits_sha256": ..., "cases": {id: {relative path: [size, mtime_ns]}}}``.
+    """
+    import hashlib
+
+    from sam3dlib.data.user_dataset import DATASET_JSON, SPLITS_FILE as USER_SPLITS
+
+    def sha(p: Path) -> str | None:
+        return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+    cases = {c.case_id: {str(Path(os.path.relpath(f, ds.root))): _stamp(f) for f in (*c.images, c.label) if f is not None}
+             for c in ds.cases}
+    return {"dataset_json_sha256": sha(ds.root / DATASET_JSON), "splits_sha256": sha(ds.root / USER_SPLITS),
+            "cases": cases}
+
+
+def source_changes(recorded: dict, current: dict) -> list[str]:
+    """What differs between two :func:`source_record` results ("case X changed", "dataset.json changed" ...)."""
+    changes = [f"{name} changed" for key, name in (("dataset_json_sha256", "dataset.json"),
+                                                    ("splits_sha256", "splits_final.json"))
+               if recorded.get(key) != current.get(key)]
+    old, new = recorded.get("cases", {}), current.get("cases", {})
+    changes += [f"case {c} added" for c in sorted(set(new) - set(old))]
+    changes += [f"case {c} removed" for c in sorted(set(old) - set(new))]
+    changes += [f"case {c} changed" for c in sorted(set(old) & set(new)) if old[c] != new[c]]
+    return changes
+
+
+def _resume_user_store(raw: Path, out: Path, overrides: dict | None) -> tuple[dict, Sequence[RawCase]]:
+    """The stored plan and the raw cases of an existing store, refused if the raw data changed."""
+    from sam3dlib.data.specs import is_user_meta
+    from sam3dlib.data.user_dataset import load_user_dataset
+
+    meta_path = out / META_FILE
+    meta = json.loads(meta_path.read_text())
+    if not is_user_meta(meta) or meta.get("source_root") != str(raw.resolve()):
+        raise DataFileError(f"{meta_path}: this store was prepared from {meta.get('source_root')!r}, not {raw}; "
+                            "use another --out, or --force to rebuild it from this folder")
+    if overrides:
+        raise ConfigError(f"{meta_path}: the store already has a plan; plan settings apply to a new store only "
+                          "(use another --out, or --force to rebuild it)")
+    ds = load_user_dataset(raw)
+    if SOURCE_FILES_KEY in meta:  # stores of sam3dlib <= 0.x lack the record: resumed as they are
+        changes = source_changes(meta[SOURCE_FILES_KEY], source_record(ds))
+        if changes:
+            listed = "; ".join(changes[:8]) + (f"; ... ({len(changes)} in all)" if len(changes) > 8 else "")
+            raise DataFileError(f"{raw}: the raw data changed since {out} was prepared ({listed}); prepare into a "
+                                "new --out, or pass --force to rebuild the store from scratch")
+    return meta, ds.cases
+
+
+def _new_user_store(raw: Path, out: Path, settings: PlannerSettings, overrides: dict | None, num_workers: int,
+                    progress: bool) -> tuple[dict, Sequence[RawCase]]:
+    """Plan ``raw`` and write the store's ``splits_final.json`` and ``dataset.json`` (cases follow)."""
+    from sam3dlib.data.store import SPLITS_FILE
+
+    meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers, progress)
+    meta[SOURCE_FILES_KEY] = source_record(ds)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / SPLITS_FILE, folds)
+    atomic_write_json(out / META_FILE, meta)
+    return meta, ds.cases
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace the folder ``out`` (if any) by ``tmp`` with renames; the old store is deleted last."""
+    import shutil
+
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def prepare_user_dataset(raw: str | Path, out: str | Path, settings: PlannerSettings, overrides: dict | None = None,
-                         num_workers: int = 0, progress: bool = True) -> PreparedDataset:
+                         num_workers: int = 0, progress: bool = True, force: bool = False) -> PreparedDataset:
     """``sam3d prepare --raw DIR --out data/NAME``: plan and prepare a user's MSD or nnU-Net v2 dataset.
 
     Every case is read and checked before anything is written (a bad file leaves ``out``
-    untouched); then ``splits_final.json`` and ``dataset.json`` (with the plan) are written,
-    then the cases. A rerun resumes with the stored plan (``overrides`` are then refused).
+    untouched); then ``splits_final.json`` and ``dataset.json`` (with the plan and the raw
+    files' :func:`source_record`) are written, then the cases. A rerun resumes an interrupted
+    prepare with the stored plan; it is refused when the raw data changed since (a case's
+    files added, removed or modified, ``dataset.json`` or ``splits_final.json`` edited) or
+    plan ``overrides`` are given. ``force`` rebuilds the store from scratch in a temporary
+    folder beside ``out`` and swaps it in when complete (a failure leaves ``out`` as it was).
 
     Args:
         raw: the raw folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
-        out: the store folder.
+        out: the store folder (absent, empty, or a store).
         settings: memory model and budget of the planner.
         overrides: plan values to impose (:data:`sam3dlib.data.planning.OVERRIDABLE`).
         num_workers: worker processes (0 = in this process).
         progress: progress bars.
+        force: rebuild ``out`` from scratch even if it is a store.
 
     Raises:
-        DatasetFormatError, DataFileError, ValueError: bad input, naming the file.
-        OutputError: ``out`` cannot be written.
+        DatasetFormatError, DataFileError, ConfigError: bad input, naming the file or setting;
+            a store from another raw folder or from changed raw data.
+        OutputError: ``out`` cannot be written, or is a non-empty folder that is not a store.
     """
-    from sam3dlib.data.specs import is_user_meta
-    from sam3dlib.data.store import SPLITS_FILE
-    from sam3dlib.data.user_dataset import load_user_dataset
+    import tempfile
+
+    from sam3dlib.data.store import check_store_target
     from sam3dlib.utils.fileio import check_output_dir
 
     raw, out = Path(raw), Path(out)
     check_output_dir(out, "prepared store folder (--out)")
-    meta_path = out / META_FILE
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if not is_user_meta(meta) or meta.get("source_root") != str(raw.resolve()):
-            raise ValueError(f"{meta_path}: this store was prepared from {meta.get('source_root')!r}, not {raw}; "
-                             "use another --out")
-        if overrides:
-            raise ValueError(f"{meta_path}: the store already has a plan; plan settings apply to a new store only "
-                             "(delete the folder or use another --out)")
-        cases = load_user_dataset(raw).cases
+    check_store_target(out)
+    if force:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+        try:
+            meta, cases = _new_user_store(raw, tmp, settings, overrides, num_workers, progress)
+            _prepare_cases(cases, meta, tmp, num_workers, progress)
+            _swap_in(tmp, out)
+        finally:
+            if tmp.exists():
+                import shutil
+                shutil.rmtree(tmp, ignore_errors=True)
+        return PreparedDataset(out)
+    if (out / META_FILE).is_file():
+        meta, cases = _resume_user_store(raw, out, overrides)
     else:
-        meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers, progress)
-        cases = ds.cases
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / SPLITS_FILE, folds)
-        atomic_write_json(meta_path, meta)
+        meta, cases = _new_user_store(raw, out, settings, overrides, num_workers, progress)
+    _prepare_cases(cases, meta, out, num_workers, progress)
+    return PreparedDataset(out)
+
+
+def _prepare_cases(cases: Sequence[RawCase], meta: dict, out: Path, num_workers: int, progress: bool) -> None:
+    """Preprocess the cases not yet complete in ``out`` (a case is complete when its properties exist)."""
     (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]
     for _ in _imap(_prepare_one, [(c, meta, out) for c in todo], num_workers, f"prepare {meta['dataset']}", progress):
         pass
-    return PreparedDataset(out)
 
 
 __all__ = ["describe_plan", "plan_user_dataset", "prepare_dataset", "prepare_user_dataset", "target_spacing_v21"]

@@ -151,6 +151,69 @@ def get_split(dataset: str, protocol: str = "paper", available: Iterable[str] | 
     return Split(key, protocol, tuple(train), tuple(val), tuple(test), test_set)
 
 
+#: nnU-Net's cross-validation needs at least two folds (and two labelled cases)
+MIN_FOLDS = 2
+
+
+def check_num_folds(num_folds: int, num_cases: int, where: str, explicit: bool = True) -> None:
+    """The one rule for a planned k-fold split's size (``--plan num_folds``, :func:`kfold_splits`).
+
+    ``num_folds`` must be at least :data:`MIN_FOLDS`; the dataset needs at least 2 labelled
+    cases; a ``num_folds`` the user chose (``explicit``) must not exceed the number of cases
+    (the default of 5 becomes one fold per case for smaller datasets, leave one out).
+
+    Raises:
+        ConfigError: naming ``where`` (e.g. the raw folder) and the fix.
+    """
+    if num_cases < MIN_FOLDS:
+        raise ConfigError(f"{where}: {num_cases} labelled case(s); cross-validation folds need at least "
+                          f"{MIN_FOLDS} (a training and a validation case)")
+    if num_folds < MIN_FOLDS:
+        raise ConfigError(f"{where}: num_folds={num_folds}; at least {MIN_FOLDS} folds are needed")
+    if explicit and num_folds > num_cases:
+        raise ConfigError(f"{where}: num_folds={num_folds} but the dataset has {num_cases} labelled case(s); "
+                          f"choose num_folds between {MIN_FOLDS} and {num_cases}")
+
+
+def check_folds(folds: object, case_ids: Iterable[str], where: str) -> list[dict[str, list[str]]]:
+    """The one validator of a user dataset's folds (``splits_final.json`` or planned).
+
+    Every fold must be ``{"train": [...], "val": [...]}`` with a non-empty train and a non-empty
+    val list, train and val disjoint (else validation leaks into training), and only known case
+    ids; the dataset needs at least 2 cases (nnU-Net's ``splits_final.json`` rules).
+
+    Returns:
+        The folds as ``[{"train": sorted ids, "val": sorted ids}]``.
+
+    Raises:
+        DataFileError: naming ``where`` (the file), the fold and what is wrong.
+    """
+    have = set(case_ids)
+    if len(have) < MIN_FOLDS:
+        raise DataFileError(f"{where}: {len(have)} labelled case(s); cross-validation folds need at least "
+                            f"{MIN_FOLDS} (a training and a validation case)")
+    if not isinstance(folds, list) or not folds or not all(
+            isinstance(f, dict) and {"train", "val"} <= set(f) and all(isinstance(f[k], list) for k in ("train", "val"))
+            for f in folds):
+        raise DataFileError(f"{where}: expected nnU-Net's list of folds [{{\"train\": [...], \"val\": [...]}}]")
+    out = []
+    for i, f in enumerate(folds):
+        train, val = [str(c) for c in f["train"]], [str(c) for c in f["val"]]
+        unknown = sorted((set(train) | set(val)) - have)
+        if unknown:
+            raise DataFileError(f"{where}: fold {i} lists case(s) {unknown[:5]} that are not training cases")
+        for name, lst in (("train", train), ("val", val)):
+            if not lst:
+                raise DataFileError(f"{where}: fold {i} has an empty {name!r} list; every fold needs training "
+                                    "and validation cases")
+        both = sorted(set(train) & set(val))
+        if both:
+            raise DataFileError(f"{where}: fold {i} has case(s) {both[:5]} in both 'train' and 'val' "
+                                "(validation would leak into training)")
+        out.append({"train": sorted(train), "val": sorted(val)})
+    return out
+
+
 def user_split(dataset: str, folds: list[dict], fold: int, protocol: str = "paper",
                available: Iterable[str] | None = None) -> Split:
     """Fold ``fold`` of a user dataset's nnU-Net-style folds as a :class:`Split`.
@@ -161,18 +224,18 @@ def user_split(dataset: str, folds: list[dict], fold: int, protocol: str = "pape
     for that instead.
 
     Raises:
-        ValueError: unknown protocol, a fold number out of range, or a fold with no case in
-            ``available`` for training or testing.
+        ConfigError: unknown protocol or a fold number out of range.
+        DataFileError: a fold with no case in ``available`` for training or testing.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if not 0 <= fold < len(folds):
-        raise ValueError(f"fold {fold} does not exist: {dataset} has folds 0..{len(folds) - 1}")
+        raise ConfigError(f"fold {fold} does not exist: {dataset} has folds 0..{len(folds) - 1}")
     have = set(available) if available is not None else None
     train, test = (sorted(c for c in folds[fold][k] if have is None or c in have) for k in ("train", "val"))
     for name, lst in (("train", train), ("val", test)):
         if not lst:
-            raise ValueError(f"fold {fold} of {dataset}: none of its {name} cases is in the store")
+            raise DataFileError(f"fold {fold} of {dataset}: none of its {name} cases is in the store")
     if protocol == "paper":
         val = list(test)
     else:

@@ -33,6 +33,30 @@ class MissingLabelError(UserInputError, ValueError):
     """A case of a labelled split (train, val, test) has no label; the message names it and the split."""
 
 
+def check_store_target(out: Path, what: str = "prepared store folder (--out)") -> None:
+    """Refuse to prepare into a folder that holds other things than a (partial) store.
+
+    An absent or empty folder, or one holding only ``dataset.json``, ``splits_final.json``,
+    ``cases/`` and temporary files of an interrupted write, is fine.
+
+    Raises:
+        OutputError: ``out`` is a non-empty folder that is not a store (names a foreign entry).
+    """
+    import errno
+
+    from sam3dlib.utils.fileio import TEMP_SUFFIX, OutputError
+
+    out = Path(out)
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in (META_FILE, SPLITS_FILE, CASES_DIR)
+                     and not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)))
+    if foreign:
+        raise OutputError(errno.EEXIST, f"cannot write {what} {out}: the folder is not empty and not a prepared "
+                                        f"store (it holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
+                                        "give a new or empty folder")
+
+
 def case_paths(root: Path, case_id: str) -> dict[str, Path]:
     """Paths of one case's files in a store rooted at ``root``."""
     d = Path(root) / CASES_DIR

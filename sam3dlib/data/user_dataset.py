@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sam3dlib.utils.errors import UserInputError
+from sam3dlib.utils.errors import MissingFileError, UserInputError
+from sam3dlib.data.splits import check_folds
 from sam3dlib.data.readers import RawCase, _channel_files, _nii
 
 USER_LAYOUTS = ("msd", "nnunet_v2")
@@ -110,9 +111,14 @@ def _channels(meta: dict, key: str, path: Path) -> tuple[str, ...]:
 
 
 def _label_value(v, name, path: Path) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, str)) or not str(v).strip().isdigit():
+    """A label value of ``dataset.json``: an integer >= 0, also written as ``"1"``, ``1.0`` or ``"1.0"``."""
+    try:
+        f = float(v) if not isinstance(v, bool) and isinstance(v, (int, float, str)) else float("nan")
+    except ValueError:
+        f = float("nan")
+    if not (f >= 0 and f.is_integer()):
         raise DatasetFormatError(f"{path}: label {name!r} has value {v!r}; label values must be integers >= 0")
-    return int(v)
+    return int(f)
 
 
 def _labels(meta: dict, layout: str, path: Path) -> tuple[dict[int, str], dict[str, tuple[int, ...]]]:
@@ -212,32 +218,21 @@ def _read_splits(root: Path, case_ids: list[str]) -> tuple[dict[str, tuple[str, 
         folds = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(folds, list) or not folds or not all(isinstance(f, dict) and {"train", "val"} <= set(f)
-                                                             for f in folds):
-        raise DatasetFormatError(f"{path}: expected nnU-Net's list of folds [{{\"train\": [...], \"val\": [...]}}]")
-    have = set(case_ids)
-    out = []
-    for i, f in enumerate(folds):
-        unknown = sorted((set(f["train"]) | set(f["val"])) - have)
-        if unknown:
-            raise DatasetFormatError(f"{path}: fold {i} lists case(s) {unknown[:5]} that are not training cases")
-        if not f["train"]:
-            raise DatasetFormatError(f"{path}: fold {i} has no training case")
-        out.append({"train": tuple(sorted(f["train"])), "val": tuple(sorted(f["val"]))})
-    return tuple(out)
+    checked = check_folds(folds, case_ids, str(path))
+    return tuple({k: tuple(v) for k, v in f.items()} for f in checked)
 
 
 def load_user_dataset(root: str | Path) -> UserDataset:
     """Read ``dataset.json`` and list the cases of a raw MSD or nnU-Net v2 folder.
 
     Raises:
-        FileNotFoundError: ``root`` is not a folder.
+        MissingFileError: ``root`` is not a folder.
         DatasetFormatError: no/invalid ``dataset.json``, no or empty ``imagesTr``, a listed image or
             label missing, a channel file missing or undeclared, bad ``splits_final.json``.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: raw data folder not found")
+        raise MissingFileError(f"{root}: raw data folder not found")
     meta = read_dataset_json(root)
     path = root / DATASET_JSON
     layout = user_layout(meta, path)

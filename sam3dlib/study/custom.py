@@ -29,7 +29,7 @@ def planner_settings(memory_gb: float = DEFAULT_MEMORY_GB) -> PlannerSettings:
 
 
 def prepare(raw: str | os.PathLike, out: str | os.PathLike, plan: dict[str, Any] | None = None,
-            num_workers: int = 0, progress: bool = True) -> PreparedDataset:
+            num_workers: int = 0, progress: bool = True, force: bool = False) -> PreparedDataset:
     """Plan and prepare a raw MSD / nnU-Net v2 folder into the store ``out`` (resumable).
 
     Args:
@@ -38,12 +38,13 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, plan: dict[str, Any]
         plan: plan values to impose (``sam3dlib.data.planning.OVERRIDABLE``), e.g. ``{"memory_gb": 4}``.
         num_workers: worker processes.
         progress: progress bars.
+        force: rebuild an existing store from scratch (e.g. after the raw data changed).
     """
     from sam3dlib.data.prepare import prepare_user_dataset
 
     plan = dict(plan or {})
     return prepare_user_dataset(raw, out, planner_settings(plan.get("memory_gb", DEFAULT_MEMORY_GB)), plan,
-                                num_workers, progress)
+                                num_workers, progress, force)
 
 
 def train(data: str | os.PathLike, out: str | os.PathLike, profile: str = "smoke", fold: int = 0,
