@@ -10,6 +10,10 @@ from sam3dlib.utils.errors import UserInputError
 
 #: Subcommand modules under ``sam3dlib.cli``; each defines ``register(subparsers)``,
 #: which adds its parser and sets ``func`` (returning an exit code).
+#: what ``sam3d --help`` says (the module docstring is for developers)
+DESCRIPTION = ("SAM3D: segment 3D medical volumes with a frozen Segment Anything encoder and a light 3D "
+               "decoder. Prepare data (a paper dataset or your own MSD / nnU-Net v2 folder), train, predict "
+               "NIfTI scans, evaluate, and reproduce the paper's tables. `sam3d COMMAND --help` for details.")
 COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce")
 
 
@@ -28,7 +32,7 @@ def device_type(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sam3d", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sam3d", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

@@ -15,6 +15,11 @@ traceback.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
+
 from sam3dlib.utils.errors import UserInputError
 
 
@@ -29,3 +34,21 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, RuntimeError) and is_oom_error(exc):
         return f"out of memory: {exc}"
     return None
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str, *categories: type[Warning]) -> Iterator[None]:
+    """Print each warning of ``categories`` raised inside as one line ``sam3d CMD: warning: ...``
+    (once per message); other warnings are passed on unchanged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                if not issubclass(w.category, categories):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                elif str(w.message) not in seen:
+                    seen.add(str(w.message))
+                    print(f"sam3d {command}: warning: {w.message}", file=sys.stderr)

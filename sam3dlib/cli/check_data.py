@@ -18,10 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.cli._errors import warnings_as_lines
     from sam3dlib.data.check import check_dataset, check_user_dataset
+    from sam3dlib.data.user_dataset import UnlistedImageWarning
 
     if args.dataset is None:
-        problems = check_user_dataset(args.path)
+        with warnings_as_lines("check-data", UnlistedImageWarning):
+            problems = check_user_dataset(args.path)
     else:
         problems = check_dataset(args.dataset, args.path, expect_all=False if args.no_missing else None)
     for p in problems:

@@ -2,16 +2,16 @@
 
 IN is a NIfTI file (BraTS: one 4D file), one file per modality, or a folder. In a folder each
 file is one case and gets one output named after it (``scan_0001.nii.gz`` ->
-``OUT/scan_0001.nii.gz``); only for a model with more than one channel do ``X_0000.nii.gz``,
-``X_0001.nii.gz``... form one multi-modal case ``X`` (a missing or extra channel is named). OUT
-is a file, or a folder for a folder IN. The output has the input's shape and header (qform,
+``OUT/scan_0001.nii.gz``); for a model with more than one channel ``X_0000.nii.gz``,
+``X_0001.nii.gz``... form one multi-modal case ``X`` (a missing or extra channel is named), and
+a run trained on an nnU-Net v2 store writes ``X.nii.gz`` for ``X_0000.nii.gz`` as nnU-Net
+does (docs/DATA.md, "File names"). OUT is a file, or a folder for a folder IN; it must not be
+an input (file or folder). The output has the input's shape and header (qform,
 sform, their codes, pixdim, units), whatever the input's storage order.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
 from sam3dlib.cli import UserError, device_type
@@ -32,9 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.cli._errors import warnings_as_lines
     from sam3dlib.data.io import is_nifti
+    from sam3dlib.inference.predictor import (
+        UnfinishedRunWarning,
+        check_not_overwriting_inputs,
+        load_run,
+        predict_file,
+        predict_folder,
+    )
     from sam3dlib.utils.fileio import check_output_dir
-    from sam3dlib.inference.predictor import UnfinishedRunWarning, load_run, predict_file, predict_folder
 
     inputs = args.input
     folder_in = len(inputs) == 1 and inputs[0].is_dir()
@@ -43,18 +50,16 @@ def run(args: argparse.Namespace) -> int:
             if not p.is_file():
                 raise UserError(f"input {p} does not exist")
         if not is_nifti(args.output):
-            raise UserError(f"--output {args.output} must be a .nii.gz file for a file input")
+            raise UserError(f"--output {args.output} must be a .nii.gz or .nii file for a file input")
     elif is_nifti(args.output):
         raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
+    check_not_overwriting_inputs(inputs, args.output, output_is_folder=folder_in)  # before loading the model
     check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
-    with warnings.catch_warnings(record=True) as caught:  # e.g. an unfinished run: one line each
-        warnings.simplefilter("always", UnfinishedRunWarning)
+    with warnings_as_lines("predict", UnfinishedRunWarning):  # e.g. an unfinished run: one line
         loaded = load_run(args.run, args.device, args.checkpoint)
-    for w in caught:
-        print(f"sam3d predict: warning: {w.message}", file=sys.stderr)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress)
-        print(f"wrote {len(written)} label maps to {args.output}")
+        print(f"wrote {len(written)} label map(s) to {args.output}")
         return 0
     predict_file(loaded, inputs if len(inputs) > 1 else inputs[0], args.output)
     print(f"wrote {args.output}")

@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "patch_size=16,128,128, batch_size=2, memory_gb=4, target_spacing=3,1,1, "
                         "normalization=ct,zscore, regions=WT:1,2,3;TC:2,3, batch_dice=true, num_folds=5 (repeatable)")
     p.add_argument("--force", action="store_true",
-                   help="your own dataset: rebuild an existing store from scratch (built beside it, then swapped "
-                        "in), e.g. after the raw data changed; default: resume an interrupted prepare of unchanged data")
+                   help="your own dataset: rebuild an existing store from scratch (built beside it, then "
+                        "swapped in), e.g. after the raw data changed; default: resume an interrupted prepare "
+                        "of unchanged data")
     p.add_argument("--allow-missing-labels", action="store_true",
                    help="prepare split cases whose label file is missing, unlabelled (recorded in dataset.json); "
                         "default: such a case is an error")
@@ -74,6 +75,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_user(args: argparse.Namespace, ts) -> int:
+    from sam3dlib.cli._errors import warnings_as_lines
+    from sam3dlib.data.user_dataset import UnlistedImageWarning
+
+    with warnings_as_lines("prepare", UnlistedImageWarning):
+        return _prepare_user(args, ts)
+
+
+def _prepare_user(args: argparse.Namespace, ts) -> int:
     from sam3dlib.data.planning import describe_plan, parse_plan_overrides
     from sam3dlib.data.user_dataset import load_user_dataset
     from sam3dlib.study.custom import prepare

@@ -167,9 +167,10 @@ def check_dataset(dataset: str, path: Path, expect_all: bool | None = None) -> l
 def check_user_dataset(path: Path) -> list[Problem]:
     """All problems found in a user's raw MSD / nnU-Net v2 folder or its prepared store.
 
-    Raw: ``dataset.json`` and the file listing (the first problem there stops the check), then
-    every case (each case's first problem: undeclared or non-integer label values, channel
-    count, image/label grid, unreadable files). Store: as for the paper datasets, with the
+    Raw: ``dataset.json`` (a problem there stops the check), the file listing (every listed
+    but missing image or label, missing channel file), then every complete case (each case's
+    first problem: undeclared or non-integer label values, channel count, image/label grid,
+    unreadable files). Store: as for the paper datasets, with the
     store's own spec.
     """
     from sam3dlib.data.prepare import check_declared_labels
@@ -185,11 +186,11 @@ def check_user_dataset(path: Path) -> list[Problem]:
             return [Problem(str(root / META_FILE), f"a store of the paper dataset {meta.get('dataset')!r}: "
                                                    "give its name to check it")]
         return _check_store(spec_from_meta(meta), root)
-    try:
-        ds = load_user_dataset(root)
+    probs: list[Problem] = []
+    try:  # dataset.json problems stop the check; each case's missing files are one problem each
+        ds = load_user_dataset(root, report=lambda exc: probs.append(Problem(*_split_message(str(exc), root))))
     except (FileNotFoundError, ValueError) as exc:
-        return [Problem(*_split_message(str(exc), root))]
-    probs = []
+        return probs + [Problem(*_split_message(str(exc), root))]
     values = sorted(ds.labels)
     for case in tqdm(ds.cases, desc=f"check {ds.name}"):
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,22 @@ def nifti_stem(name: str) -> str | None:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return None
+
+
+#: nnU-Net's channel files ``CASE_XXXX<ending>``: channel XXXX of case CASE (docs/DATA.md, "File names")
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+
+
+def channel_case_id(stem: str) -> tuple[str, int] | None:
+    """nnU-Net's channel naming rule, the one place it is applied: ``"X_0001"`` -> ``("X", 1)``;
+    ``None`` for a stem without a four-digit ``_XXXX`` suffix.
+
+    Used by ``sam3d predict`` (which files form one case, and the output's name for a run on an
+    nnU-Net v2 store) and ``sam3d evaluate`` (pairing ``X_0000`` predictions with ``X`` ground
+    truths).
+    """
+    m = _CHANNEL_SUFFIX.match(stem)
+    return (m.group("case"), int(m.group("ch"))) if m else None
 
 
 def is_nifti(path: str | Path) -> bool:

@@ -78,8 +78,9 @@ class PreparedDataset:
         self.root = Path(root)
         meta_path = self.root / META_FILE
         if not meta_path.is_file():
-            raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; "
-                             f"create it with `sam3d prepare DATASET --raw RAW --out {self.root}`")
+            raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; create it with "
+                             f"`sam3d prepare --raw RAW --out {self.root}` (your own MSD / nnU-Net v2 folder) or "
+                             f"`sam3d prepare DATASET --raw RAW --out {self.root}` (a paper dataset)")
         try:
             self.meta: dict = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:

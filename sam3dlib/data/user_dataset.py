@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +157,29 @@ def _labels(meta: dict, layout: str, path: Path) -> tuple[dict[int, str], dict[s
     return labels, regions
 
 
-def _msd_cases(root: Path, meta: dict, path: Path) -> list[RawCase]:
+#: what to do with a problem of one case's files: raise it (default) or collect it (``check-data``)
+Report = Callable[[UserInputError], None]
+
+
+def _raise(exc: UserInputError) -> None:
+    raise exc
+
+
+class UnlistedImageWarning(UserWarning):
+    """Images in ``imagesTr`` that the MSD ``dataset.json`` ``training`` list does not name (not prepared)."""
+
+
+def _warn_unlisted(images_tr: Path, cases: list[RawCase], path: Path) -> None:
+    listed = {p.name for c in cases for p in c.images} | {Path(c.extra.get("listed_image", "")).name for c in cases}
+    unlisted = sorted(p.name for p in images_tr.iterdir() if _nii(p.name) and not p.name.startswith(".")
+                      and p.name not in listed)
+    if unlisted:
+        warnings.warn(f"{images_tr}: {len(unlisted)} image(s) not listed in {path.name}'s 'training' are left out: "
+                      f"{', '.join(unlisted[:5])}{' ...' if len(unlisted) > 5 else ''}", UnlistedImageWarning,
+                      stacklevel=3)
+
+
+def _msd_cases(root: Path, meta: dict, path: Path, report: Report = _raise) -> list[RawCase]:
     entries = meta.get("training")
     if entries is None:  # not listed: every image of imagesTr with its label
         entries = [{"image": f"./imagesTr/{p.name}", "label": f"./labelsTr/{p.name}"}
@@ -172,15 +196,17 @@ def _msd_cases(root: Path, meta: dict, path: Path) -> list[RawCase]:
             raise DatasetFormatError(f"{path}: training entry {i} ({entry['image']}): only NIfTI (.nii.gz/.nii) "
                                      "files are supported")
         images = _channel_files(ip.parent, stem)
-        if not images:
-            raise DatasetFormatError(f"{ip}: listed in {path} ('training' entry {i}) but missing")
-        if not lp.is_file():
-            raise DatasetFormatError(f"{lp}: listed in {path} ('training' entry {i}) but missing")
-        cases.append(RawCase(stem, images, lp, "msd", {"listed_image": str(ip)}))
+        missing = [f for f, ok in ((ip, bool(images)), (lp, lp.is_file())) if not ok]
+        for f in missing:
+            report(DatasetFormatError(f"{f}: listed in {path} ('training' entry {i}) but missing"))
+        if not missing:
+            cases.append(RawCase(stem, images, lp, "msd", {"listed_image": str(ip)}))
+    if "training" in meta:
+        _warn_unlisted(root / "imagesTr", cases, path)
     return cases
 
 
-def _v2_cases(root: Path, meta: dict, n_channels: int, path: Path) -> list[RawCase]:
+def _v2_cases(root: Path, meta: dict, n_channels: int, path: Path, report: Report = _raise) -> list[RawCase]:
     ending = meta.get("file_ending")
     if ending not in NIFTI_ENDINGS:
         raise DatasetFormatError(f"{path}: 'file_ending' {ending!r} is not supported; use one of "
@@ -198,19 +224,21 @@ def _v2_cases(root: Path, meta: dict, n_channels: int, path: Path) -> list[RawCa
             missing = sorted(want - found[cid])
             f = root / "imagesTr" / f"{cid}_{(missing or sorted(found[cid] - want))[0]:04d}{ending}"
             what = "missing" if missing else f"not declared ({path.name} has {n_channels} channel(s))"
-            raise DatasetFormatError(f"{f}: channel file {what}")
+            report(DatasetFormatError(f"{f}: channel file {what}"))
+            continue
         lab = root / "labelsTr" / f"{cid}{ending}"
         if not lab.is_file():
-            raise DatasetFormatError(f"{lab}: label of case {cid} (imagesTr/{cid}_0000{ending}) missing")
+            report(DatasetFormatError(f"{lab}: label of case {cid} (imagesTr/{cid}_0000{ending}) missing"))
+            continue
         images = tuple(root / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(n_channels))
         cases.append(RawCase(cid, images, lab, "nnunet_v2"))
     n = meta.get("numTraining")
-    if n is not None and int(n) != len(cases):
-        raise DatasetFormatError(f"{path}: numTraining is {n} but imagesTr/labelsTr hold {len(cases)} case(s)")
+    if n is not None and int(n) != len(found):
+        report(DatasetFormatError(f"{path}: numTraining is {n} but imagesTr holds {len(found)} case(s)"))
     return cases
 
 
-def _read_splits(root: Path, case_ids: list[str]) -> tuple[dict[str, tuple[str, ...]], ...] | None:
+def _read_splits(root: Path, case_ids: list[str], report: Report = _raise) -> tuple[dict[str, tuple[str, ...]], ...] | None:
     path = root / SPLITS_FILE
     if not path.is_file():
         return None
@@ -218,12 +246,21 @@ def _read_splits(root: Path, case_ids: list[str]) -> tuple[dict[str, tuple[str, 
         folds = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(f"{path}: invalid JSON ({exc})") from None
-    checked = check_folds(folds, case_ids, str(path))
+    try:
+        checked = check_folds(folds, case_ids, str(path))
+    except UserInputError as exc:
+        report(exc)
+        return None
     return tuple({k: tuple(v) for k, v in f.items()} for f in checked)
 
 
-def load_user_dataset(root: str | Path) -> UserDataset:
+def load_user_dataset(root: str | Path, report: Report = _raise) -> UserDataset:
     """Read ``dataset.json`` and list the cases of a raw MSD or nnU-Net v2 folder.
+
+    ``report`` receives each problem of one case's files (a listed image or label missing, a
+    channel file missing or undeclared, ``numTraining`` off); the default raises the first,
+    ``sam3d check-data`` collects them all and goes on with the complete cases. Images of an
+    MSD ``imagesTr`` that ``training`` does not list give an :class:`UnlistedImageWarning`.
 
     Raises:
         MissingFileError: ``root`` is not a folder.
@@ -242,13 +279,14 @@ def load_user_dataset(root: str | Path) -> UserDataset:
     if not images_tr.is_dir() or not any(_nii(p.name) for p in images_tr.iterdir()):
         raise DatasetFormatError(f"{images_tr}: {'empty' if images_tr.is_dir() else 'missing'}; the training "
                                  "images go there")
-    cases = _msd_cases(root, meta, path) if layout == "msd" else _v2_cases(root, meta, len(channels), path)
+    cases = (_msd_cases(root, meta, path, report) if layout == "msd"
+             else _v2_cases(root, meta, len(channels), path, report))
     if not cases:
-        raise DatasetFormatError(f"{path}: no training case found")
+        report(DatasetFormatError(f"{path}: no complete training case found"))
     ids = [c.case_id for c in cases]
     dup = sorted({c for c in ids if ids.count(c) > 1})
     if dup:
         raise DatasetFormatError(f"{path}: case id(s) {dup[:5]} listed more than once")
     name = str(meta.get("name") or root.name).strip() or root.name
     return UserDataset(root, layout, name, channels, labels, regions, tuple(sorted(cases, key=lambda c: c.case_id)),
-                       _read_splits(root, ids))
+                       _read_splits(root, ids, report))

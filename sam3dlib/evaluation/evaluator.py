@@ -7,7 +7,8 @@ Used by ``sam3d evaluate`` and by the test-set evaluation of a run
   values within its tolerance, only the dataset's labels);
 * cases are paired by case id taken from the file names (not by sorted position as in the
   authors' scripts): ``_gt`` suffixes are stripped (ACDC ``patient001_frame01_gt``) and a
-  ``label`` prefix becomes ``img`` (Synapse ``label0001`` vs ``img0001``);
+  ``label`` prefix becomes ``img`` (Synapse ``label0001`` vs ``img0001``); a prediction named
+  after an nnU-Net channel file (``X_0000``) pairs with the ground truth ``X`` when unambiguous;
 * a prediction must lie on its ground truth's voxel grid (:func:`sam3dlib.data.io.grid_problem`:
   same shape, affines equal within 1e-3 mm); otherwise it is refused with both affines shown,
   or, with ``resample=True``, resampled onto the ground truth's grid by nearest neighbour;
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sam3dlib.data.io import NiftiVolume, grid_problem, load_label_nifti, nifti_stem
+from sam3dlib.data.io import NiftiVolume, channel_case_id, grid_problem, load_label_nifti, nifti_stem
 from sam3dlib.data.specs import DatasetSpec, get_spec
 from sam3dlib.evaluation import metrics
 from sam3dlib.utils.errors import UserInputError
@@ -66,8 +67,24 @@ def find_cases(folder: str | os.PathLike, role: str) -> dict[str, Path]:
     return cases
 
 
+def _channel_named(pred: Mapping[str, Path], gt: Mapping[str, Path]) -> dict[str, Path]:
+    """``pred`` with an nnU-Net ``X_0000`` prediction renamed ``X`` where that pairing is unambiguous:
+    ``X`` is a ground truth without a prediction of its own (:func:`sam3dlib.data.io.channel_case_id`)."""
+    renamed = dict(pred)
+    for case_id in sorted(set(pred) - set(gt)):
+        m = channel_case_id(case_id)
+        if m and m[1] == 0 and m[0] in gt and m[0] not in renamed:
+            renamed[m[0]] = renamed.pop(case_id)
+    return renamed
+
+
 def pair_cases(pred: Mapping[str, Path], gt: Mapping[str, Path]) -> dict[str, tuple[Path, Path]]:
-    """``{case_id: (pred path, gt path)}`` for every case, or an error naming the unmatched cases."""
+    """``{case_id: (pred path, gt path)}`` for every case, or an error naming the unmatched cases.
+
+    Paired by case id; a prediction ``X_0000`` (a one-channel nnU-Net input's name) pairs with the
+    ground truth ``X`` only when unambiguous (no prediction ``X``, no ground truth ``X_0000``).
+    """
+    pred = _channel_named(pred, gt)
     only_pred, only_gt = sorted(set(pred) - set(gt)), sorted(set(gt) - set(pred))
     if only_pred or only_gt:
         parts = []

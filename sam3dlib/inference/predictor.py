@@ -9,8 +9,8 @@ and cropping) and argmax'ed, as nnU-Net v1's export.
 from __future__ import annotations
 
 import json
+import errno
 import os
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
-from sam3dlib.data.io import nifti_stem, read_header_shape
+from sam3dlib.data.io import channel_case_id, nifti_stem, read_header_shape
 from sam3dlib.data.specs import get_spec, is_user_meta, spec_from_meta
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.modeling.sam3d import SAM3D
@@ -33,7 +33,6 @@ from sam3dlib.utils.errors import ConfigError, MissingFileError, UserInputError
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.utils.finished import FINISHED, is_finished
 
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
 class RunError(UserInputError, FileNotFoundError):
@@ -176,8 +175,9 @@ def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike 
     """
     from sam3dlib.data.preprocess import preprocess_case, save_label_nifti
 
-    loaded = _as_loaded(run, device)
     paths = [Path(in_path)] if isinstance(in_path, (str, os.PathLike)) else [Path(p) for p in in_path]
+    check_not_overwriting_inputs(paths, out_path)
+    loaded = _as_loaded(run, device)
     for p in paths:
         if not p.is_file():
             raise MissingFileError(f"input image {p} does not exist")
@@ -192,21 +192,31 @@ def _channels_of(path: Path) -> int:
     return int(shape[3]) if len(shape) == 4 else 1
 
 
-def group_inputs(folder: str | os.PathLike, num_channels: int = 1) -> dict[str, list[Path]]:
+def uses_channel_rule(meta: dict, num_channels: int) -> bool:
+    """Whether input files ``X_0000.nii.gz`` ... form case ``X`` (:func:`sam3dlib.data.io.channel_case_id`):
+    for a model with more than one channel, and for any run trained on an nnU-Net v2 store
+    (``source_layout`` ``nnunet_v2``), whose one-channel scans are named ``X_0000`` as nnU-Net does."""
+    return num_channels > 1 or meta.get("source_layout") == "nnunet_v2"
+
+
+def group_inputs(folder: str | os.PathLike, num_channels: int = 1, channel_rule: bool | None = None) -> dict[str, list[Path]]:
     """``{case_id: [files]}`` of the NIfTI files in ``folder``, one entry per output to write.
 
-    * one channel: every file is its own case, named after the file (``scan_0001.nii.gz`` ->
-      ``scan_0001``); the nnU-Net ``_NNNN`` suffix means nothing here;
-    * more than one: ``X_0000.nii.gz`` ... ``X_000{C-1}.nii.gz`` form case ``X`` (nnU-Net's
-      channel rule); a file without the suffix is one case holding all channels (a 4D file,
-      modality last). A case with a missing or extra channel is an error naming it.
+    * the channel rule (``channel_rule``; default: for more than one channel, see
+      :func:`uses_channel_rule`): ``X_0000.nii.gz`` ... ``X_000{C-1}.nii.gz`` form case ``X``
+      (nnU-Net's naming); a file without the suffix is one case holding all channels (a 4D
+      file, modality last). A case with a missing or extra channel is an error naming it;
+    * without it: every file is its own case, named after the file (``scan_0001.nii.gz`` ->
+      ``scan_0001``); the ``_NNNN`` suffix means nothing.
 
     Every case's channel count is checked from the headers before anything is predicted.
 
     Raises:
-        FileNotFoundError: no folder, or no NIfTI file in it.
-        ValueError: a case's channels do not match the model's ``num_channels`` (names the files).
+        MissingFileError: no folder, or no NIfTI file in it.
+        DataFileError: a case's channels do not match the model's ``num_channels`` (names the
+            files), or two files name one case.
     """
+    rule = num_channels > 1 if channel_rule is None else channel_rule
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"input folder {folder} does not exist")
@@ -217,27 +227,27 @@ def group_inputs(folder: str | os.PathLike, num_channels: int = 1) -> dict[str, 
     channel_files: set[str] = set()  # cases formed by the _NNNN rule
     for p in files:
         stem = nifti_stem(p.name)
-        m = _CHANNEL.match(stem) if num_channels > 1 else None
-        case_id = m.group("case") if m else stem
+        m = channel_case_id(stem) if rule else None
+        case_id = m[0] if m else stem
         if case_id in cases and not (m and case_id in channel_files):  # x.nii + x.nii.gz, or X.nii.gz + X_0000
             raise DataFileError(f"{folder}: {cases[case_id][0].name} and {p.name} both name case {case_id}")
         if m:
             channel_files.add(case_id)
         cases.setdefault(case_id, []).append(p)
-    problems = [msg for case_id, paths in cases.items() if (msg := _channel_problem(case_id, paths, num_channels))]
+    problems = [msg for case_id, paths in cases.items() if (msg := _channel_problem(case_id, paths, num_channels, rule))]
     if problems:
         raise DataFileError(f"{folder}: the model takes {num_channels} channel(s) per case; " + "; ".join(problems[:10]))
     return cases
 
 
-def _channel_problem(case_id: str, paths: list[Path], num_channels: int) -> str | None:
+def _channel_problem(case_id: str, paths: list[Path], num_channels: int, rule: bool) -> str | None:
     """What is wrong with the channel files of one case, or None."""
-    indexed = [(m, p) for p in paths if (m := _CHANNEL.match(nifti_stem(p.name)))] if num_channels > 1 else []
+    indexed = [(m, p) for p in paths if (m := channel_case_id(nifti_stem(p.name)))] if rule else []
     if indexed:
-        have = sorted(int(m.group("ch")) for m, _ in indexed)
+        have = sorted(ch for (_, ch), _ in indexed)
         want = list(range(num_channels))
         missing = [f"{case_id}_{c:04d}" for c in want if c not in have]
-        extra = [p.name for m, p in indexed if int(m.group("ch")) not in want]
+        extra = [p.name for (_, ch), p in indexed if ch not in want]
         if missing or extra or len(have) != len(set(have)):
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"extra {', '.join(extra)}"] if extra else [])
             return f"case {case_id}: " + (", ".join(parts) or "duplicate channel files")
@@ -248,16 +258,43 @@ def _channel_problem(case_id: str, paths: list[Path], num_channels: int) -> str 
     return None
 
 
+def check_not_overwriting_inputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike,
+                                 output_is_folder: bool = False) -> None:
+    """Refuse an output that would replace an input scan (paths compared after resolving links).
+
+    Args:
+        inputs: the input files, or the one input folder.
+        output: the output file, or the output folder when ``output_is_folder``.
+        output_is_folder: ``output`` is a folder: it must not be an input folder either.
+
+    Raises:
+        OutputError: the output (file or folder) is one of the inputs.
+    """
+    from sam3dlib.utils.fileio import OutputError
+
+    out = Path(output).resolve()
+    for p in map(Path, inputs):
+        if out == p.resolve():
+            what = "folder" if output_is_folder else "file"
+            raise OutputError(errno.EEXIST, f"--output {output} is the input {what} {p}: the label map(s) would "
+                                            "replace the scan(s); give another output")
+
+
 def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    device: str = "auto", progress: bool = True) -> list[Path]:
     """Segment every case of ``in_dir`` (:func:`group_inputs`) into ``out_dir/<case>.nii.gz``.
 
     The inputs are grouped and their channel counts checked before anything is written; each
     output is written atomically. If ``out_dir`` did not exist and nothing was written, it is
-    removed again on failure.
+    removed again on failure. A run on an nnU-Net v2 store names the outputs after the case
+    (``X_0000.nii.gz`` -> ``X.nii.gz``, :func:`uses_channel_rule`).
+
+    Raises:
+        OutputError: ``out_dir`` is ``in_dir``.
     """
+    check_not_overwriting_inputs([in_dir], out_dir, output_is_folder=True)
     loaded = _as_loaded(run, device)
-    cases = group_inputs(in_dir, loaded.model.in_channels)
+    cases = group_inputs(in_dir, loaded.model.in_channels, uses_channel_rule(loaded.meta, loaded.model.in_channels))
     out = Path(out_dir)
     created = not out.exists()
     written = []
