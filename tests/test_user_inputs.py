@@ -157,7 +157,7 @@ def _one_case(tmp_path):
 
 BAD_PREPARE = [
     (["--raw", "/does/not/exist"], "raw data folder not found"),
-    (["--plan", "num_folds=1"], "num_folds=1"),
+    (["--plan", "num_folds=1"], "num_folds='1': expected an integer >= 2"),
     (["--plan", "num_folds=4"], "num_folds=4 but the dataset has 3"),
     (["--plan", "patch_size=8,40,40"], "multiples of the encoder's stride"),
     (["--plan", "foo=1"], "unknown plan setting 'foo'"),
