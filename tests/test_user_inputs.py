@@ -271,3 +271,21 @@ def test_float_label_values_and_unlisted_msd_images(tmp_path, capsys):
     assert main(["prepare", "--raw", str(raw), "--out", str(tmp_path / "store")]) == 0
     err = capsys.readouterr().err
     assert err.count("sam3d prepare: warning: ") == 1 and "stray.nii.gz" in err
+
+
+def test_predict_then_evaluate_one_channel_nnunet_v2_names(tmp_path, one_thread, capsys):
+    """End to end: imagesTs/X_0000.nii.gz -> segs/X.nii.gz, which evaluate pairs with labelsTs/X.nii.gz."""
+    raw = write_user_phantom(tmp_path / "raw", "nnunet_v2", n_cases=4, channels=("CT",))
+    ts, gt = tmp_path / "imagesTs", tmp_path / "labelsTs"
+    ts.mkdir()
+    gt.mkdir()
+    shutil.copy(raw / "imagesTr" / "phantom_003_0000.nii.gz", ts)
+    shutil.copy(raw / "labelsTr" / "phantom_003.nii.gz", gt)
+    store, run, segs = tmp_path / "store", tmp_path / "run", tmp_path / "segs"
+    assert main(["prepare", "--raw", str(raw), "--out", str(store)]) == 0
+    assert main(["train", "custom", "--data", str(store), "--out", str(run), "--profile", "smoke", "--no-progress",
+                 "--no-evaluate", "--set", "epochs=1", "--set", "iterations_per_epoch=1", "--set", "val_iterations=1"]) == 0
+    assert main(["predict", "--run", str(run), "-i", str(ts), "-o", str(segs), "--no-progress"]) == 0
+    assert sorted(p.name for p in segs.iterdir()) == ["phantom_003.nii.gz"]
+    assert "wrote 1 label map(s)" in capsys.readouterr().out
+    assert main(["evaluate", str(store), "--pred", str(segs), "--gt", str(gt), "--out", str(tmp_path / "ev")]) == 0
