@@ -224,7 +224,9 @@ def custom_nb() -> nbformat.NotebookNode:
              "from sam3dlib.study import report_figures as rf\n"
              "from sam3dlib.study.table_figures import overlay_arrays\n\n"
              "out = Path(out_dir)\n"
-             "raw = Path(raw_dir) if raw_dir else write_user_phantom(out / \"raw\", \"msd\", n_cases=6)\n"
+             "phantom = out / \"raw\"  # generated once: a rerun finds the same files, so the store is resumed\n"
+             "raw = Path(raw_dir) if raw_dir else (phantom if (phantom / \"dataset.json\").is_file()\n"
+             "                                     else write_user_phantom(phantom, \"msd\", n_cases=6))\n"
              "store_dir = Path(data_dir) if data_dir else out / \"data\"\n"
              "print(\"raw data:\", \"generated phantom\" if raw_dir is None else \"your folder\")"),
         md("## The plan\n\nDerived from the data by nnU-Net's rules (`docs/DATA.md`); stored in the store's "

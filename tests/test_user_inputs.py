@@ -105,6 +105,7 @@ def test_prepare_refuses_changed_raw_data_and_force_rebuilds(tmp_path, capsys):
     assert "phantom_003" in {c for f in rebuilt.folds() for c in f["val"]}  # the new case is in a fold
     assert not np.array_equal(rebuilt.label("phantom_001"), old_label)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folder left
+    (out / "feature_cache").mkdir()  # what training caches in a store does not make it foreign
     assert main(["prepare", "--raw", str(raw), "--out", str(out)]) == 0  # unchanged now: resumes
 
 

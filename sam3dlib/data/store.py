@@ -36,8 +36,9 @@ class MissingLabelError(UserInputError, ValueError):
 def check_store_target(out: Path, what: str = "prepared store folder (--out)") -> None:
     """Refuse to prepare into a folder that holds other things than a (partial) store.
 
-    An absent or empty folder, or one holding only ``dataset.json``, ``splits_final.json``,
-    ``cases/`` and temporary files of an interrupted write, is fine.
+    An absent or empty folder, a store (it has ``dataset.json``; which dataset it holds is checked
+    by the caller), or one holding only ``splits_final.json``, ``cases/`` and temporary files of
+    an interrupted write, is fine.
 
     Raises:
         OutputError: ``out`` is a non-empty folder that is not a store (names a foreign entry).
@@ -47,7 +48,7 @@ def check_store_target(out: Path, what: str = "prepared store folder (--out)") -
     from sam3dlib.utils.fileio import TEMP_SUFFIX, OutputError
 
     out = Path(out)
-    if not out.is_dir():
+    if not out.is_dir() or (out / META_FILE).is_file():  # a store may also hold what training caches there
         return
     foreign = sorted(p.name for p in out.iterdir() if p.name not in (META_FILE, SPLITS_FILE, CASES_DIR)
                      and not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)))
