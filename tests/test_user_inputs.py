@@ -87,6 +87,8 @@ def test_prepare_refuses_changed_raw_data_and_force_rebuilds(tmp_path, capsys):
     assert main(["prepare", "--raw", str(raw), "--out", str(out)]) == 2
     err = _error_line(capsys, "prepare")
     assert "case phantom_001 changed" in err and "--force" in err
+    assert main(["check-data", str(out)]) == 1  # the store is stale: check-data says so
+    assert "changed since this store was prepared (case phantom_001 changed)" in capsys.readouterr().err
     assert np.array_equal(PreparedDataset(out).label("phantom_001"), old_label)  # untouched
 
     extra = write_user_phantom(tmp_path / "more", "msd", n_cases=4)  # an added case

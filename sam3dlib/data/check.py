@@ -99,12 +99,32 @@ def _labelled_parts(spec: DatasetSpec, root: Path, meta: dict, ids: list[str]) -
             for c in fold.get(part, []) if c in have}
 
 
+def _stale_store(root: Path, meta: dict) -> list[Problem]:
+    """A user store whose raw folder (still there) changed since it was prepared: one problem."""
+    from sam3dlib.data.prepare import SOURCE_FILES_KEY, source_changes, source_record
+    from sam3dlib.data.user_dataset import load_user_dataset
+
+    raw = Path(str(meta.get("source_root", "")))
+    if not is_user_meta(meta) or SOURCE_FILES_KEY not in meta or not raw.is_dir():
+        return []  # a paper store, an older store, or one moved away from its raw data
+    try:
+        changes = source_changes(meta[SOURCE_FILES_KEY], source_record(load_user_dataset(raw, report=lambda e: None)))
+    except (OSError, ValueError) as exc:
+        return [Problem(str(raw), f"cannot compare with the raw data this store was prepared from ({exc})")]
+    if not changes:
+        return []
+    return [Problem(str(root / META_FILE), f"the raw data in {raw} changed since this store was prepared "
+                                           f"({'; '.join(changes[:8])}); rebuild it: `sam3d prepare --raw {raw} "
+                                           f"--out {root} --force`")]
+
+
 def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     dataset = spec.name
     meta = json.loads((root / META_FILE).read_text())
     probs = []
     if meta.get("dataset") != spec.name:
         probs.append(Problem(str(root / META_FILE), f"store is for {meta.get('dataset')!r}, not {spec.name!r}"))
+    probs += _stale_store(root, meta)
     ids = sorted(p.name[:-5] for p in (root / CASES_DIR).glob("*.json"))
     allowed = set(meta.get("unlabelled_split_cases") or {})  # prepared with --allow-missing-labels
     labelled = {c: s for c, s in _labelled_parts(spec, root, meta, ids).items() if c not in allowed}
