@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sam3dlib.data.specs import get_spec
+from sam3dlib.modeling.encoders import check_crop_size
 
 PROFILES = ("paper", "quick", "smoke")
 ENCODER_MODES = ("online", "cached")
@@ -44,11 +45,18 @@ class ExperimentConfig:
         name: registry key (``table1_synapse`` ...).
         table: paper table the run reproduces (``"1"`` ... ``"5"``).
         dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
-        encoder: SAM ViT name (``vit_b``; ``vit_tiny`` is a random test stand-in, not SAM).
-        sam_checkpoint: official SAM ``.pth`` file, or None for a random encoder.
+        encoder: a registry encoder (``vit_b``, ``vit_l``, ``vit_h``, ``litemedsam``; ``vit_tiny`` is
+            a random test stand-in, not SAM); :mod:`sam3dlib.modeling.encoders`.
+        sam_checkpoint: encoder weights file (official SAM ``.pth`` ...), or None for the
+            encoder's default weights (random ViT; LiteMedSAM's from its installed package).
+        encoder_weights: ``pretrained`` (the above) or ``random`` (the same architecture
+            randomly initialised, e.g. to see what LiteMedSAM's pretraining buys).
+        encoder_scale: slices are resized by this factor before encoding; None: the
+            encoder's default (crop size for the ViTs, as the paper; 256 for LiteMedSAM).
         skip: residual branches in the decoder (False = Table 5 ablation).
         deep_supervision: 1/2 and 1/4 resolution heads in the loss.
-        patch_size: training crop (D, H, W); H, W multiples of 16.
+        patch_size: training crop (D, H, W); H, W fit the encoder
+            (:func:`sam3dlib.modeling.encoders.check_crop_size`; paper ViTs: multiples of 16).
         batch_size: patches per optimizer step (split across ranks under DDP).
         epochs, iterations_per_epoch: training budget.
         val_iterations: validation batches per online validation.
@@ -84,6 +92,8 @@ class ExperimentConfig:
     dataset: str
     encoder: str = "vit_b"
     sam_checkpoint: str | None = None
+    encoder_weights: Literal["pretrained", "random"] = "pretrained"
+    encoder_scale: float | None = None
     skip: bool = True
     deep_supervision: bool = True
     patch_size: tuple[int, int, int] = (64, 176, 176)
@@ -165,7 +175,7 @@ CONFIGS: dict[str, TableEntry] = {
     "table5_acdc_noskip": TableEntry("5", "acdc", skip=False, description="Table 5a: no skip connections"),
 }
 
-#: smoke crop (D, H, W): fits the phantoms; H, W multiples of 16.
+#: smoke crop (D, H, W): fits the phantoms; H, W fit the smoke encoder (multiples of 16).
 SMOKE_PATCH = (8, 48, 48)
 
 
@@ -345,8 +355,14 @@ def validate(cfg: ExperimentConfig) -> None:
         setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), f"setting {f.name!r} of {cfg.name}"))
     get_spec(cfg.dataset)
     d, h, w = cfg.patch_size
-    if d < 1 or h <= 0 or w <= 0 or h % 16 or w % 16:
-        raise ValueError(f"{cfg.name}: patch_size {cfg.patch_size} must be (D>=1, H, W) with H, W positive multiples of 16")
+    if d < 1:
+        raise ValueError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
+    try:
+        check_crop_size(cfg.encoder, (h, w), cfg.encoder_scale)
+    except ValueError as exc:
+        raise ValueError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    if cfg.encoder_weights == "random" and cfg.sam_checkpoint is not None:
+        raise ValueError(f"{cfg.name}: encoder_weights='random' contradicts sam_checkpoint={cfg.sam_checkpoint!r}")
     if cfg.cache_stride is not None and (min(cfg.cache_stride) < 1):
         raise ValueError(f"{cfg.name}: cache_stride {cfg.cache_stride} must be positive")
     positive = ("batch_size", "epochs", "iterations_per_epoch", "val_iterations", "val_every", "encoder_chunk_size")
