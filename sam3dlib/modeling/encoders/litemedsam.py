@@ -156,6 +156,7 @@ def load_litemedsam(tinyvit: nn.Module, checkpoint: str | os.PathLike | None = N
     except RuntimeError as exc:
         details = "; ".join(line.strip() for line in str(exc).splitlines()[1:4] if line.strip())
         raise CheckpointError(f"{path}: image encoder tensors do not fit LiteMedSAM's TinyViT: {details}") from exc
+    tinyvit.eval()  # TinyViT's attention caches its bias table when switched to eval: refresh it
     return source, sha
 
 
