@@ -53,6 +53,8 @@ class ExperimentConfig:
             randomly initialised, e.g. to see what LiteMedSAM's pretraining buys).
         encoder_scale: slices are resized by this factor before encoding; None: the
             encoder's default (crop size for the ViTs, as the paper; 256 for LiteMedSAM).
+        encoder_pool: average-pool the frozen embeddings in-plane by this factor before the
+            decoder (1: none, the paper); a coarser grid makes the decoder cheaper.
         skip: residual branches in the decoder (False = Table 5 ablation).
         deep_supervision: 1/2 and 1/4 resolution heads in the loss.
         patch_size: training crop (D, H, W); H, W fit the encoder
@@ -94,6 +96,7 @@ class ExperimentConfig:
     sam_checkpoint: str | None = None
     encoder_weights: Literal["pretrained", "random"] = "pretrained"
     encoder_scale: float | None = None
+    encoder_pool: int = 1
     skip: bool = True
     deep_supervision: bool = True
     patch_size: tuple[int, int, int] = (64, 176, 176)
@@ -358,7 +361,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if d < 1:
         raise ValueError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
     try:
-        check_crop_size(cfg.encoder, (h, w), cfg.encoder_scale)
+        check_crop_size(cfg.encoder, (h, w), cfg.encoder_scale, cfg.encoder_pool)
     except ValueError as exc:
         raise ValueError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
     if cfg.encoder_weights == "random" and cfg.sam_checkpoint is not None:

@@ -18,8 +18,8 @@ from sam3dlib.modeling.encoders import (
     decoder_upsamplings,
     encoder_input_size,
     get_encoder_spec,
+    litemedsam,
 )
-from sam3dlib.modeling.encoders import litemedsam
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.modeling.sam_checkpoint import CheckpointError
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.utils.fileio import atomic_write_json
 
 MNI_LABELS = {0: "background", 1: "grey matter", 2: "white matter"}
@@ -164,9 +165,16 @@ def slab_arrays(tissue: MNITissue, slabs: list[Slab]) -> dict[str, tuple[np.ndar
     return out
 
 
+def mni152_spec(resolution: int = 2, patch_size: tuple[int, int, int] = (8, 128, 128)) -> DatasetSpec:
+    """A :class:`~sam3dlib.data.specs.DatasetSpec` of the task (regions GM and WM) for the metrics and figures."""
+    return DatasetSpec("mni152", 1, len(MNI_LABELS), dict(MNI_LABELS), {"GM": (1,), "WM": (2,)}, patch_size, 2,
+                       "MRI", (float(resolution),) * 3)
+
+
 def split_json(path: str | os.PathLike) -> dict:
     """The ``split.json`` :func:`write_mni152_task` wrote."""
     return json.loads(Path(path).read_text())
 
 
-__all__ = ["MNI_LABELS", "MNITissue", "Slab", "mni152_slabs", "mni152_tissue", "slab_arrays", "write_mni152_task"]
+__all__ = ["MNI_LABELS", "MNITissue", "Slab", "mni152_slabs", "mni152_spec", "mni152_tissue", "slab_arrays",
+           "split_json", "write_mni152_task"]

@@ -25,6 +25,7 @@ def build_sam3d(
     fast_attention: bool = True,
     encoder_scale: float | None = None,
     pretrained: bool = True,
+    encoder_pool: int = 1,
 ) -> SAM3D:
     """Build SAM3D for crops of ``image_size`` (H, W) pixels.
 
@@ -48,6 +49,7 @@ def build_sam3d(
         encoder_scale: slices are resized by this factor before encoding; None: the encoder's
             default (crop size for the ViTs as in the paper, native 256 for LiteMedSAM).
         pretrained: False builds the encoder architecture randomly initialised.
+        encoder_pool: average-pool the slice embeddings by this factor before the decoder.
 
     Examples::
 
@@ -57,7 +59,7 @@ def build_sam3d(
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    input_hw, upsamplings = check_crop_size(encoder, image_size, encoder_scale)
+    input_hw, upsamplings = check_crop_size(encoder, image_size, encoder_scale, encoder_pool)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     if in_channels < 1:
@@ -75,6 +77,7 @@ def build_sam3d(
         encoder_name=encoder,
         crop_hw=tuple(int(s) for s in image_size),
         input_hw=input_hw,
+        embedding_pool=encoder_pool,
         encoder_source=source or RANDOM_INIT,
         encoder_sha256=sha,
         encoder_chunk_size=encoder_chunk_size,

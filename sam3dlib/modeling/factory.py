@@ -36,5 +36,6 @@ def build_model(config, spec) -> SAM3D:
             encoder_chunk_size=config.encoder_chunk_size,
             fast_attention=config.fast_attention,
             encoder_scale=config.encoder_scale,
+            encoder_pool=config.encoder_pool,
             pretrained=config.encoder_weights == "pretrained",
         )

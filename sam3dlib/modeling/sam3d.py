@@ -87,6 +87,7 @@ class SAM3D(nn.Module):
         crop_hw (tuple[int, int]): the in-plane crop size the model was built for; training,
             the feature cache and inference read it from here.
         input_hw (tuple[int, int] | None): the encoder's input size (None: ``crop_hw``).
+        embedding_pool (int): average-pool the embeddings in-plane by this factor (1: none).
         encoder_source (str): checkpoint path, or ``"random init"``.
         encoder_sha256 (str | None): sha256 of the weights file, None when random.
         encoder_chunk_size (int): slices per encoder call.
@@ -104,6 +105,7 @@ class SAM3D(nn.Module):
         encoder_name: str,
         crop_hw: tuple[int, int],
         input_hw: tuple[int, int] | None = None,
+        embedding_pool: int = 1,
         encoder_source: str = RANDOM_INIT,
         encoder_sha256: str | None = None,
         encoder_chunk_size: int = 32,
@@ -116,6 +118,7 @@ class SAM3D(nn.Module):
         self.encoder_name = encoder_name
         self.crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
         self.input_hw = tuple(input_hw) if input_hw is not None else self.crop_hw
+        self.embedding_pool = int(embedding_pool)
         self.encoder_source = encoder_source
         self.encoder_sha256 = encoder_sha256
         self.encoder_chunk_size = encoder_chunk_size
@@ -133,8 +136,8 @@ class SAM3D(nn.Module):
 
     @property
     def embedding_hw(self) -> tuple[int, int]:
-        """The encoder's output grid ``input_hw / stride`` (the paper: ``crop / 16``)."""
-        stride = self.encoder_spec.stride
+        """The decoder's input grid ``input_hw / (stride * pool)`` (the paper: ``crop / 16``)."""
+        stride = self.encoder_spec.stride * self.embedding_pool
         return self.input_hw[0] // stride, self.input_hw[1] // stride
 
     def train(self, mode: bool = True) -> "SAM3D":
@@ -149,9 +152,12 @@ class SAM3D(nn.Module):
                 f"expected B x {self.in_channels} x D x {self.crop_hw[0]} x {self.crop_hw[1]} (the model's crop), "
                 f"got shape {tuple(volume.shape)}"
             )
-        spec = self.encoder_spec
-        return encode_slices(self.encoder, volume, self.encoder_chunk_size, self.encoder_dtype,
-                             self.input_hw, spec.intensity)
+        emb = encode_slices(self.encoder, volume, self.encoder_chunk_size, self.encoder_dtype,
+                            self.input_hw, self.encoder_spec.intensity)
+        if self.embedding_pool > 1:
+            p = self.embedding_pool
+            emb = F.avg_pool3d(emb, (1, p, p))
+        return emb
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.decoder(self.encode(volume))

