@@ -3,8 +3,8 @@
 Source: the ICBM 2009a nonlinear symmetric T1 template and its grey- and white-matter
 probability maps, as bundled with ``nilearn`` (``nilearn/datasets/data/mni_icbm152_*_09a_*``)
 and read with nilearn's own loaders (``load_mni152_template``, ``load_mni152_gm_template``,
-``load_mni152_wm_template``, ``load_mni152_brain_mask``; nilearn resamples them to
-``resolution`` mm). Nothing is downloaded.
+``load_mni152_wm_template``, ``load_mni152_brain_mask``) at 1 mm, then block-averaged to
+``resolution`` mm. Nothing is downloaded.
 
 Labels (:data:`MNI_LABELS`): 0 background, 1 grey matter, 2 white matter. A voxel of the
 brain mask takes the most probable of {other = 1 - GM - WM, GM, WM}; other and outside-mask
@@ -60,28 +60,48 @@ class Slab:
     role: str  # "train" or "test"
 
 
-def _load(loader, resolution: int) -> nib.Nifti1Image:
-    with warnings.catch_warnings():  # nilearn warns about resampling details
+def _load_1mm(loader) -> nib.Nifti1Image:
+    with warnings.catch_warnings():  # nilearn's loaders may warn about header details
         warnings.simplefilter("ignore")
-        return loader(resolution=resolution)
+        return loader(resolution=1)
+
+
+def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor**3`` blocks of a 3D array (trailing voxels that fill no block are dropped)."""
+    if factor == 1:
+        return volume.astype(np.float32)
+    x, y, z = (s // factor for s in volume.shape)
+    v = volume[: x * factor, : y * factor, : z * factor].astype(np.float32)
+    return v.reshape(x, factor, y, factor, z, factor).mean(axis=(1, 3, 5))
 
 
 def mni152_tissue(resolution: int = 2) -> MNITissue:
     """The MNI152 2009a T1 and its background / GM / WM label map at ``resolution`` mm.
 
+    The 1 mm files are read with nilearn's loaders (no resampling there: nilearn's own takes
+    tens of seconds) and averaged over ``resolution``-voxel blocks here, the maps before the
+    labels are derived; the affine follows the block centres.
+
     Raises:
         ImportError: nilearn is not installed (``pip install nilearn``).
+        ValueError: ``resolution`` is not a positive integer.
     """
     from nilearn import datasets
 
-    t1 = _load(datasets.load_mni152_template, resolution)
-    gm = np.asarray(_load(datasets.load_mni152_gm_template, resolution).dataobj, dtype=np.float32)
-    wm = np.asarray(_load(datasets.load_mni152_wm_template, resolution).dataobj, dtype=np.float32)
-    mask = np.asarray(_load(datasets.load_mni152_brain_mask, resolution).dataobj) > 0
+    if int(resolution) != resolution or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer number of mm, got {resolution}")
+    r = int(resolution)
+    t1 = _load_1mm(datasets.load_mni152_template)
+    maps = [block_mean(np.asarray(_load_1mm(f).dataobj), r) for f in
+            (datasets.load_mni152_gm_template, datasets.load_mni152_wm_template, datasets.load_mni152_brain_mask)]
+    gm, wm, mask = maps[0], maps[1], maps[2] > 0.5
     other = np.clip(1.0 - gm - wm, 0.0, None)
     label = np.argmax(np.stack([other, gm, wm]), axis=0).astype(np.uint8)
     label[~mask] = 0
-    return MNITissue(np.asarray(t1.dataobj, dtype=np.float32), label, t1.affine, resolution)
+    affine = t1.affine.copy()
+    affine[:3, :3] = t1.affine[:3, :3] * r
+    affine[:3, 3] = t1.affine[:3, :3] @ np.full(3, (r - 1) / 2) + t1.affine[:3, 3]
+    return MNITissue(block_mean(np.asarray(t1.dataobj), r), label, affine, r)
 
 
 def mni152_slabs(label: np.ndarray, slab: int = 8, gap: int = 4, test_fraction: float = 0.35) -> list[Slab]:
