@@ -49,6 +49,26 @@ class MRIDemoSettings:
     lr: float = 3e-3
     eval_every: int = 20
     seed: int = 0
+    #: keep only this many training slabs (those nearest the test slabs) / test slabs (None: all)
+    train_slabs: int | None = None
+    test_slabs: int | None = None
+
+
+@dataclass(frozen=True)
+class EncoderVariant:
+    """One encoder setting to compare: registry name, weights, input scale."""
+
+    encoder: str
+    pretrained: bool = True
+    checkpoint: str | None = None
+    encoder_scale: float | None = None
+
+    @property
+    def label(self) -> str:
+        weights = ("pretrained" if self.checkpoint is None else os.path.basename(self.checkpoint)) if self.pretrained \
+            else "random init"
+        scale = "" if self.encoder_scale is None else f", scale {self.encoder_scale:g}"
+        return f"{self.encoder} ({weights}{scale})"
 
 
 @dataclass
@@ -109,16 +129,21 @@ def _score(preds: dict[str, np.ndarray], cases, spec, spacing) -> tuple[pd.DataF
     return per_case, aggregate(per_case, spec)
 
 
-def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pretrained: bool) -> EncoderRun:
-    """Encode every slab once, train the decoder for ``settings.steps`` steps, score the test slabs."""
+def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pretrained: bool = True,
+                   variant: EncoderVariant | None = None) -> EncoderRun:
+    """Encode every slab once, train the decoder for ``settings.steps`` steps, score the test slabs.
+
+    ``variant`` overrides ``settings.encoder`` / ``pretrained`` (encoder comparisons).
+    """
     from sam3dlib.modeling.build import build_sam3d
     from sam3dlib.modeling.losses import sam3d_loss
 
     s = settings
+    v = variant or EncoderVariant(s.encoder, pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
-        model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=s.encoder, encoder_pool=s.encoder_pool,
-                            pretrained=pretrained)
+        model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=v.encoder, encoder_pool=s.encoder_pool,
+                            pretrained=v.pretrained, checkpoint=v.checkpoint, encoder_scale=v.encoder_scale)
     t0 = time.perf_counter()
     train_feats = _encode_all(model, train_cases, s.crop)
     test_feats = _encode_all(model, test_cases, s.crop)
@@ -150,8 +175,7 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
     train_seconds = time.perf_counter() - t1
     preds = {c: _predict(decoder, test_feats[c], test_cases[c][0].shape) for c in test_cases}
     per_case, summary = _score(preds, test_cases, spec, spec.target_spacing)
-    label = f"{s.encoder} ({'pretrained' if pretrained else 'random init'})"
-    return EncoderRun(label, pretrained, model.encoder_source, model.encoder_sha256, per_case, summary, history,
+    return EncoderRun(v.label, v.pretrained, model.encoder_source, model.encoder_sha256, per_case, summary, history,
                       encode_seconds, train_seconds, preds)
 
 
@@ -174,10 +198,48 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_task(settings: MRIDemoSettings):
+    """``(train cases, test cases, spec, split note)`` of the MNI152 tissue task for ``settings``."""
+    from sam3dlib.data.mni import mni152_slabs, mni152_spec, mni152_tissue, slab_arrays
+
+    s = settings
+    tissue = mni152_tissue(s.resolution)
+    slabs = mni152_slabs(tissue.label, s.slab, s.gap)
+    train_slabs = [sl for sl in slabs if sl.role == "train"]
+    test_slabs = [sl for sl in slabs if sl.role == "test"]
+    train_slabs = train_slabs[-s.train_slabs:] if s.train_slabs else train_slabs
+    test_slabs = test_slabs[:s.test_slabs] if s.test_slabs else test_slabs
+    arrays = {cid: (_normalise(img), lab) for cid, (img, lab) in slab_arrays(tissue, train_slabs + test_slabs).items()}
+    train = {sl.case_id: arrays[sl.case_id] for sl in train_slabs}
+    test = {sl.case_id: arrays[sl.case_id] for sl in test_slabs}
+    note = (f"train: {len(train)} slabs (z {train_slabs[0].z0}-{train_slabs[-1].z1 - 1}); test: {len(test)} slabs "
+            f"(z {test_slabs[0].z0}-{test_slabs[-1].z1 - 1}), superior to the training slabs: different anatomy; "
+            f"{s.resolution} mm voxels")
+    return train, test, mni152_spec(s.resolution, (s.slab, s.crop, s.crop)), note
+
+
+@dataclass
+class Comparison:
+    """Encoders compared on one task: the table, each run, the split, the test slabs and the spec."""
+
+    table: pd.DataFrame
+    runs: list[EncoderRun]
+    note: str
+    test: dict
+    spec: object
+
+
+def compare_encoders(variants: list[EncoderVariant], settings: MRIDemoSettings | None = None) -> Comparison:
+    """Train and test every encoder variant on the same slabs with the same grid pool and budget."""
+    s = settings or MRIDemoSettings()
+    train, test, spec, note = load_task(s)
+    runs = [train_and_test(s, train, test, spec, variant=v) for v in variants]
+    return Comparison(results_table(runs), runs, note, test, spec)
+
+
 def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool = False,
                  settings: MRIDemoSettings | None = None) -> dict:
     """Run the demo; write its table, overlays, curves and ``demo.json`` under ``out``; return the record."""
-    from sam3dlib.data.mni import mni152_slabs, mni152_spec, mni152_tissue, slab_arrays
     from sam3dlib.study.report import save_figure, write_csv_atomic
     from sam3dlib.study.report_figures import plot_overlays, plot_training_curves
     from sam3dlib.training.logging import write_log
@@ -186,21 +248,11 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tissue = mni152_tissue(s.resolution)
-    slabs = mni152_slabs(tissue.label, s.slab, s.gap)
-    arrays = {cid: (_normalise(img), lab) for cid, (img, lab) in slab_arrays(tissue, slabs).items()}
-    train = {sl.case_id: arrays[sl.case_id] for sl in slabs if sl.role == "train"}
-    test = {sl.case_id: arrays[sl.case_id] for sl in slabs if sl.role == "test"}
-    spec = mni152_spec(s.resolution, (s.slab, s.crop, s.crop))
-    runs = [train_and_test(s, train, test, spec, pretrained=True)]
-    if compare_random:
-        runs.append(train_and_test(s, train, test, spec, pretrained=False))
+    variants = [EncoderVariant(s.encoder, True)] + ([EncoderVariant(s.encoder, False)] if compare_random else [])
+    train, test, spec, split_note = load_task(s)
+    runs = [train_and_test(s, train, test, spec, variant=v) for v in variants]
     table = results_table(runs)
     write_csv_atomic(table, out / "table.csv")
-    split_note = (f"train: slabs {', '.join(train)} (z {min(sl.z0 for sl in slabs if sl.role == 'train')}-"
-                  f"{max(sl.z1 for sl in slabs if sl.role == 'train') - 1}); test: {', '.join(test)} (z "
-                  f"{min(sl.z0 for sl in slabs if sl.role == 'test')}-{max(sl.z1 for sl in slabs if sl.role == 'test') - 1}), "
-                  f"superior to the training slabs: different anatomy")
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{split_note}.\n"
         f"Labels: the template's own tissue probability maps, thresholded (not manual segmentations). "
@@ -235,4 +287,5 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     return record
 
 
-__all__ = ["MRIDemoSettings", "results_table", "run_mri_demo", "train_and_test"]
+__all__ = ["Comparison", "EncoderVariant", "MRIDemoSettings", "compare_encoders", "load_task", "results_table", "run_mri_demo",
+           "train_and_test"]
