@@ -23,13 +23,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import bench_lib as bl
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import bench_lib as bl  # noqa: E402
-from sam3dlib.modeling.build import build_sam3d  # noqa: E402
-from sam3dlib.modeling.encoders import litemedsam  # noqa: E402
-from sam3dlib.modeling.sam3d import prepare_slices  # noqa: E402
+from sam3dlib.modeling.build import build_sam3d
+from sam3dlib.modeling.encoders import litemedsam
+from sam3dlib.modeling.sam3d import prepare_slices
 
 
 def _variants(with_vit: bool) -> dict[str, tuple[torch.nn.Module, tuple[int, int]]]:
