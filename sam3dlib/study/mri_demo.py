@@ -5,7 +5,7 @@ nilearn installs, at 2 mm; cases are axial slabs of 8 slices, the inferior ones 
 superior ones test (different anatomy, 4 slices left out between them). Each slice is padded to
 the 128 x 128 crop, encoded once by the frozen encoder (LiteMedSAM: resized to its native
 256 px and min-max scaled, 64 x 64 grid), the embeddings are average-pooled to a 16 x 16 grid
-(``encoder_pool=4``; the decoder's first blocks cost grows with the grid's area), and SAM3D's
+(``max_grid=16``, i.e. ``encoder_pool=4``; the decoder's first blocks cost grows with the grid's area), and SAM3D's
 decoder (3 upsamplings to 128 px, deep supervision, Dice+CE) is trained on whole training
 slabs with AdamW. The test slabs are predicted in one pass (the crop is the whole slice) and
 scored per class (DSC, HD95 in mm). With ``compare_random`` the same architecture randomly
@@ -43,7 +43,8 @@ class MRIDemoSettings:
     slab: int = 8
     gap: int = 4
     crop: int = 128
-    encoder_pool: int = 4
+    #: embeddings finer than this grid are average-pooled down to it (``encoder_pool``), per encoder
+    max_grid: int = 16
     steps: int = 120
     batch_size: int = 2
     lr: float = 3e-3
@@ -129,6 +130,14 @@ def _score(preds: dict[str, np.ndarray], cases, spec, spacing) -> tuple[pd.DataF
     return per_case, aggregate(per_case, spec)
 
 
+def embedding_pool(settings: MRIDemoSettings, variant: EncoderVariant) -> int:
+    """The pool factor that brings ``variant``'s embedding grid down to ``settings.max_grid`` (1: no pooling)."""
+    from sam3dlib.modeling.encoders import encoder_input_size, get_encoder_spec
+
+    side = encoder_input_size(variant.encoder, (settings.crop, settings.crop), variant.encoder_scale)[0]
+    return max(1, side // get_encoder_spec(variant.encoder).stride // settings.max_grid)
+
+
 def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pretrained: bool = True,
                    variant: EncoderVariant | None = None) -> EncoderRun:
     """Encode every slab once, train the decoder for ``settings.steps`` steps, score the test slabs.
@@ -142,7 +151,7 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
     v = variant or EncoderVariant(s.encoder, pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
-        model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=v.encoder, encoder_pool=s.encoder_pool,
+        model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=v.encoder, encoder_pool=embedding_pool(s, v),
                             pretrained=v.pretrained, checkpoint=v.checkpoint, encoder_scale=v.encoder_scale)
     t0 = time.perf_counter()
     train_feats = _encode_all(model, train_cases, s.crop)
