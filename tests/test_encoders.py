@@ -120,11 +120,29 @@ def test_litemedsam_shape_and_min_max_input():
     assert float((vit.encode(x[..., :48, :48]) - vit.encode(x[..., :48, :48] * 7 - 3)).abs().max()) > 1e-3
 
 
-@pytest.mark.parametrize("crop,input_hw,stride,expected", [((176, 176), (176, 176), 16, 4), ((176, 176), (352, 352), 16, 3),
-                                                           ((96, 96), (384, 384), 16, 2), ((64, 64), (256, 256), 4, 0),
-                                                           ((128, 128), (256, 256), 4, 1), ((256, 256), (256, 256), 4, 2)])
-def test_decoder_upsamplings_follow_the_grid(crop, input_hw, stride, expected):
-    assert decoder_upsamplings(crop, input_hw, stride) == expected
+@pytest.mark.parametrize("crop,grid,expected", [((176, 176), (11, 11), 4), ((176, 176), (22, 22), 3),
+                                                ((96, 96), (24, 24), 2), ((64, 64), (64, 64), 0),
+                                                ((128, 128), (64, 64), 1), ((256, 256), (64, 64), 2),
+                                                ((176, 176), (64, 64), 2), ((160, 192), (64, 64), 2)])
+def test_decoder_upsamplings_follow_the_grid(crop, grid, expected):
+    assert decoder_upsamplings(crop, grid) == expected
+
+
+def test_litemedsam_under_a_paper_crop_is_area_resampled():
+    """Synapse's 176 px crop: LiteMedSAM's 64 x 64 grid is resampled to 44 x 44, two upsamplings."""
+    model = build_sam3d(3, image_size=176, encoder="litemedsam", pretrained=False)
+    assert model.decoder.upsamplings == 2 and model.embedding_hw == (44, 44)
+    emb = torch.randn(2, 4, 1, 1).expand(-1, -1, 64, 64)  # per slice and channel constant
+
+    class StandIn(torch.nn.Module):  # skips the slow TinyViT; checks what it is fed
+        def forward(self, x):
+            assert x.shape == (2, 3, 256, 256)
+            return emb
+
+    model.encoder = StandIn()
+    out = model.encode(torch.randn(1, 1, 2, 176, 176))
+    assert out.shape == (1, 4, 2, 44, 44)
+    assert torch.allclose(out[0], emb[:, :, :44, :44].permute(1, 0, 2, 3), atol=1e-6)  # an average of each grid
 
 
 @pytest.mark.parametrize("upsamplings", range(5))
@@ -144,12 +162,15 @@ def test_crop_checks_name_the_problem():
         check_crop_size("vit_b", (100, 100))
     with pytest.raises(ValueError, match="only 256 x 256"):
         encoder_input_size("litemedsam", (64, 64), 2.0)
-    with pytest.raises(ValueError, match="power of two"):
-        check_crop_size("litemedsam", (96, 96))
-    with pytest.raises(ValueError, match="power of two"):
-        check_crop_size("litemedsam", (64, 128))
+    with pytest.raises(ValueError, match="too coarse"):
+        check_crop_size("vit_b", (64, 64), 0.25)
+    with pytest.raises(ValueError, match="too coarse"):
+        check_crop_size("litemedsam", (256, 256), pool=16)
     with pytest.raises(ValueError, match="patch_size"):
-        get_config("table2_acdc", "smoke", encoder="litemedsam", patch_size=(8, 96, 96))
+        get_config("table2_acdc", "smoke", encoder="vit_b", patch_size=(8, 100, 100))
+    for dataset in ("synapse", "acdc", "lung", "brats"):  # every paper crop accepts LiteMedSAM
+        crop = get_spec(dataset).patch_size[1:]
+        assert check_crop_size("litemedsam", crop)[0] == (256, 256)
     assert check_crop_size("vit_b", (176, 176), 2.0) == ((352, 352), 3)
 
 

@@ -136,9 +136,10 @@ class SAM3D(nn.Module):
 
     @property
     def embedding_hw(self) -> tuple[int, int]:
-        """The decoder's input grid ``input_hw / (stride * pool)`` (the paper: ``crop / 16``)."""
-        stride = self.encoder_spec.stride * self.embedding_pool
-        return self.input_hw[0] // stride, self.input_hw[1] // stride
+        """The decoder's input grid ``crop / 2**upsamplings`` (the paper: ``crop / 16``)."""
+        from sam3dlib.modeling.encoders import decoder_grid
+
+        return decoder_grid(self.crop_hw, self.decoder.upsamplings)
 
     def train(self, mode: bool = True) -> "SAM3D":
         super().train(mode)
@@ -157,6 +158,8 @@ class SAM3D(nn.Module):
         if self.embedding_pool > 1:
             p = self.embedding_pool
             emb = F.avg_pool3d(emb, (1, p, p))
+        if tuple(emb.shape[-2:]) != self.embedding_hw:  # grid/crop ratio no power of two: area-resample
+            emb = F.adaptive_avg_pool3d(emb, (emb.shape[2], *self.embedding_hw))
         return emb
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

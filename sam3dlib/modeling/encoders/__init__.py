@@ -15,7 +15,9 @@ resized (bilinear) to ``round(s*H) x round(s*W)`` before encoding; None means th
 default: the crop size itself for the SAM ViTs (``s = 1``, the paper's way: Synapse 176 px ->
 an 11 x 11 grid) and the native size for an encoder that has one (LiteMedSAM: 256). The
 embeddings' grid is ``input / stride`` and the decoder upsamples in-plane by the remaining
-power of two ``crop / grid`` (:func:`decoder_upsamplings`, 1 to 16; the paper: 16). An optional
+power of two ``crop / grid`` (:func:`decoder_upsamplings`, 1 to 16; the paper: 16); when the
+ratio is no power of two (LiteMedSAM's 64 x 64 grid under a 176 px crop) the embeddings are
+area-resampled to the next coarser grid that is (44 x 44, two upsamplings). An optional
 **embedding pool** (config ``encoder_pool``) average-pools the frozen embeddings before the
 decoder, coarsening the grid to ``input / (stride * pool)``: the decoder's first blocks cost
 grows with the grid's area, so a stride-4 encoder's 64 x 64 grid is pooled on CPUs.
@@ -120,21 +122,35 @@ def encoder_input_size(name: str, crop_hw: tuple[int, int], scale: float | None 
     return size  # type: ignore[return-value]
 
 
-def decoder_upsamplings(crop_hw: tuple[int, int], input_hw: tuple[int, int], stride: int) -> int:
-    """Number of x2 in-plane upsamplings that bring the embedding grid ``input/stride`` to the crop.
+def decoder_upsamplings(crop_hw: tuple[int, int], grid_hw: tuple[int, int]) -> int:
+    """x2 in-plane upsamplings from the decoder's input grid to the crop (0 ... 4).
+
+    When ``crop / grid`` is one power of two along both axes (the paper: 176 / 11 = 16) that
+    is it, and the embeddings enter the decoder as they are. Otherwise (LiteMedSAM's fixed
+    64 x 64 grid under a 176 px crop) it is the fewest upsamplings whose starting grid
+    ``crop / 2**u`` is no finer than the embeddings', which are then area-resampled to it
+    (:func:`decoder_grid`).
 
     Raises:
-        ValueError: ``crop / grid`` is not the same power of two (1 ... 16) along H and W.
+        ValueError: the grid is coarser than ``crop / 16`` (more than 4 upsamplings needed).
     """
-    grid = (input_hw[0] // stride, input_hw[1] // stride)
-    ratios = {crop_hw[0] / grid[0], crop_hw[1] / grid[1]}
-    ratio = ratios.pop() if len(ratios) == 1 else None
-    steps = math.log2(ratio) if ratio else -1.0
-    if not (steps.is_integer() and 0 <= steps <= MAX_UPSAMPLINGS):
-        raise ValueError(f"crop {tuple(crop_hw)} over the embedding grid {grid} (input {tuple(input_hw)} / stride "
-                         f"{stride}) must be one power of two from 1 to {2 ** MAX_UPSAMPLINGS} along both axes; "
-                         "choose the crop or encoder_scale accordingly")
-    return int(steps)
+    ratios = {crop_hw[0] / grid_hw[0], crop_hw[1] / grid_hw[1]}
+    if len(ratios) == 1 and math.log2(ratios.copy().pop()).is_integer() and 0 <= math.log2(ratios.pop()) <= MAX_UPSAMPLINGS:
+        return int(math.log2(crop_hw[0] / grid_hw[0]))
+    steps = max(max(0, math.ceil(math.log2(c / g))) for c, g in zip(crop_hw, grid_hw))
+    if steps > MAX_UPSAMPLINGS:
+        raise ValueError(f"the embedding grid {tuple(grid_hw)} is too coarse for the crop {tuple(crop_hw)}: the decoder "
+                         f"upsamples at most {2 ** MAX_UPSAMPLINGS}x; choose a smaller crop, encoder_scale or encoder_pool")
+    return steps
+
+
+def decoder_grid(crop_hw: tuple[int, int], upsamplings: int) -> tuple[int, int]:
+    """The decoder's input grid: ``crop / 2**upsamplings`` (ValueError unless it divides)."""
+    f = 2**upsamplings
+    if crop_hw[0] % f or crop_hw[1] % f:
+        raise ValueError(f"crop {tuple(crop_hw)} must be a multiple of {f} for {upsamplings} decoder upsamplings "
+                         "(each x2)")
+    return crop_hw[0] // f, crop_hw[1] // f
 
 
 def check_crop_size(name: str, crop_hw: tuple[int, int], scale: float | None = None,
@@ -154,7 +170,9 @@ def check_crop_size(name: str, crop_hw: tuple[int, int], scale: float | None = N
     if input_hw[0] % (stride * pool) or input_hw[1] % (stride * pool):
         raise ValueError(f"encoder {name}: its {input_hw[0] // stride} x {input_hw[1] // stride} grid cannot be "
                          f"average-pooled by {pool}")
-    return input_hw, decoder_upsamplings(crop_hw, input_hw, stride * pool)
+    upsamplings = decoder_upsamplings(crop_hw, (input_hw[0] // (stride * pool), input_hw[1] // (stride * pool)))
+    decoder_grid(crop_hw, upsamplings)
+    return input_hw, upsamplings
 
 
 def build_encoder(name: str, input_hw: tuple[int, int], checkpoint: str | os.PathLike | None = None,
@@ -194,6 +212,7 @@ __all__ = [
     "build_image_encoder",
     "check_crop_size",
     "check_image_size",
+    "decoder_grid",
     "decoder_upsamplings",
     "encoder_config",
     "encoder_input_size",
