@@ -188,3 +188,23 @@ def test_random_litemedsam_config_and_contradiction():
     assert model.random_encoder and model.decoder.upsamplings == 0
     with pytest.raises(ValueError, match="contradicts"):
         get_config("table2_acdc", "smoke", encoder_weights="random", sam_checkpoint="x.pth")
+
+
+def test_feature_cache_stores_the_decoder_grid_of_a_scaled_encoder(tmp_path):
+    """The cached features of a crop equal model.encode of that crop (input scale 2: a 4 x 4 grid, not 2 x 2)."""
+    import numpy as np
+
+    from sam3dlib.training.feature_cache import CacheSettings, FeatureCache
+
+    model = build_sam3d(2, image_size=32, encoder="vit_tiny", encoder_scale=2.0)
+    settings = CacheSettings("vit_tiny", "random init (seed 0)", (32, 32), (16, 16), "float32", 1,
+                             encoder_input_hw=model.input_hw)
+    cache = FeatureCache(tmp_path, settings)
+    image = np.random.default_rng(0).random((1, 3, 40, 40), dtype=np.float32)
+    np.save(tmp_path / "img.npy", image)
+    cache.build_case("c1", image, tmp_path / "img.npy", model)
+    entry = cache.entry("c1")
+    assert model.embedding_hw == (4, 4) and entry.features.shape == (len(entry.tiles), 256, 3, 4, 4)
+    y, x = entry.tiles[-1]
+    ref = model.encode(torch.from_numpy(image[None, :, :, y:y + 32, x:x + 32]))[0].numpy()
+    assert np.abs(entry.features[-1].astype(np.float32) - ref).max() <= 1e-2 * np.abs(ref).max()
