@@ -254,7 +254,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     from sam3dlib.training.logging import write_log
 
     s = settings or MRIDemoSettings()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     variants = [EncoderVariant(s.encoder, True)] + ([EncoderVariant(s.encoder, False)] if compare_random else [])
@@ -288,6 +288,8 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
                                "encode_seconds": round(r.encode_seconds, 1),
                                "train_seconds": round(r.train_seconds, 1)} for r in runs},
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),  # all threads; wall time on a shared machine is longer
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "threads": torch.get_num_threads(),
         "settings": asdict(s),
     }
