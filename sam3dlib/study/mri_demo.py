@@ -1,14 +1,15 @@
 """``make demo``: SAM3D with a real pretrained encoder (LiteMedSAM) on a real MRI, in minutes on a CPU.
 
 Task (:mod:`sam3dlib.data.mni`): grey / white matter of the MNI152 2009a T1 template that
-nilearn installs, at 2 mm; cases are axial slabs of 8 slices, the inferior ones train and the
-superior ones test (different anatomy, 4 slices left out between them). Each slice is padded to
-the 128 x 128 crop, encoded once by the frozen encoder (LiteMedSAM: resized to its native
-256 px and min-max scaled, 64 x 64 grid), the embeddings are average-pooled to a 16 x 16 grid
-(``max_grid=16``, i.e. ``encoder_pool=4``; the decoder's first blocks cost grows with the grid's area), and SAM3D's
-decoder (3 upsamplings to 128 px, deep supervision, Dice+CE) is trained on whole training
-slabs with AdamW. The test slabs are predicted in one pass (the crop is the whole slice) and
-scored per class (DSC, HD95 in mm). With ``compare_random`` the same architecture randomly
+nilearn installs, at 3 mm; cases are axial slabs of 6 slices, the inferior ones train and the
+superior ones test (different anatomy, 3 slices left out between them). Each slice is padded to
+the 96 x 96 crop, encoded once by the frozen encoder (LiteMedSAM: resized to its native
+256 px and min-max scaled, 64 x 64 grid), the embeddings are average-pooled to 16 x 16
+(``max_grid=16``; the decoder's first blocks cost grows with the grid's area) and
+area-resampled to 12 x 12 = 96 / 8, and SAM3D's decoder (3 upsamplings, deep supervision,
+Dice+CE) is trained on whole training slabs with AdamW. The test slabs are predicted in one
+pass (the crop is the whole slice) and scored per class (DSC, HD95 in mm). With
+``compare_random`` the same architecture randomly
 initialised runs with the same grid and budget beside it.
 
 This is a compact in-memory loop over cached embeddings (the encoder is frozen, so the
@@ -39,16 +40,16 @@ class MRIDemoSettings:
     """The demo's task and budget (chosen from measurements, ``docs/PERFORMANCE.md``)."""
 
     encoder: str = "litemedsam"
-    resolution: int = 2
-    slab: int = 8
-    gap: int = 4
-    crop: int = 128
+    resolution: int = 3
+    slab: int = 6
+    gap: int = 3
+    crop: int = 96
     #: embeddings finer than this grid are average-pooled down to it (``encoder_pool``), per encoder
     max_grid: int = 16
-    steps: int = 120
+    steps: int = 100
     batch_size: int = 2
     lr: float = 3e-3
-    eval_every: int = 20
+    eval_every: int = 25
     seed: int = 0
     #: keep only this many training slabs (those nearest the test slabs) / test slabs (None: all)
     train_slabs: int | None = None
