@@ -66,8 +66,15 @@ class EncoderVariant:
     encoder_scale: float | None = None
 
     @property
+    def has_weights(self) -> bool:
+        """Pretrained weights are used: a file, or the encoder's package (a ViT without a file is random)."""
+        from sam3dlib.modeling.encoders import get_encoder_spec
+
+        return self.pretrained and (self.checkpoint is not None or get_encoder_spec(self.encoder).weights == "package")
+
+    @property
     def label(self) -> str:
-        weights = ("pretrained" if self.checkpoint is None else os.path.basename(self.checkpoint)) if self.pretrained \
+        weights = ("pretrained" if self.checkpoint is None else os.path.basename(self.checkpoint)) if self.has_weights \
             else "random init"
         scale = "" if self.encoder_scale is None else f", scale {self.encoder_scale:g}"
         return f"{self.encoder} ({weights}{scale})"
@@ -185,7 +192,7 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
             losses = []
     preds = {c: _predict(decoder, test_feats[c], test_cases[c][0].shape) for c in test_cases}
     per_case, summary = _score(preds, test_cases, spec, spec.target_spacing)
-    return EncoderRun(v.label, v.pretrained, model.encoder_source, model.encoder_sha256, per_case, summary, history,
+    return EncoderRun(v.label, v.has_weights, model.encoder_source, model.encoder_sha256, per_case, summary, history,
                       encode_seconds, train_seconds, preds)
 
 
