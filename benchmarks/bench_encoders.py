@@ -79,8 +79,8 @@ def measure(slices: int = 4, reps: int = 2, with_vit: bool = True) -> dict[str, 
 
 def to_markdown(report: dict[str, Any]) -> str:
     lines = ["# Frozen-encoder throughput (CPU, fp32, inference mode)", "",
-             f"{report['slices_per_call']} slices per call, best of {report['reps']} round-robin reps; fp32 matmul "
-             f"peak {report['matmul_peak_gflops']:.1f} GFLOP/s; 1-min load average {report['loadavg_1min']}.", "",
+             (f"{report['slices_per_call']} slices per call, best of {report['reps']} round-robin reps; fp32 matmul "
+             f"peak {report['matmul_peak_gflops']:.1f} GFLOP/s; 1-min load average {report['loadavg_1min']}."), "",
              "| encoder | input | slices/s | GFLOP/slice | GFLOP/s | of matmul peak |", "|---|---|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['encoder']} | {r['input']} | {r['slices_per_s']:.3f} | {r['gflop_per_slice']:.1f} | "

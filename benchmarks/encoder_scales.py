@@ -12,7 +12,12 @@ from pathlib import Path
 
 import torch
 
-from sam3dlib.study.mri_demo import EncoderVariant, MRIDemoSettings, compare_encoders, embedding_pool
+from sam3dlib.study.mri_demo import (
+            EncoderVariant,
+            MRIDemoSettings,
+            compare_encoders,
+            embedding_pool,
+)
 
 s = MRIDemoSettings(resolution=4, slab=4, gap=2, crop=64, steps=100, eval_every=50, max_grid=16)
 variants = [EncoderVariant("vit_b", False, encoder_scale=1.0), EncoderVariant("vit_b", False, encoder_scale=2.0),

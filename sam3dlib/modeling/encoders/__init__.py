@@ -112,7 +112,7 @@ def encoder_input_size(name: str, crop_hw: tuple[int, int], scale: float | None 
     if scale is None:
         size = (spec.native_size,) * 2 if spec.native_size else tuple(int(s) for s in crop_hw)
     else:
-        size = tuple(int(round(s * scale)) for s in crop_hw)
+        size = tuple(round(s * scale) for s in crop_hw)
     if spec.native_size and size != (spec.native_size,) * 2:
         raise ValueError(f"encoder {name} takes only {spec.native_size} x {spec.native_size} slices; crop "
                          f"{tuple(crop_hw)} at scale {scale} gives {size} (leave encoder_scale unset)")
