@@ -85,3 +85,23 @@ def test_mri_demo_writes_table_figures_and_record(tmp_path):
     assert "superior to the training slabs" in saved["split"] and saved["seconds"] > 0
     assert set(saved["mean_foreground_dsc"]) == {"vit_tiny (random init)"}  # a ViT without a weights file is random
     assert "different anatomy" in (tmp_path / "table.md").read_text()
+
+
+def test_write_mni152_task_msd_layout(tmp_path):
+    """The task as an MSD raw dataset: every case has image + label with one geometry; split inferior/superior."""
+    import json
+
+    import nibabel as nib
+
+    from sam3dlib.data.mni import write_mni152_task
+
+    out = write_mni152_task(tmp_path / "Task_MNI", resolution=4, slab=8, gap=2)
+    meta = json.loads((out / "dataset.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    assert meta["labels"] == {"0": "background", "1": "grey matter", "2": "white matter"}
+    assert meta["numTraining"] == len(meta["training"]) == len(split["train"]) + len(split["test"])
+    assert max(split["slices"][c][1] for c in split["train"]) + 2 <= min(split["slices"][c][0] for c in split["test"])
+    for entry in meta["training"]:
+        img, lab = nib.load(out / entry["image"]), nib.load(out / entry["label"])
+        assert img.shape == lab.shape and img.shape[2] == 8 and (img.affine == lab.affine).all()
+        assert set(lab.get_fdata().ravel().astype(int)) <= {0, 1, 2}
