@@ -14,11 +14,12 @@ Its TinyViT takes ``3 x 256 x 256`` (it reshapes to a fixed 64 x 64 grid) and re
 min-max scaling of each slice to [0, 1] (applied by :func:`sam3dlib.modeling.sam3d.encode_slices`
 from the registry entry).
 
-Speed (frozen, inference only; ``docs/PERFORMANCE.md``): every convolution + BatchNorm pair is
-folded into one convolution (:func:`fold_batchnorm`, PyTorch's ``fuse_conv_bn_eval``) and the
-input is made channels-last, so oneDNN runs the 1x1 and depthwise convolutions of the
-full-resolution MBConv stage in NHWC. The embeddings equal the packaged module's to float
-rounding (``tests/test_encoders.py``).
+Speed (frozen, inference only): every convolution + BatchNorm pair is folded into one
+convolution (:func:`fold_batchnorm`, PyTorch's ``fuse_conv_bn_eval``) and the input is made
+channels-last; the embeddings equal the packaged module's to float rounding
+(``tests/test_encoders.py``). Measured on 2 quiet CPU cores this is only 1.03x the packaged
+speed (0.567 vs 0.551 slices/s; ``docs/PERFORMANCE.md`` section 6): the full-resolution MBConv
+stage is memory-bound, so the 3x goal of issue 12 is not met.
 """
 from __future__ import annotations
 
