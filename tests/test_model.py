@@ -121,5 +121,7 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 
 def test_wrong_input_shape_is_rejected():
     model = build_sam3d(num_classes=2, in_channels=4, image_size=(32, 32), encoder="vit_tiny")
-    with pytest.raises(ValueError, match="B x 4 x D x H x W"):
+    with pytest.raises(ValueError, match="B x 4 x D x 32 x 32"):
         model.encode(torch.randn(1, 1, 2, 32, 32))
+    with pytest.raises(ValueError, match="the model's crop"):
+        model.encode(torch.randn(1, 4, 2, 48, 48))

@@ -142,7 +142,7 @@ def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool =
 
     def attempt(batch: int, device: torch.device) -> torch.Tensor:
         return sliding_window_predict(
-            loaded.model, arr, tuple(cfg.patch_size), overlap=cfg.sw_overlap,
+            loaded.model, arr, (cfg.patch_size[0], *loaded.model.crop_hw), overlap=cfg.sw_overlap,
             mirror_axes=(0, 1, 2) if cfg.mirror_tta else None, sw_batch_size=batch, device=device,
             progress=progress,
         )

@@ -1,16 +1,15 @@
-"""Builders: wire a SAM image encoder (optionally loaded from a checkpoint) to a decoder."""
+"""Builders: wire a registry slice encoder (optionally loaded from a checkpoint) to a decoder."""
 from __future__ import annotations
 
 import os
 
 import torch
 
-from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
+from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.modeling.decoder import Decoder3D
-from sam3dlib.modeling.encoders import build_image_encoder, check_image_size
+from sam3dlib.modeling.encoders import build_encoder, check_crop_size, get_encoder_spec
 from sam3dlib.modeling.fast_attention import enable_fast_attention
 from sam3dlib.modeling.sam3d import SAM3D
-from sam3dlib.modeling.sam_checkpoint import CheckpointError, file_sha256, load_encoder_state
 
 
 def build_sam3d(
@@ -24,59 +23,62 @@ def build_sam3d(
     encoder_dtype: torch.dtype | None = None,
     encoder_chunk_size: int = 32,
     fast_attention: bool = True,
+    encoder_scale: float | None = None,
+    pretrained: bool = True,
+    encoder_pool: int = 1,
 ) -> SAM3D:
     """Build SAM3D for crops of ``image_size`` (H, W) pixels.
 
     Args:
         num_classes: output classes including background (Synapse 14, ACDC 4, Lung 2, BraTS 4).
         in_channels: input modalities (BraTS 4, others 1).
-        image_size: in-plane crop size; multiples of 16.
-        encoder: ``vit_b``, ``vit_l``, ``vit_h`` (or ``vit_tiny`` for tests).
-        checkpoint: official SAM/MedSAM ``.pth`` file, or None for a random encoder.
+        image_size: in-plane crop size; checked against the encoder by
+            :func:`sam3dlib.modeling.encoders.check_crop_size` (paper ViTs: multiples of 16).
+        encoder: a key of :data:`sam3dlib.modeling.encoders.ENCODERS`: ``vit_b``, ``vit_l``,
+            ``vit_h``, ``litemedsam`` (or ``vit_tiny`` for tests).
+        checkpoint: weights file (official SAM/MedSAM ``.pth`` for the ViTs), or None for the
+            encoder's default weights (random ViT; LiteMedSAM from the installed package,
+            verified by size and sha256).
         skip: residual branches in the decoder (False = Table 5 ablation).
         deep_supervision: auxiliary heads at 1/2 and 1/4 resolution.
         encoder_dtype: autocast dtype for the encoder, e.g. ``torch.bfloat16``.
         encoder_chunk_size: slices per encoder call.
-        fast_attention: run the encoder's attention through :mod:`sam3dlib.modeling.fast_attention`
+        fast_attention: run a SAM ViT's attention through :mod:`sam3dlib.modeling.fast_attention`
             (an exact rewrite of SAM's; embeddings equal to ~1e-6 relative, faster on CPU
             and GPU). False keeps segment-anything's own forward.
+        encoder_scale: slices are resized by this factor before encoding; None: the encoder's
+            default (crop size for the ViTs as in the paper, native 256 for LiteMedSAM).
+        pretrained: False builds the encoder architecture randomly initialised.
+        encoder_pool: average-pool the slice embeddings by this factor before the decoder.
 
     Examples::
 
         >>> model = build_sam3d(num_classes=14, image_size=(176, 176))   # Synapse
         >>> model = build_sam3d(num_classes=4, in_channels=4, image_size=64)  # BraTS
+        >>> model = build_sam3d(num_classes=3, image_size=128, encoder="litemedsam")
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    image_size = check_image_size(image_size)
+    input_hw, upsamplings = check_crop_size(encoder, image_size, encoder_scale, encoder_pool)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    vit = build_image_encoder(encoder, image_size)
-    source, sha = RANDOM_INIT, None
-    if checkpoint is not None:
-        state = load_encoder_state(checkpoint, encoder, image_size)
-        try:
-            result = vit.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatch; PyTorch lists each tensor on its own line
-            details = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
-            raise CheckpointError(f"{checkpoint}: image encoder tensors do not fit {encoder}: {details}") from exc
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"{checkpoint}: image encoder keys do not match segment-anything's {encoder}: "
-                f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-            )
-        source, sha = os.fspath(checkpoint), file_sha256(checkpoint)
-    if fast_attention:
-        enable_fast_attention(vit)
-    decoder = Decoder3D(in_channels * EMBED_CHANNELS, num_classes, skip=skip, deep_supervision=deep_supervision)
+    net, source, sha = build_encoder(encoder, input_hw, checkpoint, pretrained)
+    spec = get_encoder_spec(encoder)
+    if fast_attention and spec.family == "sam_vit":
+        enable_fast_attention(net)
+    decoder = Decoder3D(in_channels * spec.channels, num_classes, skip=skip, deep_supervision=deep_supervision,
+                        upsamplings=upsamplings)
     return SAM3D(
-        vit,
+        net,
         decoder,
         in_channels=in_channels,
         encoder_name=encoder,
-        encoder_source=source,
+        crop_hw=tuple(int(s) for s in image_size),
+        input_hw=input_hw,
+        embedding_pool=encoder_pool,
+        encoder_source=source or RANDOM_INIT,
         encoder_sha256=sha,
         encoder_chunk_size=encoder_chunk_size,
         encoder_dtype=encoder_dtype,

@@ -1,8 +1,14 @@
 """The lightweight 3D residual decoder of SAM3D (paper Fig. 2) with deep-supervision heads.
 
-Input: slice embeddings ``B x (C*256) x D x H/16 x W/16``. Four residual blocks halve the
-channels (128, 64, 32, 16) and upsample in-plane by 2 each, so the decoder ends at full
-resolution ``D x H x W``. The depth axis is never resampled.
+Input: slice embeddings ``B x (C*256) x D x h x w`` on the encoder's grid. Four residual
+blocks halve the channels (128, 64, 32, 16); in the paper's configuration (ViT at the crop
+size, stride 16) blocks 2-4 and the head each upsample in-plane by 2, so the decoder ends at
+full resolution ``D x 16h x 16w``. For a finer grid (an encoder input scale > 1, or a stride-4
+encoder) the same blocks upsample only where needed: ``upsamplings`` = log2(crop / grid) of the
+four stages do, the last ones (nearest the output), so the full-resolution head always
+matches the crop (:func:`sam3dlib.modeling.encoders.decoder_upsamplings`). A deep-supervision
+head upsamples when the block after its input does, so it sits at the input resolution of
+that block (1/2 and 1/4 of the crop in the paper's case). The depth axis is never resampled.
 
 Each block's nearest upsampling is applied as the first step of whatever reads the block's
 output (the next block, a head). With ``fused_upsample`` (the default) those readers run
@@ -11,7 +17,8 @@ their first convolution on the low-resolution tensor through
 multiply-adds; ``fused_upsample=False`` upsamples first and convolves, literally. Both give
 the same function and gradients up to float rounding (``tests/test_decoder.py``) and the same
 state dict. ``channels_last`` keeps the activations channels-last-3d: it sped up the literal
-path on a CPU but slowed the fused one (``docs/PERFORMANCE.md``), so it is off by default.
+path on a CPU but slowed the fused one (``docs/PERFORMANCE.md``), so it is off by default
+(the measured-best setting; ``tests/test_decoder.py`` checks the trainer's decoder uses it).
 """
 from __future__ import annotations
 
@@ -20,6 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam3dlib.modeling.constants import DECODER_CHANNELS
+
+#: x2 in-plane upsampling stages of the decoder: the inputs of blocks 2-4 and the head.
+UPSAMPLING_STAGES = 4
 from sam3dlib.modeling.upsample_conv import conv3d_of_upsampled, upsample_in_plane
 
 
@@ -105,18 +115,19 @@ class ResidualBlock3D(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """Upsample (1, 2, 2), conv3 to half the channels, IN, LReLU, conv1 to ``num_classes`` logits."""
+    """[Upsample (1, 2, 2)], conv3 to half the channels, IN, LReLU, conv1 to ``num_classes`` logits."""
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, upsample_input: bool = True) -> None:
         super().__init__()
         self.layers = nn.Sequential(
             *_conv_norm(in_channels, in_channels // 2, 3),
             nn.LeakyReLU(0.01, inplace=True),
             PointwiseConv3d(in_channels // 2, num_classes),
         )
+        self.upsample_input = upsample_input
 
     def forward(self, x: torch.Tensor, fused_upsample: bool = True) -> torch.Tensor:
-        return _run_upsampled(self.layers, x, True, fused_upsample)
+        return _run_upsampled(self.layers, x, self.upsample_input, fused_upsample)
 
 
 class Decoder3D(nn.Module):
@@ -128,10 +139,14 @@ class Decoder3D(nn.Module):
         skip (bool): residual branches in the blocks.
         deep_supervision (bool): add heads on the 1/2 and 1/4 resolution outputs.
         fused_upsample (bool): convolve upsampled tensors at their low resolution (exact, faster).
-        channels_last (bool): keep activations channels-last-3d.
+        channels_last (bool): keep activations channels-last-3d (off: measured slower with the
+            fused path).
+        upsamplings (int): x2 in-plane upsamplings from the input grid to the output, 0 to 4
+            (4: the paper's stride-16 grid at the crop size).
 
     ``forward`` returns full-resolution logits ``B x K x D x H x W``; in training mode with
-    deep supervision it returns ``[full, half, quarter]`` (MONAI DynUNet's contract).
+    deep supervision it returns ``[full, half, quarter]`` (MONAI DynUNet's contract; with fewer
+    than 4 upsamplings the auxiliary outputs can be finer, see the module docstring).
     """
 
     def __init__(
@@ -141,20 +156,29 @@ class Decoder3D(nn.Module):
         skip: bool = True,
         deep_supervision: bool = True,
         fused_upsample: bool = True,
-        channels_last: bool = True,
+        channels_last: bool = False,
+        upsamplings: int = UPSAMPLING_STAGES,
     ) -> None:
         super().__init__()
+        if not 0 <= upsamplings <= UPSAMPLING_STAGES:
+            raise ValueError(f"upsamplings must be 0 ... {UPSAMPLING_STAGES}, got {upsamplings}")
+        # stage i upsamples the input of block i+1 (i < 3) or of the head (i = 3); the last ones do
+        ups = [i >= UPSAMPLING_STAGES - upsamplings for i in range(UPSAMPLING_STAGES)]
         widths = (in_channels, *DECODER_CHANNELS)
         self.blocks = nn.ModuleList(
-            ResidualBlock3D(a, b, skip, upsample_input=i > 0) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+            ResidualBlock3D(a, b, skip, upsample_input=i > 0 and ups[i - 1])
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
         )
-        self.head = SegmentationHead(DECODER_CHANNELS[-1], num_classes)
+        self.head = SegmentationHead(DECODER_CHANNELS[-1], num_classes, upsample_input=ups[-1])
         self.deep_supervision = deep_supervision
         self.fused_upsample = fused_upsample
         self.channels_last = channels_last
-        # aux_heads[0] at 1/2 (32 channels), aux_heads[1] at 1/4 (64 channels)
+        self.upsamplings = upsamplings
+        # aux_heads[0] on block 3's output (32 channels; 1/2 in the paper), aux_heads[1] on block 2's
+        # (64 channels; 1/4): each upsamples when the block that reads the same tensor does
         self.aux_heads = (
-            nn.ModuleList(SegmentationHead(c, num_classes) for c in DECODER_CHANNELS[-2:-4:-1])
+            nn.ModuleList(SegmentationHead(c, num_classes, upsample_input=u)
+                          for c, u in zip(DECODER_CHANNELS[-2:-4:-1], (ups[2], ups[1])))
             if deep_supervision
             else nn.ModuleList()
         )
@@ -162,7 +186,7 @@ class Decoder3D(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         fused = self.fused_upsample
         x = features.contiguous(memory_format=torch.channels_last_3d if self.channels_last else torch.contiguous_format)
-        outs = []  # block outputs before their upsampling: 1/8, 1/4, 1/2 of full resolution
+        outs = []  # block outputs before their upsampling (paper: 1/16, 1/8, 1/4, 1/2 of full resolution)
         for block in self.blocks:
             x = block(x, fused)
             outs.append(x)

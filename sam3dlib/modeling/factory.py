@@ -19,7 +19,7 @@ def torch_dtype(name: str) -> torch.dtype | None:
 def build_model(config, spec) -> SAM3D:
     """SAM3D for ``config`` on dataset ``spec``, built under ``config.seed``.
 
-    A random encoder (no ``sam_checkpoint``) is therefore the same in training, in the
+    A random encoder (no weights file, or ``encoder_weights="random"``) is therefore the same in training, in the
     feature cache and when a run is reloaded for prediction. The caller's RNG is untouched.
     """
     with torch.random.fork_rng(devices=[]):
@@ -35,4 +35,7 @@ def build_model(config, spec) -> SAM3D:
             encoder_dtype=torch_dtype(config.encoder_dtype),
             encoder_chunk_size=config.encoder_chunk_size,
             fast_attention=config.fast_attention,
+            encoder_scale=config.encoder_scale,
+            encoder_pool=config.encoder_pool,
+            pretrained=config.encoder_weights == "pretrained",
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sam3dlib.modeling.encoders import ENCODER_CONFIGS, encoder_config
+from sam3dlib.modeling.encoders.sam_vit import ENCODER_CONFIGS, encoder_config
 from sam3dlib.utils.fileio import atomic_torch_save
 from sam3dlib.utils.errors import MissingFileError, UserInputError
 
@@ -61,7 +61,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _official_names() -> list[str]:
-    from sam3dlib.modeling.encoders import OFFICIAL_CHECKPOINTS
+    from sam3dlib.modeling.encoders.sam_vit import OFFICIAL_CHECKPOINTS
 
     return list(OFFICIAL_CHECKPOINTS.values())
 
@@ -140,7 +140,7 @@ def save_random_sam_checkpoint(path: str | os.PathLike, encoder: str = "vit_b", 
     """
     from segment_anything import sam_model_registry
 
-    from sam3dlib.modeling.encoders import build_image_encoder
+    from sam3dlib.modeling.encoders.sam_vit import build_image_encoder
 
     torch.manual_seed(seed)
     if encoder in sam_model_registry and encoder != "vit_tiny":

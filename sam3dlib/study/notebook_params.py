@@ -26,7 +26,7 @@ from typing import Any
 from sam3dlib.config import ENCODER_MODES, PROFILES
 from sam3dlib.data.specs import DATASETS
 from sam3dlib.data.splits import PROTOCOLS
-from sam3dlib.modeling.encoders import ENCODER_CONFIGS
+from sam3dlib.modeling.encoders import ENCODERS
 from sam3dlib.utils import values
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import UserInputError
@@ -91,7 +91,7 @@ class NotebookParams:
     Attributes:
         dataset: ``synapse``, ``acdc``, ``lung``, ``brats`` (None: the notebook's own datasets).
         data_dir: folder holding prepared stores ``<data_dir>/<dataset>/``; None = build phantoms.
-        encoder: ViT name, or None for the profile's default (smoke: ``vit_tiny``).
+        encoder: a registry encoder (``vit_b``, ``litemedsam`` ...), or None for the profile's default (smoke: ``vit_tiny``).
         sam_checkpoint: official SAM ``.pth`` file, or None for a random encoder.
         profile: ``paper``, ``quick`` or ``smoke``.
         encoder_mode: ``cached`` (features computed once) or ``online``; None: profile default.
@@ -135,7 +135,7 @@ class NotebookParams:
             raise values.fail(_where("overrides"), overrides, "a dict of config field -> value", ParameterError)
         enc = p.get("encoder")
         if enc is not None:
-            enc = as_choice("encoder", enc, tuple(ENCODER_CONFIGS))
+            enc = as_choice("encoder", enc, tuple(ENCODERS))
         out_dir = as_path("out_dir", p.get("out_dir", "results"), allow_none=False)
         return cls(
             dataset=as_choice("dataset", p.get("dataset"), DATASETS, allow_none=True),

@@ -8,7 +8,7 @@ that crop. Each case is therefore stored as in-plane **tiles** of the crop size 
 a volume smaller than the crop is zero-padded at the far side), every slice of every tile:
 
 ```
-<cache_dir>/<encoder>-<settings hash>/<case_id>.npy    float16 n_tiles x (C*256) x D x H/16 x W/16
+<cache_dir>/<encoder>-<settings hash>/<case_id>.npy    float16 n_tiles x (C*256) x D x h x w (the encoder grid)
 <cache_dir>/<encoder>-<settings hash>/<case_id>.json   key, tile origins, padded shape
 <cache_dir>/<encoder>-<settings hash>/_zero_slice.npy  features of an all-zero slice (z padding)
 ```
@@ -36,7 +36,7 @@ from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
 from sam3dlib.modeling.factory import torch_dtype
 from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
 from sam3dlib.utils.errors import ConfigError
-from sam3dlib.modeling.sam3d import SAM3D, encode_slices
+from sam3dlib.modeling.sam3d import SAM3D
 
 CACHE_FORMAT_VERSION = 1
 ZERO_SLICE = "_zero_slice.npy"
@@ -65,6 +65,8 @@ class CacheSettings:
     encoder_dtype: str
     in_channels: int
     format_version: int = CACHE_FORMAT_VERSION
+    encoder_input_hw: tuple[int, int] | None = None  # None: the crop size (encoder input scale 1)
+    embedding_pool: int = 1
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
@@ -128,16 +130,15 @@ class FeatureCache:
             raise ValueError(f"case {case_id}: {c} channels, the cache expects {self.settings.in_channels}")
         tiles, (ph, pw) = self.tiles_for((h, w))
         ch, cw = self.settings.crop_hw
-        th, tw = ch // PATCH_SIZE, cw // PATCH_SIZE
+        th, tw = model.embedding_hw
         self.root.mkdir(parents=True, exist_ok=True)
         npy, meta = self._paths(case_id)
-        feats = np.empty((len(tiles), c * EMBED_CHANNELS, d, th, tw), dtype=np.float16)
+        feats = np.empty((len(tiles), c * model.encoder_spec.channels, d, th, tw), dtype=np.float16)
         padded = np.zeros((c, d, ph, pw), np.float32)
         padded[:, :, :h, :w] = image
-        dtype = torch_dtype(self.settings.encoder_dtype)
         for i, (y, x) in enumerate(tiles):
             crop = torch.from_numpy(np.ascontiguousarray(padded[None, :, :, y:y + ch, x:x + cw])).to(device)
-            out = encode_slices(model.encoder, crop, model.encoder_chunk_size, dtype)
+            out = model.encode(crop)
             feats[i] = out[0].cpu().numpy().astype(np.float16)
         atomic_save_npy(npy, feats)
         atomic_write_json(meta, {"key": self.case_key(case_id, image_path), "case_id": case_id,
@@ -151,7 +152,7 @@ class FeatureCache:
             return
         ch, cw = self.settings.crop_hw
         zero = torch.zeros(1, self.settings.in_channels, 1, ch, cw, device=device)
-        out = encode_slices(model.encoder, zero, 1, torch_dtype(self.settings.encoder_dtype))
+        out = model.encode(zero)
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(path, out[0, :, 0].cpu().numpy().astype(np.float16))
 
@@ -209,4 +210,6 @@ def cache_settings(config, model: SAM3D) -> CacheSettings:
     _, h, w = config.patch_size
     stride = tuple(config.cache_stride) if config.cache_stride else (max(1, h // 2), max(1, w // 2))
     source = model.encoder_sha256 or f"random init (seed {config.seed})"
-    return CacheSettings(config.encoder, source, (h, w), stride, config.encoder_dtype, model.in_channels)
+    input_hw = None if tuple(model.input_hw) == (h, w) else tuple(model.input_hw)
+    return CacheSettings(config.encoder, source, (h, w), stride, config.encoder_dtype, model.in_channels,
+                         encoder_input_hw=input_hw, embedding_pool=model.embedding_pool)

@@ -1,11 +1,14 @@
-"""Segment-Anything ViT image-encoder configurations and construction.
+"""Segment-Anything ViT image encoders (``vit_b``, ``vit_l``, ``vit_h``; ``vit_tiny`` for tests).
 
 The numbers are those of segment-anything's ``build_sam_vit_{b,l,h}``; ``vit_tiny`` is a
 two-block, randomly initialised stand-in of ours for fast tests only (no official weights
-exist for it).
+exist for it). The encoder is built at its input size (the crop size times the encoder input
+scale; the paper: the crop size) and official weights are resized to it
+(:mod:`sam3dlib.modeling.sam_checkpoint`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import partial
 
@@ -49,6 +52,7 @@ def encoder_config(name: str) -> ViTConfig:
 
 
 def check_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    """``image_size`` as ints; ValueError unless both are positive multiples of SAM's patch size."""
     h, w = (int(s) for s in image_size)
     if h <= 0 or w <= 0 or h % PATCH_SIZE or w % PATCH_SIZE:
         raise ConfigError(f"image_size {image_size} must be positive multiples of {PATCH_SIZE} (SAM's patch size)")
@@ -90,3 +94,32 @@ def _make_non_square(vit: ImageEncoderViT, cfg: ViTConfig, th: int, tw: int) -> 
         attn = vit.blocks[i].attn
         attn.rel_pos_h = torch.nn.Parameter(torch.zeros(2 * th - 1, head_dim))
         attn.rel_pos_w = torch.nn.Parameter(torch.zeros(2 * tw - 1, head_dim))
+
+
+def load_sam_vit_weights(vit: ImageEncoderViT, checkpoint: str | os.PathLike, name: str,
+                         image_size: tuple[int, int]) -> str:
+    """Load an official SAM/MedSAM file's image encoder into ``vit`` (resized); return its sha256.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, not a SAM checkpoint, another ViT size, or tensors that
+            do not fit.
+    """
+    from sam3dlib.modeling.sam_checkpoint import (
+        CheckpointError,
+        file_sha256,
+        load_encoder_state,
+    )
+
+    state = load_encoder_state(checkpoint, name, image_size)
+    try:
+        result = vit.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch; PyTorch lists each tensor on its own line
+        details = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+        raise CheckpointError(f"{checkpoint}: image encoder tensors do not fit {name}: {details}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{checkpoint}: image encoder keys do not match segment-anything's {name}: "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    return file_sha256(checkpoint)
