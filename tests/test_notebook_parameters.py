@@ -39,9 +39,11 @@ def test_papermill_parameters_take_effect(name, params):
         assert namespace[key] == value, f"{name}: -p {key} {value!r} was overwritten by {namespace[key]!r}"
 
 
-#: notebooks on a user's own dataset: no paper dataset, protocol or seed list, their own knobs
+#: notebooks that are not about a paper table (a user's own dataset, the encoder comparison): no paper
+#: dataset, protocol or seed list; their own knobs, under the shared names where they apply
 OWN_DATA_NOTEBOOKS = {"08_your_dataset.ipynb": {"raw_dir", "data_dir", "encoder", "sam_checkpoint", "profile", "fold",
-                                                "device", "plan", "overrides", "out_dir"}}
+                                                "device", "plan", "overrides", "out_dir"},
+                      "09_encoder_comparison.ipynb": {"encoders", "sam_checkpoint", "profile", "seed", "out_dir"}}
 
 
 @pytest.mark.parametrize("name", sorted(OWN_DATA_NOTEBOOKS))

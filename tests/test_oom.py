@@ -85,6 +85,7 @@ class _StubModel:
     """Stands in for a SAM3D on a GPU (this machine has none): records where it is moved."""
 
     in_channels = 1
+    crop_hw = (8, 8)  # the model records its crop size; prediction windows take it from there
 
     def __init__(self) -> None:
         self.moves = []

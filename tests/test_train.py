@@ -92,9 +92,13 @@ def test_encoder_runs_every_step_only_online(synapse_store, tmp_path, monkeypatc
     from sam3dlib.modeling.sam3d import SAM3D
     from sam3dlib.training.feature_source import CachedFeatures, OnlineEncoder, feature_source
 
-    calls = []
-    encode = SAM3D.encode
-    monkeypatch.setattr(SAM3D, "encode", lambda self, volume: calls.append(volume.shape) or encode(self, volume))
+    from sam3dlib.training.trainer import Trainer
+
+    calls, training = [], []  # encoder calls once the feature source is prepared (cached: after the cache is built)
+    encode, prepare = SAM3D.encode, Trainer.prepare_features
+    monkeypatch.setattr(SAM3D, "encode", lambda self, volume: (calls.append(volume.shape) if training else None)
+                        or encode(self, volume))
+    monkeypatch.setattr(Trainer, "prepare_features", lambda self: prepare(self) or training.append(True))
     cfg = tiny_config(encoder_mode=mode, epochs=1, iterations_per_epoch=2, val_iterations=1,
                       cache_dir=str(tmp_path / "cache"))
     source = feature_source(cfg, synapse_store)
