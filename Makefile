@@ -14,7 +14,7 @@ SEEDS ?= 0
 FORCE ?=
 OUT ?= results
 
-.PHONY: setup lock demo test test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
+.PHONY: setup lock lint demo test test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
 
 ## Reproducible install: the locked versions (core + study + dev extras), then sam3dlib itself.
 $(STAMP): pyproject.toml $(LOCK)
@@ -43,6 +43,10 @@ demo: setup
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
 	MPLBACKEND=agg $(PY) -m pytest -q --nbval tests notebooks
+
+## Lint (ruff; rules in pyproject.toml). CI runs it before the tests.
+lint: setup
+	$(VENV)/bin/ruff check sam3dlib tests benchmarks notebooks/_build.py
 
 test-fast: setup
 	MPLBACKEND=agg $(PY) -m pytest -q -m "not slow" tests

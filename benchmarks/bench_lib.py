@@ -20,19 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from sam3dlib.config import ExperimentConfig
+from sam3dlib.data.specs import get_spec
 from sam3dlib.modeling.build import build_sam3d
 from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
-from sam3dlib.data.specs import get_spec
 from sam3dlib.modeling.encoders import build_image_encoder, encoder_config
-from sam3dlib.modeling.fast_attention import enable_fast_attention
-from sam3dlib.utils.host_memory import reuse_freed_host_memory
-from sam3dlib.modeling.losses import sam3d_loss
 from sam3dlib.modeling.factory import torch_dtype
-from sam3dlib.config import ExperimentConfig
-from sam3dlib.training.optim import make_optimizer
-from sam3dlib.training.step import decoder_update, make_loss
+from sam3dlib.modeling.fast_attention import enable_fast_attention
+from sam3dlib.modeling.losses import sam3d_loss
 from sam3dlib.modeling.sam3d import encode_slices
 from sam3dlib.modeling.sam_checkpoint import load_encoder_state
+from sam3dlib.training.optim import make_optimizer
+from sam3dlib.training.step import decoder_update, make_loss
+from sam3dlib.utils.host_memory import reuse_freed_host_memory
 
 DATASETS = ("synapse", "acdc", "lung", "brats")
 #: autocast settings compared (``torch_dtype(name)``: None = float32, no autocast)
@@ -188,7 +188,7 @@ class StepSpec:
     slices: int = 8  # encoder mode
     extra: dict = field(default_factory=dict)
 
-    def resolved(self) -> "StepSpec":
+    def resolved(self) -> StepSpec:
         spec = get_spec(self.dataset)
         d, h, w = spec.patch_size
         return StepSpec(**{**asdict(self), "batch": self.batch or spec.batch_size, "depth": self.depth or d,
@@ -272,8 +272,8 @@ def _cached_reader(spec: StepSpec):
     model (same 256-channel float16 layout, seconds instead of minutes); the values do not
     matter for reading speed, the layout and the read path are the product's.
     """
-    from sam3dlib.training.feature_cache import CacheSettings, FeatureCache
     from sam3dlib.training.data import CachedPatchDataset
+    from sam3dlib.training.feature_cache import CacheSettings, FeatureCache
 
     ds = get_spec(spec.dataset)
     h, w = spec.hw

@@ -42,10 +42,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 import bench_export  # noqa: E402
 import bench_lib as bl  # noqa: E402
+import torch  # noqa: E402
+
 from sam3dlib.data.specs import get_spec  # noqa: E402
 from sam3dlib.modeling.factory import torch_dtype  # noqa: E402
 from sam3dlib.utils.devices import DEVICE_CHOICES, parse_device  # noqa: E402

@@ -34,10 +34,10 @@ from typing import Any, Literal
 
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import PROTOCOLS
+from sam3dlib.modeling.encoders import check_crop_size
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.values import as_bool, as_choice, as_float, as_int, as_int_tuple, as_str, is_none_word
-from sam3dlib.modeling.encoders import check_crop_size
 
 PROFILES = ("paper", "quick", "smoke")
 EncoderMode = Literal["online", "cached"]
@@ -156,7 +156,7 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
         """Rebuild from :meth:`to_dict` output (lists become tuples; unknown keys are errors)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -165,10 +165,10 @@ class ExperimentConfig:
         return cls(**{k: _coerce(k, v, f"config value {k!r}") for k, v in values.items()})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ExperimentConfig":
+    def load(cls, path: str | os.PathLike) -> ExperimentConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def replace(self, **overrides: Any) -> "ExperimentConfig":
+    def replace(self, **overrides: Any) -> ExperimentConfig:
         """A copy with ``overrides`` (checked like :func:`get_config`'s)."""
         return dataclasses.replace(self, **check_overrides(self.name, overrides))
 

@@ -16,8 +16,8 @@ _MEMO: dict[str, object] = {}
 @pytest.fixture(scope="session")
 def synapse_store(tmp_path_factory) -> Path:
     """A prepared 4-case Synapse phantom (16 x 48 x 48 voxels; 2 train, 2 test cases)."""
-    from sam3dlib.data.prepare import prepare_dataset
     from sam3dlib.data.phantoms import write_phantom
+    from sam3dlib.data.prepare import prepare_dataset
 
     if "store" in _MEMO:
         return _MEMO["store"]

@@ -20,10 +20,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _fixtures_train import copy_store, tiny_config
 
 from sam3dlib.cli import main
-
-from _fixtures_train import copy_store, tiny_config
 
 FIRST = "img0001"  # first case id of the tiny Synapse phantom (sorted), a training case
 
@@ -283,9 +282,9 @@ def unwritable_out_prepare(c: Ctx) -> Bad:
 
 def disk_full_checkpoint(c: Ctx) -> Bad:
     """ENOSPC half-way through the epoch-2 ``latest.pt``: epoch 1's stays intact and loadable."""
-    from sam3dlib.utils import fileio
     from sam3dlib.modeling import run_checkpoint as checkpointing
     from sam3dlib.modeling.run_checkpoint import load_checkpoint
+    from sam3dlib.utils import fileio
 
     real = checkpointing.atomic_torch_save
 
@@ -440,8 +439,8 @@ def test_volume_smaller_than_the_crop_is_padded(ctx, tmp_path):
 
 def test_training_crop_larger_than_the_volumes(ctx, tmp_path):
     """Cached and online training pad volumes smaller than the crop (here 24 x 64 x 64 > 16 x 48 x 48)."""
-    from sam3dlib.training import train
     from sam3dlib.modeling.run_checkpoint import load_checkpoint
+    from sam3dlib.training import train
 
     torch.set_num_threads(1)
     for mode in ("cached", "online"):
@@ -455,10 +454,10 @@ def test_training_crop_larger_than_the_volumes(ctx, tmp_path):
 @pytest.mark.parametrize("change", ["crop", "checkpoint"])
 def test_cache_of_another_checkpoint_or_crop_is_rebuilt(ctx, tmp_path, change):
     """Features cached with another crop or encoder checkpoint are never reused."""
-    from sam3dlib.training.feature_cache import FeatureCache, cache_settings
     from sam3dlib.data.store import PreparedDataset, case_paths
-    from sam3dlib.modeling.sam_checkpoint import save_random_sam_checkpoint
     from sam3dlib.modeling.factory import build_model
+    from sam3dlib.modeling.sam_checkpoint import save_random_sam_checkpoint
+    from sam3dlib.training.feature_cache import FeatureCache, cache_settings
 
     torch.set_num_threads(1)
     store = PreparedDataset(ctx.store)
@@ -490,8 +489,8 @@ def test_cache_of_another_checkpoint_or_crop_is_rebuilt(ctx, tmp_path, change):
 def test_finished_run_is_not_overwritten_without_force(ctx, capsys):
     """``sam3d train --out DIR``: a finished run is refused (even with --resume it is left as is);
     --force starts over (only the run's own files go); an unfinished run needs --resume."""
-    from sam3dlib.training import train
     from sam3dlib.modeling.run_checkpoint import load_checkpoint
+    from sam3dlib.training import train
 
     torch.set_num_threads(1)
     run = ctx.run_copy()

@@ -6,13 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from sam3dlib.training.feature_cache import FeatureCache, cache_settings, tile_origins
-from sam3dlib.data.store import PreparedDataset, case_paths
-from sam3dlib.training.data import CachedPatchDataset
-from sam3dlib.modeling.factory import build_model
-
 from _fixtures_train import copy_store, tiny_config
+
+from sam3dlib.data.store import PreparedDataset, case_paths
+from sam3dlib.modeling.factory import build_model
+from sam3dlib.training.data import CachedPatchDataset
+from sam3dlib.training.feature_cache import FeatureCache, cache_settings, tile_origins
 
 
 @pytest.mark.parametrize("size, crop, stride, expected", [

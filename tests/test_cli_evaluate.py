@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from medpy.metric import binary as medpy_binary
 
-from sam3dlib.cli import main
-from sam3dlib.utils.errors import UserInputError
 from sam3dlib.cli import evaluate as cli_evaluate
+from sam3dlib.cli import main
 from sam3dlib.evaluation.evaluator import case_id_from_filename
+from sam3dlib.utils.errors import UserInputError
 
 SPACING = (0.8, 0.8, 2.5)  # NIfTI (x, y, z)
 

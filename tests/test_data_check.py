@@ -9,8 +9,8 @@ import pytest
 
 from sam3dlib.cli import main
 from sam3dlib.data.check import check_dataset
-from sam3dlib.data.prepare import prepare_dataset
 from sam3dlib.data.phantoms import write_phantom
+from sam3dlib.data.prepare import prepare_dataset
 
 CASE = "lung_004"
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from sam3dlib.cli import main
-from sam3dlib.data.preprocess import preprocess_case, restore_label, save_label_nifti
+from sam3dlib.data.phantoms import write_phantom
 from sam3dlib.data.prepare import prepare_dataset, target_spacing_v21
+from sam3dlib.data.preprocess import preprocess_case, restore_label, save_label_nifti
 from sam3dlib.data.readers import find_raw_cases
 from sam3dlib.data.store import PreparedDataset, StoreError, case_paths
-from sam3dlib.data.phantoms import write_phantom
 
 DATASETS = ["synapse", "acdc", "brats", "lung"]
 

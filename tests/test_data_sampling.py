@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sam3dlib.data import augment as A
+from sam3dlib.data.phantoms import write_phantom
 from sam3dlib.data.prepare import prepare_dataset
 from sam3dlib.data.sampling import PatchDataset, crop_pad, force_foreground, sample_patch_location
-from sam3dlib.data.phantoms import write_phantom
 
 
 @pytest.fixture(scope="module")

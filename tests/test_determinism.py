@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import torch
+from _fixtures_train import tiny_config
 
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
 from sam3dlib.study.experiment import RESULTS_FILE, run_experiment
 from sam3dlib.training import train
-from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
-from _fixtures_train import tiny_config
 
 def _run(store, root, name, seed):
     cfg = tiny_config(epochs=1, iterations_per_epoch=2, seed=seed, cache_dir=str(root / f"cache_{name}"))

@@ -15,8 +15,13 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff
 
 from sam3dlib.cli import main
 from sam3dlib.data.io import DataFileError, load_label_nifti
-from sam3dlib.data.preprocess import (argmax_resampled, preprocess_case, resample_probabilities, restore_label,
-                                      save_label_nifti)
+from sam3dlib.data.preprocess import (
+    argmax_resampled,
+    preprocess_case,
+    resample_probabilities,
+    restore_label,
+    save_label_nifti,
+)
 
 SHAPE = (20, 24, 10)  # x, y, z
 SPACING = (0.8, 0.8, 2.5)
@@ -233,8 +238,8 @@ def test_deleted_store_label_stops_training_naming_case_and_split(tmp_path):
     from _fixtures_train import tiny_config
 
     from sam3dlib.data.check import check_dataset
-    from sam3dlib.data.prepare import prepare_dataset
     from sam3dlib.data.phantoms import write_phantom
+    from sam3dlib.data.prepare import prepare_dataset
     from sam3dlib.data.store import MissingLabelError, PreparedDataset, case_paths
     from sam3dlib.training import train
 

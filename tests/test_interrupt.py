@@ -18,10 +18,9 @@ import pytest
 import torch
 
 from sam3dlib.cli import main
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
 from sam3dlib.study.registry import get_config
 from sam3dlib.training import train
-from sam3dlib.modeling.run_checkpoint import load_checkpoint
-
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4

@@ -4,7 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam3dlib.modeling.losses import DeepSupervisionLoss, DiceCELoss, OneHotDiceCELoss, deep_supervision_weights, downsample_target, sam3d_loss
+from sam3dlib.modeling.losses import (
+    DeepSupervisionLoss,
+    DiceCELoss,
+    OneHotDiceCELoss,
+    deep_supervision_weights,
+    downsample_target,
+    sam3d_loss,
+)
 
 
 def _onehot_logits(target: torch.Tensor, k: int, scale: float = 10.0) -> torch.Tensor:

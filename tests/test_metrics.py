@@ -9,8 +9,8 @@ import pytest
 from medpy.metric import binary as medpy_binary
 from scipy import ndimage
 
-from sam3dlib.evaluation import metrics
 from sam3dlib.data.specs import get_spec
+from sam3dlib.evaluation import metrics
 
 
 def _random_pair(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:

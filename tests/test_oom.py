@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from sam3dlib.utils.oom import (TrainingOOMError, fallback_plan, is_oom_error, run_with_oom_fallback,
-                                      training_oom_error)
-
 from _fixtures_train import tiny_config
+
+from sam3dlib.utils.oom import TrainingOOMError, fallback_plan, is_oom_error, run_with_oom_fallback, training_oom_error
 
 
 def _oom() -> BaseException:
@@ -102,8 +100,8 @@ class _StubModel:
 
 def test_predict_probabilities_falls_back_to_cpu(monkeypatch, tmp_path):
     from sam3dlib.inference import sliding_window
-    from sam3dlib.study.registry import get_config
     from sam3dlib.inference.predictor import LoadedRun, predict_probabilities
+    from sam3dlib.study.registry import get_config
 
     seen = []
 

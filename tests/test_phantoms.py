@@ -7,9 +7,9 @@ import pytest
 from scipy import ndimage
 
 from sam3dlib.cli import main
+from sam3dlib.data.phantoms import write_phantom
 from sam3dlib.data.readers import detect_layout, find_raw_cases
 from sam3dlib.data.splits import get_split
-from sam3dlib.data.phantoms import write_phantom
 
 LAYOUT = {"synapse": "btcv", "acdc": "acdc", "brats": "msd", "lung": "msd"}
 LABELS = {"synapse": {0, 1, 2, 3, 4, 6, 7, 8, 11}, "acdc": {0, 1, 2, 3}, "brats": {0, 1, 2, 3}, "lung": {0, 1}}

@@ -14,7 +14,6 @@ from sam3dlib.data.store import PreparedDataset
 from sam3dlib.inference.predictor import RunError, load_run, predict_file
 
 
-
 def _test_cases(store: PreparedDataset) -> list[str]:
     return list(store.split("paper").test)
 

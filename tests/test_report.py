@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sam3dlib.data.specs import get_spec
 from sam3dlib.study import report
 from sam3dlib.study import report_figures as rf
-from sam3dlib.data.specs import get_spec
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError, from_namespace
 
 STAND_IN = report.RunConditions("vit_tiny", "random init", "phantom", "smoke", "paper", (0,))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sam3dlib.study import report
 from sam3dlib.cli import main as cli_main
+from sam3dlib.study import report
 from sam3dlib.study.inputs import CHECKPOINT_URL, MissingInputError, check_inputs
 from sam3dlib.study.phantom_data import ensure_phantom_data
 from sam3dlib.study.reproduce import MissingDependencyError, notebooks_dir, render_html, reproduce_table

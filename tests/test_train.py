@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from sam3dlib.study.registry import get_config
-from sam3dlib.data.store import PreparedDataset
-from sam3dlib.training import RunExistsError, poly_lr, train
-from sam3dlib.modeling.run_checkpoint import load_checkpoint
-
 from _fixtures_train import tiny_config
+
+from sam3dlib.data.store import PreparedDataset
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
+from sam3dlib.study.registry import get_config
+from sam3dlib.training import RunExistsError, poly_lr, train
 
 
 def test_poly_lr_schedule():
@@ -91,7 +90,6 @@ def test_encoder_runs_every_step_only_online(synapse_store, tmp_path, monkeypatc
     """The feature source chosen from encoder_mode: online encodes each batch, cached never does."""
     from sam3dlib.modeling.sam3d import SAM3D
     from sam3dlib.training.feature_source import CachedFeatures, OnlineEncoder, feature_source
-
     from sam3dlib.training.trainer import Trainer
 
     calls, training = [], []  # encoder calls once the feature source is prepared (cached: after the cache is built)

@@ -9,9 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from sam3dlib.modeling.run_checkpoint import load_checkpoint
 from sam3dlib.modeling.fingerprint import state_digest
-
+from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from sam3dlib.cli import main
-from sam3dlib.study.registry import custom_config, get_config
 from sam3dlib.data.planning import (
     MAX_BATCH_FRACTION,
     Fingerprint,
@@ -28,6 +27,7 @@ from sam3dlib.data.store import PreparedDataset
 from sam3dlib.data.user_dataset import DatasetFormatError, load_user_dataset
 from sam3dlib.data.user_phantoms import write_user_phantom
 from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
+from sam3dlib.study.registry import custom_config, get_config
 
 SETTINGS = PlannerSettings(training_bytes_per_voxel, decoder_state_bytes)
 #: a training budget of seconds on a CPU

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sam3dlib.cli import main
+from sam3dlib.data.planning import PlannerSettings
 from sam3dlib.data.prepare import prepare_user_dataset
 from sam3dlib.data.splits import check_folds
 from sam3dlib.data.store import PreparedDataset
@@ -21,7 +22,6 @@ from sam3dlib.data.user_phantoms import write_user_phantom
 from sam3dlib.evaluation.evaluator import EvaluationError, pair_cases
 from sam3dlib.inference.predictor import group_inputs, uses_channel_rule
 from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
-from sam3dlib.data.planning import PlannerSettings
 from sam3dlib.utils.errors import UserInputError
 
 SETTINGS = PlannerSettings(training_bytes_per_voxel, decoder_state_bytes)

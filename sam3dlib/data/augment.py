@@ -17,8 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import (AffineGrid, Resample, RandAdjustContrast, RandGaussianNoise, RandGaussianSmooth, RandScaleIntensity,
-                              RandScaleIntensityFixedMean, RandSimulateLowResolution)
+from monai.transforms import (
+    AffineGrid,
+    RandAdjustContrast,
+    RandGaussianNoise,
+    RandGaussianSmooth,
+    RandScaleIntensity,
+    RandScaleIntensityFixedMean,
+    RandSimulateLowResolution,
+    Resample,
+)
 
 #: the moreDA parameters (mirrors datasets.json; tests check they agree)
 ROTATION_DEG = 30.0

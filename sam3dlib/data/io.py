@@ -25,9 +25,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.fileio import atomic_save_npy as fileio_save_npy
 from sam3dlib.utils.fileio import atomic_write
-from sam3dlib.utils.errors import UserInputError
 
 #: file name endings of NIfTI files (the one list every reader and command uses)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

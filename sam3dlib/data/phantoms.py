@@ -26,10 +26,10 @@ import numpy as np
 from scipy import ndimage
 
 from sam3dlib.data.io import atomic_save_nifti, atomic_write_bytes
-from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.data.specs import DATASETS, get_spec
 from sam3dlib.data.splits import raw_split
 from sam3dlib.utils.errors import ConfigError
+from sam3dlib.utils.fileio import atomic_write_json
 
 PHANTOM_FILE = "PHANTOM.json"
 SIZES = {"small": 1.0, "tiny": 0.5}

@@ -44,12 +44,12 @@ from sam3dlib.data.readers import (
     nnunet_v1_plans,
     nnunet_v1_splits,
 )
-from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
 from sam3dlib.data.user_dataset import UserDataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
+from sam3dlib.utils.fileio import atomic_write_json
 
 ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
 
@@ -270,9 +270,8 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
     Returns:
         The :class:`PreparedDataset` at ``out``.
     """
-    from sam3dlib.utils.fileio import check_output_dir
-
     from sam3dlib.data.store import check_store_target
+    from sam3dlib.utils.fileio import check_output_dir
 
     spec = get_spec(dataset)
     raw, out = Path(raw), Path(out)
@@ -369,7 +368,8 @@ def source_record(ds: UserDataset) -> dict:
     """
     import hashlib
 
-    from sam3dlib.data.user_dataset import DATASET_JSON, SPLITS_FILE as USER_SPLITS
+    from sam3dlib.data.user_dataset import DATASET_JSON
+    from sam3dlib.data.user_dataset import SPLITS_FILE as USER_SPLITS
 
     def sha(p: Path) -> str | None:
         return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None

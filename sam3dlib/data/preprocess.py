@@ -27,8 +27,15 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
 from scipy import ndimage
 
-from sam3dlib.data.io import (DataFileError, affine_geometry, grid_problem, load_label_nifti, read_axcodes,
-                              read_nifti, save_label_like)
+from sam3dlib.data.io import (
+    DataFileError,
+    affine_geometry,
+    grid_problem,
+    load_label_nifti,
+    read_axcodes,
+    read_nifti,
+    save_label_like,
+)
 
 #: NIfTI (x, y, z) -> (z, y, x)
 TRANSPOSE = (2, 1, 0)

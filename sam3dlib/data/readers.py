@@ -20,10 +20,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sam3dlib.data.io import NIFTI_SUFFIXES
+from sam3dlib.data.io import NIFTI_SUFFIXES, DataFileError
 from sam3dlib.data.io import nifti_stem as _nii
 from sam3dlib.data.safe_pickle import safe_load_pickle
-from sam3dlib.data.io import DataFileError
 from sam3dlib.utils.errors import ConfigError, MissingFileError
 
 LAYOUTS = ("btcv", "acdc", "msd", "nnunet_v1")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -103,7 +103,7 @@ def _regions(d: dict) -> dict[str, tuple[int, ...]]:
     return {str(k): tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v])) for k, v in d.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _facts() -> dict:
     return json.loads(resources.files("sam3dlib.resources").joinpath("datasets.json").read_text())
 

@@ -19,11 +19,11 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
-from sam3dlib.data.specs import DATASETS
 from sam3dlib.data.io import DataFileError
+from sam3dlib.data.specs import DATASETS
 from sam3dlib.utils.errors import ConfigError
 
 PROTOCOLS = ("paper", "clean")
@@ -52,7 +52,7 @@ class Split:
         return d if self.fold is None else {**d, "fold": self.fold}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _splits() -> dict:
     return json.loads(resources.files("sam3dlib.resources").joinpath("splits.json").read_text())
 

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sam3dlib.utils.errors import MissingFileError, UserInputError
-from sam3dlib.data.splits import check_folds
 from sam3dlib.data.readers import RawCase, _channel_files, _nii
+from sam3dlib.data.splits import check_folds
+from sam3dlib.utils.errors import MissingFileError, UserInputError
 
 USER_LAYOUTS = ("msd", "nnunet_v2")
 DATASET_JSON = "dataset.json"

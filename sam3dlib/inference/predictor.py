@@ -8,8 +8,8 @@ and cropping) and argmax'ed, as nnU-Net v1's export.
 """
 from __future__ import annotations
 
-import json
 import errno
+import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -21,18 +21,16 @@ import torch
 from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
-from sam3dlib.data.io import channel_case_id, nifti_stem, read_header_shape
+from sam3dlib.data.io import DataFileError, channel_case_id, nifti_stem, read_header_shape
 from sam3dlib.data.specs import get_spec, is_user_meta, spec_from_meta
-from sam3dlib.utils.host_memory import reuse_freed_host_memory
+from sam3dlib.modeling.factory import build_model
+from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.modeling.sam_checkpoint import file_sha256
-from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.utils.devices import resolve_device
-from sam3dlib.data.io import DataFileError
 from sam3dlib.utils.errors import ConfigError, MissingFileError, UserInputError
-from sam3dlib.modeling.factory import build_model
 from sam3dlib.utils.finished import FINISHED, is_finished
-
+from sam3dlib.utils.host_memory import reuse_freed_host_memory
 
 
 class RunError(UserInputError, FileNotFoundError):

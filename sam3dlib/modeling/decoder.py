@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam3dlib.modeling.constants import DECODER_CHANNELS
+from sam3dlib.modeling.upsample_conv import conv3d_of_upsampled, upsample_in_plane
 
 #: x2 in-plane upsampling stages of the decoder: the inputs of blocks 2-4 and the head.
 UPSAMPLING_STAGES = 4
-from sam3dlib.modeling.upsample_conv import conv3d_of_upsampled, upsample_in_plane
 
 
 class InstanceNorm3d(nn.InstanceNorm3d):

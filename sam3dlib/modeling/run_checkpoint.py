@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam3dlib.utils.fileio import atomic_torch_save
 from sam3dlib.modeling.sam_checkpoint import CheckpointError
 from sam3dlib.utils.errors import MissingFileError
+from sam3dlib.utils.fileio import atomic_torch_save
 
 CHECKPOINT_FORMAT = 1
 LATEST = "latest.pt"

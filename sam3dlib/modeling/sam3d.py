@@ -141,7 +141,7 @@ class SAM3D(nn.Module):
 
         return decoder_grid(self.crop_hw, self.decoder.upsamplings)
 
-    def train(self, mode: bool = True) -> "SAM3D":
+    def train(self, mode: bool = True) -> SAM3D:
         super().train(mode)
         self.encoder.eval()  # frozen: dropout/norm statistics never switch to training
         return self

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from sam3dlib.modeling.encoders.sam_vit import ENCODER_CONFIGS, encoder_config
-from sam3dlib.utils.fileio import atomic_torch_save
 from sam3dlib.utils.errors import MissingFileError, UserInputError
+from sam3dlib.utils.fileio import atomic_torch_save
 
 ENCODER_PREFIX = "image_encoder."
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from sam3dlib.study.registry import custom_config
 from sam3dlib.data.planning import DEFAULT_MEMORY_GB, PlannerSettings
 from sam3dlib.data.store import PreparedDataset
+from sam3dlib.study.registry import custom_config
 
 
 def planner_settings(memory_gb: float = DEFAULT_MEMORY_GB) -> PlannerSettings:

@@ -17,10 +17,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
-from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
-from sam3dlib.utils.finished import is_finished
 from sam3dlib.data.io import DataFileError
 from sam3dlib.utils.errors import MissingFileError
+from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
+from sam3dlib.utils.finished import is_finished
 
 PREDICTIONS = "predictions"
 #: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
@@ -44,11 +44,11 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     Returns:
         The summary frame (:func:`sam3dlib.evaluation.metrics.aggregate`).
     """
+    from sam3dlib.data.preprocess import save_label_nifti
     from sam3dlib.data.store import PreparedDataset
     from sam3dlib.evaluation.evaluator import evaluate_pairs
     from sam3dlib.evaluation.metrics import aggregate
     from sam3dlib.inference.predictor import load_run, predict_case
-    from sam3dlib.data.preprocess import save_label_nifti
 
     run = Path(run_dir)
     loaded = load_run(run, device or _run_device(run), which)

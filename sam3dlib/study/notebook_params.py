@@ -117,7 +117,7 @@ class NotebookParams:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_mapping(cls, params: Mapping[str, Any]) -> "NotebookParams":
+    def from_mapping(cls, params: Mapping[str, Any]) -> NotebookParams:
         """Check and coerce ``params`` (a notebook's parameter values); unknown names are refused.
 
         Raises:

@@ -25,9 +25,9 @@ from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, check_inputs
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
 from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
-from sam3dlib.utils.finished import mark_finished
 from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.fileio import atomic_write_text
+from sam3dlib.utils.finished import mark_finished
 
 #: Where a wheel install puts the notebooks (``[tool.setuptools.data-files]`` in pyproject.toml).
 NOTEBOOKS_DATA_DIR = Path("share") / "sam3dlib" / "notebooks"

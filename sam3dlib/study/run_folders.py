@@ -12,9 +12,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam3dlib.utils.finished import is_finished
 from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.fileio import atomic_write_text
+from sam3dlib.utils.finished import is_finished
 
 LATEST = "latest"
 

@@ -15,6 +15,7 @@ from sam3dlib.study.notebook_params import NotebookParams
 from sam3dlib.study.registry import TableInfo, get_config
 from sam3dlib.study.report import RunConditions
 
+
 def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConfig:
     """The config of experiment ``name`` under the notebook's parameters (device kept as given, ``cuda:N`` too)."""
     overrides: dict[str, Any] = {"seed": seed, "protocol": p.protocol, "device": p.device}

@@ -32,11 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
-from sam3dlib.modeling.factory import torch_dtype
-from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
-from sam3dlib.utils.errors import ConfigError
 from sam3dlib.modeling.sam3d import SAM3D
+from sam3dlib.utils.errors import ConfigError
+from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
 
 CACHE_FORMAT_VERSION = 1
 ZERO_SLICE = "_zero_slice.npy"

@@ -44,11 +44,11 @@ class FeatureSource(ABC):
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
 
-    def check_output(self) -> None:
+    def check_output(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Fail before any work when a folder this source writes cannot be written."""
 
-    def prepare(self, model: SAM3D, store, case_ids: Sequence[str], device: torch.device, ctx: DistContext,
-                progress: bool = True) -> None:
+    def prepare(self, model: SAM3D, store, case_ids: Sequence[str], device: torch.device,  # noqa: B027 - optional hook
+                ctx: DistContext, progress: bool = True) -> None:
         """Work done once before the first epoch (after the run folder is set up)."""
 
     @abstractmethod
@@ -102,8 +102,8 @@ class CachedFeatures(FeatureSource):
     def check_output(self) -> None:
         check_output_dir(self.cache_dir, "feature cache folder (cache_dir)")
 
-    def prepare(self, model: SAM3D, store, case_ids: Sequence[str], device: torch.device, ctx: DistContext,
-                progress: bool = True) -> None:
+    def prepare(self, model: SAM3D, store, case_ids: Sequence[str], device: torch.device,  # noqa: B027 - optional hook
+                ctx: DistContext, progress: bool = True) -> None:
         """Encode the cases missing from (or stale in) the store; rank r builds case i % world == r.
 
         Raises:

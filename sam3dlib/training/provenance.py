@@ -68,7 +68,7 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "dataset": store.spec.name,
         "phantom": store.is_phantom,
         "split": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sam3dlib.data.io import DataFileError
-from sam3dlib.utils.errors import ConfigError
 from sam3dlib.config import ExperimentConfig
+from sam3dlib.data.io import DataFileError
 from sam3dlib.modeling.factory import build_model, torch_dtype
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint, set_rng_state
 from sam3dlib.training import provenance
@@ -28,8 +27,10 @@ from sam3dlib.training.feature_source import feature_source
 from sam3dlib.training.logging import plot_curve, write_log
 from sam3dlib.training.optim import make_optimizer, poly_lr
 from sam3dlib.training.run_dir import check_run_dir, clear_run
-from sam3dlib.training.step import decoder_update, make_loss, validate as validation_dice
+from sam3dlib.training.step import decoder_update, make_loss
+from sam3dlib.training.step import validate as validation_dice
 from sam3dlib.utils.devices import resolve_device
+from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text, check_output_dir, remove_stale_temps
 from sam3dlib.utils.finished import is_finished, mark_finished
 from sam3dlib.utils.host_memory import reuse_freed_host_memory

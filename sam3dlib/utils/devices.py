@@ -44,7 +44,7 @@ def is_cuda(device: str) -> bool:
     return name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
 
 
-def resolve_device(device: str, local_rank: int | None = None) -> "torch.device":
+def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
     """The torch device of a device name.
 
     Args:

@@ -18,7 +18,6 @@ from typing import IO, Any
 
 from sam3dlib.utils.errors import UserInputError
 
-
 #: temporary files of :func:`atomic_open` are named ``.<target name>.<random>.tmp``
 TEMP_SUFFIX = ".tmp"
 
