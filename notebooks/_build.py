@@ -256,7 +256,7 @@ def custom_nb() -> nbformat.NotebookNode:
 ENCODERS_PARAMS = '''# Parameters (papermill overrides them).
 encoders = None  # list | None: encoder specs, each NAME or NAME:random or NAME:scale (see the markdown above; None: the profile's list)
 sam_checkpoint = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
-profile = "smoke"  # str: smoke (4 mm, 2 training slabs, 1 test slab, 4 steps) or demo (the `make demo` budget)
+profile = "smoke"  # str: smoke (4 mm, 1 training slab, 1 test slab of 2 slices, 4 steps) or demo (the `make demo` budget)
 seed = 0  # int
 out_dir = "../results/notebooks/encoders"  # str: where the table and figures go'''
 
@@ -289,8 +289,8 @@ if profile not in ("smoke", "demo"):
 smoke = profile == "smoke"
 settings = MRIDemoSettings(seed=seed)
 if smoke:
-    settings = dataclasses.replace(settings, resolution=4, slab=3, gap=2, crop=64, steps=4, eval_every=2,
-                                   train_slabs=2, test_slabs=1)
+    settings = dataclasses.replace(settings, resolution=4, slab=2, gap=2, crop=64, steps=4, eval_every=2,
+                                   train_slabs=1, test_slabs=1)
 names = encoders or (["vit_tiny:random", "litemedsam", "litemedsam:random"] if smoke
                      else ["vit_b:random", "litemedsam", "litemedsam:random"])
 
