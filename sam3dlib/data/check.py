@@ -18,7 +18,7 @@ from sam3dlib.data.io import DataFileError, grid_problem, load_label_nifti, load
 from sam3dlib.data.readers import RawCase, find_raw_cases
 from sam3dlib.data.specs import DatasetSpec, get_spec, is_user_meta, spec_from_meta
 from sam3dlib.data.splits import all_case_ids, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, case_paths
+from sam3dlib.data.store import CASES_DIR, META_FILE, StoreError, case_paths, read_meta
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,10 @@ def _stale_store(root: Path, meta: dict) -> list[Problem]:
 
 def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     dataset = spec.name
-    meta = json.loads((root / META_FILE).read_text())
+    try:
+        meta = read_meta(root)
+    except StoreError as exc:
+        return [Problem(*_split_message(str(exc), root))]
     probs = []
     if meta.get("dataset") != spec.name:
         probs.append(Problem(str(root / META_FILE), f"store is for {meta.get('dataset')!r}, not {spec.name!r}"))
@@ -201,7 +204,10 @@ def check_user_dataset(path: Path) -> list[Problem]:
     if not root.is_dir():
         return [Problem(str(root), "folder not found")]
     if (root / META_FILE).is_file() and (root / CASES_DIR).is_dir():
-        meta = json.loads((root / META_FILE).read_text())
+        try:
+            meta = read_meta(root)
+        except StoreError as exc:
+            return [Problem(*_split_message(str(exc), root))]
         if not is_user_meta(meta):
             return [Problem(str(root / META_FILE), f"a store of the paper dataset {meta.get('dataset')!r}: "
                                                    "give its name to check it")]

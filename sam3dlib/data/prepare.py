@@ -13,7 +13,6 @@ Two passes, as nnU-Net v1's planning + preprocessing:
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from multiprocessing import get_context
@@ -46,7 +45,7 @@ from sam3dlib.data.readers import (
 )
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
+from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths, read_meta
 from sam3dlib.data.user_dataset import UserDataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
 from sam3dlib.utils.fileio import atomic_write_json
@@ -289,7 +288,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
                                 "--allow-missing-labels (allow_missing_labels=True) to prepare them unlabelled")
     meta_path = out / META_FILE
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(out)
         if meta.get("dataset") != spec.name:
             raise DataFileError(f"{meta_path}: store is for {meta.get('dataset')!r}, not {spec.name!r}; use another --out")
     else:
@@ -398,7 +397,7 @@ def _resume_user_store(raw: Path, out: Path, overrides: dict | None) -> tuple[di
     from sam3dlib.data.user_dataset import load_user_dataset
 
     meta_path = out / META_FILE
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(out)
     if not is_user_meta(meta) or meta.get("source_root") != str(raw.resolve()):
         raise DataFileError(f"{meta_path}: this store was prepared from {meta.get('source_root')!r}, not {raw}; "
                             "use another --out, or --force to rebuild it from this folder")

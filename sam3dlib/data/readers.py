@@ -14,7 +14,6 @@ Layouts (autodetected by :func:`detect_layout`):
 """
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from sam3dlib.data.io import NIFTI_SUFFIXES, DataFileError
 from sam3dlib.data.io import nifti_stem as _nii
 from sam3dlib.data.safe_pickle import safe_load_pickle
 from sam3dlib.utils.errors import ConfigError, MissingFileError
+from sam3dlib.utils.fileio import read_json
 
 LAYOUTS = ("btcv", "acdc", "msd", "nnunet_v1")
 
@@ -132,16 +132,26 @@ def _label_for(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _listed_image(entry: object, where: str) -> str:
+    """The image path of one MSD ``dataset.json`` training entry: a path, or an object with
+    ``"image"`` (Medical Segmentation Decathlon layout); DataFileError naming ``where`` otherwise."""
+    image = entry.get("image") if isinstance(entry, dict) else entry
+    label = entry.get("label") if isinstance(entry, dict) else None
+    if not isinstance(image, str) or not image or not isinstance(label, (str, type(None))):
+        raise DataFileError(f"{where}: expected {{\"image\": \"./imagesTr/....nii.gz\", \"label\": ...}}, got {entry!r}")
+    return image
+
+
 def _find_msd(root: Path) -> list[RawCase]:
     cases: dict[str, RawCase] = {}
     meta_path = root / "dataset.json"
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataFileError(f"{meta_path}: invalid JSON ({exc})") from exc
-        for entry in meta.get("training", []):
-            img_rel = entry["image"] if isinstance(entry, dict) else entry
+        meta = read_json(meta_path, DataFileError, expect=dict)
+        training = meta.get("training", [])
+        if not isinstance(training, list):
+            raise DataFileError(f"{meta_path}: 'training' must be a list of {{\"image\": ..., \"label\": ...}}")
+        for i, entry in enumerate(training):
+            img_rel = _listed_image(entry, f"{meta_path}: training entry {i}")
             ip = (root / img_rel).resolve() if not Path(img_rel).is_absolute() else Path(img_rel)
             stem = _nii(ip.name)
             if stem is None:

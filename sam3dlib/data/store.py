@@ -19,6 +19,7 @@ import numpy as np
 from sam3dlib.data.specs import DatasetSpec, is_user_meta, spec_from_meta
 from sam3dlib.data.splits import Split, get_split, user_split
 from sam3dlib.utils.errors import ConfigError, UnknownCaseError, UserInputError
+from sam3dlib.utils.fileio import read_json
 
 META_FILE = "dataset.json"
 CASES_DIR = "cases"
@@ -65,6 +66,19 @@ def case_paths(root: Path, case_id: str) -> dict[str, Path]:
             "properties": d / f"{case_id}.json"}
 
 
+def read_meta(root: str | Path) -> dict:
+    """A store's ``dataset.json`` (written by ``sam3d prepare``) as a dict.
+
+    Raises:
+        StoreError: unreadable, invalid JSON, not an object, or without ``"dataset"`` (names the file).
+    """
+    meta_path = Path(root) / META_FILE
+    meta = read_json(meta_path, StoreError, expect=dict)
+    if "dataset" not in meta:
+        raise StoreError(f"{meta_path}: no 'dataset' key; not written by `sam3d prepare`")
+    return meta
+
+
 class PreparedDataset:
     """Read access to a prepared store.
 
@@ -82,12 +96,7 @@ class PreparedDataset:
             raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; create it with "
                              f"`sam3d prepare --raw RAW --out {self.root}` (your own MSD / nnU-Net v2 folder) or "
                              f"`sam3d prepare DATASET --raw RAW --out {self.root}` (a paper dataset)")
-        try:
-            self.meta: dict = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{meta_path}: invalid JSON ({exc})") from exc
-        if "dataset" not in self.meta:
-            raise StoreError(f"{meta_path}: no 'dataset' key; not written by `sam3d prepare`")
+        self.meta: dict = read_meta(self.root)
         try:
             self.spec: DatasetSpec = spec_from_meta(self.meta)
         except ValueError as exc:

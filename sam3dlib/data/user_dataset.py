@@ -28,6 +28,7 @@ from pathlib import Path
 from sam3dlib.data.readers import RawCase, _channel_files, _nii
 from sam3dlib.data.splits import check_folds
 from sam3dlib.utils.errors import MissingFileError, UserInputError
+from sam3dlib.utils.values import as_int
 
 USER_LAYOUTS = ("msd", "nnunet_v2")
 DATASET_JSON = "dataset.json"
@@ -104,12 +105,13 @@ def _channels(meta: dict, key: str, path: Path) -> tuple[str, ...]:
     if not isinstance(raw, dict) or not raw:
         raise DatasetFormatError(f"{path}: {key!r} must be a non-empty object {{\"0\": \"CT\", ...}}")
     try:
-        idx = sorted(int(k) for k in raw)
+        by_index = {int(k): v for k, v in raw.items()}  # "00" and "0" both mean channel 0
     except ValueError:
         raise DatasetFormatError(f"{path}: {key!r} keys must be channel numbers \"0\", \"1\", ...") from None
-    if idx != list(range(len(idx))):
-        raise DatasetFormatError(f"{path}: {key!r} keys must be 0..{len(idx) - 1}, got {idx}")
-    return tuple(str(raw[str(i)]) for i in idx)
+    idx = sorted(by_index)
+    if len(by_index) != len(raw) or idx != list(range(len(idx))):
+        raise DatasetFormatError(f"{path}: {key!r} keys must be 0..{len(raw) - 1}, each once; got {sorted(raw)}")
+    return tuple(str(by_index[i]) for i in idx)
 
 
 def _label_value(v, name, path: Path) -> int:
@@ -233,7 +235,7 @@ def _v2_cases(root: Path, meta: dict, n_channels: int, path: Path, report: Repor
         images = tuple(root / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(n_channels))
         cases.append(RawCase(cid, images, lab, "nnunet_v2"))
     n = meta.get("numTraining")
-    if n is not None and int(n) != len(found):
+    if n is not None and as_int(n, f"{path}: 'numTraining'", DatasetFormatError) != len(found):
         report(DatasetFormatError(f"{path}: numTraining is {n} but imagesTr holds {len(found)} case(s)"))
     return cases
 
