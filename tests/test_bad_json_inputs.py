@@ -171,3 +171,21 @@ def test_custom_on_a_paper_store_is_one_error_for_cli_and_study(tmp_path, capsys
         custom_config_for(synapse_store)
     assert main(["train", "custom", "--data", str(synapse_store), "--out", str(tmp_path / "run")]) == 2
     assert "holds the paper dataset 'synapse'" in _one_error_line(capsys, "train")
+
+
+# ---------------------------------------------------------------- 15. a hand-edited fold of a store
+
+
+def test_store_folds_are_checked_by_the_one_validator(tmp_path):
+    from sam3dlib.data.io import DataFileError
+    from sam3dlib.data.prepare import prepare_user_dataset
+    from sam3dlib.data.store import SPLITS_FILE, PreparedDataset
+    from sam3dlib.study.custom import planner_settings
+
+    store = prepare_user_dataset(write_user_phantom(tmp_path / "raw", "msd", n_cases=3), tmp_path / "s",
+                                 planner_settings(), progress=False)
+    path = store.root / SPLITS_FILE
+    folds = json.loads(path.read_text())
+    path.write_text(json.dumps([{"val": folds[0]["val"]}] + folds[1:]))
+    with pytest.raises(DataFileError, match=f"^{path}: .*train"):
+        PreparedDataset(store.root).folds()

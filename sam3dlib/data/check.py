@@ -198,7 +198,7 @@ def check_user_dataset(path: Path) -> list[Problem]:
     """
     from sam3dlib.data.prepare import check_declared_labels
     from sam3dlib.data.preprocess import crop_case
-    from sam3dlib.data.user_dataset import DATASET_JSON, load_user_dataset
+    from sam3dlib.data.user_dataset import load_user_dataset
 
     root = Path(path)
     if not root.is_dir():
@@ -220,7 +220,7 @@ def check_user_dataset(path: Path) -> list[Problem]:
     values = sorted(ds.labels)
     for case in tqdm(ds.cases, desc=f"check {ds.name}"):
         try:
-            check_declared_labels(case.label, values, root / DATASET_JSON)
+            check_declared_labels(case.label, values, root / META_FILE)
             crop_case(case.images, case.label, len(ds.channel_names), values)
         except (OSError, ValueError) as exc:
             probs.append(Problem(*_split_message(str(exc), case.images[0]), case.case_id))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, affine_geometry, atomic_save_npy, axcodes_of, load_label_nifti
+from sam3dlib.data.io import DataFileError, affine_geometry, axcodes_of, load_label_nifti
 from sam3dlib.data.planning import (
     ANALYSIS_SAMPLE_EVERY,
     NUM_FOLDS,
@@ -45,10 +45,10 @@ from sam3dlib.data.readers import (
 )
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths, read_meta
+from sam3dlib.data.store import CASES_DIR, META_FILE, SPLITS_FILE, PreparedDataset, case_paths, read_meta
 from sam3dlib.data.user_dataset import UserDataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
-from sam3dlib.utils.fileio import atomic_write_json
+from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json
 
 ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
 
@@ -320,7 +320,7 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
         DatasetFormatError / DataFileError / ValueError: the first bad file, named.
     """
     from sam3dlib.data.planning import is_ct
-    from sam3dlib.data.user_dataset import DATASET_JSON, load_user_dataset
+    from sam3dlib.data.user_dataset import load_user_dataset
 
     ds = load_user_dataset(raw)
     if "num_folds" in (overrides or {}):
@@ -333,7 +333,7 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
         ct_channels = tuple(c for c, how in enumerate(chosen) if how == "ct")
     values = tuple(sorted(ds.labels))
     orientation = canonical_orientation([c.images[0] for c in ds.cases])
-    jobs = [(c, len(ds.channel_names), ct_channels, values, ds.root / DATASET_JSON, orientation) for c in ds.cases]
+    jobs = [(c, len(ds.channel_names), ct_channels, values, ds.root / META_FILE, orientation) for c in ds.cases]
     res = list(_imap(_analyse_one, jobs, num_workers, f"analyse {ds.name}", progress))
     fp = Fingerprint.from_cases(res, len(values))
     meta = make_plan(ds.name, ds.channel_names, ds.labels, fp, settings, overrides, ds.label_regions)
@@ -367,15 +367,13 @@ def source_record(ds: UserDataset) -> dict:
     """
     import hashlib
 
-    from sam3dlib.data.user_dataset import DATASET_JSON
-    from sam3dlib.data.user_dataset import SPLITS_FILE as USER_SPLITS
 
     def sha(p: Path) -> str | None:
         return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
     cases = {c.case_id: {str(Path(os.path.relpath(f, ds.root))): _stamp(f) for f in (*c.images, c.label) if f is not None}
              for c in ds.cases}
-    return {"dataset_json_sha256": sha(ds.root / DATASET_JSON), "splits_sha256": sha(ds.root / USER_SPLITS),
+    return {"dataset_json_sha256": sha(ds.root / META_FILE), "splits_sha256": sha(ds.root / SPLITS_FILE),
             "cases": cases}
 
 
@@ -417,7 +415,6 @@ def _resume_user_store(raw: Path, out: Path, overrides: dict | None) -> tuple[di
 def _new_user_store(raw: Path, out: Path, settings: PlannerSettings, overrides: dict | None, num_workers: int,
                     progress: bool) -> tuple[dict, Sequence[RawCase]]:
     """Plan ``raw`` and write the store's ``splits_final.json`` and ``dataset.json`` (cases follow)."""
-    from sam3dlib.data.store import SPLITS_FILE
 
     meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers, progress)
     meta[SOURCE_FILES_KEY] = source_record(ds)

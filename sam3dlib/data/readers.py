@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sam3dlib.data.io import NIFTI_SUFFIXES, DataFileError
+from sam3dlib.data.io import NIFTI_SUFFIXES, DataFileError, channel_case_id
 from sam3dlib.data.io import nifti_stem as _nii
 from sam3dlib.data.safe_pickle import safe_load_pickle
 from sam3dlib.utils.errors import ConfigError, MissingFileError
@@ -114,7 +114,7 @@ def _find_acdc(root: Path) -> list[RawCase]:
     return cases
 
 
-def _channel_files(folder: Path, stem: str) -> tuple[Path, ...]:
+def channel_files(folder: Path, stem: str) -> tuple[Path, ...]:
     """``stem.nii.gz`` or the nnU-Net channel files ``stem_0000.nii.gz``, ``stem_0001.nii.gz`` ..."""
     for e in NIFTI_SUFFIXES:
         if (folder / f"{stem}{e}").is_file():
@@ -156,7 +156,7 @@ def _find_msd(root: Path) -> list[RawCase]:
             stem = _nii(ip.name)
             if stem is None:
                 continue
-            imgs = _channel_files(ip.parent, stem)
+            imgs = channel_files(ip.parent, stem)
             lab = None
             if isinstance(entry, dict) and entry.get("label"):
                 lp = root / entry["label"]
@@ -172,13 +172,13 @@ def _find_msd(root: Path) -> list[RawCase]:
             stem = _nii(p.name)
             if stem is None:
                 continue
-            base = re.sub(r"_\d{4}$", "", stem)
+            base = (channel_case_id(stem) or (stem,))[0]
             direct = (root / img_dir / f"{base}.nii.gz").exists() or (root / img_dir / f"{base}.nii").exists()
             stems.add(base if base != stem and not direct else stem)
         for stem in sorted(stems):
             if stem in cases and cases[stem].images:
                 continue
-            cases[stem] = RawCase(stem, _channel_files(root / img_dir, stem), _label_for(root / lab_dir, stem), "msd")
+            cases[stem] = RawCase(stem, channel_files(root / img_dir, stem), _label_for(root / lab_dir, stem), "msd")
     return [cases[k] for k in sorted(cases)]
 
 

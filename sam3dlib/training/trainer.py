@@ -153,7 +153,7 @@ class Trainer:
         prov = provenance.collect(self.config, self.model, self.device, self.store, self.split, self.ctx.world_size)
         prov["missing_split_cases"] = self.missing
         prov["dropped_unlabelled_cases"] = self.dropped_unlabelled
-        atomic_write_text(run / "provenance.json", provenance.dumps(prov) + "\n")
+        atomic_write_json(run / "provenance.json", prov)
 
     def prepare_features(self) -> None:
         """The feature source's one-off work (cached mode: encode the train and val cases)."""

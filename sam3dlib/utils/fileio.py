@@ -169,4 +169,4 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
     import numpy as np
 
-    return atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
+    return atomic_write(path, lambda fh: np.save(fh, np.ascontiguousarray(array), allow_pickle=False))
