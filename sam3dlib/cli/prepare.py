@@ -47,13 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _target_spacing(ts: list[str] | None):
     if ts is None or ts == ["spec"]:
         return "spec" if ts else None
-    try:
-        vals = [float(x) for x in ts]
-    except ValueError:
-        raise UserError(f"--target-spacing: expected 'spec' or three numbers, got {' '.join(ts)}") from None
-    if len(vals) != 3:
-        raise UserError(f"--target-spacing: expected three numbers z y x, got {len(vals)}")
-    return vals
+    from sam3dlib.data.planning import check_target_spacing
+
+    return check_target_spacing(ts, "--target-spacing ('spec' or three numbers)", UserError)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -184,12 +184,6 @@ def read_nifti(path: str | Path, dtype: type | None = np.float32) -> NiftiVolume
     return NiftiVolume(path, arr, np.asarray(img.affine, dtype=np.float64), spacing, header_geometry(img.header))
 
 
-def load_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """``(array, affine, spacing)`` of :func:`read_nifti` (for callers that need no header)."""
-    vol = read_nifti(path, dtype)
-    return vol.data, vol.affine, vol.spacing
-
-
 def _fmt_affine(affine: np.ndarray) -> str:
     """The affine's top three rows on one line (error messages stay one line)."""
     text = np.array2string(np.asarray(affine, dtype=np.float64)[:3], precision=4, suppress_small=True)

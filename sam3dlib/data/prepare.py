@@ -27,6 +27,7 @@ from sam3dlib.data.planning import (
     NUM_FOLDS,
     Fingerprint,
     PlannerSettings,
+    check_target_spacing,
     crop_size_ratio,
     ct_statistics,
     describe_plan,
@@ -124,9 +125,7 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
                              "or three numbers z y x")
         target, t_src = list(spec.target_spacing), "datasets.json (spec)"
     else:
-        target = [float(t) for t in target_spacing]
-        if len(target) != 3 or min(target) <= 0:
-            raise ConfigError(f"target_spacing must be 3 positive numbers (z, y, x), got {target_spacing}")
+        target = check_target_spacing(target_spacing)
         t_src = "given by the user"
     if ct:
         norm = ct_statistics(np.concatenate([r["fg"][0] for r in res if "fg" in r] or [np.zeros(1)]), len(res))
