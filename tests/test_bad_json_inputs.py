@@ -189,3 +189,13 @@ def test_store_folds_are_checked_by_the_one_validator(tmp_path):
     path.write_text(json.dumps([{"val": folds[0]["val"]}] + folds[1:]))
     with pytest.raises(DataFileError, match=f"^{path}: .*train"):
         PreparedDataset(store.root).folds()
+
+
+# ---------------------------------------------------------------- 24. paper-only flags with your own dataset
+
+
+def test_allow_missing_labels_is_refused_for_an_own_dataset(tmp_path, capsys):
+    raw = write_user_phantom(tmp_path / "raw", "msd", n_cases=2)
+    assert main(["prepare", "--raw", str(raw), "--out", str(tmp_path / "s"), "--allow-missing-labels"]) == 2
+    assert "--allow-missing-labels applies to the paper datasets" in _one_error_line(capsys, "prepare")
+    assert not (tmp_path / "s").exists()

@@ -316,7 +316,8 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
         ``(dataset-level meta with the plan, folds, the UserDataset)``.
 
     Raises:
-        DatasetFormatError / DataFileError / ValueError: the first bad file, named.
+        DatasetFormatError / DataFileError: the first bad file, named.
+        ConfigError: a plan override that does not fit the data (e.g. ``num_folds``).
     """
     from sam3dlib.data.planning import is_ct
     from sam3dlib.data.user_dataset import load_user_dataset

@@ -83,9 +83,11 @@ class Trainer:
         """Open the store and the split; keep the labelled train and val cases.
 
         Raises:
-            ValueError: the store is of another dataset, lacks split cases (real data, without
-                ``allow_missing_cases``), lacks labels of train/val cases (without
-                ``allow_missing_labels``) or has no labelled training case.
+            StoreError: ``data_dir`` is not a prepared store.
+            ConfigError: the store is of another dataset (or a fold that does not exist).
+            DataFileError: the store lacks split cases (real data, without ``allow_missing_cases``)
+                or has no labelled training case.
+            MissingLabelError: train/val cases lack labels (without ``allow_missing_labels``).
         """
         from sam3dlib.data.store import PreparedDataset
 
