@@ -29,7 +29,6 @@ import os
 import types
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from sam3dlib.data.specs import get_spec
@@ -37,6 +36,7 @@ from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import check_crop_size
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import ConfigError
+from sam3dlib.utils.fileio import read_json
 from sam3dlib.utils.values import as_bool, as_choice, as_float, as_int, as_int_tuple, as_str, is_none_word
 
 PROFILES = ("paper", "quick", "smoke")
@@ -166,7 +166,17 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExperimentConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config saved in ``path`` (a run's ``config.json``).
+
+        Raises:
+            ConfigError: the file is unreadable, not a JSON object, or has unknown settings
+                (the message names the file).
+        """
+        try:
+            return cls.from_dict(read_json(path, ConfigError, expect=dict))
+        except ConfigError as exc:
+            text = str(exc)
+            raise ConfigError(text if text.startswith(str(path)) else f"{path}: {text}") from None
 
     def replace(self, **overrides: Any) -> ExperimentConfig:
         """A copy with ``overrides`` (checked like :func:`get_config`'s)."""

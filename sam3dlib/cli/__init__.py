@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 from sam3dlib.utils.errors import UserInputError
 
-#: Subcommand modules under ``sam3dlib.cli``; each defines ``register(subparsers)``,
-#: which adds its parser and sets ``func`` (returning an exit code).
 #: what ``sam3d --help`` says (the module docstring is for developers)
 DESCRIPTION = ("SAM3D: segment 3D medical volumes with a frozen Segment Anything encoder and a light 3D "
                "decoder. Prepare data (a paper dataset or your own MSD / nnU-Net v2 folder), train, predict "
                "NIfTI scans, evaluate, and reproduce the paper's tables. `sam3d COMMAND --help` for details.")
+#: Subcommand modules under ``sam3dlib.cli``; each defines ``register(subparsers)``,
+#: which adds its parser and sets ``func`` (returning an exit code).
 COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce")
 
 

@@ -39,21 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "swapped in), e.g. after the raw data changed; default: resume an interrupted prepare "
                         "of unchanged data")
     p.add_argument("--allow-missing-labels", action="store_true",
-                   help="prepare split cases whose label file is missing, unlabelled (recorded in dataset.json); "
-                        "default: such a case is an error")
+                   help="paper datasets: prepare split cases whose label file is missing, unlabelled (recorded "
+                        "in dataset.json); default: such a case is an error. Your own dataset lists its labelled "
+                        "cases in its dataset.json")
     p.set_defaults(func=run)
 
 
 def _target_spacing(ts: list[str] | None):
     if ts is None or ts == ["spec"]:
         return "spec" if ts else None
-    try:
-        vals = [float(x) for x in ts]
-    except ValueError:
-        raise UserError(f"--target-spacing: expected 'spec' or three numbers, got {' '.join(ts)}") from None
-    if len(vals) != 3:
-        raise UserError(f"--target-spacing: expected three numbers z y x, got {len(vals)}")
-    return vals
+    from sam3dlib.data.planning import check_target_spacing
+
+    return check_target_spacing(ts, "--target-spacing ('spec' or three numbers)", UserError)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +86,9 @@ def _prepare_user(args: argparse.Namespace, ts) -> int:
 
     if args.layout is not None:
         raise UserError("--layout applies to the paper datasets; your own dataset's layout is told by its dataset.json")
+    if args.allow_missing_labels:
+        raise UserError("--allow-missing-labels applies to the paper datasets; every case of your own dataset "
+                        "needs its label file (labelsTr/), or leave the case out of imagesTr/")
     if ts == "spec":
         raise UserError("--target-spacing spec: your own dataset has no shipped spec; give three numbers or leave it out")
     overrides = parse_plan_overrides(args.plan)

@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace):
     """The experiment config from the flags: a paper table's, or ``custom`` from the store's plan."""
     from sam3dlib.config import CUSTOM, parse_overrides
-    from sam3dlib.data.store import PreparedDataset
-    from sam3dlib.study.registry import custom_config, get_config
+    from sam3dlib.study.custom import custom_config_for
+    from sam3dlib.study.registry import get_config
 
     profile = args.profile or "paper"
     overrides = parse_overrides(args.overrides, args.config)
@@ -109,8 +109,4 @@ def _config(args: argparse.Namespace):
         if args.fold is not None:
             raise UserError(f"--fold applies to {CUSTOM} (your own dataset); {args.config} uses the paper's split")
         return get_config(args.config, profile, **overrides)
-    store = PreparedDataset(args.data)
-    if not store.is_user_dataset:
-        raise UserError(f"{args.data} holds the paper dataset {store.spec.name!r}; train it with its table "
-                        "experiment (e.g. table1_synapse), or prepare your own data with `sam3d prepare --raw`")
-    return custom_config(store.spec, profile, 0 if args.fold is None else args.fold, **overrides)
+    return custom_config_for(args.data, profile, 0 if args.fold is None else args.fold, **overrides)

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, grid_problem, load_label_nifti, load_nifti
+from sam3dlib.data.io import DataFileError, grid_problem, load_label_nifti
+from sam3dlib.data.preprocess import read_image
 from sam3dlib.data.readers import RawCase, find_raw_cases
 from sam3dlib.data.specs import DatasetSpec, get_spec, is_user_meta, spec_from_meta
 from sam3dlib.data.splits import all_case_ids, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, case_paths
+from sam3dlib.data.store import CASES_DIR, META_FILE, StoreError, case_paths, read_meta
 
 
 @dataclass(frozen=True)
@@ -42,35 +43,32 @@ def _expected_ids(dataset: str, root: Path) -> tuple[list[str], str]:
     return list(all_case_ids(dataset)), "the shipped split"
 
 
+def _non_finite_problems(case: RawCase, img: np.ndarray) -> list[Problem]:
+    """One problem per image file holding NaN/inf voxels (``img``: C x Z x Y x X of ``case.images``)."""
+    per_file = len(case.images) == img.shape[0]  # nnU-Net: one file per channel; else one (4D) file
+    counts: dict[Path, int] = {}
+    for c, chan in enumerate(img):
+        n = int(chan.size - np.count_nonzero(np.isfinite(chan)))
+        if n:
+            f = case.images[c] if per_file else case.images[0]
+            counts[f] = counts.get(f, 0) + n
+    return [Problem(str(f), f"{n} NaN/inf voxel(s)", case.case_id) for f, n in counts.items()]
+
+
 def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
     spec = get_spec(dataset)
-    probs: list[Problem] = []
     if not case.images:
         f = case.extra.get("listed_image") or case.case_id
         return [Problem(str(f), "image file missing", case.case_id)]
-    channels, shape, affine = 0, None, None
-    for p in case.images:
-        try:
-            arr, aff, _ = load_nifti(p)
-        except DataFileError as exc:
-            probs.append(Problem(str(p), str(exc).split(": ", 1)[-1], case.case_id))
-            continue
-        if arr.ndim not in (3, 4):
-            probs.append(Problem(str(p), f"expected a 3D or 4D image, got shape {arr.shape}", case.case_id))
-            continue
-        channels += arr.shape[3] if arr.ndim == 4 else 1
-        if not np.all(np.isfinite(arr)):
-            n = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            probs.append(Problem(str(p), f"{n} NaN/inf voxel(s)", case.case_id))
-        if shape is None:
-            shape, affine = arr.shape[:3], aff
-        elif arr.shape[:3] != shape:
-            probs.append(Problem(str(p), f"channel shape {arr.shape[:3]} != {shape} of {case.images[0].name}", case.case_id))
-    if probs:
-        return probs
-    if channels != spec.num_channels:
-        probs.append(Problem(str(case.images[0]), f"{channels} modality channel(s), {dataset} needs {spec.num_channels}",
-                             case.case_id))
+    try:  # the one reader of a case's image: channel grouping, 3D/4D, every channel on the first's grid
+        img, geom = read_image(case.images)
+    except DataFileError as exc:
+        return [Problem(*_split_message(str(exc), case.images[0]), case.case_id)]
+    probs = _non_finite_problems(case, img)
+    if img.shape[0] != spec.num_channels:
+        probs.append(Problem(str(case.images[0]), f"{img.shape[0]} modality channel(s), {dataset} needs "
+                                                  f"{spec.num_channels}", case.case_id))
+    shape, affine = tuple(geom["original_shape"]), np.asarray(geom["original_affine"])
     if case.label is None:
         f = case.extra.get("listed_label") or f"label of {case.images[0]}"
         split = labelled_split_of(dataset, [case.case_id]).get(case.case_id)
@@ -120,7 +118,10 @@ def _stale_store(root: Path, meta: dict) -> list[Problem]:
 
 def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     dataset = spec.name
-    meta = json.loads((root / META_FILE).read_text())
+    try:
+        meta = read_meta(root)
+    except StoreError as exc:
+        return [Problem(*_split_message(str(exc), root))]
     probs = []
     if meta.get("dataset") != spec.name:
         probs.append(Problem(str(root / META_FILE), f"store is for {meta.get('dataset')!r}, not {spec.name!r}"))
@@ -195,13 +196,16 @@ def check_user_dataset(path: Path) -> list[Problem]:
     """
     from sam3dlib.data.prepare import check_declared_labels
     from sam3dlib.data.preprocess import crop_case
-    from sam3dlib.data.user_dataset import DATASET_JSON, load_user_dataset
+    from sam3dlib.data.user_dataset import load_user_dataset
 
     root = Path(path)
     if not root.is_dir():
         return [Problem(str(root), "folder not found")]
     if (root / META_FILE).is_file() and (root / CASES_DIR).is_dir():
-        meta = json.loads((root / META_FILE).read_text())
+        try:
+            meta = read_meta(root)
+        except StoreError as exc:
+            return [Problem(*_split_message(str(exc), root))]
         if not is_user_meta(meta):
             return [Problem(str(root / META_FILE), f"a store of the paper dataset {meta.get('dataset')!r}: "
                                                    "give its name to check it")]
@@ -214,7 +218,7 @@ def check_user_dataset(path: Path) -> list[Problem]:
     values = sorted(ds.labels)
     for case in tqdm(ds.cases, desc=f"check {ds.name}"):
         try:
-            check_declared_labels(case.label, values, root / DATASET_JSON)
+            check_declared_labels(case.label, values, root / META_FILE)
             crop_case(case.images, case.label, len(ds.channel_names), values)
         except (OSError, ValueError) as exc:
             probs.append(Problem(*_split_message(str(exc), case.images[0]), case.case_id))

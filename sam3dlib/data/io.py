@@ -26,7 +26,6 @@ import nibabel as nib
 import numpy as np
 
 from sam3dlib.utils.errors import UserInputError
-from sam3dlib.utils.fileio import atomic_save_npy as fileio_save_npy
 from sam3dlib.utils.fileio import atomic_write
 
 #: file name endings of NIfTI files (the one list every reader and command uses)
@@ -78,16 +77,6 @@ def is_nifti(path: str | Path) -> bool:
     return nifti_stem(Path(path).name) is not None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Atomically write ``array`` as a ``.npy`` file (loadable with ``mmap_mode='r'``)."""
-    fileio_save_npy(path, np.ascontiguousarray(array))
-
-
 def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> None:
     """Atomically write a NIfTI image (gzipped if ``path`` ends in ``.gz``)."""
     path = Path(path)
@@ -97,7 +86,7 @@ def atomic_save_nifti(img: nib.Nifti1Image, path: Path) -> None:
     raw = bio.getvalue()
     if path.name.endswith(".gz"):
         raw = gzip.compress(raw, compresslevel=1, mtime=0)
-    atomic_write_bytes(path, raw)
+    atomic_write(path, lambda fh: fh.write(raw))
 
 
 # ---------------------------------------------------------------- reading
@@ -193,12 +182,6 @@ def read_nifti(path: str | Path, dtype: type | None = np.float32) -> NiftiVolume
         raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
     return NiftiVolume(path, arr, np.asarray(img.affine, dtype=np.float64), spacing, header_geometry(img.header))
-
-
-def load_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """``(array, affine, spacing)`` of :func:`read_nifti` (for callers that need no header)."""
-    vol = read_nifti(path, dtype)
-    return vol.data, vol.affine, vol.spacing
 
 
 def _fmt_affine(affine: np.ndarray) -> str:

@@ -25,11 +25,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from sam3dlib.data.io import atomic_save_nifti, atomic_write_bytes
+from sam3dlib.data.io import atomic_save_nifti
 from sam3dlib.data.specs import DATASETS, get_spec
 from sam3dlib.data.splits import raw_split
 from sam3dlib.utils.errors import ConfigError
-from sam3dlib.utils.fileio import atomic_write_json
+from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 
 PHANTOM_FILE = "PHANTOM.json"
 SIZES = {"small": 1.0, "tiny": 0.5}
@@ -55,12 +55,17 @@ def _affine(spacing_zyx, rng: np.random.Generator) -> np.ndarray:
     return aff
 
 
-def _to_nifti(arr_zyx: np.ndarray, affine: np.ndarray, dtype) -> nib.Nifti1Image:
-    arr = np.transpose(arr_zyx, (2, 1, 0) + tuple(range(3, arr_zyx.ndim))).astype(dtype)
-    img = nib.Nifti1Image(arr, affine)
+def scanner_nifti(arr_xyz: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A NIfTI image of ``arr_xyz`` (X x Y x Z [x C], stored as given) whose qform and sform are
+    both ``affine`` with code 1 (scanner coordinates), as a scanner's converter writes them."""
+    img = nib.Nifti1Image(arr_xyz, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     return img
+
+
+def _to_nifti(arr_zyx: np.ndarray, affine: np.ndarray, dtype) -> nib.Nifti1Image:
+    return scanner_nifti(np.transpose(arr_zyx, (2, 1, 0) + tuple(range(3, arr_zyx.ndim))).astype(dtype), affine)
 
 
 def _spacing(i: int, base: tuple[float, float, float], alt: tuple[float, float, float]) -> tuple[float, ...]:
@@ -251,7 +256,7 @@ def write_phantom(dataset: str, out: Path, n_cases: int | None = None, seed: int
         for p in sorted({c.split("_")[0] for c in ids}):
             frames = sorted(int(c.split("frame")[1]) for c in ids if c.startswith(p + "_"))
             info = f"ED: {frames[0]}\nES: {frames[-1]}\nGroup: NOR\nHeight: 175.0\nNbFrame: 30\nWeight: 70.0\n"
-            atomic_write_bytes(out / "training" / p / "Info.cfg", info.encode())
+            atomic_write_text(out / "training" / p / "Info.cfg", info)
     if key in ("brats", "lung"):
         atomic_write_json(out / "dataset.json", _msd_json(key, ids))
     atomic_write_json(out / PHANTOM_FILE, {"dataset": key, "seed": seed, "size": size, "case_ids": ids,

@@ -36,6 +36,7 @@ import numpy as np
 from sam3dlib.data.specs import PLAN_KEY, DatasetSpec
 from sam3dlib.data.splits import MIN_FOLDS, check_num_folds
 from sam3dlib.utils.errors import ConfigError
+from sam3dlib.utils.values import as_bool, as_float, as_int, as_int_tuple
 
 #: nnU-Net v1: every 10th foreground voxel of every case feeds the CT statistics
 ANALYSIS_SAMPLE_EVERY = 10
@@ -215,32 +216,48 @@ def parse_plan_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def check_target_spacing(value: Any, where: str = "target_spacing",
+                         error: type[Exception] = ConfigError) -> list[float]:
+    """The one check of a target spacing: three positive numbers z, y, x in mm, given as a
+    sequence (``[3, 0.8, 0.8]``, ``["3", "0.8", "0.8"]`` from a command line) or a string
+    (``"3,0.8,0.8"``, ``"3x0.8x0.8"``).
+
+    Raises:
+        ``error`` (default ConfigError): naming ``where`` and the value.
+    """
+    parts = [p for p in value.replace("x", ",").split(",") if p.strip()] if isinstance(value, str) else value
+    message = f"{where}: expected three positive numbers z, y, x (mm), got {value!r}"
+    if not isinstance(parts, Sequence) or len(parts) != 3:
+        raise error(message)
+    try:
+        spacing = [as_float(p, where, error) for p in parts]
+    except error:
+        raise error(message) from None
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise error(message)
+    return spacing
+
+
 def _parse_value(key: str, raw: str) -> Any:
-    parts = [p.strip() for p in raw.replace("x", ",").split(",") if p.strip()] if key != "regions" else []
     if key == "target_spacing":
-        v = [float(p) for p in parts]
-        if len(v) != 3 or min(v) <= 0:
-            raise ConfigError("expected three positive numbers z,y,x (mm)")
-        return v
+        return check_target_spacing(raw, key)
     if key == "patch_size":
-        v = [int(p) for p in parts]
-        if len(v) != 3 or min(v) < 1:
+        v = list(as_int_tuple(raw, 3, key))
+        if min(v) < 1:
             raise ConfigError("expected three positive integers D,H,W")
         return v
     if key in ("batch_size", "num_folds"):
-        v, least = int(raw), MIN_FOLDS if key == "num_folds" else 1
+        v, least = as_int(raw, key), MIN_FOLDS if key == "num_folds" else 1
         if v < least:
             raise ConfigError(f"expected an integer >= {least}")
         return v
     if key == "memory_gb":
-        v = float(raw)
-        if v <= 0:
+        v = as_float(raw, key)
+        if not v > 0:
             raise ConfigError("expected a positive number (GiB)")
         return v
     if key == "batch_dice":
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError("expected true or false")
-        return raw.lower() in ("true", "1", "yes")
+        return as_bool(raw, key)
     if key == "normalization":
         v = [p.lower() for p in raw.split(",") if p.strip()]
         bad = [p for p in v if p not in ("ct", "zscore", "zscore_nonzero")]
@@ -252,7 +269,7 @@ def _parse_value(key: str, raw: str) -> Any:
         name, _, labels = part.partition(":")
         if not name.strip() or not labels.strip():
             raise ConfigError("expected NAME:l1,l2[;NAME:...]")
-        regions[name.strip()] = [int(x) for x in labels.split(",")]
+        regions[name.strip()] = [as_int(x, f"region {name.strip()!r}") for x in labels.split(",")]
     return regions
 
 

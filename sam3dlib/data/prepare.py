@@ -13,7 +13,6 @@ Two passes, as nnU-Net v1's planning + preprocessing:
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from multiprocessing import get_context
@@ -22,12 +21,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, affine_geometry, atomic_save_npy, axcodes_of, load_label_nifti
+from sam3dlib.data.io import DataFileError, affine_geometry, axcodes_of, load_label_nifti
 from sam3dlib.data.planning import (
     ANALYSIS_SAMPLE_EVERY,
     NUM_FOLDS,
     Fingerprint,
     PlannerSettings,
+    check_target_spacing,
     crop_size_ratio,
     ct_statistics,
     describe_plan,
@@ -46,10 +46,10 @@ from sam3dlib.data.readers import (
 )
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, case_paths
+from sam3dlib.data.store import CASES_DIR, META_FILE, SPLITS_FILE, PreparedDataset, case_paths, read_meta
 from sam3dlib.data.user_dataset import UserDataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
-from sam3dlib.utils.fileio import atomic_write_json
+from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json
 
 ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
 
@@ -125,9 +125,7 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
                              "or three numbers z y x")
         target, t_src = list(spec.target_spacing), "datasets.json (spec)"
     else:
-        target = [float(t) for t in target_spacing]
-        if len(target) != 3 or min(target) <= 0:
-            raise ConfigError(f"target_spacing must be 3 positive numbers (z, y, x), got {target_spacing}")
+        target = check_target_spacing(target_spacing)
         t_src = "given by the user"
     if ct:
         norm = ct_statistics(np.concatenate([r["fg"][0] for r in res if "fg" in r] or [np.zeros(1)]), len(res))
@@ -289,7 +287,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
                                 "--allow-missing-labels (allow_missing_labels=True) to prepare them unlabelled")
     meta_path = out / META_FILE
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(out)
         if meta.get("dataset") != spec.name:
             raise DataFileError(f"{meta_path}: store is for {meta.get('dataset')!r}, not {spec.name!r}; use another --out")
     else:
@@ -318,10 +316,11 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
         ``(dataset-level meta with the plan, folds, the UserDataset)``.
 
     Raises:
-        DatasetFormatError / DataFileError / ValueError: the first bad file, named.
+        DatasetFormatError / DataFileError: the first bad file, named.
+        ConfigError: a plan override that does not fit the data (e.g. ``num_folds``).
     """
     from sam3dlib.data.planning import is_ct
-    from sam3dlib.data.user_dataset import DATASET_JSON, load_user_dataset
+    from sam3dlib.data.user_dataset import load_user_dataset
 
     ds = load_user_dataset(raw)
     if "num_folds" in (overrides or {}):
@@ -334,7 +333,7 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
         ct_channels = tuple(c for c, how in enumerate(chosen) if how == "ct")
     values = tuple(sorted(ds.labels))
     orientation = canonical_orientation([c.images[0] for c in ds.cases])
-    jobs = [(c, len(ds.channel_names), ct_channels, values, ds.root / DATASET_JSON, orientation) for c in ds.cases]
+    jobs = [(c, len(ds.channel_names), ct_channels, values, ds.root / META_FILE, orientation) for c in ds.cases]
     res = list(_imap(_analyse_one, jobs, num_workers, f"analyse {ds.name}", progress))
     fp = Fingerprint.from_cases(res, len(values))
     meta = make_plan(ds.name, ds.channel_names, ds.labels, fp, settings, overrides, ds.label_regions)
@@ -368,15 +367,13 @@ def source_record(ds: UserDataset) -> dict:
     """
     import hashlib
 
-    from sam3dlib.data.user_dataset import DATASET_JSON
-    from sam3dlib.data.user_dataset import SPLITS_FILE as USER_SPLITS
 
     def sha(p: Path) -> str | None:
         return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
     cases = {c.case_id: {str(Path(os.path.relpath(f, ds.root))): _stamp(f) for f in (*c.images, c.label) if f is not None}
              for c in ds.cases}
-    return {"dataset_json_sha256": sha(ds.root / DATASET_JSON), "splits_sha256": sha(ds.root / USER_SPLITS),
+    return {"dataset_json_sha256": sha(ds.root / META_FILE), "splits_sha256": sha(ds.root / SPLITS_FILE),
             "cases": cases}
 
 
@@ -398,7 +395,7 @@ def _resume_user_store(raw: Path, out: Path, overrides: dict | None) -> tuple[di
     from sam3dlib.data.user_dataset import load_user_dataset
 
     meta_path = out / META_FILE
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(out)
     if not is_user_meta(meta) or meta.get("source_root") != str(raw.resolve()):
         raise DataFileError(f"{meta_path}: this store was prepared from {meta.get('source_root')!r}, not {raw}; "
                             "use another --out, or --force to rebuild it from this folder")
@@ -418,7 +415,6 @@ def _resume_user_store(raw: Path, out: Path, overrides: dict | None) -> tuple[di
 def _new_user_store(raw: Path, out: Path, settings: PlannerSettings, overrides: dict | None, num_workers: int,
                     progress: bool) -> tuple[dict, Sequence[RawCase]]:
     """Plan ``raw`` and write the store's ``splits_final.json`` and ``dataset.json`` (cases follow)."""
-    from sam3dlib.data.store import SPLITS_FILE
 
     meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers, progress)
     meta[SOURCE_FILES_KEY] = source_record(ds)

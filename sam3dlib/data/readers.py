@@ -14,16 +14,16 @@ Layouts (autodetected by :func:`detect_layout`):
 """
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sam3dlib.data.io import NIFTI_SUFFIXES, DataFileError
+from sam3dlib.data.io import NIFTI_SUFFIXES, DataFileError, channel_case_id
 from sam3dlib.data.io import nifti_stem as _nii
 from sam3dlib.data.safe_pickle import safe_load_pickle
 from sam3dlib.utils.errors import ConfigError, MissingFileError
+from sam3dlib.utils.fileio import read_json
 
 LAYOUTS = ("btcv", "acdc", "msd", "nnunet_v1")
 
@@ -114,7 +114,7 @@ def _find_acdc(root: Path) -> list[RawCase]:
     return cases
 
 
-def _channel_files(folder: Path, stem: str) -> tuple[Path, ...]:
+def channel_files(folder: Path, stem: str) -> tuple[Path, ...]:
     """``stem.nii.gz`` or the nnU-Net channel files ``stem_0000.nii.gz``, ``stem_0001.nii.gz`` ..."""
     for e in NIFTI_SUFFIXES:
         if (folder / f"{stem}{e}").is_file():
@@ -132,21 +132,31 @@ def _label_for(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _listed_image(entry: object, where: str) -> str:
+    """The image path of one MSD ``dataset.json`` training entry: a path, or an object with
+    ``"image"`` (Medical Segmentation Decathlon layout); DataFileError naming ``where`` otherwise."""
+    image = entry.get("image") if isinstance(entry, dict) else entry
+    label = entry.get("label") if isinstance(entry, dict) else None
+    if not isinstance(image, str) or not image or not isinstance(label, (str, type(None))):
+        raise DataFileError(f"{where}: expected {{\"image\": \"./imagesTr/....nii.gz\", \"label\": ...}}, got {entry!r}")
+    return image
+
+
 def _find_msd(root: Path) -> list[RawCase]:
     cases: dict[str, RawCase] = {}
     meta_path = root / "dataset.json"
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataFileError(f"{meta_path}: invalid JSON ({exc})") from exc
-        for entry in meta.get("training", []):
-            img_rel = entry["image"] if isinstance(entry, dict) else entry
+        meta = read_json(meta_path, DataFileError, expect=dict)
+        training = meta.get("training", [])
+        if not isinstance(training, list):
+            raise DataFileError(f"{meta_path}: 'training' must be a list of {{\"image\": ..., \"label\": ...}}")
+        for i, entry in enumerate(training):
+            img_rel = _listed_image(entry, f"{meta_path}: training entry {i}")
             ip = (root / img_rel).resolve() if not Path(img_rel).is_absolute() else Path(img_rel)
             stem = _nii(ip.name)
             if stem is None:
                 continue
-            imgs = _channel_files(ip.parent, stem)
+            imgs = channel_files(ip.parent, stem)
             lab = None
             if isinstance(entry, dict) and entry.get("label"):
                 lp = root / entry["label"]
@@ -162,13 +172,13 @@ def _find_msd(root: Path) -> list[RawCase]:
             stem = _nii(p.name)
             if stem is None:
                 continue
-            base = re.sub(r"_\d{4}$", "", stem)
+            base = (channel_case_id(stem) or (stem,))[0]
             direct = (root / img_dir / f"{base}.nii.gz").exists() or (root / img_dir / f"{base}.nii").exists()
             stems.add(base if base != stem and not direct else stem)
         for stem in sorted(stems):
             if stem in cases and cases[stem].images:
                 continue
-            cases[stem] = RawCase(stem, _channel_files(root / img_dir, stem), _label_for(root / lab_dir, stem), "msd")
+            cases[stem] = RawCase(stem, channel_files(root / img_dir, stem), _label_for(root / lab_dir, stem), "msd")
     return [cases[k] for k in sorted(cases)]
 
 

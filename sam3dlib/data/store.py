@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from sam3dlib.data.specs import DatasetSpec, is_user_meta, spec_from_meta
-from sam3dlib.data.splits import Split, get_split, user_split
+from sam3dlib.data.splits import Split, check_folds, get_split, user_split
 from sam3dlib.utils.errors import ConfigError, UnknownCaseError, UserInputError
+from sam3dlib.utils.fileio import read_json
 
+#: nnU-Net's file names, the same in a raw user dataset and in a store: the dataset's description
+#: (a store's plan and spec) and its cross-validation folds
 META_FILE = "dataset.json"
-CASES_DIR = "cases"
 SPLITS_FILE = "splits_final.json"
+CASES_DIR = "cases"
 
 
 class StoreError(UserInputError, FileNotFoundError):
@@ -65,6 +68,19 @@ def case_paths(root: Path, case_id: str) -> dict[str, Path]:
             "properties": d / f"{case_id}.json"}
 
 
+def read_meta(root: str | Path) -> dict:
+    """A store's ``dataset.json`` (written by ``sam3d prepare``) as a dict.
+
+    Raises:
+        StoreError: unreadable, invalid JSON, not an object, or without ``"dataset"`` (names the file).
+    """
+    meta_path = Path(root) / META_FILE
+    meta = read_json(meta_path, StoreError, expect=dict)
+    if "dataset" not in meta:
+        raise StoreError(f"{meta_path}: no 'dataset' key; not written by `sam3d prepare`")
+    return meta
+
+
 class PreparedDataset:
     """Read access to a prepared store.
 
@@ -82,12 +98,7 @@ class PreparedDataset:
             raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; create it with "
                              f"`sam3d prepare --raw RAW --out {self.root}` (your own MSD / nnU-Net v2 folder) or "
                              f"`sam3d prepare DATASET --raw RAW --out {self.root}` (a paper dataset)")
-        try:
-            self.meta: dict = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{meta_path}: invalid JSON ({exc})") from exc
-        if "dataset" not in self.meta:
-            raise StoreError(f"{meta_path}: no 'dataset' key; not written by `sam3d prepare`")
+        self.meta: dict = read_meta(self.root)
         try:
             self.spec: DatasetSpec = spec_from_meta(self.meta)
         except ValueError as exc:
@@ -167,15 +178,17 @@ class PreparedDataset:
 
         Raises:
             StoreError: the file is missing or not a list of folds.
+            DataFileError: a fold breaks :func:`~sam3dlib.data.splits.check_folds`' rules (no
+                ``train``/``val`` list, overlap, a case that is not in the store).
         """
         path = self.root / SPLITS_FILE
         try:
             folds = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path}: cannot read the store's folds ({exc}); run `sam3d prepare --raw` again") from None
         if not isinstance(folds, list) or not folds:
             raise StoreError(f"{path}: expected a list of folds [{{\"train\": [...], \"val\": [...]}}]")
-        return folds
+        return check_folds(folds, self.case_ids, str(path))
 
     def split(self, protocol: str = "paper", test_set: str = "paper", fold: int | None = None) -> Split:
         """The split of this store's cases: the shipped split of a paper dataset, or fold

@@ -19,21 +19,20 @@ channel counts) are checked when the cases are read (:mod:`sam3dlib.data.prepare
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sam3dlib.data.readers import RawCase, _channel_files, _nii
+from sam3dlib.data.io import NIFTI_SUFFIXES, channel_case_id, nifti_stem
+from sam3dlib.data.readers import RawCase, channel_files
 from sam3dlib.data.splits import check_folds
+from sam3dlib.data.store import META_FILE, SPLITS_FILE
 from sam3dlib.utils.errors import MissingFileError, UserInputError
+from sam3dlib.utils.values import as_int
 
+#: the raw layouts of a user's dataset (docs/DATA.md)
 USER_LAYOUTS = ("msd", "nnunet_v2")
-DATASET_JSON = "dataset.json"
-SPLITS_FILE = "splits_final.json"
-#: file endings sam3dlib can read (NIfTI only)
-NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 
 class DatasetFormatError(UserInputError, ValueError):
@@ -75,7 +74,7 @@ def read_dataset_json(root: Path) -> dict:
     Raises:
         DatasetFormatError: missing, not JSON, or not an object.
     """
-    path = Path(root) / DATASET_JSON
+    path = Path(root) / META_FILE
     if not path.is_file():
         raise DatasetFormatError(f"{path}: not found; a dataset in the MSD or nnU-Net v2 layout needs a "
                                  "dataset.json with its channels and labels (see docs/DATA.md; a paper dataset "
@@ -104,12 +103,13 @@ def _channels(meta: dict, key: str, path: Path) -> tuple[str, ...]:
     if not isinstance(raw, dict) or not raw:
         raise DatasetFormatError(f"{path}: {key!r} must be a non-empty object {{\"0\": \"CT\", ...}}")
     try:
-        idx = sorted(int(k) for k in raw)
+        by_index = {int(k): v for k, v in raw.items()}  # "00" and "0" both mean channel 0
     except ValueError:
         raise DatasetFormatError(f"{path}: {key!r} keys must be channel numbers \"0\", \"1\", ...") from None
-    if idx != list(range(len(idx))):
-        raise DatasetFormatError(f"{path}: {key!r} keys must be 0..{len(idx) - 1}, got {idx}")
-    return tuple(str(raw[str(i)]) for i in idx)
+    idx = sorted(by_index)
+    if len(by_index) != len(raw) or idx != list(range(len(idx))):
+        raise DatasetFormatError(f"{path}: {key!r} keys must be 0..{len(raw) - 1}, each once; got {sorted(raw)}")
+    return tuple(str(by_index[i]) for i in idx)
 
 
 def _label_value(v, name, path: Path) -> int:
@@ -171,7 +171,7 @@ class UnlistedImageWarning(UserWarning):
 
 def _warn_unlisted(images_tr: Path, cases: list[RawCase], path: Path) -> None:
     listed = {p.name for c in cases for p in c.images} | {Path(c.extra.get("listed_image", "")).name for c in cases}
-    unlisted = sorted(p.name for p in images_tr.iterdir() if _nii(p.name) and not p.name.startswith(".")
+    unlisted = sorted(p.name for p in images_tr.iterdir() if nifti_stem(p.name) and not p.name.startswith(".")
                       and p.name not in listed)
     if unlisted:
         warnings.warn(f"{images_tr}: {len(unlisted)} image(s) not listed in {path.name}'s 'training' are left out: "
@@ -183,7 +183,7 @@ def _msd_cases(root: Path, meta: dict, path: Path, report: Report = _raise) -> l
     entries = meta.get("training")
     if entries is None:  # not listed: every image of imagesTr with its label
         entries = [{"image": f"./imagesTr/{p.name}", "label": f"./labelsTr/{p.name}"}
-                   for p in sorted((root / "imagesTr").iterdir()) if _nii(p.name)]
+                   for p in sorted((root / "imagesTr").iterdir()) if nifti_stem(p.name)]
     if not isinstance(entries, list):
         raise DatasetFormatError(f"{path}: 'training' must be a list of {{\"image\": ..., \"label\": ...}}")
     cases = []
@@ -191,11 +191,11 @@ def _msd_cases(root: Path, meta: dict, path: Path, report: Report = _raise) -> l
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             raise DatasetFormatError(f"{path}: training entry {i} must have 'image' and 'label', got {entry!r}")
         ip, lp = root / entry["image"], root / entry["label"]
-        stem = _nii(ip.name)
-        if stem is None or _nii(lp.name) is None:
+        stem = nifti_stem(ip.name)
+        if stem is None or nifti_stem(lp.name) is None:
             raise DatasetFormatError(f"{path}: training entry {i} ({entry['image']}): only NIfTI (.nii.gz/.nii) "
                                      "files are supported")
-        images = _channel_files(ip.parent, stem)
+        images = channel_files(ip.parent, stem)
         missing = [f for f, ok in ((ip, bool(images)), (lp, lp.is_file())) if not ok]
         for f in missing:
             report(DatasetFormatError(f"{f}: listed in {path} ('training' entry {i}) but missing"))
@@ -208,15 +208,15 @@ def _msd_cases(root: Path, meta: dict, path: Path, report: Report = _raise) -> l
 
 def _v2_cases(root: Path, meta: dict, n_channels: int, path: Path, report: Report = _raise) -> list[RawCase]:
     ending = meta.get("file_ending")
-    if ending not in NIFTI_ENDINGS:
+    if ending not in NIFTI_SUFFIXES:
         raise DatasetFormatError(f"{path}: 'file_ending' {ending!r} is not supported; use one of "
-                                 f"{', '.join(NIFTI_ENDINGS)} (convert other formats to NIfTI first)")
-    pattern = re.compile(rf"^(?P<case>.+)_(?P<ch>\d{{4}}){re.escape(ending)}$")
+                                 f"{', '.join(NIFTI_SUFFIXES)} (convert other formats to NIfTI first)")
     found: dict[str, set[int]] = {}
     for p in sorted((root / "imagesTr").iterdir()):
-        m = pattern.match(p.name)
-        if m and not p.name.startswith("."):
-            found.setdefault(m.group("case"), set()).add(int(m.group("ch")))
+        stem = nifti_stem(p.name) if p.name.endswith(ending) else None
+        case_channel = channel_case_id(stem) if stem else None
+        if case_channel:
+            found.setdefault(case_channel[0], set()).add(case_channel[1])
     cases = []
     for cid in sorted(found):
         want = set(range(n_channels))
@@ -233,7 +233,7 @@ def _v2_cases(root: Path, meta: dict, n_channels: int, path: Path, report: Repor
         images = tuple(root / "imagesTr" / f"{cid}_{c:04d}{ending}" for c in range(n_channels))
         cases.append(RawCase(cid, images, lab, "nnunet_v2"))
     n = meta.get("numTraining")
-    if n is not None and int(n) != len(found):
+    if n is not None and as_int(n, f"{path}: 'numTraining'", DatasetFormatError) != len(found):
         report(DatasetFormatError(f"{path}: numTraining is {n} but imagesTr holds {len(found)} case(s)"))
     return cases
 
@@ -271,12 +271,12 @@ def load_user_dataset(root: str | Path, report: Report = _raise) -> UserDataset:
     if not root.is_dir():
         raise MissingFileError(f"{root}: raw data folder not found")
     meta = read_dataset_json(root)
-    path = root / DATASET_JSON
+    path = root / META_FILE
     layout = user_layout(meta, path)
     channels = _channels(meta, "channel_names" if layout == "nnunet_v2" else "modality", path)
     labels, regions = _labels(meta, layout, path)
     images_tr = root / "imagesTr"
-    if not images_tr.is_dir() or not any(_nii(p.name) for p in images_tr.iterdir()):
+    if not images_tr.is_dir() or not any(nifti_stem(p.name) for p in images_tr.iterdir()):
         raise DatasetFormatError(f"{images_tr}: {'empty' if images_tr.is_dir() else 'missing'}; the training "
                                  "images go there")
     cases = (_msd_cases(root, meta, path, report) if layout == "msd"

@@ -9,13 +9,13 @@ judging accuracy: only for checking that the machinery runs.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from sam3dlib.data.io import atomic_save_nifti
+from sam3dlib.data.phantoms import scanner_nifti
+from sam3dlib.data.user_dataset import USER_LAYOUTS
 from sam3dlib.utils.fileio import atomic_write_json
 
 PHANTOM_LABELS = {0: "background", 1: "organ", 2: "lesion"}
@@ -43,10 +43,7 @@ def _affine(spacing_xyz: tuple[float, float, float]) -> np.ndarray:
 
 
 def _save(arr: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(arr, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    atomic_save_nifti(img, path)
+    atomic_save_nifti(scanner_nifti(arr, affine), path)
 
 
 def write_user_phantom(out: str | Path, layout: str = "msd", n_cases: int = 6, seed: int = 0,
@@ -58,8 +55,8 @@ def write_user_phantom(out: str | Path, layout: str = "msd", n_cases: int = 6, s
     ``imagesTr/phantom_NNN_XXXX.nii.gz`` per channel + ``labelsTr/`` + ``dataset.json`` with
     ``channel_names``/``labels``/``numTraining``/``file_ending``. Returns ``out``.
     """
-    if layout not in ("msd", "nnunet_v2"):
-        raise ValueError(f"layout must be 'msd' or 'nnunet_v2', got {layout!r}")
+    if layout not in USER_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(USER_LAYOUTS)}, got {layout!r}")
     out = Path(out)
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -88,5 +85,5 @@ def write_user_phantom(out: str | Path, layout: str = "msd", n_cases: int = 6, s
         meta = {"name": "PhantomV2", "channel_names": chans, "labels": {v: k for k, v in PHANTOM_LABELS.items()},
                 "numTraining": n_cases, "file_ending": ".nii.gz"}
     atomic_write_json(out / "dataset.json", meta)
-    (out / "PHANTOM.json").write_text(json.dumps({"dataset": meta["name"], "layout": layout, "seed": seed}) + "\n")
+    atomic_write_json(out / "PHANTOM.json", {"dataset": meta["name"], "layout": layout, "seed": seed})
     return out

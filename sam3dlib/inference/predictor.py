@@ -9,7 +9,6 @@ and cropping) and argmax'ed, as nnU-Net v1's export.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.modeling.sam_checkpoint import file_sha256
 from sam3dlib.utils.devices import resolve_device
 from sam3dlib.utils.errors import ConfigError, MissingFileError, UserInputError
+from sam3dlib.utils.fileio import read_json
 from sam3dlib.utils.finished import FINISHED, is_finished
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 
@@ -66,7 +66,9 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         which: ``best`` (the paper's ``--valbest``) or ``latest``.
 
     Raises:
-        RunError: missing files, or the encoder checkpoint changed since training.
+        RunError: missing or unreadable files (invalid JSON), or the encoder checkpoint changed
+            since training.
+        ConfigError: the run's ``config.json`` is invalid (names the file).
 
     Warns:
         UnfinishedRunWarning: the run has no finished marker (``LoadedRun.finished`` False).
@@ -81,8 +83,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
     if not ckpt.is_file():
         raise RunError(f"{ckpt} not found: the run in {run} has not finished an epoch yet")
     config = ExperimentConfig.load(run / "config.json")
-    meta = json.loads((run / "dataset_meta.json").read_text())
-    prov = json.loads((run / "provenance.json").read_text())
+    meta = read_json(run / "dataset_meta.json", RunError, expect=dict)
+    prov = read_json(run / "provenance.json", RunError, expect=dict)
     if config.sam_checkpoint is not None:
         if not Path(config.sam_checkpoint).is_file():
             raise RunError(f"the run's SAM checkpoint {config.sam_checkpoint} is missing; the frozen encoder "

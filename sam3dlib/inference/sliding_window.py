@@ -180,22 +180,3 @@ def sliding_window_predict(
         )
     return torch.as_tensor(out)[0].float().contiguous()
 
-
-def predict_labels(
-    predictor: Predictor,
-    image: torch.Tensor | np.ndarray,
-    patch_size: tuple[int, int, int],
-    **kwargs: object,
-) -> np.ndarray:
-    """Argmax label map (uint8 ``D x H x W``) of :func:`sliding_window_predict`.
-
-    Args:
-        predictor: see :func:`sliding_window_predict`.
-        image: one case ``C x D x H x W``.
-        patch_size: window size (D, H, W).
-        **kwargs: see :func:`sliding_window_predict`.
-    """
-    probs = sliding_window_predict(predictor, image, patch_size, **kwargs)  # type: ignore[arg-type]
-    if probs.shape[0] > 256:
-        raise ValueError(f"{probs.shape[0]} classes do not fit a uint8 label map")
-    return probs.argmax(dim=0).to(torch.uint8).numpy()

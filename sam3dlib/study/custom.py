@@ -15,9 +15,11 @@ from typing import Any
 
 import pandas as pd
 
+from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.planning import DEFAULT_MEMORY_GB, PlannerSettings
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.study.registry import custom_config
+from sam3dlib.utils.errors import ConfigError
 
 
 def planner_settings(memory_gb: float = DEFAULT_MEMORY_GB) -> PlannerSettings:
@@ -47,6 +49,22 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, plan: dict[str, Any]
                                 num_workers, progress, force)
 
 
+def custom_config_for(data: str | os.PathLike, profile: str = "smoke", fold: int = 0,
+                      **overrides: Any) -> ExperimentConfig:
+    """The ``custom`` experiment of the user store ``data`` (spec and folds from its plan).
+
+    Raises:
+        StoreError: ``data`` is not a prepared store.
+        ConfigError: ``data`` holds a paper dataset (train it with its table experiment), or a
+            setting is out of range.
+    """
+    store = PreparedDataset(data)
+    if not store.is_user_dataset:
+        raise ConfigError(f"{data} holds the paper dataset {store.spec.name!r}; train it with its table "
+                          "experiment (e.g. table1_synapse), or prepare your own data with `sam3d prepare --raw`")
+    return custom_config(store.spec, profile, fold, **overrides)
+
+
 def train(data: str | os.PathLike, out: str | os.PathLike, profile: str = "smoke", fold: int = 0,
           progress: bool = True, resume: bool = False, force: bool = False, **overrides: Any) -> Path:
     """Train ``custom`` on a prepared user store, then predict and score its test cases.
@@ -57,10 +75,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, profile: str = "smoke
     """
     from sam3dlib.study.experiment import run_experiment
 
-    store = PreparedDataset(data)
-    if not store.is_user_dataset:
-        raise ValueError(f"{data} holds the paper dataset {store.spec.name!r}; use its table experiment")
-    config = custom_config(store.spec, profile, fold, **overrides)
+    config = custom_config_for(data, profile, fold, **overrides)
     return run_experiment(config, data, out, resume=resume, progress=progress, force=force)
 
 

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError
+from sam3dlib.study.report import write_csv_atomic
 from sam3dlib.utils.errors import MissingFileError
-from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
+from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.utils.finished import is_finished
 
 PREDICTIONS = "predictions"
@@ -77,8 +78,8 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     # a user's dataset: HD95 in voxels (the tables' convention) and in mm (HD95_strict)
     per_case = evaluate_pairs(pairs, store.spec, "both" if store.is_user_dataset else "paper")
     summary = aggregate(per_case, store.spec)
-    atomic_write_text(run / "per_case.csv", per_case.to_csv(index=False))
-    atomic_write_text(run / "summary.csv", summary.to_csv(index=False))
+    write_csv_atomic(per_case, run / "per_case.csv")
+    write_csv_atomic(summary, run / "summary.csv")
     cfg = loaded.config
     atomic_write_json(run / RESULTS_FILE, {
         "seed": cfg.seed, "experiment": cfg.name, "profile": cfg.profile, "protocol": cfg.protocol,

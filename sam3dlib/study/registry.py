@@ -80,7 +80,7 @@ TABLES: dict[str, tuple[TableInfo, ...]] = {
 }
 SUBTABLES = ("5a", "5b")
 
-#: Table -> the notebook that regenerates it (``sam3dlib.study.notebooks`` / ``notebooks/``).
+#: Table -> the notebook that regenerates it (``notebooks/``, found by ``sam3dlib.study.reproduce.notebooks_dir``).
 NOTEBOOKS = {
     "1": "01_synapse_table1.ipynb",
     "2": "02_acdc_table2.ipynb",

@@ -13,7 +13,6 @@ Papermill, nbconvert and ipykernel come with the ``study`` extra (``pip install
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import sysconfig
@@ -26,7 +25,7 @@ from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_se
 from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
 from sam3dlib.utils.errors import UserInputError
-from sam3dlib.utils.fileio import atomic_write_text
+from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 from sam3dlib.utils.finished import mark_finished
 
 #: Where a wheel install puts the notebooks (``[tool.setuptools.data-files]`` in pyproject.toml).
@@ -150,7 +149,7 @@ def reproduce_table(
     run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device), force)
     run_dir.mkdir(parents=True, exist_ok=True)
     params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir)
-    atomic_write_text(run_dir / "params.json", json.dumps({"table": key, **params}, indent=2) + "\n")
+    atomic_write_json(run_dir / "params.json", {"table": key, **params})
     seconds = _execute(nb, run_dir, params, log_output)
     if not (run_dir / f"table{key}.csv").is_file():
         raise RuntimeError(f"{run_dir / nb.name}: the notebook ran but wrote no table{key}.csv")

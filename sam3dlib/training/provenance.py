@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 import subprocess
 from importlib import metadata
@@ -71,6 +70,3 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
-
-def dumps(obj: dict) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)

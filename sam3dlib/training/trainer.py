@@ -83,9 +83,11 @@ class Trainer:
         """Open the store and the split; keep the labelled train and val cases.
 
         Raises:
-            ValueError: the store is of another dataset, lacks split cases (real data, without
-                ``allow_missing_cases``), lacks labels of train/val cases (without
-                ``allow_missing_labels``) or has no labelled training case.
+            StoreError: ``data_dir`` is not a prepared store.
+            ConfigError: the store is of another dataset (or a fold that does not exist).
+            DataFileError: the store lacks split cases (real data, without ``allow_missing_cases``)
+                or has no labelled training case.
+            MissingLabelError: train/val cases lack labels (without ``allow_missing_labels``).
         """
         from sam3dlib.data.store import PreparedDataset
 
@@ -153,7 +155,7 @@ class Trainer:
         prov = provenance.collect(self.config, self.model, self.device, self.store, self.split, self.ctx.world_size)
         prov["missing_split_cases"] = self.missing
         prov["dropped_unlabelled_cases"] = self.dropped_unlabelled
-        atomic_write_text(run / "provenance.json", provenance.dumps(prov) + "\n")
+        atomic_write_json(run / "provenance.json", prov)
 
     def prepare_features(self) -> None:
         """The feature source's one-off work (cached mode: encode the train and val cases)."""

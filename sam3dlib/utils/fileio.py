@@ -133,6 +133,28 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def read_json(path: str | os.PathLike, error: type[Exception], expect: type | None = None) -> Any:
+    """The JSON value in ``path``; a missing/unreadable file, invalid JSON or text that is not
+    UTF-8 raises ``error`` naming the file (``"<path>: invalid JSON (...)"``).
+
+    Args:
+        path: the JSON file.
+        error: the :class:`~sam3dlib.utils.errors.UserInputError` subclass to raise.
+        expect: ``dict`` or ``list`` to also refuse another top-level type; None accepts any.
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: invalid JSON ({exc})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if expect is not None and not isinstance(value, expect):
+        raise error(f"{path}: expected a JSON {'object' if expect is dict else expect.__name__}, "
+                    f"got {type(value).__name__}")
+    return value
+
+
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     import torch
 
@@ -147,4 +169,4 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
     import numpy as np
 
-    return atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
+    return atomic_write(path, lambda fh: np.save(fh, np.ascontiguousarray(array), allow_pickle=False))

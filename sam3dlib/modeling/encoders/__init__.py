@@ -44,6 +44,7 @@ from sam3dlib.modeling.encoders.sam_vit import (  # noqa: F401  (re-exported)
     encoder_config,
     load_sam_vit_weights,
 )
+from sam3dlib.utils.errors import ConfigError
 
 #: Decoder upsampling stages (x2 each): blocks 2-4 and the head (paper Fig. 2).
 MAX_UPSAMPLINGS = 4
@@ -92,11 +93,15 @@ ENCODERS: dict[str, EncoderSpec] = {
 
 
 def get_encoder_spec(name: str) -> EncoderSpec:
-    """The registry entry of ``name``; ValueError listing the choices otherwise."""
+    """The registry entry of ``name``.
+
+    Raises:
+        ConfigError: an unknown name (a ``ValueError``); the message lists the choices.
+    """
     try:
         return ENCODERS[name]
     except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}") from None
+        raise ConfigError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}") from None
 
 
 def encoder_input_size(name: str, crop_hw: tuple[int, int], scale: float | None = None) -> tuple[int, int]:
