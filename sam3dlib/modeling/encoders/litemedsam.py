@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from sam3dlib.modeling.encoders.tinyvit_fast import FastTinyViT
 from sam3dlib.modeling.sam_checkpoint import (
     CheckpointError,
     file_sha256,
@@ -126,19 +127,21 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class LiteMedSAMEncoder(nn.Module):
-    """The packaged TinyViT, BatchNorm folded, fed channels-last.
+    """The packaged TinyViT, BatchNorm folded, fed channels-last, run by :class:`FastTinyViT`.
 
-    ``forward``: ``N x 3 x 256 x 256`` -> ``N x 256 x 64 x 64``.
+    ``forward``: ``N x 3 x 256 x 256`` -> ``N x 256 x 64 x 64``. ``self.tinyvit`` is the
+    package's module (it owns every parameter); ``self.fast`` only holds its forward pass.
     """
 
     def __init__(self, tinyvit: nn.Module) -> None:
         super().__init__()
         self.tinyvit = fold_batchnorm(tinyvit.eval())
+        object.__setattr__(self, "fast", FastTinyViT(self.tinyvit))  # not a submodule: no duplicate state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != (NATIVE_SIZE, NATIVE_SIZE):
             raise ValueError(f"LiteMedSAM's TinyViT takes {NATIVE_SIZE} x {NATIVE_SIZE} slices, got {tuple(x.shape)}")
-        return self.tinyvit(x.contiguous(memory_format=torch.channels_last))
+        return self.fast(x.contiguous(memory_format=torch.channels_last))
 
 
 def load_litemedsam(tinyvit: nn.Module, checkpoint: str | os.PathLike | None = None) -> tuple[str, str]:
