@@ -15,7 +15,8 @@ rounding (the embeddings stay within 1e-4 of max|emb| of the package's, ``tests/
 * on CPU, convolution + GELU and linear + GELU pairs run as one oneDNN call with a GELU post-op
   (``torch.ops.mkldnn._convolution_pointwise`` / ``_linear_pointwise``, the fused kernels
   ``torch.compile`` itself emits), which saves a pass over the largest activations (the
-  256-channel 256 x 256 MBConv stage). Elsewhere (CUDA, autocast, a build without oneDNN) the
+  256-channel 256 x 256 MBConv stage); the other linear layers run through oneDNN too (bias
+  added in the kernel rather than copied into the output first by ``addmm``). Elsewhere (CUDA, autocast, a build without oneDNN) the
   plain two-op form runs.
 
 Padded window positions are kept exactly as the package computes them (zero tokens padded
@@ -44,12 +45,17 @@ def conv_gelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         "gelu", [], "none")
 
 
-def linear_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``gelu(linear(x))`` (exact erf GELU) as one oneDNN call where it applies; ``... x C_in``."""
-    if not _fused_ok(x, linear.weight):
-        return F.gelu(linear(x))
+def linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)``, followed by the exact erf GELU if ``gelu``, as one oneDNN call where it applies.
+
+    ``x``: ``... x C_in`` -> ``... x C_out``. oneDNN adds the bias inside the matmul (``addmm``
+    copies it into the output first), which alone makes it faster on CPU.
+    """
+    if not _fused_ok(x, layer.weight):
+        y = layer(x)
+        return F.gelu(y) if gelu else y
     flat = x.reshape(-1, x.shape[-1])
-    out = torch.ops.mkldnn._linear_pointwise(flat, linear.weight, linear.bias, "gelu", [], "none")
+    out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -64,11 +70,11 @@ def attention_bias(attn: nn.Module) -> torch.Tensor:
 def window_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """TinyViT ``Attention`` on ``B x N x C`` window tokens via scaled-dot-product attention."""
     b, n, _ = x.shape
-    qkv = attn.qkv(attn.norm(x)).view(b, n, attn.num_heads, -1)
+    qkv = linear(attn.qkv, attn.norm(x)).view(b, n, attn.num_heads, -1)
     q, k, v = qkv.split([attn.key_dim, attn.key_dim, attn.d], dim=3)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                         attn_mask=attention_bias(attn).to(x.dtype), scale=attn.scale)
-    return attn.proj(out.transpose(1, 2).reshape(b, n, attn.dh))
+                                         attn_mask=attention_bias(attn).to(x.dtype)[None], scale=attn.scale)
+    return linear(attn.proj, out.transpose(1, 2).reshape(b, n, attn.dh))
 
 
 def windowed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +97,7 @@ def tinyvit_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x + windowed(block, x)  # residual add also makes the cropped windows contiguous
     x = block.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # channels-last view: no copy
     mlp = block.mlp
-    return x + mlp.fc2(linear_gelu(mlp.fc1, mlp.norm(x)))
+    return x + linear(mlp.fc2, linear(mlp.fc1, mlp.norm(x), gelu=True))
 
 
 def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
