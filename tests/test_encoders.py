@@ -8,7 +8,6 @@ import shutil
 import pytest
 import torch
 
-from sam3dlib.study.registry import get_config
 from sam3dlib.data.specs import get_spec
 from sam3dlib.modeling.build import build_sam3d
 from sam3dlib.modeling.decoder import Decoder3D
@@ -23,6 +22,7 @@ from sam3dlib.modeling.encoders import (
 )
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.modeling.sam_checkpoint import CheckpointError
+from sam3dlib.study.registry import get_config
 
 
 @pytest.fixture(scope="module")
