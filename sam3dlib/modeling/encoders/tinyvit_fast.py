@@ -73,7 +73,7 @@ def window_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     qkv = linear(attn.qkv, attn.norm(x)).view(b, n, attn.num_heads, -1)
     q, k, v = qkv.split([attn.key_dim, attn.key_dim, attn.d], dim=3)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                         attn_mask=attention_bias(attn).to(x.dtype)[None], scale=attn.scale)
+                                         attn_mask=attention_bias(attn).to(q.dtype)[None], scale=attn.scale)
     return linear(attn.proj, out.transpose(1, 2).reshape(b, n, attn.dh))
 
 
