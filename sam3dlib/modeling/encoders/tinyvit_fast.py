@@ -112,6 +112,21 @@ def patch_merging(merge: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()  # already channels-last: a view, no copy
 
 
+def layer_norm_2d(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The package's ``LayerNorm2d`` (over channels of ``B x C x H x W``) as one ``F.layer_norm`` call.
+
+    Same maths (biased variance, ``eps`` inside the square root); on a channels-last tensor the
+    ``B x H x W x C`` view is contiguous, so no copy is made.
+    """
+    y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), norm.weight, norm.bias, norm.eps)
+    return y.permute(0, 3, 1, 2)
+
+
+def neck(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """TinyViT's neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d) on channels-last ``B x C x H x W``."""
+    return layer_norm_2d(seq[3], seq[2](layer_norm_2d(seq[1], seq[0](x))))
+
+
 class FastTinyViT(nn.Module):
     """The packaged (BatchNorm-folded) TinyViT with the exact rewrites of this module's docstring.
 
@@ -136,4 +151,4 @@ class FastTinyViT(nn.Module):
                 x = tinyvit_block(blk, x)
             if layer.downsample is not None:
                 x = patch_merging(layer.downsample, x.permute(0, 3, 1, 2))
-        return net.neck(x.permute(0, 3, 1, 2))
+        return neck(net.neck, x.permute(0, 3, 1, 2))
