@@ -30,10 +30,10 @@ from torch import nn
 
 
 def _fused_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the oneDNN GELU post-op kernels apply: CPU float32, no autocast, oneDNN built."""
+    """Whether the oneDNN post-op kernels apply: CPU float32, no autocast, oneDNN built with them."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def conv_gelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,8 @@ def linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tenso
         y = layer(x)
         return F.gelu(y) if gelu else y
     flat = x.reshape(-1, x.shape[-1])
-    out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    attr, algorithm = ("gelu", "none") if gelu else ("none", "")  # "none": the exact erf GELU
+    out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias, attr, [], algorithm)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
