@@ -1,11 +1,13 @@
 """Frozen-encoder throughput per registry encoder (issue 12): slices/s and FLOP/s against the matmul peak.
 
 Rows: LiteMedSAM as packaged (``build_lite_medsam().image_encoder``, weights loaded, eval) and as
-SAM3D runs it (BatchNorm folded, channels-last; :mod:`sam3dlib.modeling.encoders.litemedsam`),
-both at their native 256 px; SAM's ViT-B at the Synapse crop (176 px) with our fast attention.
+SAM3D runs it (BatchNorm folded, channels-last, the exact fast forward of
+:mod:`sam3dlib.modeling.encoders.tinyvit_fast`), both at their native 256 px; SAM's ViT-B at the Synapse crop (176 px) with our fast attention.
 The variants are timed in turns within one run (round robin, best of ``--reps``), so their
 ratio holds even when other processes share the cores; the load average is recorded. FLOPs
-per slice are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions).
+per slice are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions) on
+the packaged module for both LiteMedSAM rows: the counter does not see the fused oneDNN calls of
+ours, which compute the same network.
 
 Usage::
 
@@ -32,14 +34,16 @@ from sam3dlib.modeling.encoders import litemedsam
 from sam3dlib.modeling.sam3d import prepare_slices
 
 
-def _variants(with_vit: bool) -> dict[str, tuple[torch.nn.Module, tuple[int, int]]]:
+def _variants(with_vit: bool) -> dict[str, tuple[torch.nn.Module, tuple[int, int], torch.nn.Module]]:
+    """name -> (module timed, input size, module whose FLOPs are counted)."""
     packaged = litemedsam.build_tinyvit()
     litemedsam.load_litemedsam(packaged)
     ours = build_sam3d(3, image_size=64, encoder="litemedsam").encoder
-    out = {"litemedsam, packaged (BatchNorm, NCHW)": (packaged, (256, 256)),
-           "litemedsam, ours (BatchNorm folded, channels-last)": (ours, (256, 256))}
+    out = {"litemedsam, packaged (BatchNorm, NCHW)": (packaged, (256, 256), packaged),
+           "litemedsam, ours (fast forward: SDPA, oneDNN fusions, BN folded)": (ours, (256, 256), packaged)}
     if with_vit:
-        out["vit_b at 176 px (fast attention)"] = (build_sam3d(14, image_size=176, encoder="vit_b").encoder, (176, 176))
+        vit = build_sam3d(14, image_size=176, encoder="vit_b").encoder
+        out["vit_b at 176 px (fast attention)"] = (vit, (176, 176), vit)
     return out
 
 
@@ -55,26 +59,27 @@ def measure(slices: int = 4, reps: int = 2, with_vit: bool = True) -> dict[str, 
     device = torch.device("cpu")
     variants = _variants(with_vit)
     peak = bl.matmul_peak(device, torch.float32, 1024)
-    inputs = {name: prepare_slices(torch.rand(slices, 1, *hw)) for name, (_, hw) in variants.items()}
+    inputs = {name: prepare_slices(torch.rand(slices, 1, *hw)) for name, (_, hw, _) in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
-        for name, (module, _) in variants.items():  # warm-up
+        for name, (module, _, _) in variants.items():  # warm-up
             module(inputs[name][:1])
         for _ in range(reps):
-            for name, (module, _) in variants.items():
+            for name, (module, _, _) in variants.items():
                 t = time.perf_counter()
                 module(inputs[name])
                 times[name].append(time.perf_counter() - t)
     rows = []
-    for name, (module, hw) in variants.items():
+    for name, (_, hw, counted) in variants.items():
         best = min(times[name])
-        flops = _flops(module, hw)
+        flops = _flops(counted, hw)
         rows.append({"encoder": name, "input": f"{hw[0]}x{hw[1]}", "slices_per_s": slices / best,
                      "gflop_per_slice": flops / 1e9, "achieved_gflops": flops * slices / best / 1e9,
                      "fraction_of_matmul_peak": flops * slices / best / peak, "times_s": times[name]})
     packaged, ours = rows[0]["slices_per_s"], rows[1]["slices_per_s"]
     return {"machine": bl.machine_info(device), "loadavg_1min": bl.loadavg(), "matmul_peak_gflops": peak / 1e9,
-            "slices_per_call": slices, "reps": reps, "rows": rows, "litemedsam_speedup": ours / packaged}
+            "slices_per_call": slices, "reps": reps, "threads": torch.get_num_threads(), "rows": rows,
+            "litemedsam_speedup": ours / packaged}
 
 
 def to_markdown(report: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from sam3dlib.modeling.encoders import (
     encoder_input_size,
     get_encoder_spec,
     litemedsam,
+    tinyvit_fast,
 )
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.modeling.sam_checkpoint import CheckpointError
@@ -94,16 +95,27 @@ def test_litemedsam_is_frozen_and_in_eval_mode():
     assert model.trainable_parameters() == sum(p.numel() for p in model.decoder.parameters())
 
 
-def test_fast_litemedsam_equals_the_packaged_encoder():
-    """BatchNorm folded + channels-last: the package's own module on the same weights, to 1e-4 of max|emb|."""
+@pytest.fixture(scope="module")
+def packaged_litemedsam_pair():
+    """Two different slices and the package's own TinyViT embeddings of them (same weights)."""
     packaged = litemedsam.build_tinyvit()
     litemedsam.load_litemedsam(packaged)
+    x = torch.rand(2, 1, 256, 256, generator=torch.Generator().manual_seed(0)).expand(-1, 3, -1, -1)
+    with torch.inference_mode():
+        return x, packaged(x)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["onednn-fused", "plain-ops"])
+def test_fast_litemedsam_equals_the_packaged_encoder(packaged_litemedsam_pair, fused, monkeypatch):
+    """BN folded + the fast forward (SDPA, oneDNN GELU post-ops or plain ops): the package's output to 1e-4 of max|emb|."""
+    if not fused:
+        monkeypatch.setattr(tinyvit_fast, "_fused_ok", lambda x, weight: False)
+    x, ref = packaged_litemedsam_pair
     fast, _, _ = litemedsam.build_litemedsam_encoder()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
-    x = torch.rand(1, 1, 256, 256).expand(-1, 3, -1, -1)
     with torch.inference_mode():
-        ref, out = packaged(x), fast(x)
-    assert ref.shape == out.shape == (1, 256, 64, 64)
+        out = fast(x)
+    assert ref.shape == out.shape == (2, 256, 64, 64)
     assert float((ref - out).abs().max() / ref.abs().max()) < 1e-4
 
 

