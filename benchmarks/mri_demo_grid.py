@@ -3,7 +3,8 @@
 Each (resolution, crop) is encoded once with the pretrained encoder on its own grid (timed), then
 every candidate pools those embeddings to its ``max_grid`` and trains the decoder
 (``sam3dlib.study.mri_demo.train_and_test``); ``total s`` = that encoding + the candidate's
-decoder steps + its monitoring evaluations. Candidates: ``name:key=value,key=value`` over
+decoder steps + its monitoring evaluations (wall; ``total cpu s``: the same in process CPU time,
+all threads, which moves less with other jobs on the cores). Candidates: ``name:key=value,key=value`` over
 :class:`~sam3dlib.study.mri_demo.MRIDemoSettings` fields. Usage::
 
     python benchmarks/mri_demo_grid.py --out results/bench "grid12:max_grid=16" "grid24:max_grid=32"
@@ -18,7 +19,12 @@ import pandas as pd
 import torch
 
 from sam3dlib.modeling.build import build_sam3d
-from sam3dlib.study.mri_demo import MRIDemoSettings, encode_cases, load_task, train_and_test
+from sam3dlib.study.mri_demo import (
+    MRIDemoSettings,
+    encode_cases,
+    load_task,
+    train_and_test,
+)
 
 
 def parse(text: str) -> tuple[str, MRIDemoSettings]:
@@ -48,12 +54,13 @@ def main() -> None:
             torch.manual_seed(s.seed)
             model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=s.encoder)
             t1 = time.perf_counter()
+            cpu1 = time.process_time()
             cache[key] = (encode_cases(model, {**train, **test}, s.crop), time.perf_counter() - t1,
-                          sum(a[0].shape[0] for a in {**train, **test}.values()))
-        unpooled, encode_s, n_slices = cache[key]
-        t2 = time.perf_counter()
+                          time.process_time() - cpu1, sum(a[0].shape[0] for a in {**train, **test}.values()))
+        unpooled, encode_s, encode_cpu, n_slices = cache[key]
+        t2, cpu2 = time.perf_counter(), time.process_time()
         run = train_and_test(s, train, test, spec, unpooled=unpooled)
-        decoder_s = time.perf_counter() - t2
+        decoder_s, decoder_cpu = time.perf_counter() - t2, time.process_time() - cpu2
         r = {"candidate": name, "resolution mm": s.resolution, "crop": s.crop, "max_grid": s.max_grid,
              "train slabs": len(train), "test slabs": len(test), "slices encoded": n_slices, "steps": s.steps,
              "batch": s.batch_size, "lr": s.lr}
@@ -61,6 +68,7 @@ def main() -> None:
             r[f"DSC {row['region']}"] = round(float(row["mean"]), 4)
         r.update({"curve": " ".join(f"{h['val_dice']:.3f}" for h in run.history), "encode s": round(encode_s, 1),
                   "decoder steps s": round(run.train_seconds, 1), "total s": round(encode_s + decoder_s, 1),
+                  "total cpu s": round(encode_cpu + decoder_cpu, 1),
                   "load (1 min)": round(os.getloadavg()[0], 2), "split": note})
         rows.append(r)
         print({k: v for k, v in r.items() if k != "split"}, f"(this candidate {time.perf_counter() - t0:.0f} s)", flush=True)

@@ -109,7 +109,13 @@ def test_write_mni152_task_msd_layout(tmp_path):
 
 def test_mri_demo_with_precomputed_embeddings_equals_encoding_inside():
     """Embeddings encoded once (``encode_cases``, unpooled) and pooled per run give the same run as encoding inside."""
-    from sam3dlib.study.mri_demo import EncoderVariant, MRIDemoSettings, encode_cases, load_task, train_and_test
+    from sam3dlib.study.mri_demo import (
+        EncoderVariant,
+        MRIDemoSettings,
+        encode_cases,
+        load_task,
+        train_and_test,
+    )
 
     s = MRIDemoSettings(encoder="vit_tiny", resolution=4, slab=3, gap=2, crop=64, steps=2, eval_every=2,
                         train_slabs=1, test_slabs=1, max_grid=4)
