@@ -36,6 +36,8 @@ def parse(text: str) -> tuple[str, MRIDemoSettings]:
         if key not in fields:
             raise SystemExit(f"unknown setting {key!r} in {text!r}")
         changes[key] = float(value) if key == "lr" else (None if value == "None" else int(value))
+        if key == "standardise":
+            changes[key] = bool(int(value))
     return name, dataclasses.replace(MRIDemoSettings(), **changes)
 
 
@@ -63,7 +65,7 @@ def main() -> None:
         decoder_s, decoder_cpu = time.perf_counter() - t2, time.process_time() - cpu2
         r = {"candidate": name, "resolution mm": s.resolution, "crop": s.crop, "max_grid": s.max_grid,
              "train slabs": len(train), "test slabs": len(test), "slices encoded": n_slices, "steps": s.steps,
-             "batch": s.batch_size, "lr": s.lr}
+             "batch": s.batch_size, "lr": s.lr, "standardise": s.standardise}
         for _, row in run.summary[run.summary["metric"] == "DSC"].iterrows():
             r[f"DSC {row['region']}"] = round(float(row["mean"]), 4)
         r.update({"curve": " ".join(f"{h['val_dice']:.3f}" for h in run.history), "encode s": round(encode_s, 1),

@@ -131,3 +131,18 @@ def test_mri_demo_with_precomputed_embeddings_equals_encoding_inside():
     for cid in test:
         np.testing.assert_array_equal(reused.predictions[cid], inside.predictions[cid])
     assert [h["train_loss"] for h in reused.history] == [h["train_loss"] for h in inside.history]
+
+
+def test_standardise_embeddings_uses_training_statistics_only():
+    from sam3dlib.study.mri_demo import standardise_embeddings
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([1e-3, 1.0, 1e3]).view(3, 1, 1, 1)
+    train = {"a": torch.randn(3, 2, 4, 4, generator=g) * scale + 5, "b": torch.randn(3, 2, 4, 4, generator=g) * scale}
+    test = {"t": train["a"] + 10 * scale}  # shifted by 10 training stds' worth of scale: must stay shifted
+    out = standardise_embeddings({**train, **test}, ["a", "b"])
+    fitted = torch.cat([out["a"].flatten(1), out["b"].flatten(1)], dim=1)
+    torch.testing.assert_close(fitted.mean(1), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(fitted.std(1), torch.ones(3), atol=1e-3, rtol=0)
+    std = torch.cat([train["a"].flatten(1), train["b"].flatten(1)], dim=1).std(1).view(3, 1, 1, 1)
+    torch.testing.assert_close(out["t"] - out["a"], (10 * scale / std).expand_as(out["t"]), atol=1e-3, rtol=1e-3)

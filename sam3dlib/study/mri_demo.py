@@ -51,6 +51,8 @@ class MRIDemoSettings:
     lr: float = 3e-3
     eval_every: int = 25
     seed: int = 0
+    #: z-score each embedding channel with the training slabs' mean and std before the decoder
+    standardise: bool = False
     #: keep only this many training slabs (those nearest the test slabs) / test slabs (None: all)
     train_slabs: int | None = None
     test_slabs: int | None = None
@@ -123,6 +125,18 @@ def encode_cases(model, cases: dict[str, tuple[np.ndarray, np.ndarray]], crop: i
     return {cid: model.encode_unpooled(torch.from_numpy(_pad(img, crop))[None, None])[0] for cid, (img, _) in cases.items()}
 
 
+def standardise_embeddings(feats: dict[str, torch.Tensor], fit_on: list[str]) -> dict[str, torch.Tensor]:
+    """Every ``C x D x h x w`` embedding z-scored per channel with the mean and std of the ``fit_on`` cases.
+
+    The statistics come from the training slabs only (no test information); 1e-6 is added to the
+    std so that a channel constant over them stays finite. A linear probe does the same
+    (``tests/test_real_mri.py``): the frozen encoder's channels differ in scale.
+    """
+    flat = torch.cat([feats[c].flatten(1) for c in fit_on], dim=1)
+    mean, std = flat.mean(1), flat.std(1) + 1e-6
+    return {c: (e - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1) for c, e in feats.items()}
+
+
 def _pooled(model, unpooled: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {cid: model.pool_embeddings(e[None])[0] for cid, e in unpooled.items()}
 
@@ -175,6 +189,8 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
         unpooled = encode_cases(model, {**train_cases, **test_cases}, s.crop)
         encode_seconds = time.perf_counter() - t0
     feats = _pooled(model, unpooled)
+    if s.standardise:
+        feats = standardise_embeddings(feats, list(train_cases))
     train_feats = {c: feats[c] for c in train_cases}
     test_feats = {c: feats[c] for c in test_cases}
     labels = {cid: torch.from_numpy(_pad(lab, s.crop)) for cid, (_, lab) in train_cases.items()}
