@@ -130,7 +130,7 @@ def standardise_embeddings(feats: dict[str, torch.Tensor], fit_on: list[str]) ->
 
     The statistics come from the training slabs only (no test information); 1e-6 is added to the
     std so that a channel constant over them stays finite. A linear probe does the same
-    (``tests/test_real_mri.py``): the frozen encoder's channels differ in scale.
+    (``tests/test_real_mri.py``).
     """
     flat = torch.cat([feats[c].flatten(1) for c in fit_on], dim=1)
     mean, std = flat.mean(1), flat.std(1) + 1e-6
