@@ -48,7 +48,7 @@ class MRIDemoSettings:
     max_grid: int = 16
     steps: int = 100
     batch_size: int = 2
-    lr: float = 3e-3
+    lr: float = 1e-3  # 0.565 against 0.543 at 3e-3 (docs/PERFORMANCE.md section 6, same cost per step)
     eval_every: int = 25
     seed: int = 0
     #: z-score each embedding channel with the training slabs' mean and std before the decoder
