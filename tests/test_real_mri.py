@@ -105,3 +105,44 @@ def test_write_mni152_task_msd_layout(tmp_path):
         img, lab = nib.load(out / entry["image"]), nib.load(out / entry["label"])
         assert img.shape == lab.shape and img.shape[2] == 8 and (img.affine == lab.affine).all()
         assert set(lab.get_fdata().ravel().astype(int)) <= {0, 1, 2}
+
+
+def test_mri_demo_with_precomputed_embeddings_equals_encoding_inside():
+    """Embeddings encoded once (``encode_cases``, unpooled) and pooled per run give the same run as encoding inside."""
+    from sam3dlib.study.mri_demo import (
+        EncoderVariant,
+        MRIDemoSettings,
+        encode_cases,
+        load_task,
+        train_and_test,
+    )
+
+    s = MRIDemoSettings(encoder="vit_tiny", resolution=4, slab=3, gap=2, crop=64, steps=2, eval_every=2,
+                        train_slabs=1, test_slabs=1, max_grid=4)
+    v = EncoderVariant("vit_tiny", encoder_scale=2.0)  # 128 px input: an 8 x 8 grid, pooled by 2 to 4 x 4
+    train, test, spec, _ = load_task(s)
+    torch.manual_seed(s.seed)
+    model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=v.encoder, encoder_scale=v.encoder_scale)
+    unpooled = encode_cases(model, {**train, **test}, s.crop)
+    assert next(iter(unpooled.values())).shape[-2:] == (8, 8)  # the encoder's own grid, not pooled
+    inside = train_and_test(s, train, test, spec, variant=v)
+    reused = train_and_test(s, train, test, spec, variant=v, unpooled=unpooled)
+    assert reused.encode_seconds == 0.0 and inside.encode_seconds > 0
+    for cid in test:
+        np.testing.assert_array_equal(reused.predictions[cid], inside.predictions[cid])
+    assert [h["train_loss"] for h in reused.history] == [h["train_loss"] for h in inside.history]
+
+
+def test_standardise_embeddings_uses_training_statistics_only():
+    from sam3dlib.study.mri_demo import standardise_embeddings
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([1e-3, 1.0, 1e3]).view(3, 1, 1, 1)
+    train = {"a": torch.randn(3, 2, 4, 4, generator=g) * scale + 5, "b": torch.randn(3, 2, 4, 4, generator=g) * scale}
+    test = {"t": train["a"] + 10 * scale}  # shifted by 10 training stds' worth of scale: must stay shifted
+    out = standardise_embeddings({**train, **test}, ["a", "b"])
+    fitted = torch.cat([out["a"].flatten(1), out["b"].flatten(1)], dim=1)
+    torch.testing.assert_close(fitted.mean(1), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(fitted.std(1), torch.ones(3), atol=1e-3, rtol=0)
+    std = torch.cat([train["a"].flatten(1), train["b"].flatten(1)], dim=1).std(1).view(3, 1, 1, 1)
+    torch.testing.assert_close(out["t"] - out["a"], (10 * scale / std).expand_as(out["t"]), atol=1e-3, rtol=1e-3)

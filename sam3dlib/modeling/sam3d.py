@@ -148,13 +148,28 @@ class SAM3D(nn.Module):
 
     def encode(self, volume: torch.Tensor) -> torch.Tensor:
         """``B x C x D x H x W`` crops -> ``B x (C*256) x D x h x w`` slice embeddings (``embedding_hw``)."""
+        return self.pool_embeddings(self.encode_unpooled(volume))
+
+    def encode_unpooled(self, volume: torch.Tensor) -> torch.Tensor:
+        """``B x C x D x H x W`` crops -> the encoder's own ``B x (C*256) x D x h' x w'`` grid (no pooling).
+
+        Raises:
+            ValueError: ``volume`` is not ``B x in_channels x D x crop_hw``.
+        """
         if volume.ndim != 5 or volume.shape[1] != self.in_channels or tuple(volume.shape[-2:]) != self.crop_hw:
             raise ValueError(
                 f"expected B x {self.in_channels} x D x {self.crop_hw[0]} x {self.crop_hw[1]} (the model's crop), "
                 f"got shape {tuple(volume.shape)}"
             )
-        emb = encode_slices(self.encoder, volume, self.encoder_chunk_size, self.encoder_dtype,
-                            self.input_hw, self.encoder_spec.intensity)
+        return encode_slices(self.encoder, volume, self.encoder_chunk_size, self.encoder_dtype, self.input_hw,
+                             self.encoder_spec.intensity)
+
+    def pool_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """The encoder's ``B x C' x D x h' x w'`` grid -> the decoder's ``embedding_hw`` grid.
+
+        Average-pooled by ``embedding_pool``, then area-resampled when the ratio to the crop is no
+        power of two; the same for embeddings computed once and reused (e.g. at several pools).
+        """
         if self.embedding_pool > 1:
             p = self.embedding_pool
             emb = F.avg_pool3d(emb, (1, p, p))

@@ -48,9 +48,11 @@ class MRIDemoSettings:
     max_grid: int = 16
     steps: int = 100
     batch_size: int = 2
-    lr: float = 3e-3
+    lr: float = 1e-3  # 0.565 against 0.543 at 3e-3 (docs/PERFORMANCE.md section 6, same cost per step)
     eval_every: int = 25
     seed: int = 0
+    #: z-score each embedding channel with the training slabs' mean and std before the decoder
+    standardise: bool = False
     #: keep only this many training slabs (those nearest the test slabs) / test slabs (None: all)
     train_slabs: int | None = None
     test_slabs: int | None = None
@@ -115,11 +117,28 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     return ((image - image.mean()) / (image.std() + 1e-8)).astype(np.float32)
 
 
-def _encode_all(model, cases: dict[str, tuple[np.ndarray, np.ndarray]], crop: int) -> dict[str, torch.Tensor]:
-    feats = {}
-    for cid, (img, _) in cases.items():
-        feats[cid] = model.encode(torch.from_numpy(_pad(img, crop))[None, None])[0]
-    return feats
+def encode_cases(model, cases: dict[str, tuple[np.ndarray, np.ndarray]], crop: int) -> dict[str, torch.Tensor]:
+    """``{case: C' x D x h' x w'}``: every slab padded to ``crop`` and encoded on the encoder's own grid (unpooled).
+
+    Pool with ``model.pool_embeddings``; computed once, the same embeddings serve several pools (benchmarks).
+    """
+    return {cid: model.encode_unpooled(torch.from_numpy(_pad(img, crop))[None, None])[0] for cid, (img, _) in cases.items()}
+
+
+def standardise_embeddings(feats: dict[str, torch.Tensor], fit_on: list[str]) -> dict[str, torch.Tensor]:
+    """Every ``C x D x h x w`` embedding z-scored per channel with the mean and std of the ``fit_on`` cases.
+
+    The statistics come from the training slabs only (no test information); 1e-6 is added to the
+    std so that a channel constant over them stays finite. A linear probe does the same
+    (``tests/test_real_mri.py``).
+    """
+    flat = torch.cat([feats[c].flatten(1) for c in fit_on], dim=1)
+    mean, std = flat.mean(1), flat.std(1) + 1e-6
+    return {c: (e - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1) for c, e in feats.items()}
+
+
+def _pooled(model, unpooled: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {cid: model.pool_embeddings(e[None])[0] for cid, e in unpooled.items()}
 
 
 def _predict(decoder, feats: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
@@ -147,10 +166,13 @@ def embedding_pool(settings: MRIDemoSettings, variant: EncoderVariant) -> int:
 
 
 def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pretrained: bool = True,
-                   variant: EncoderVariant | None = None) -> EncoderRun:
+                   variant: EncoderVariant | None = None,
+                   unpooled: dict[str, torch.Tensor] | None = None) -> EncoderRun:
     """Encode every slab once, train the decoder for ``settings.steps`` steps, score the test slabs.
 
-    ``variant`` overrides ``settings.encoder`` / ``pretrained`` (encoder comparisons).
+    ``variant`` overrides ``settings.encoder`` / ``pretrained`` (encoder comparisons). ``unpooled``:
+    the slabs' embeddings already computed by :func:`encode_cases` with the same encoder, weights
+    and crop (then nothing is encoded here and ``encode_seconds`` is 0).
     """
     from sam3dlib.modeling.build import build_sam3d
     from sam3dlib.modeling.losses import sam3d_loss
@@ -162,9 +184,15 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
         model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=v.encoder, encoder_pool=embedding_pool(s, v),
                             pretrained=v.pretrained, checkpoint=v.checkpoint, encoder_scale=v.encoder_scale)
     t0 = time.perf_counter()
-    train_feats = _encode_all(model, train_cases, s.crop)
-    test_feats = _encode_all(model, test_cases, s.crop)
-    encode_seconds = time.perf_counter() - t0
+    encode_seconds = 0.0
+    if unpooled is None:
+        unpooled = encode_cases(model, {**train_cases, **test_cases}, s.crop)
+        encode_seconds = time.perf_counter() - t0
+    feats = _pooled(model, unpooled)
+    if s.standardise:
+        feats = standardise_embeddings(feats, list(train_cases))
+    train_feats = {c: feats[c] for c in train_cases}
+    test_feats = {c: feats[c] for c in test_cases}
     labels = {cid: torch.from_numpy(_pad(lab, s.crop)) for cid, (_, lab) in train_cases.items()}
     decoder, loss_fn = model.decoder, sam3d_loss()
     opt = torch.optim.AdamW(decoder.parameters(), lr=s.lr)
@@ -306,5 +334,5 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     return record
 
 
-__all__ = ["Comparison", "EncoderVariant", "MRIDemoSettings", "compare_encoders", "load_task", "results_table", "run_mri_demo",
+__all__ = ["Comparison", "EncoderVariant", "MRIDemoSettings", "compare_encoders", "encode_cases", "load_task", "results_table", "run_mri_demo",
            "train_and_test"]
