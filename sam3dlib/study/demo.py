@@ -10,7 +10,6 @@ training -> evaluation of the phantom test cases -> Table 1's layout with our ro
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -21,7 +20,7 @@ from typing import Any
 from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.study import report
 from sam3dlib.study.inputs import DEFAULT_CHECKPOINT
-from sam3dlib.utils.fileio import atomic_write_text
+from sam3dlib.utils.fileio import atomic_write_json
 
 #: The demo's training budget on top of ``get_config("table1_synapse", "quick")``. The small
 #: Synapse phantoms are 32 x 96 x 96 after preparation, so the crop covers a whole slice and the
@@ -138,7 +137,7 @@ def run_demo(
         "config": cfg.to_dict(),
         "description": cond.describe(),
     }
-    atomic_write_text(out / "demo.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_json(out / "demo.json", record)
     return DemoResult(out, run_dir, mean, seconds, cond, table)
 
 

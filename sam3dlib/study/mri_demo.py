@@ -22,7 +22,6 @@ Written to ``out``: ``table.csv`` / ``table.md`` (DSC and HD95 per class and enc
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sam3dlib.utils.fileio import atomic_write_text
+from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -329,7 +328,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
         "threads": torch.get_num_threads(),
         "settings": asdict(s),
     }
-    atomic_write_text(out / "demo.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_json(out / "demo.json", record)
     record["table"] = table
     return record
 

