@@ -78,11 +78,13 @@ def test_mri_demo_writes_table_figures_and_record(tmp_path):
                                train_slabs=1, test_slabs=1)
     run_mri_demo(tmp_path, compare_random=False, settings=settings)
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"table.csv", "table.md", "curves.png", "overlays_random.png", "log_random.csv", "demo.json"} <= names
+    assert {"table.csv", "per_slab.csv", "table.md", "curves.png", "overlays_random.png", "log_random.csv", "demo.json"} <= names
     table = pd.read_csv(tmp_path / "table.csv")
     assert {"DSC GM", "DSC WM", "HD95 GM", "HD95 WM", "DSC average"} <= set(table.columns) and len(table) == 1
+    per_slab = pd.read_csv(tmp_path / "per_slab.csv")
+    assert {"encoder", "case_id", "DSC GM", "HD95 WM"} <= set(per_slab.columns) and len(per_slab) == 1
     saved = json.loads((tmp_path / "demo.json").read_text())
-    assert "superior to the training slabs" in saved["split"] and saved["seconds"] > 0
+    assert "superior to the training slices" in saved["split"] and saved["seconds"] > 0
     assert set(saved["mean_foreground_dsc"]) == {"vit_tiny (random init)"}  # a ViT without a weights file is random
     assert "different anatomy" in (tmp_path / "table.md").read_text()
 
@@ -146,3 +148,23 @@ def test_standardise_embeddings_uses_training_statistics_only():
     torch.testing.assert_close(fitted.std(1), torch.ones(3), atol=1e-3, rtol=0)
     std = torch.cat([train["a"].flatten(1), train["b"].flatten(1)], dim=1).std(1).view(3, 1, 1, 1)
     torch.testing.assert_close(out["t"] - out["a"], (10 * scale / std).expand_as(out["t"]), atol=1e-3, rtol=1e-3)
+
+
+def test_training_windows_cover_every_slice_position_and_refuse_thin_cases():
+    from sam3dlib.study.mri_demo import training_windows
+
+    assert training_windows({"b": 8, "a": 6}, 6) == [("a", 0), ("b", 0), ("b", 1), ("b", 2)]
+    with pytest.raises(ValueError, match="thinner than the 6-slice window: {'t': 5}"):
+        training_windows({"t": 5, "ok": 6}, 6)
+
+
+def test_mni152_training_block_holds_every_slice_below_the_gap():
+    label = np.zeros((4, 4, 40), np.uint8)
+    label[..., 3:37] = 1  # brain in z 3-36: 34 slices
+    slabs = mni152_slabs(label, slab=6, gap=3, test_fraction=0.35)
+    block = mni152_slabs(label, slab=6, gap=3, test_fraction=0.35, train_block=True)
+    test = [s for s in slabs if s.role == "test"]
+    assert [(s.z0, s.z1) for s in block if s.role == "test"] == [(s.z0, s.z1) for s in test]
+    (train,) = [s for s in block if s.role == "train"]
+    assert (train.z0, train.z1) == (3, test[0].z0 - 3)  # from the first brain slice up to the gap
+    assert min(s.z0 for s in slabs if s.role == "train") > 3  # whole slabs leave the lowest slices out

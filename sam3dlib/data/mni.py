@@ -104,7 +104,8 @@ def mni152_tissue(resolution: int = 2) -> MNITissue:
     return MNITissue(block_mean(np.asarray(t1.dataobj), r), label, affine, r)
 
 
-def mni152_slabs(label: np.ndarray, slab: int = 8, gap: int = 4, test_fraction: float = 0.35) -> list[Slab]:
+def mni152_slabs(label: np.ndarray, slab: int = 8, gap: int = 4, test_fraction: float = 0.35,
+                 train_block: bool = False) -> list[Slab]:
     """Axial slabs over the slices that contain brain: lower ones train, upper ones test.
 
     Args:
@@ -112,6 +113,12 @@ def mni152_slabs(label: np.ndarray, slab: int = 8, gap: int = 4, test_fraction: 
         slab: slices per case.
         gap: slices left out between the last training and the first test slab.
         test_fraction: share of the brain's slices given to test slabs (rounded to whole slabs).
+        train_block: one training case holding every brain slice below the gap (for training
+            on random windows of ``slab`` slices, nnU-Net's random patches along z) instead
+            of whole training slabs, which leave out the lowest slices that fill no slab.
+
+    Raises:
+        ValueError: no brain slice, or too few slices below the gap for one training slab.
     """
     z = np.flatnonzero(label.any(axis=(0, 1)))
     if z.size == 0:
@@ -122,8 +129,11 @@ def mni152_slabs(label: np.ndarray, slab: int = 8, gap: int = 4, test_fraction: 
     n_train = (test_start - gap - lo) // slab
     if n_train < 1:
         raise ValueError(f"{hi - lo} brain slices are too few for slabs of {slab} with a gap of {gap}")
-    train_start = test_start - gap - n_train * slab
-    slabs = [Slab("", train_start + i * slab, train_start + (i + 1) * slab, "train") for i in range(n_train)]
+    if train_block:
+        slabs = [Slab("", lo, test_start - gap, "train")]
+    else:
+        train_start = test_start - gap - n_train * slab
+        slabs = [Slab("", train_start + i * slab, train_start + (i + 1) * slab, "train") for i in range(n_train)]
     slabs += [Slab("", test_start + i * slab, test_start + (i + 1) * slab, "test") for i in range(n_test)]
     return [Slab(f"mni152_{i:03d}", s.z0, s.z1, s.role) for i, s in enumerate(slabs)]
 

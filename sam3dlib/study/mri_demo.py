@@ -18,10 +18,12 @@ model builder, loss, metrics and figures. The full trainer runs on this task onc
 user-dataset path reads it (``write_mni152_task`` writes the MSD layout).
 
 Written to ``out``: ``table.csv`` / ``table.md`` (DSC and HD95 per class and encoder),
+``per_slab.csv`` (the same per test slab, inferior to superior),
 ``overlays_<encoder>.png``, ``curves.png``, ``log_<encoder>.csv`` and ``demo.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -42,17 +44,22 @@ class MRIDemoSettings:
     resolution: int = 3
     slab: int = 6
     gap: int = 3
-    crop: int = 96
+    crop: int = 80  # the whole 65 x 77 slice; LiteMedSAM's 64 x 64 grid -> the decoder's 40 x 40 (one upsampling)
     #: embeddings finer than this grid are average-pooled down to it (``encoder_pool``), per encoder
-    max_grid: int = 16
-    steps: int = 100
+    max_grid: int = 64
+    steps: int = 200
     batch_size: int = 2
-    lr: float = 1e-3  # 0.565 against 0.543 at 3e-3 (docs/PERFORMANCE.md section 6, same cost per step)
-    eval_every: int = 25
+    lr: float = 2e-3
+    #: nnU-Net's poly decay of the learning rate to 0 over ``steps`` (the paper's schedule); False: constant
+    poly_lr: bool = True
+    eval_every: int = 50
     seed: int = 0
     #: z-score each embedding channel with the training slabs' mean and std before the decoder
     standardise: bool = False
-    #: keep only this many training slabs (those nearest the test slabs) / test slabs (None: all)
+    #: train on random windows of ``slab`` slices from one block of every slice below the gap
+    #: (nnU-Net's random patches along z); False: on the whole training slabs
+    train_windows: bool = True
+    #: keep only this many training slabs' worth of slices (those nearest the test slabs) / test slabs (None: all)
     train_slabs: int | None = None
     test_slabs: int | None = None
 
@@ -112,7 +119,7 @@ def _pad(a: np.ndarray, crop: int) -> np.ndarray:
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
-    """nnU-Net's non-CT scheme: z-score over the volume."""
+    """nnU-Net's non-CT scheme: z-score over the volume (the whole template, before it is cut into cases)."""
     return ((image - image.mean()) / (image.std() + 1e-8)).astype(np.float32)
 
 
@@ -164,6 +171,21 @@ def embedding_pool(settings: MRIDemoSettings, variant: EncoderVariant) -> int:
     return max(1, side // get_encoder_spec(variant.encoder).stride // settings.max_grid)
 
 
+def training_windows(depths: dict[str, int], depth: int) -> list[tuple[str, int]]:
+    """Every ``(case, first slice)`` of a window of ``depth`` slices inside a training case.
+
+    Sampled uniformly, so each slice position is equally likely; a case of exactly ``depth``
+    slices gives one window (whole-slab training). ``depths``: ``{case: slices}``.
+
+    Raises:
+        ValueError: a case is thinner than ``depth``.
+    """
+    thin = {c: d for c, d in depths.items() if d < depth}
+    if thin:
+        raise ValueError(f"training cases thinner than the {depth}-slice window: {thin}")
+    return [(c, z) for c in sorted(depths) for z in range(depths[c] - depth + 1)]
+
+
 def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pretrained: bool = True,
                    variant: EncoderVariant | None = None,
                    unpooled: dict[str, torch.Tensor] | None = None) -> EncoderRun:
@@ -175,6 +197,7 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
     """
     from sam3dlib.modeling.build import build_sam3d
     from sam3dlib.modeling.losses import sam3d_loss
+    from sam3dlib.training.optim import poly_decay
 
     s = settings
     v = variant or EncoderVariant(s.encoder, pretrained)
@@ -196,13 +219,16 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
     decoder, loss_fn = model.decoder, sam3d_loss()
     opt = torch.optim.AdamW(decoder.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
-    ids = sorted(train_cases)
+    windows = training_windows({c: lab.shape[0] for c, lab in labels.items()}, s.slab)
     history, losses, train_seconds = [], [], 0.0
     for step in range(1, s.steps + 1):
         t1 = time.perf_counter()
-        pick = [ids[int(i)] for i in torch.randint(len(ids), (s.batch_size,), generator=gen)]
-        x = torch.stack([train_feats[c] for c in pick])
-        y = torch.stack([labels[c] for c in pick])
+        if s.poly_lr:
+            for group in opt.param_groups:
+                group["lr"] = poly_decay(s.lr, step - 1, s.steps)
+        pick = [windows[int(i)] for i in torch.randint(len(windows), (s.batch_size,), generator=gen)]
+        x = torch.stack([train_feats[c][:, z:z + s.slab] for c, z in pick])
+        y = torch.stack([labels[c][z:z + s.slab] for c, z in pick])
         decoder.train()
         loss = loss_fn(decoder(x), y)
         opt.zero_grad(set_to_none=True)
@@ -236,6 +262,14 @@ def results_table(runs: list[EncoderRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def per_slab_table(runs: list[EncoderRun]) -> pd.DataFrame:
+    """One row per encoder and test slab (case ids number the slabs inferior to superior): DSC, HD95 (mm)."""
+    frames = [run.per_case.assign(encoder=run.label) for run in runs]
+    wide = pd.concat(frames).pivot_table(index=["encoder", "case_id"], columns=["metric", "region"], values="value")
+    wide.columns = [f"{m} {r}" for m, r in wide.columns]
+    return wide.reset_index()
+
+
 def _markdown(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
@@ -248,16 +282,23 @@ def load_task(settings: MRIDemoSettings):
 
     s = settings
     tissue = mni152_tissue(s.resolution)
-    slabs = mni152_slabs(tissue.label, s.slab, s.gap)
+    tissue = dataclasses.replace(tissue, image=_normalise(tissue.image))
+    slabs = mni152_slabs(tissue.label, s.slab, s.gap, train_block=s.train_windows)
     train_slabs = [sl for sl in slabs if sl.role == "train"]
     test_slabs = [sl for sl in slabs if sl.role == "test"]
-    train_slabs = train_slabs[-s.train_slabs:] if s.train_slabs else train_slabs
+    if s.train_slabs and s.train_windows:  # the block's top train_slabs * slab slices
+        block = train_slabs[0]
+        train_slabs = [dataclasses.replace(block, z0=max(block.z0, block.z1 - s.train_slabs * s.slab))]
+    elif s.train_slabs:
+        train_slabs = train_slabs[-s.train_slabs:]
     test_slabs = test_slabs[:s.test_slabs] if s.test_slabs else test_slabs
-    arrays = {cid: (_normalise(img), lab) for cid, (img, lab) in slab_arrays(tissue, train_slabs + test_slabs).items()}
+    arrays = slab_arrays(tissue, train_slabs + test_slabs)
     train = {sl.case_id: arrays[sl.case_id] for sl in train_slabs}
     test = {sl.case_id: arrays[sl.case_id] for sl in test_slabs}
-    note = (f"train: {len(train)} slabs (z {train_slabs[0].z0}-{train_slabs[-1].z1 - 1}); test: {len(test)} slabs "
-            f"(z {test_slabs[0].z0}-{test_slabs[-1].z1 - 1}), superior to the training slabs: different anatomy; "
+    what = (f"random windows of {s.slab} slices from z {train_slabs[0].z0}-{train_slabs[-1].z1 - 1}" if s.train_windows
+            else f"{len(train)} slabs (z {train_slabs[0].z0}-{train_slabs[-1].z1 - 1})")
+    note = (f"train: {what}; test: {len(test)} slabs "
+            f"(z {test_slabs[0].z0}-{test_slabs[-1].z1 - 1}), superior to the training slices: different anatomy; "
             f"{s.resolution} mm voxels")
     return train, test, mni152_spec(s.resolution, (s.slab, s.crop, s.crop)), note
 
@@ -297,6 +338,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     runs = [train_and_test(s, train, test, spec, variant=v) for v in variants]
     table = results_table(runs)
     write_csv_atomic(table, out / "table.csv")
+    write_csv_atomic(per_slab_table(runs), out / "per_slab.csv")
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{split_note}.\n"
         f"Labels: the template's own tissue probability maps, thresholded (not manual segmentations). "

@@ -17,6 +17,11 @@ def make_optimizer(config, params) -> torch.optim.Optimizer:
                            weight_decay=config.weight_decay)
 
 
+def poly_decay(lr0: float, done: int, total: int, power: float = 0.9) -> float:
+    """nnU-Net's poly schedule: ``lr0 * (1 - done / total) ** power`` after ``done`` of ``total`` epochs or steps."""
+    return lr0 * (1 - done / total) ** power
+
+
 def poly_lr(config, epoch: int) -> float:
-    """``lr0 * (1 - epoch / epochs) ** power`` (set before epoch 0 and after each epoch with ep + 1)."""
-    return config.lr * (1 - epoch / config.epochs) ** config.poly_power
+    """:func:`poly_decay` of a config (set before epoch 0 and after each epoch with ep + 1)."""
+    return poly_decay(config.lr, epoch, config.epochs, config.poly_power)
