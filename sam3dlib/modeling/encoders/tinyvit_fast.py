@@ -28,6 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Rows of one 256 x 256 slice per MBConv strip (stage 1); measured: 4, 8, 16, 32 within 1 % (docs/PERFORMANCE.md).
+MBCONV_ROWS = 8
+#: Tokens per MLP chunk; measured: 512, 2048, 8192 (2048 best by 2 %, docs/PERFORMANCE.md).
+MLP_TOKENS = 2048
+
 
 def _fused_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the oneDNN post-op kernels apply: CPU float32, no autocast, oneDNN built with them."""
@@ -97,14 +102,59 @@ def tinyvit_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One ``TinyViTBlock`` on contiguous ``B x H x W x C`` tokens; returns the same layout."""
     x = x + windowed(block, x)  # residual add also makes the cropped windows contiguous
     x = block.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # channels-last view: no copy
-    mlp = block.mlp
-    return x + linear(mlp.fc2, linear(mlp.fc1, mlp.norm(x), gelu=True))
+    return mlp_residual(block.mlp, x)
+
+
+def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``conv(x) + other`` as one oneDNN call (binary "add" post-op); ``x``, ``other``: ``N x C x H x W``.
+
+    Only where :func:`_fused_ok` holds (the caller checks).
+    """
+    return torch.ops.mkldnn._convolution_pointwise.binary(
+        x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        "add", None, None, [], None)
+
+
+def row_strips(height: int, rows: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """``(r0, r1, a, b)`` per strip: output rows ``[r0, r1)`` read input rows ``[a, b)`` (``halo`` more each side, clipped)."""
+    return [(r0, min(height, r0 + rows), max(0, r0 - halo), min(height, r0 + rows + halo))
+            for r0 in range(0, height, rows)]
 
 
 def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One ``MBConv`` (1x1 expand, 3x3 depthwise, 1x1 project, residual, GELU) on ``B x C x H x W``."""
-    y = block.conv3(conv_gelu(block.conv2, conv_gelu(block.conv1, x)))
-    return F.gelu(y.add_(x))
+    """One ``MBConv`` (1x1 expand, 3x3 depthwise, 1x1 project, residual, GELU) on channels-last ``B x C x H x W``.
+
+    With the oneDNN kernels it runs one slice and :data:`MBCONV_ROWS` rows at a time (one row of
+    halo for the depthwise convolution, whose zero padding then falls only on the image's own
+    borders): the 4x-expanded activations (64 MB per 256 x 256 slice) stay in cache instead of
+    going through memory twice; the projection and the residual add are one oneDNN call.
+    Every output pixel is computed from the same inputs by the same kernels as unsplit.
+    """
+    if not _fused_ok(x, block.conv1.weight):
+        y = block.conv3(conv_gelu(block.conv2, conv_gelu(block.conv1, x)))
+        return F.gelu(y.add_(x))
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    for i in range(x.shape[0]):
+        for r0, r1, a, b in row_strips(x.shape[2], MBCONV_ROWS, 1):
+            hidden = conv_gelu(block.conv2, conv_gelu(block.conv1, x[i:i + 1, :, a:b]))[:, :, r0 - a:r1 - a]
+            torch.ops.aten.gelu.out(conv_add(block.conv3, hidden, x[i:i + 1, :, r0:r1]), out=out[i:i + 1, :, r0:r1])
+    return out
+
+
+def mlp_residual(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x + mlp(x)`` (TinyViT ``Mlp``: LayerNorm, fc1, GELU, fc2) on contiguous ``B x H x W x C`` tokens.
+
+    With the oneDNN kernels it writes into ``x`` (the caller's fresh tensor) :data:`MLP_TOKENS`
+    tokens at a time, so the 4x-wider hidden activations stay in cache, and fc2 + residual add is
+    one oneDNN call (binary "add" post-op). Plain ops otherwise (then ``x`` is not modified).
+    """
+    if not _fused_ok(x, mlp.fc1.weight):
+        return x + linear(mlp.fc2, linear(mlp.fc1, mlp.norm(x), gelu=True))
+    flat = x.view(-1, x.shape[-1])
+    for chunk in flat.split(MLP_TOKENS):
+        hidden = linear(mlp.fc1, mlp.norm(chunk), gelu=True)
+        chunk.copy_(torch.ops.mkldnn._linear_pointwise.binary(hidden, chunk, mlp.fc2.weight, mlp.fc2.bias, "add"))
+    return x
 
 
 def patch_merging(merge: nn.Module, x: torch.Tensor) -> torch.Tensor:
