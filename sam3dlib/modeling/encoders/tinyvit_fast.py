@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam3dlib.utils.threads import batch_workers, map_batch_in_threads
+
 #: Rows of one 256 x 256 slice per MBConv strip (stage 1); measured: 4, 8, 16, 32 within 1 % (docs/PERFORMANCE.md).
 MBCONV_ROWS = 8
 #: Tokens per MLP chunk; measured: 512, 2048, 8192 (2048 best by 2 %, docs/PERFORMANCE.md).
@@ -39,6 +41,16 @@ def _fused_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _in_strips() -> bool:
+    """Whether to run the stage-1 MBConvs by row strips and the MLPs by token chunks: single-threaded only.
+
+    With several intra-op threads every strip's op ends in a join of the threads; on shared cores
+    those joins made the whole forward 2.5x slower (measured, docs/PERFORMANCE.md). The encoder
+    runs one single-threaded worker per core instead (:class:`FastTinyViT`).
+    """
+    return torch.get_num_threads() == 1
 
 
 def conv_gelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -133,6 +145,8 @@ def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not _fused_ok(x, block.conv1.weight):
         y = block.conv3(conv_gelu(block.conv2, conv_gelu(block.conv1, x)))
         return F.gelu(y.add_(x))
+    if not _in_strips():
+        return F.gelu(conv_add(block.conv3, conv_gelu(block.conv2, conv_gelu(block.conv1, x)), x))
     out = torch.empty_like(x, memory_format=torch.channels_last)
     for i in range(x.shape[0]):
         for r0, r1, a, b in row_strips(x.shape[2], MBCONV_ROWS, 1):
@@ -151,7 +165,7 @@ def mlp_residual(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not _fused_ok(x, mlp.fc1.weight):
         return x + linear(mlp.fc2, linear(mlp.fc1, mlp.norm(x), gelu=True))
     flat = x.view(-1, x.shape[-1])
-    for chunk in flat.split(MLP_TOKENS):
+    for chunk in flat.split(MLP_TOKENS if _in_strips() else flat.shape[0]):
         hidden = linear(mlp.fc1, mlp.norm(chunk), gelu=True)
         chunk.copy_(torch.ops.mkldnn._linear_pointwise.binary(hidden, chunk, mlp.fc2.weight, mlp.fc2.bias, "add"))
     return x
@@ -190,6 +204,11 @@ class FastTinyViT(nn.Module):
         self.net = tinyvit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Slices in parallel on CPU (one single-threaded worker per intra-op thread), else one call."""
+        return map_batch_in_threads(self.forward_batch, x, batch_workers(x.shape[0], x.device))
+
+    def forward_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass on the whole batch in the calling thread."""
         net = self.net
         seq = net.patch_embed.seq
         x = seq[2](conv_gelu(seq[0], x))
