@@ -105,18 +105,47 @@ def packaged_litemedsam_pair():
         return x, packaged(x)
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["onednn-fused", "plain-ops"])
-def test_fast_litemedsam_equals_the_packaged_encoder(packaged_litemedsam_pair, fused, monkeypatch):
-    """BN folded + the fast forward (SDPA, oneDNN GELU post-ops or plain ops): the package's output to 1e-4 of max|emb|."""
+@pytest.mark.parametrize("fused,slices", [(True, 2), (True, 1), (False, 2)],
+                         ids=["onednn-workers-strips", "onednn-one-slice-intra-op", "plain-ops"])
+def test_fast_litemedsam_equals_the_packaged_encoder(packaged_litemedsam_pair, fused, slices, monkeypatch):
+    """BN folded + the fast forward (SDPA, oneDNN post-ops or plain ops; two slices: one single-threaded
+    worker per thread, MBConv strips and MLP chunks; one slice: intra-op threads): the package's
+    output to 1e-4 of max|emb|."""
     if not fused:
         monkeypatch.setattr(tinyvit_fast, "_fused_ok", lambda x, weight: False)
     x, ref = packaged_litemedsam_pair
+    x, ref = x[:slices], ref[:slices]
     fast, _, _ = litemedsam.build_litemedsam_encoder()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     with torch.inference_mode():
         out = fast(x)
-    assert ref.shape == out.shape == (2, 256, 64, 64)
+    assert ref.shape == out.shape == (slices, 256, 64, 64)
     assert float((ref - out).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_strips_and_chunks_equal_the_one_call_blocks(monkeypatch):
+    """MBConv by row strips (halo rows, image borders, a short last strip) and the MLP by token
+    chunks (fc2 + residual fused, in place) equal the plain-op blocks; so does the unsplit fused form."""
+    net = litemedsam.fold_batchnorm(litemedsam.build_tinyvit())
+    mbconv, mlp = net.layers[0].blocks[0], net.layers[2].blocks[0].mlp
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the package initialises the projection's BatchNorm to 0: the branch would vanish
+        for p in [*mbconv.parameters(), *mlp.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    x = torch.randn(2, 64, 21, 12, generator=gen).contiguous(memory_format=torch.channels_last)
+    tokens = torch.randn(2, 9, 11, 160, generator=gen)
+    monkeypatch.setattr(tinyvit_fast, "MBCONV_ROWS", 4)  # 6 strips, the last one row
+    monkeypatch.setattr(tinyvit_fast, "MLP_TOKENS", 50)  # 198 tokens: 4 chunks, the last 48
+    outs = {}
+    with torch.inference_mode():
+        for name, strips, fused in [("strips", True, True), ("whole", False, True), ("plain", False, False)]:
+            monkeypatch.setattr(tinyvit_fast, "_in_strips", lambda strips=strips: strips)
+            monkeypatch.setattr(tinyvit_fast, "_fused_ok", lambda x, w, fused=fused: fused)
+            outs[name] = tinyvit_fast.mbconv(mbconv, x), tinyvit_fast.mlp_residual(mlp, tokens.clone())
+    for name in ("strips", "whole"):
+        for got, ref in zip(outs[name], outs["plain"]):
+            assert got.shape == ref.shape
+            assert float((got - ref).abs().max() / ref.abs().max()) < 1e-5, name
 
 
 def test_litemedsam_shape_and_min_max_input():

@@ -17,7 +17,14 @@ rounding (the embeddings stay within 1e-4 of max|emb| of the package's, ``tests/
   ``torch.compile`` itself emits), which saves a pass over the largest activations (the
   256-channel 256 x 256 MBConv stage); the other linear layers run through oneDNN too (bias
   added in the kernel rather than copied into the output first by ``addmm``). Elsewhere (CUDA, autocast, a build without oneDNN) the
-  plain two-op form runs.
+  plain two-op form runs;
+* on CPU the slices of a call are split between the intra-op threads, one single-threaded
+  worker each (:func:`sam3dlib.utils.threads.map_batch_in_threads`), instead of splitting every
+  small op of every slice across the cores;
+* single-threaded (so in each worker), the 256 x 256 MBConv stage runs by row strips and the
+  TinyViT MLPs by token chunks, so their 4x-expanded activations stay in cache; the MBConv's
+  projection + residual add and the MLP's fc2 + residual add are one oneDNN call each (binary
+  "add" post-op).
 
 Padded window positions are kept exactly as the package computes them (zero tokens padded
 *before* the attention's LayerNorm take part as keys), so the output is the package's.
@@ -30,9 +37,9 @@ from torch import nn
 
 from sam3dlib.utils.threads import batch_workers, map_batch_in_threads
 
-#: Rows of one 256 x 256 slice per MBConv strip (stage 1); measured: 4, 8, 16, 32 within 1 % (docs/PERFORMANCE.md).
+#: Rows of one 256 x 256 slice per MBConv strip (stage 1); 4, 8, 16 and 32 measured within 1.5 % (docs/PERFORMANCE.md).
 MBCONV_ROWS = 8
-#: Tokens per MLP chunk; measured: 512, 2048, 8192 (2048 best by 2 %, docs/PERFORMANCE.md).
+#: Tokens per MLP chunk; single-threaded, 512, 2048 and 8192 made the forward 1 %, 3 % and 2 % faster than unchunked.
 MLP_TOKENS = 2048
 
 
@@ -136,7 +143,7 @@ def row_strips(height: int, rows: int, halo: int) -> list[tuple[int, int, int, i
 def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One ``MBConv`` (1x1 expand, 3x3 depthwise, 1x1 project, residual, GELU) on channels-last ``B x C x H x W``.
 
-    With the oneDNN kernels it runs one slice and :data:`MBCONV_ROWS` rows at a time (one row of
+    Single-threaded with the oneDNN kernels it runs one slice and :data:`MBCONV_ROWS` rows at a time (one row of
     halo for the depthwise convolution, whose zero padding then falls only on the image's own
     borders): the 4x-expanded activations (64 MB per 256 x 256 slice) stay in cache instead of
     going through memory twice; the projection and the residual add are one oneDNN call.
@@ -145,7 +152,8 @@ def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not _fused_ok(x, block.conv1.weight):
         y = block.conv3(conv_gelu(block.conv2, conv_gelu(block.conv1, x)))
         return F.gelu(y.add_(x))
-    if not _in_strips():
+    dw = block.conv2
+    if not _in_strips() or dw.stride != (1, 1) or dw.kernel_size != (3, 3) or dw.padding != (1, 1):
         return F.gelu(conv_add(block.conv3, conv_gelu(block.conv2, conv_gelu(block.conv1, x)), x))
     out = torch.empty_like(x, memory_format=torch.channels_last)
     for i in range(x.shape[0]):
@@ -158,8 +166,8 @@ def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def mlp_residual(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x + mlp(x)`` (TinyViT ``Mlp``: LayerNorm, fc1, GELU, fc2) on contiguous ``B x H x W x C`` tokens.
 
-    With the oneDNN kernels it writes into ``x`` (the caller's fresh tensor) :data:`MLP_TOKENS`
-    tokens at a time, so the 4x-wider hidden activations stay in cache, and fc2 + residual add is
+    With the oneDNN kernels it writes into ``x`` (the caller's fresh tensor), single-threaded
+    :data:`MLP_TOKENS` tokens at a time, so the 4x-wider hidden activations stay in cache, and fc2 + residual add is
     one oneDNN call (binary "add" post-op). Plain ops otherwise (then ``x`` is not modified).
     """
     if not _fused_ok(x, mlp.fc1.weight):
