@@ -21,8 +21,9 @@ rounding (the embeddings stay within 1e-4 of max|emb| of the package's, ``tests/
 * on CPU the slices of a call are split between the intra-op threads, one single-threaded
   worker each (:func:`sam3dlib.utils.threads.map_batch_in_threads`), instead of splitting every
   small op of every slice across the cores;
-* single-threaded (so in each worker), the 256 x 256 MBConv stage runs by row strips and the
-  TinyViT MLPs by token chunks, so their 4x-expanded activations stay in cache; the MBConv's
+* single-threaded (so in each worker), the 256 x 256 MBConv stage runs by row strips, the
+  window attention by rows of windows and the TinyViT MLPs by token chunks, so their expanded
+  activations stay in cache; the MBConv's
   projection + residual add and the MLP's fc2 + residual add are one oneDNN call each (binary
   "add" post-op).
 
@@ -117,9 +118,25 @@ def windowed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out[:, :h, :w]
 
 
+def windowed_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x + windowed(block, x)`` on contiguous ``B x H x W x C`` tokens.
+
+    Single-threaded it works on one slice and one row of windows at a time and adds into ``x``
+    (the caller's fresh tensor; windows do not overlap, so each band reads only its own rows):
+    the band's q/k/v (27 MB per slice at stage 2's 128 x 128 grid) stay in cache.
+    """
+    if not _in_strips():
+        return x + windowed(block, x)  # the add also makes the cropped windows contiguous
+    for i in range(x.shape[0]):
+        for r0 in range(0, x.shape[1], block.window_size):
+            band = x[i:i + 1, r0:r0 + block.window_size]
+            band.add_(windowed(block, band))
+    return x
+
+
 def tinyvit_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One ``TinyViTBlock`` on contiguous ``B x H x W x C`` tokens; returns the same layout."""
-    x = x + windowed(block, x)  # residual add also makes the cropped windows contiguous
+    """One ``TinyViTBlock`` on contiguous ``B x H x W x C`` tokens (a fresh tensor, may be written); returns the same layout."""
+    x = windowed_residual(block, x)
     x = block.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # channels-last view: no copy
     return mlp_residual(block.mlp, x)
 
