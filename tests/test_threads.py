@@ -9,7 +9,8 @@ from sam3dlib.utils.threads import batch_workers, map_batch_in_threads
 
 def _per_sample(x: torch.Tensor) -> torch.Tensor:
     """A batch function that also records the intra-op threads and grad mode it ran with."""
-    seen = torch.tensor([[torch.get_num_threads(), torch.is_grad_enabled(), torch.is_inference_mode_enabled()]])
+    seen = torch.tensor([[torch.get_num_threads(), torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                          torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16]])
     return torch.cat([x.sum(1, keepdim=True) * 2, seen.expand(x.shape[0], -1).float()], 1)
 
 
@@ -22,6 +23,7 @@ def test_parts_are_concatenated_in_order(workers):
 
 
 def test_workers_get_one_thread_and_the_callers_modes():
+    """Grad, inference mode and autocast are thread-local in PyTorch: each worker must take the caller's."""
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -30,8 +32,11 @@ def test_workers_get_one_thread_and_the_callers_modes():
             no_grad = map_batch_in_threads(_per_sample, x, 2)
         with torch.inference_mode():
             inference = map_batch_in_threads(_per_sample, x, 2)
-        assert no_grad[:, 1:].tolist() == [[1.0, 0.0, 0.0]] * 4
-        assert inference[:, 1:].tolist() == [[1.0, 0.0, 1.0]] * 4
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = map_batch_in_threads(_per_sample, x, 2)
+        assert no_grad[:, 1:].tolist() == [[1.0, 0.0, 0.0, 0.0]] * 4
+        assert inference[:, 1:].tolist() == [[1.0, 0.0, 1.0, 0.0]] * 4
+        assert autocast[:, 1:].tolist() == [[1.0, 0.0, 0.0, 1.0]] * 4
         assert torch.get_num_threads() == 2  # restored
     finally:
         torch.set_num_threads(previous)

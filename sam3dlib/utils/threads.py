@@ -36,8 +36,8 @@ def map_batch_in_threads(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
         x: the batch, ``N x ...``.
         workers: threads (<= 1: ``fn(x)`` directly). Each worker sets one intra-op thread
             (``torch.set_num_threads(1)``) and runs under the caller's grad and inference modes
-            (both are thread-local in PyTorch); the caller's thread count is restored afterwards,
-            also when ``fn`` raises (the first worker's exception is re-raised).
+            and CPU autocast (all thread-local in PyTorch); the caller's thread count is
+            restored afterwards, also when ``fn`` raises (the first worker's exception is re-raised).
 
     Returns:
         The parts' outputs concatenated along dim 0, in order.
@@ -46,11 +46,13 @@ def map_batch_in_threads(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     if workers <= 1:
         return fn(x)
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    autocast, autocast_dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
     previous = torch.get_num_threads()
 
     def work(part: torch.Tensor) -> torch.Tensor:
         torch.set_num_threads(1)
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+        with (torch.inference_mode(inference), torch.set_grad_enabled(grad),
+              torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast)):
             return fn(part)
 
     try:
