@@ -2,6 +2,7 @@
 decoder following the encoder grid, and the decoder's measured-best memory format."""
 from __future__ import annotations
 
+import copy
 import inspect
 import shutil
 
@@ -249,3 +250,28 @@ def test_feature_cache_stores_the_decoder_grid_of_a_scaled_encoder(tmp_path):
     y, x = entry.tiles[-1]
     ref = model.encode(torch.from_numpy(image[None, :, :, y:y + 32, x:x + 32]))[0].numpy()
     assert np.abs(entry.features[-1].astype(np.float32) - ref).max() <= 1e-2 * np.abs(ref).max()
+
+
+@pytest.fixture(scope="module")
+def folded_random_tinyvit():
+    return litemedsam.fold_batchnorm(litemedsam.build_tinyvit())
+
+
+@pytest.mark.parametrize("layer", [1, 3], ids=["128x128-window7", "64x64-window7-last-band-1-row"])
+@pytest.mark.parametrize("strips", [True, False], ids=["bands", "whole"])
+def test_fast_tinyvit_block_equals_the_packaged_block(folded_random_tinyvit, layer, strips, monkeypatch):
+    """Window attention on real tokens only (gathers, zero-token q/k/v at the padding, proj + residual
+    fused), by rows of windows or whole, then local conv and MLP: the package's block on random weights."""
+    block = copy.deepcopy(folded_random_tinyvit.layers[layer].blocks[0])
+    gen = torch.Generator().manual_seed(layer)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    block.eval()  # refreshes the attention's cached bias table
+    h, w = block.input_resolution
+    x = torch.randn(1, h, w, block.dim, generator=gen)
+    monkeypatch.setattr(tinyvit_fast, "_in_strips", lambda: strips)
+    with torch.inference_mode():
+        ref = block(x.view(1, h * w, -1)).view(1, h, w, -1)
+        out = tinyvit_fast.tinyvit_block(block, x.clone())
+    assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5

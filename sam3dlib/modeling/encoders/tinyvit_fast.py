@@ -11,7 +11,9 @@ rounding (the embeddings stay within 1e-4 of max|emb| of the package's, ``tests/
   ``flatten(2).transpose(1, 2)`` copies disappear;
 * window attention uses :func:`torch.nn.functional.scaled_dot_product_attention` with the
   relative-position bias table gathered once (the package's cached ``ab``) as an additive mask,
-  instead of an explicit ``q @ k^T``, bias add, softmax and ``@ v``;
+  instead of an explicit ``q @ k^T``, bias add, softmax and ``@ v``; LayerNorm, qkv and proj
+  run on the real tokens only (not on the padding to whole windows), with index gathers in
+  place of the pad, partition and reverse copies, and proj + residual add is one call;
 * on CPU, convolution + GELU and linear + GELU pairs run as one oneDNN call with a GELU post-op
   (``torch.ops.mkldnn._convolution_pointwise`` / ``_linear_pointwise``, the fused kernels
   ``torch.compile`` itself emits), which saves a pass over the largest activations (the
@@ -28,9 +30,12 @@ rounding (the embeddings stay within 1e-4 of max|emb| of the package's, ``tests/
   "add" post-op).
 
 Padded window positions are kept exactly as the package computes them (zero tokens padded
-*before* the attention's LayerNorm take part as keys), so the output is the package's.
+*before* the attention's LayerNorm take part as keys: each gets the q/k/v of one zero token),
+so the output is the package's.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -93,44 +98,73 @@ def attention_bias(attn: nn.Module) -> torch.Tensor:
     return ab
 
 
-def window_attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """TinyViT ``Attention`` on ``B x N x C`` window tokens via scaled-dot-product attention."""
-    b, n, _ = x.shape
-    qkv = linear(attn.qkv, attn.norm(x)).view(b, n, attn.num_heads, -1)
+@functools.lru_cache(maxsize=32)
+def window_order(b: int, h: int, w: int, ws: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index maps between ``b x h x w`` tokens and their ``ws x ws`` windows (zero padding bottom/right).
+
+    Returns ``(gather, pads, scatter)``: for each window-order position (windows row-major, tokens
+    row-major inside) the token it holds (0 for padding); the window-order positions that are
+    padding; for each token its window-order position. Cached per shape.
+    """
+    ph, pw = -(-h // ws) * ws, -(-w // ws) * ws
+    token = torch.zeros(b, ph, pw, dtype=torch.long)
+    token[:, :h, :w] = torch.arange(b * h * w).view(b, h, w)
+    real = torch.zeros(b, ph, pw, dtype=torch.bool)
+    real[:, :h, :w] = True
+    order = token.view(b, ph // ws, ws, pw // ws, ws).transpose(2, 3).reshape(-1)
+    real = real.view(b, ph // ws, ws, pw // ws, ws).transpose(2, 3).reshape(-1)
+    scatter = torch.empty(b * h * w, dtype=torch.long)
+    scatter[order[real]] = torch.arange(order.numel())[real]
+    return order, (~real).nonzero().squeeze(1), scatter
+
+
+def linear_add(layer: nn.Linear, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``layer(x) + other`` (``M x C_in``, ``M x C_out``) as one oneDNN call (binary "add" post-op) where it applies."""
+    if not _fused_ok(x, layer.weight):
+        return layer(x) + other
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other, layer.weight, layer.bias, "add")
+
+
+def window_attention_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` + the attention branch of a ``TinyViTBlock`` (window attention), as a new ``B x H x W x C`` tensor.
+
+    The package pads the token grid with zero tokens to whole windows, partitions, runs
+    LayerNorm, qkv, attention with the relative-position bias, proj, and crops. Here LayerNorm
+    and qkv run on the real tokens only, gathered into window order (:func:`window_order`), and
+    the padding positions get the q/k/v of one zero token (what the package computes for each of
+    them; they take part as keys); attention is
+    :func:`torch.nn.functional.scaled_dot_product_attention` with the cached bias as a 4-D
+    additive mask; its output is scattered back to the real tokens before proj, which runs
+    with the residual add fused. ``x``: contiguous.
+    """
+    b, h, w, c = x.shape
+    attn, ws = block.attn, block.window_size
+    flat = x.reshape(-1, c)
+    gather, pads, scatter = (t.to(x.device) for t in window_order(b, h, w, ws))
+    qkv = linear(attn.qkv, attn.norm(flat)).index_select(0, gather)
+    if pads.numel():
+        qkv.index_copy_(0, pads, linear(attn.qkv, attn.norm(flat.new_zeros(1, c))).expand(pads.numel(), -1))
+    qkv = qkv.view(-1, ws * ws, attn.num_heads, qkv.shape[-1] // attn.num_heads)
     q, k, v = qkv.split([attn.key_dim, attn.key_dim, attn.d], dim=3)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          attn_mask=attention_bias(attn).to(q.dtype)[None], scale=attn.scale)
-    return linear(attn.proj, out.transpose(1, 2).reshape(b, n, attn.dh))
-
-
-def windowed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The attention branch of a ``TinyViTBlock`` on ``B x H x W x C`` tokens (pad, partition, attend, reverse)."""
-    b, h, w, c = x.shape
-    ws = block.window_size
-    pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
-    if pad_b or pad_r:
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-    ph, pw = h + pad_b, w + pad_r
-    nh, nw = ph // ws, pw // ws
-    win = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-    out = window_attention(block.attn, win)
-    out = out.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
-    return out[:, :h, :w]
+    out = out.transpose(1, 2).reshape(-1, attn.dh).index_select(0, scatter)
+    return linear_add(attn.proj, out, flat).view(b, h, w, c)
 
 
 def windowed_residual(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x + windowed(block, x)`` on contiguous ``B x H x W x C`` tokens.
+    """:func:`window_attention_residual` of contiguous ``B x H x W x C`` tokens.
 
-    Single-threaded it works on one slice and one row of windows at a time and adds into ``x``
-    (the caller's fresh tensor; windows do not overlap, so each band reads only its own rows):
-    the band's q/k/v (27 MB per slice at stage 2's 128 x 128 grid) stay in cache.
+    Single-threaded it works on one slice and one row of windows at a time, written back into
+    ``x`` (the caller's fresh tensor; windows do not overlap, so each band reads only its own
+    rows): the band's q/k/v (27 MB per slice on stage 2's 128 x 128 grid) stay in cache.
     """
     if not _in_strips():
-        return x + windowed(block, x)  # the add also makes the cropped windows contiguous
+        return window_attention_residual(block, x)
     for i in range(x.shape[0]):
         for r0 in range(0, x.shape[1], block.window_size):
             band = x[i:i + 1, r0:r0 + block.window_size]
-            band.add_(windowed(block, band))
+            band.copy_(window_attention_residual(block, band))
     return x
 
 
@@ -192,7 +226,7 @@ def mlp_residual(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     flat = x.view(-1, x.shape[-1])
     for chunk in flat.split(MLP_TOKENS if _in_strips() else flat.shape[0]):
         hidden = linear(mlp.fc1, mlp.norm(chunk), gelu=True)
-        chunk.copy_(torch.ops.mkldnn._linear_pointwise.binary(hidden, chunk, mlp.fc2.weight, mlp.fc2.bias, "add"))
+        chunk.copy_(linear_add(mlp.fc2, hidden, chunk))
     return x
 
 
