@@ -19,7 +19,9 @@ def test_parts_are_concatenated_in_order(workers):
     x = torch.arange(15.0).view(5, 3)
     out = map_batch_in_threads(_per_sample, x, workers)
     assert torch.equal(out[:, 0], x.sum(1) * 2)
-    assert torch.equal(out[:, 1], torch.full((5,), 1.0 if workers > 1 else torch.get_num_threads()))
+    threads = torch.get_num_threads()
+    share = max(1, threads // min(workers, 5)) if workers > 1 else threads
+    assert torch.equal(out[:, 1], torch.full((5,), float(share)))
 
 
 def test_workers_get_one_thread_and_the_callers_modes():
@@ -38,6 +40,16 @@ def test_workers_get_one_thread_and_the_callers_modes():
         assert inference[:, 1:].tolist() == [[1.0, 0.0, 1.0, 0.0]] * 4
         assert autocast[:, 1:].tolist() == [[1.0, 0.0, 0.0, 1.0]] * 4
         assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_fewer_parts_than_threads_share_the_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        out = map_batch_in_threads(_per_sample, torch.ones(2, 3), 4)  # 2 samples: 2 workers x 2 threads
+        assert out[:, 1].tolist() == [2.0, 2.0] and torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(previous)
 

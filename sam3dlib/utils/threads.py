@@ -18,7 +18,8 @@ import torch
 
 
 def batch_workers(batch: int, device: torch.device) -> int:
-    """How many threads :func:`map_batch_in_threads` should use: one per intra-op thread, at most one per sample.
+    """How many threads :func:`map_batch_in_threads` should use: one per intra-op thread, at most one per sample
+    (fewer samples than threads: each worker gets several intra-op threads).
 
     1 (run as usual) on a GPU, for a single sample, or with one intra-op thread.
     """
@@ -34,9 +35,10 @@ def map_batch_in_threads(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     Args:
         fn: a function of a batch (dim 0) whose samples do not interact (an encoder in eval mode).
         x: the batch, ``N x ...``.
-        workers: threads (<= 1: ``fn(x)`` directly). Each worker sets one intra-op thread
-            (``torch.set_num_threads(1)``) and runs under the caller's grad and inference modes
-            and CPU autocast (all thread-local in PyTorch); the caller's thread count is
+        workers: threads (capped at ``N``; <= 1: ``fn(x)`` directly). Each worker sets its share
+            of the caller's intra-op threads (``torch.set_num_threads``, at least 1: one each when
+            there are as many workers as threads) and runs under the caller's grad and inference
+            modes and CPU autocast (all thread-local in PyTorch); the caller's thread count is
             restored afterwards, also when ``fn`` raises (the first worker's exception is re-raised).
 
     Returns:
@@ -49,8 +51,10 @@ def map_batch_in_threads(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     autocast, autocast_dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
     previous = torch.get_num_threads()
 
+    share = max(1, previous // workers)
+
     def work(part: torch.Tensor) -> torch.Tensor:
-        torch.set_num_threads(1)
+        torch.set_num_threads(share)
         with (torch.inference_mode(inference), torch.set_grad_enabled(grad),
               torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast)):
             return fn(part)
