@@ -5,7 +5,8 @@ norm of a network is split across the cores and joined again. For a network made
 small ops on small tensors (LiteMedSAM's TinyViT: windows of 49 tokens, row strips) the joins
 and the split work cost much of the second core's gain. :func:`map_batch_in_threads` instead
 gives each core its own part of the batch: ``workers`` Python threads, each running the
-function on one contiguous part with one intra-op thread (the ops release the GIL). The result
+function on one contiguous part with one intra-op thread (its share of them when there are
+fewer parts than threads; the ops release the GIL). The result
 is the function's on the whole batch up to float32 rounding (each op runs its single-threaded
 kernel on fewer samples).
 """
