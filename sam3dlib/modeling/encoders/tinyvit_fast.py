@@ -57,7 +57,8 @@ def _fused_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _in_strips() -> bool:
-    """Whether to run the stage-1 MBConvs by row strips and the MLPs by token chunks: single-threaded only.
+    """Whether to run the stage-1 MBConvs by row strips, the window attention by rows of windows and
+    the MLPs by token chunks: single-threaded only.
 
     With several intra-op threads every strip's op ends in a join of the threads; on shared cores
     those joins made the whole forward 2.5x slower (measured, docs/PERFORMANCE.md). The encoder
