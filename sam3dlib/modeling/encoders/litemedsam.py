@@ -23,10 +23,10 @@ one single-threaded worker per core, each on its share of the slices, with cache
 strips and token chunks). The embeddings equal the packaged module's within 1e-4 of
 max|embedding| (``tests/test_encoders.py``; observed 4.5e-6). Measured with
 ``PYTHONPATH=$PWD python benchmarks/bench_encoders.py --slices 4 --reps 3 --no-vit`` (packaged
-and ours in turns, one run, the 2 CPU cores shared with other jobs, load average 2.9-3.9):
-0.257 vs 0.877 slices/s, **3.42x** (3.08x and 3.09x in two other loaded runs; the first
-round's forward without the workers: 2.25x on the quiet machine). Not yet measured on the
-quiet machine (``docs/PERFORMANCE.md``, "LiteMedSAM fast forward").
+and ours in turns, one run, 2 quiet CPU cores, load average 1.6-1.9): 0.561 vs 1.891 slices/s,
+**3.37x**, ours at 73 % of the measured fp32 matmul peak (3.08-3.42x in three runs on the
+loaded cores; the first round's forward without the workers: 2.25x quiet;
+``docs/PERFORMANCE.md``, "LiteMedSAM fast forward").
 """
 from __future__ import annotations
 
