@@ -1,8 +1,10 @@
 """Frozen-encoder throughput per registry encoder (issue 12): slices/s and FLOP/s against the matmul peak.
 
-Rows: LiteMedSAM as packaged (``build_lite_medsam().image_encoder``, weights loaded, eval) and as
+Rows: LiteMedSAM as packaged (``build_lite_medsam().image_encoder``, weights loaded, eval), as
 SAM3D runs it (BatchNorm folded, channels-last, the exact fast forward of
-:mod:`sam3dlib.modeling.encoders.tinyvit_fast`), both at their native 256 px; SAM's ViT-B at the Synapse crop (176 px) with our fast attention.
+:mod:`sam3dlib.modeling.encoders.tinyvit_fast`, the slices of a call split between one
+single-threaded worker per intra-op thread) and the same forward in one call on the intra-op
+threads (what the workers add), all at the native 256 px; SAM's ViT-B at the Synapse crop (176 px) with our fast attention.
 The variants are timed in turns within one run (round robin, best of ``--reps``), so their
 ratio holds even when other processes share the cores; the load average is recorded. FLOPs
 per slice are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions) on
@@ -34,13 +36,25 @@ from sam3dlib.modeling.encoders import litemedsam
 from sam3dlib.modeling.sam3d import prepare_slices
 
 
+class _OneCall(torch.nn.Module):
+    """Our LiteMedSAM forward on the whole batch in the calling thread (intra-op threads, no workers)."""
+
+    def __init__(self, encoder: litemedsam.LiteMedSAMEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.fast.forward_batch(x.contiguous(memory_format=torch.channels_last))
+
+
 def _variants(with_vit: bool) -> dict[str, tuple[torch.nn.Module, tuple[int, int], torch.nn.Module]]:
-    """name -> (module timed, input size, module whose FLOPs are counted)."""
+    """name -> (module timed, input size, module whose FLOPs are counted); packaged first, ours second."""
     packaged = litemedsam.build_tinyvit()
     litemedsam.load_litemedsam(packaged)
     ours = build_sam3d(3, image_size=64, encoder="litemedsam").encoder
     out = {"litemedsam, packaged (BatchNorm, NCHW)": (packaged, (256, 256), packaged),
-           "litemedsam, ours (fast forward: SDPA, oneDNN fusions, BN folded)": (ours, (256, 256), packaged)}
+           "litemedsam, ours (fast forward, a single-threaded worker per core)": (ours, (256, 256), packaged),
+           "litemedsam, ours in one call (intra-op threads)": (_OneCall(ours), (256, 256), packaged)}
     if with_vit:
         vit = build_sam3d(14, image_size=176, encoder="vit_b").encoder
         out["vit_b at 176 px (fast attention)"] = (vit, (176, 176), vit)

@@ -2,6 +2,7 @@
 decoder following the encoder grid, and the decoder's measured-best memory format."""
 from __future__ import annotations
 
+import copy
 import inspect
 import shutil
 
@@ -105,18 +106,47 @@ def packaged_litemedsam_pair():
         return x, packaged(x)
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["onednn-fused", "plain-ops"])
-def test_fast_litemedsam_equals_the_packaged_encoder(packaged_litemedsam_pair, fused, monkeypatch):
-    """BN folded + the fast forward (SDPA, oneDNN GELU post-ops or plain ops): the package's output to 1e-4 of max|emb|."""
+@pytest.mark.parametrize("fused,slices", [(True, 2), (True, 1), (False, 2)],
+                         ids=["onednn-workers-strips", "onednn-one-slice-intra-op", "plain-ops"])
+def test_fast_litemedsam_equals_the_packaged_encoder(packaged_litemedsam_pair, fused, slices, monkeypatch):
+    """BN folded + the fast forward (SDPA, oneDNN post-ops or plain ops; two slices: one single-threaded
+    worker per thread, MBConv strips and MLP chunks; one slice: intra-op threads): the package's
+    output to 1e-4 of max|emb|."""
     if not fused:
         monkeypatch.setattr(tinyvit_fast, "_fused_ok", lambda x, weight: False)
     x, ref = packaged_litemedsam_pair
+    x, ref = x[:slices], ref[:slices]
     fast, _, _ = litemedsam.build_litemedsam_encoder()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     with torch.inference_mode():
         out = fast(x)
-    assert ref.shape == out.shape == (2, 256, 64, 64)
+    assert ref.shape == out.shape == (slices, 256, 64, 64)
     assert float((ref - out).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_strips_and_chunks_equal_the_one_call_blocks(monkeypatch):
+    """MBConv by row strips (halo rows, image borders, a short last strip) and the MLP by token
+    chunks (fc2 + residual fused, in place) equal the plain-op blocks; so does the unsplit fused form."""
+    net = litemedsam.fold_batchnorm(litemedsam.build_tinyvit())
+    mbconv, mlp = net.layers[0].blocks[0], net.layers[2].blocks[0].mlp
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the package initialises the projection's BatchNorm to 0: the branch would vanish
+        for p in [*mbconv.parameters(), *mlp.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    x = torch.randn(2, 64, 21, 12, generator=gen).contiguous(memory_format=torch.channels_last)
+    tokens = torch.randn(2, 9, 11, 160, generator=gen)
+    monkeypatch.setattr(tinyvit_fast, "MBCONV_ROWS", 4)  # 6 strips, the last one row
+    monkeypatch.setattr(tinyvit_fast, "MLP_TOKENS", 50)  # 198 tokens: 4 chunks, the last 48
+    outs = {}
+    with torch.inference_mode():
+        for name, strips, fused in [("strips", True, True), ("whole", False, True), ("plain", False, False)]:
+            monkeypatch.setattr(tinyvit_fast, "_in_strips", lambda strips=strips: strips)
+            monkeypatch.setattr(tinyvit_fast, "_fused_ok", lambda x, w, fused=fused: fused)
+            outs[name] = tinyvit_fast.mbconv(mbconv, x), tinyvit_fast.mlp_residual(mlp, tokens.clone())
+    for name in ("strips", "whole"):
+        for got, ref in zip(outs[name], outs["plain"]):
+            assert got.shape == ref.shape
+            assert float((got - ref).abs().max() / ref.abs().max()) < 1e-5, name
 
 
 def test_litemedsam_shape_and_min_max_input():
@@ -220,3 +250,28 @@ def test_feature_cache_stores_the_decoder_grid_of_a_scaled_encoder(tmp_path):
     y, x = entry.tiles[-1]
     ref = model.encode(torch.from_numpy(image[None, :, :, y:y + 32, x:x + 32]))[0].numpy()
     assert np.abs(entry.features[-1].astype(np.float32) - ref).max() <= 1e-2 * np.abs(ref).max()
+
+
+@pytest.fixture(scope="module")
+def folded_random_tinyvit():
+    return litemedsam.fold_batchnorm(litemedsam.build_tinyvit())
+
+
+@pytest.mark.parametrize("layer", [1, 3], ids=["128x128-window7", "64x64-window7-last-band-1-row"])
+@pytest.mark.parametrize("strips", [True, False], ids=["bands", "whole"])
+def test_fast_tinyvit_block_equals_the_packaged_block(folded_random_tinyvit, layer, strips, monkeypatch):
+    """Window attention on real tokens only (gathers, zero-token q/k/v at the padding, proj + residual
+    fused), by rows of windows or whole, then local conv and MLP: the package's block on random weights."""
+    block = copy.deepcopy(folded_random_tinyvit.layers[layer].blocks[0])
+    gen = torch.Generator().manual_seed(layer)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    block.eval()  # refreshes the attention's cached bias table
+    h, w = block.input_resolution
+    x = torch.randn(1, h, w, block.dim, generator=gen)
+    monkeypatch.setattr(tinyvit_fast, "_in_strips", lambda: strips)
+    with torch.inference_mode():
+        ref = block(x.view(1, h * w, -1)).view(1, h, w, -1)
+        out = tinyvit_fast.tinyvit_block(block, x.clone())
+    assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5

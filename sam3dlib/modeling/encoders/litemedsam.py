@@ -17,14 +17,16 @@ from the registry entry).
 Speed (frozen, inference only): every convolution + BatchNorm pair is folded into one
 convolution (:func:`fold_batchnorm`, PyTorch's ``fuse_conv_bn_eval``), the input is made
 channels-last and the network runs through the exact fast forward of
-:mod:`sam3dlib.modeling.encoders.tinyvit_fast` (scaled-dot-product window attention, oneDNN
-convolution/linear + GELU post-ops, no layout copies). The embeddings equal the packaged
-module's within 1e-4 of max|embedding| (``tests/test_encoders.py``; observed 4e-6). Measured
-with ``PYTHONPATH=$PWD python benchmarks/bench_encoders.py --slices 4 --reps 3`` (packaged and
-ours in turns, one run, 2 CPU cores shared with other jobs, load average 5.3-5.7): 0.387 vs
-0.192 slices/s, **2.01x** (2.16x in an earlier run at load 6-7; ``docs/PERFORMANCE.md``
-section 6). The 3x goal of issue 12 is not reached: ours runs at 61 % of that run's matmul peak,
-with the float32 matmuls alone about 40 % of its time.
+:mod:`sam3dlib.modeling.encoders.tinyvit_fast` (scaled-dot-product window attention on the real
+tokens only, oneDNN convolution/linear + GELU and + residual post-ops, no layout copies; on CPU
+one single-threaded worker per core, each on its share of the slices, with cache-sized row
+strips and token chunks). The embeddings equal the packaged module's within 1e-4 of
+max|embedding| (``tests/test_encoders.py``; observed 4.5e-6). Measured with
+``PYTHONPATH=$PWD python benchmarks/bench_encoders.py --slices 4 --reps 3 --no-vit`` (packaged
+and ours in turns, one run, 2 quiet CPU cores, load average 1.6-1.9): 0.561 vs 1.891 slices/s,
+**3.37x**, ours at 73 % of the measured fp32 matmul peak (3.08-3.42x in three runs on the
+loaded cores; the first round's forward without the workers: 2.25x quiet;
+``docs/PERFORMANCE.md``, "LiteMedSAM fast forward").
 """
 from __future__ import annotations
 
