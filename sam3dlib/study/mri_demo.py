@@ -1,16 +1,17 @@
 """``make demo``: SAM3D with a real pretrained encoder (LiteMedSAM) on a real MRI, in minutes on a CPU.
 
 Task (:mod:`sam3dlib.data.mni`): grey / white matter of the MNI152 2009a T1 template that
-nilearn installs, at 3 mm; cases are axial slabs of 6 slices, the inferior ones train and the
-superior ones test (different anatomy, 3 slices left out between them). Each slice is padded to
-the 96 x 96 crop, encoded once by the frozen encoder (LiteMedSAM: resized to its native
-256 px and min-max scaled, 64 x 64 grid), the embeddings are average-pooled to 16 x 16
-(``max_grid=16``; the decoder's first blocks cost grows with the grid's area) and
-area-resampled to 12 x 12 = 96 / 8, and SAM3D's decoder (3 upsamplings, deep supervision,
-Dice+CE) is trained on whole training slabs with AdamW. The test slabs are predicted in one
-pass (the crop is the whole slice) and scored per class (DSC, HD95 in mm). With
-``compare_random`` the same architecture randomly
-initialised runs with the same grid and budget beside it.
+nilearn installs, at 3 mm, z-scored once over the volume. The superior slices are cut into test
+slabs of 6 slices; every brain slice below them, 3 slices left out, trains (different anatomy).
+Each slice is padded to the 80 x 80 crop (the whole 65 x 77 slice) and encoded once by the
+frozen encoder (LiteMedSAM: resized to its native 256 px and min-max scaled, a 64 x 64 grid);
+the embeddings are area-resampled to the decoder's 40 x 40 grid (80 / 2: one upsampling;
+``max_grid`` pools coarser for cheaper runs). SAM3D's decoder (deep supervision, Dice+CE)
+trains with AdamW and nnU-Net's poly learning-rate decay on random windows of 6 slices from the
+training block (nnU-Net's random patches along z). The test slabs are predicted in one pass
+(the crop is the whole slice) and scored per slab and class (DSC, HD95 in mm), then averaged
+over the slabs (the paper's per-case mean). With ``compare_random`` the same architecture
+randomly initialised runs with the same grid and budget beside it.
 
 This is a compact in-memory loop over cached embeddings (the encoder is frozen, so the
 decoder sees exactly what the trainer's cached mode would give it); it reuses the library's
@@ -47,7 +48,7 @@ class MRIDemoSettings:
     crop: int = 80  # the whole 65 x 77 slice; LiteMedSAM's 64 x 64 grid -> the decoder's 40 x 40 (one upsampling)
     #: embeddings finer than this grid are average-pooled down to it (``encoder_pool``), per encoder
     max_grid: int = 64
-    steps: int = 200
+    steps: int = 150
     batch_size: int = 2
     lr: float = 2e-3
     #: nnU-Net's poly decay of the learning rate to 0 over ``steps`` (the paper's schedule); False: constant
@@ -241,7 +242,7 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
             _, summary = _score(preds, test_cases, spec, spec.target_spacing)
             dsc = summary[(summary["region"] == "average") & (summary["metric"] == "DSC")]["mean"].iloc[0]
             history.append({"epoch": step, "train_loss": float(np.mean(losses)), "val_dice": float(dsc),
-                            "seconds": train_seconds})
+                            "lr": opt.param_groups[0]["lr"], "seconds": train_seconds})
             losses = []
     preds = {c: _predict(decoder, test_feats[c], test_cases[c][0].shape) for c in test_cases}
     per_case, summary = _score(preds, test_cases, spec, spec.target_spacing)
