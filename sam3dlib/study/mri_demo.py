@@ -105,6 +105,11 @@ class EncoderRun:
     predictions: dict[str, np.ndarray]
 
     @property
+    def title(self) -> str:
+        """The run's label with its weights' sha256 (first 12 hex digits), for figure titles."""
+        return f"{self.label}, sha256 {self.encoder_sha256[:12]}" if self.encoder_sha256 else self.label
+
+    @property
     def mean_dsc(self) -> float:
         rows = self.summary[(self.summary["region"] == "average") & (self.summary["metric"] == "DSC")]
         return float(rows["mean"].iloc[0])
@@ -343,16 +348,19 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{split_note}.\n"
         f"Labels: the template's own tissue probability maps, thresholded (not manual segmentations). "
-        f"HD95 in mm. {s.steps} decoder steps, batch {s.batch_size}, AdamW lr {s.lr}.\n\n"
+        f"HD95 in mm, means over the test slabs (per slab: per_slab.csv). {s.steps} decoder steps, batch "
+        f"{s.batch_size}, AdamW lr {s.lr}{' with poly decay' if s.poly_lr else ''}.\n\n"
         + _markdown(table)))
     logs = []
     for run in runs:
         tag = "pretrained" if run.pretrained else "random"
         logs.append(write_log(out / f"log_{tag}.csv", run.history))
         cid = sorted(test)[len(test) // 2]
-        fig = plot_overlays(test[cid][0], test[cid][1], run.predictions[cid], None, spec, case_id=f"{cid} ({run.label})")
+        fig = plot_overlays(test[cid][0], test[cid][1], run.predictions[cid], None, spec, case_id=f"{cid} ({run.title})")
         save_figure(fig, out / f"overlays_{tag}.png")
-    fig = plot_training_curves(logs, labels=[r.label for r in runs])
+    fig = plot_training_curves(logs, labels=[r.title for r in runs])
+    fig.suptitle(f"Training curves: SAM3D decoder on MNI152 2009a, {s.resolution} mm (test slabs superior to the "
+                 "training slices)", fontsize=10)
     fig.axes[0].set_xlabel("step")
     fig.axes[1].set_xlabel("step")
     fig.axes[1].set_ylabel("test-slab DSC (monitor only, no selection)")
