@@ -525,3 +525,20 @@ def test_finished_run_is_not_overwritten_without_force(ctx, capsys):
     assert main(argv + ["--resume"]) == 0
     assert load_checkpoint(unfinished / "checkpoints" / "latest.pt")["epoch"] == 2
     assert (unfinished / "finished.json").is_file()
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    """mkstemp makes 0600 files: results written atomically were unreadable to other users."""
+    import os
+
+    from sam3dlib.utils.fileio import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "r.json", {"a": 1}) or tmp_path / "r.json"
+        os.umask(0o077)
+        private = atomic_write_json(tmp_path / "p.json", {"a": 1}) or tmp_path / "p.json"
+    finally:
+        os.umask(old)
+    assert (os.stat(path).st_mode & 0o777) == 0o644
+    assert (os.stat(private).st_mode & 0o777) == 0o600

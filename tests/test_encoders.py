@@ -275,3 +275,16 @@ def test_fast_tinyvit_block_equals_the_packaged_block(folded_random_tinyvit, lay
         ref = block(x.view(1, h * w, -1)).view(1, h, w, -1)
         out = tinyvit_fast.tinyvit_block(block, x.clone())
     assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+def test_window_order_cache_holds_ordinary_tensors_after_inference_mode():
+    """Built first under inference_mode, the cached index maps must still serve a later call with autograd."""
+    from sam3dlib.modeling.encoders.tinyvit_fast import window_order
+
+    window_order.cache_clear()
+    with torch.inference_mode():
+        maps = window_order(1, 9, 9, 7)
+    assert not any(t.is_inference() for t in maps)
+    x = torch.randn(81, 2, requires_grad=True)
+    x.index_select(0, window_order(1, 9, 9, 7)[0]).sum().backward()  # an inference tensor here raises
+    assert x.grad is not None

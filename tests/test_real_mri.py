@@ -168,3 +168,42 @@ def test_mni152_training_block_holds_every_slice_below_the_gap():
     (train,) = [s for s in block if s.role == "train"]
     assert (train.z0, train.z1) == (3, test[0].z0 - 3)  # from the first brain slice up to the gap
     assert min(s.z0 for s in slabs if s.role == "train") > 3  # whole slabs leave the lowest slices out
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_demo_refuses_no_training_steps_in_one_line(tmp_path, capsys, steps):
+    """``--steps 0`` used to train the default 150 steps, ``--steps -3`` wrote an untrained result as real."""
+    from sam3dlib.cli import main
+
+    assert main(["demo", "--steps", steps, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "steps must be an integer >= 1" in err and steps in err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_compare_random_refuses_an_encoder_without_weights(tmp_path):
+    """A ViT without a checkpoint is random twice: both runs would share one label and one set of files."""
+    from sam3dlib.study.mri_demo import MRIDemoSettings, run_mri_demo
+    from sam3dlib.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vit_tiny has no weights here.*both runs would be random"):
+        run_mri_demo(tmp_path, compare_random=True, settings=MRIDemoSettings(encoder="vit_tiny"))
+
+
+def test_slabs_are_padded_with_their_background_not_zero():
+    """z-scored MRI: air is negative; a 0 fill would be a grey band beside the head in the encoder's input."""
+    from sam3dlib.study.mri_demo import encode_cases
+
+    seen = []
+
+    class Model:
+        def encode_unpooled(self, volume):
+            seen.append(volume)
+            return volume
+
+    img = np.full((2, 3, 4), -0.5, np.float32)
+    img[:, 1, 1] = 2.0
+    encode_cases(Model(), {"c": (img, np.zeros_like(img))}, crop=6)
+    padded = seen[0][0, 0]
+    assert padded.shape == (2, 6, 6) and float(padded.min()) == -0.5
+    assert (padded[:, 3:, :] == -0.5).all() and (padded[:, :, 4:] == -0.5).all()

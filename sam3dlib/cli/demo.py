@@ -54,7 +54,7 @@ def _run_mri(args: argparse.Namespace) -> int:
     changes = {"seed": args.seed}
     if args.encoder:
         changes["encoder"] = args.encoder
-    if args.steps:
+    if args.steps is not None:
         changes["steps"] = args.steps
     settings = dataclasses.replace(MRIDemoSettings(), **changes)
     record = run_mri_demo(args.out, compare_random=args.compare_random, settings=settings)

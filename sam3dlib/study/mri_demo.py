@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 
 
@@ -115,11 +116,12 @@ class EncoderRun:
         return float(rows["mean"].iloc[0])
 
 
-def _pad(a: np.ndarray, crop: int) -> np.ndarray:
+def _pad(a: np.ndarray, crop: int, value: float = 0) -> np.ndarray:
+    """``D x h x w`` -> ``D x crop x crop``, filled with ``value`` below and right of the slices."""
     d, h, w = a.shape
     if h > crop or w > crop:
         raise ValueError(f"slices of {h} x {w} do not fit the {crop} px crop; use a coarser resolution")
-    out = np.zeros((d, crop, crop), a.dtype)
+    out = np.full((d, crop, crop), value, a.dtype)
     out[:, :h, :w] = a
     return out
 
@@ -132,9 +134,13 @@ def _normalise(image: np.ndarray) -> np.ndarray:
 def encode_cases(model, cases: dict[str, tuple[np.ndarray, np.ndarray]], crop: int) -> dict[str, torch.Tensor]:
     """``{case: C' x D x h' x w'}``: every slab padded to ``crop`` and encoded on the encoder's own grid (unpooled).
 
+    The padding takes the slab's background value (its minimum: the air around the head), not
+    0, which after the z-score would be a mid-grey band beside the head.
+
     Pool with ``model.pool_embeddings``; computed once, the same embeddings serve several pools (benchmarks).
     """
-    return {cid: model.encode_unpooled(torch.from_numpy(_pad(img, crop))[None, None])[0] for cid, (img, _) in cases.items()}
+    return {cid: model.encode_unpooled(torch.from_numpy(_pad(img, crop, img.min()))[None, None])[0]
+            for cid, (img, _) in cases.items()}
 
 
 def standardise_embeddings(feats: dict[str, torch.Tensor], fit_on: list[str]) -> dict[str, torch.Tensor]:
@@ -328,6 +334,20 @@ def compare_encoders(variants: list[EncoderVariant], settings: MRIDemoSettings |
     return Comparison(results_table(runs), runs, note, test, spec)
 
 
+def check_settings(settings: MRIDemoSettings) -> None:
+    """ConfigError naming the first setting that cannot run (counts must be >= 1, lr > 0)."""
+    from sam3dlib.utils.values import fail
+
+    for name in ("resolution", "slab", "crop", "max_grid", "steps", "batch_size", "eval_every"):
+        value = getattr(settings, name)
+        if not (isinstance(value, int) and value >= 1):
+            raise fail(f"demo setting {name}", value, "an integer >= 1")
+    if settings.gap < 0:
+        raise fail("demo setting gap", settings.gap, "an integer >= 0")
+    if not settings.lr > 0:
+        raise fail("demo setting lr", settings.lr, "a learning rate > 0")
+
+
 def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool = False,
                  settings: MRIDemoSettings | None = None) -> dict:
     """Run the demo; write its table, overlays, curves and ``demo.json`` under ``out``; return the record."""
@@ -336,10 +356,14 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     from sam3dlib.training.logging import write_log
 
     s = settings or MRIDemoSettings()
+    check_settings(s)
+    variants = [EncoderVariant(s.encoder, True)] + ([EncoderVariant(s.encoder, False)] if compare_random else [])
+    if compare_random and not variants[0].has_weights:
+        raise ConfigError(f"compare_random compares pretrained weights with a random initialisation, but encoder "
+                          f"{s.encoder} has no weights here (no checkpoint file): both runs would be random")
     t0, cpu0 = time.perf_counter(), time.process_time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    variants = [EncoderVariant(s.encoder, True)] + ([EncoderVariant(s.encoder, False)] if compare_random else [])
     train, test, spec, split_note = load_task(s)
     runs = [train_and_test(s, train, test, spec, variant=v) for v in variants]
     table = results_table(runs)
@@ -348,7 +372,8 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{split_note}.\n"
         f"Labels: the template's own tissue probability maps, thresholded (not manual segmentations). "
-        f"HD95 in mm, means over the test slabs (per slab: per_slab.csv). {s.steps} decoder steps, batch "
+        f"HD95 in mm, the paper's convention: 0 when a class is absent from the prediction or the reference, "
+        f"so read it beside the DSC. Means over the test slabs (per slab: per_slab.csv). {s.steps} decoder steps, batch "
         f"{s.batch_size}, AdamW lr {s.lr}{' with poly decay' if s.poly_lr else ''}.\n\n"
         + _markdown(table)))
     logs = []
@@ -360,7 +385,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
         save_figure(fig, out / f"overlays_{tag}.png")
     fig = plot_training_curves(logs, labels=[r.title for r in runs])
     fig.suptitle(f"Training curves: SAM3D decoder on MNI152 2009a, {s.resolution} mm (test slabs superior to the "
-                 "training slices)", fontsize=10)
+                 f"training slices)\n{'; '.join(r.title for r in runs)}", fontsize=10)
     fig.axes[0].set_xlabel("step")
     fig.axes[1].set_xlabel("step")
     fig.axes[1].set_ylabel("test-slab DSC (monitor only, no selection)")

@@ -105,8 +105,15 @@ def window_order(b: int, h: int, w: int, ws: int) -> tuple[torch.Tensor, torch.T
 
     Returns ``(gather, pads, scatter)``: for each window-order position (windows row-major, tokens
     row-major inside) the token it holds (0 for padding); the window-order positions that are
-    padding; for each token its window-order position. Cached per shape.
+    padding; for each token its window-order position. Cached per shape, as ordinary tensors
+    even when first built under ``torch.inference_mode`` (inference tensors in the cache would
+    break a later call with autograd).
     """
+    with torch.inference_mode(False):
+        return _window_order(b, h, w, ws)
+
+
+def _window_order(b: int, h: int, w: int, ws: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ph, pw = -(-h // ws) * ws, -(-w // ws) * ws
     token = torch.zeros(b, ph, pw, dtype=torch.long)
     token[:, :h, :w] = torch.arange(b * h * w).view(b, h, w)
