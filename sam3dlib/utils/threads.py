@@ -9,6 +9,11 @@ function on one contiguous part with one intra-op thread (its share of them when
 fewer parts than threads; the ops release the GIL). The result
 is the function's on the whole batch up to float32 rounding (each op runs its single-threaded
 kernel on fewer samples).
+
+Limit: ``torch.set_num_threads`` in a worker also sets PyTorch's process-wide default until
+the caller restores it, so a thread of the caller's program that makes its *first* torch call
+while an encode is running starts with one intra-op thread (a review found this; the caller's
+own count is always restored, and concurrent encodes give the same outputs).
 """
 from __future__ import annotations
 
