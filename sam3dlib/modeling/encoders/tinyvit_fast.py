@@ -184,10 +184,9 @@ def tinyvit_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def conv_add(conv: nn.Conv2d, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``conv(x) + other`` as one oneDNN call (binary "add" post-op); ``x``, ``other``: ``N x C x H x W``.
-
-    Only where :func:`_fused_ok` holds (the caller checks).
-    """
+    """``conv(x) + other`` as one oneDNN call (binary "add" post-op) where it applies; ``N x C x H x W``."""
+    if not _fused_ok(x, conv.weight):
+        return conv(x) + other
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
         "add", None, None, [], None)
@@ -208,11 +207,9 @@ def mbconv(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     going through memory twice; the projection and the residual add are one oneDNN call.
     Every output pixel is computed from the same inputs by the same kernels as unsplit.
     """
-    if not _fused_ok(x, block.conv1.weight):
-        y = block.conv3(conv_gelu(block.conv2, conv_gelu(block.conv1, x)))
-        return F.gelu(y.add_(x))
     dw = block.conv2
-    if not _in_strips() or dw.stride != (1, 1) or dw.kernel_size != (3, 3) or dw.padding != (1, 1):
+    if (not _fused_ok(x, block.conv1.weight) or not _in_strips() or dw.stride != (1, 1) or dw.kernel_size != (3, 3)
+            or dw.padding != (1, 1)):
         return F.gelu(conv_add(block.conv3, conv_gelu(block.conv2, conv_gelu(block.conv1, x)), x))
     out = torch.empty_like(x, memory_format=torch.channels_last)
     for i in range(x.shape[0]):
