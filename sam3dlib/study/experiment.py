@@ -9,6 +9,7 @@ the same files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from tqdm.auto import tqdm
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError
 from sam3dlib.study.report import write_csv_atomic
-from sam3dlib.utils.fileio import atomic_write_json
+from sam3dlib.utils import folder_lock
+from sam3dlib.utils.fileio import atomic_write_json, check_output_dir
 from sam3dlib.utils.finished import is_finished
 
 PREDICTIONS = "predictions"
@@ -121,7 +123,8 @@ def check_test_labels(config: ExperimentConfig, data_dir: str | os.PathLike, all
 
 def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    resume: bool = False, progress: bool = True, force: bool = False,
-                   allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> Path:
+                   allow_missing_cases: bool = False, allow_missing_labels: bool = False,
+                   allow_data_change: bool = False) -> Path:
     """Train (:func:`sam3dlib.training.train`), then :func:`evaluate_run` on the test cases.
 
     Under ``torchrun`` every rank trains; rank 0 alone evaluates. ``resume=True`` on a run that
@@ -136,8 +139,12 @@ def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_di
     done = resume and not force and is_scored(out_dir)
     if not done:
         check_test_labels(config, data_dir, allow_missing_labels)
-    run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,
-                allow_missing_cases=allow_missing_cases, allow_missing_labels=allow_missing_labels)
-    if int(os.environ.get("RANK", "0")) == 0 and not done:
-        evaluate_run(run, data_dir, progress=progress, allow_missing_labels=allow_missing_labels)
+    main = int(os.environ.get("RANK", "0")) == 0
+    check_output_dir(out_dir, "run folder (--out)")
+    with folder_lock.hold(out_dir, "run folder (--out)") if main else contextlib.nullcontext():
+        run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,
+                    allow_missing_cases=allow_missing_cases, allow_missing_labels=allow_missing_labels,
+                    allow_data_change=allow_data_change)
+        if main and not done:
+            evaluate_run(run, data_dir, progress=progress, allow_missing_labels=allow_missing_labels)
     return run
