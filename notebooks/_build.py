@@ -36,7 +36,9 @@ seed = 0  # int
 seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
 out_dir = {out_dir!r}  # str: where the CSVs, tables and figures go
-overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}'''
+overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}
+mirror = None  # bool | None: test-time mirroring of the test cases (False: nnU-Net's --disable_tta; None: the profile's)
+step_size = None  # float | None: sliding-window step, a fraction of the patch in (0, 1] (None: the profile's, 0.5)'''
 
 SETUP = """from IPython.display import Image, Markdown, display
 

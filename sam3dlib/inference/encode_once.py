@@ -170,7 +170,7 @@ def predict_encoding_once(
     flips: list[tuple[int, ...]],
     weights: torch.Tensor,
     sw_batch_size: int = 1,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str | None = None,
 ) -> torch.Tensor:
@@ -190,6 +190,7 @@ def predict_encoding_once(
     Returns:
         float32 CPU tensor ``K x D x H x W``, the probabilities of the reference path.
     """
+    device = torch.device(device)
     c, *shape = image.shape
     pads = centred_padding(shape, patch)
     padded = F.pad(image, [p for ab in reversed(pads) for p in ab]) if any(a or b for a, b in pads) else image

@@ -35,6 +35,8 @@ from scipy import ndimage
 
 from sam3dlib.inference.encode_once import predict_encoding_once
 from sam3dlib.modeling.sam3d import SAM3D
+from sam3dlib.utils import values
+from sam3dlib.utils.errors import ConfigError
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -112,6 +114,19 @@ class _SoftmaxMirrorPredictor:
             total = probs if total is None else total + probs
         assert total is not None
         return total / len(self.flips)
+
+
+def check_step_size(step_size: float) -> float:
+    """nnU-Net's ``step_size``: the step between windows as a fraction of the patch, in (0, 1]
+    (0.5 = 50% overlap; the overlap is ``1 - step_size``).
+
+    Raises:
+        ConfigError: not a number in (0, 1].
+    """
+    step = values.as_float(step_size, "--step-size", ConfigError)
+    if not 0.0 < step <= 1.0:
+        raise ConfigError(f"--step-size must be in (0, 1] (a fraction of the patch; 0.5 = 50% overlap), got {step_size}")
+    return step
 
 
 def _as_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
