@@ -22,6 +22,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 IGNORE = ["nbval-ignore-output"]
+#: Tags the builder gives (their meaning is owned by sam3dlib.study.report_page): a cell that draws a
+#: figure (nbval checks it displays a PNG; its output is not stored), a cell left out of the HTML report.
+FIGURE_TAG = "figure"
+REPORT_HIDE_TAG = "report-hide"
 
 PARAMS = '''# Parameters: the same names in every notebook; papermill / `make reproduce-tableN` override them.
 # Defaults: the smoke profile on built-in phantoms (a random stand-in encoder; runs in seconds on a CPU).
@@ -48,16 +52,25 @@ params = from_namespace(globals())  # checks every parameter; a wrong type stops
 print(params.profile, "profile,", "built-in phantoms" if params.data_dir is None else "data from data_dir")"""
 
 
-def code(src: str, ignore: bool = False, tags: list[str] | None = None) -> nbformat.NotebookNode:
+def code(src: str, ignore: bool = False, tags: list[str] | None = None, hide: bool = False) -> nbformat.NotebookNode:
+    """A code cell; ``ignore``: nbval does not compare (nor store) its output; ``hide``: not in the HTML report."""
     cell = new_code_cell(src)
-    t = list(tags or []) + (IGNORE if ignore else [])
+    t = list(tags or []) + (IGNORE if ignore else []) + ([REPORT_HIDE_TAG] if hide else [])
     if t:
         cell.metadata["tags"] = t
     return cell
 
 
-def md(src: str) -> nbformat.NotebookNode:
-    return new_markdown_cell(src)
+def md(src: str, hide: bool = False) -> nbformat.NotebookNode:
+    cell = new_markdown_cell(src)
+    if hide:
+        cell.metadata["tags"] = [REPORT_HIDE_TAG]
+    return cell
+
+
+def figure(src: str) -> nbformat.NotebookNode:
+    """A cell that displays figures: its output is a PNG (checked under nbval), never stored in the file."""
+    return code(src, ignore=True, tags=[FIGURE_TAG])
 
 
 def params_cell(results: str, dataset: str | None, extra: str = "") -> nbformat.NotebookNode:
@@ -78,25 +91,26 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         params_cell(f"table{n}", dataset),
         code(SETUP),
         md("## The paper's numbers\n\nAs printed in the paper (Bui et al., ISBI 2024), shipped in "
-           "`sam3dlib/resources/paper_tables.csv`."),
-        code("\n".join(f"display(report.comparison_table({t!r}))" for t in (["5a", "5b"] if n == "5" else [n]))),
+           "`sam3dlib/resources/paper_tables.csv`.", hide=True),
+        code("\n".join(f"display(report.comparison_table({t!r}))" for t in (["5a", "5b"] if n == "5" else [n])), hide=True),
         md("## Train and evaluate\n\nEvery experiment of the table, for every seed (`seeds`), writes its own "
            "run folder under `out_dir/experiments/` (config, provenance, log, checkpoint, predictions, "
-           "per-case metrics)."),
-        code(f"result = run_table({table}, params)", ignore=True),
+           "per-case metrics). Progress: one line per epoch (loss, ETA), then prediction and scoring.", hide=True),
+        code(f"result = run_table({table}, params, progress=True)", ignore=True, hide=True),
         code("print(result.conditions.describe())\n"
              "for t in result.tables:\n"
              "    print(f\"Table {t.table} rows:\", list(t.values.index))\n"
-             "print(\"files:\", sorted(result.relpath(k) for k in result.files))"),
-        md("## This run next to the paper\n\nOur cells are `mean ± sd` when several seeds ran; the "
-           "`difference` row is this run minus the paper's row of the same method."),
+             "print(\"files:\", sorted(result.relpath(k) for k in result.files))", hide=True),
+        md("## This run next to the paper\n\nOur rows (highlighted) are `mean ± sd` when several seeds ran; the "
+           "`difference` row is this run minus the paper's row of the same method. DSC in %, HD95 in voxels of "
+           "the original grid; a structure this run never predicted is marked *missed*."),
         code("for t in result.tables:\n    display(t)", ignore=True),
         code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_checkpoint\", \"data\", \"profile\"]]",
-             ignore=True),
+             ignore=True, hide=True),
         md("## Figures"),
-        code("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
-             "    if key in result.files:\n"
-             "        display(Image(filename=str(result.files[key])))"),
+        figure("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
+               "    if key in result.files:\n"
+               "        display(Image(filename=str(result.files[key])))"),
     ]
     return _nb(cells)
 
@@ -110,7 +124,9 @@ def quickstart() -> nbformat.NotebookNode:
            "This notebook runs the whole pipeline on **built-in phantoms** (synthetic abdominal CT in the "
            "Synapse layout): write raw files, prepare them, look at slices, train, evaluate, and put the "
            "result in Table 1's layout. The defaults use the smoke profile and a random tiny stand-in "
-           "encoder so that it finishes in seconds; `make demo` runs the same with a ViT-B for a few minutes."),
+           "encoder so that it finishes in seconds. `make demo` is the other first step: SAM3D with LiteMedSAM, a "
+           "pretrained medical encoder, on a real brain MRI (nilearn's MNI152 template) in a few minutes, with a "
+           "one-page summary (README)."),
         params_cell("table1", "synapse"),
         code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.store import PreparedDataset\n"
              "from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_size_for"),
@@ -122,19 +138,19 @@ def quickstart() -> nbformat.NotebookNode:
              "split = store.split(params.protocol)\n"
              "print(\"train:\", list(split.train), \"test:\", list(split.test))", ignore=True),
         code("case = store.case_ids[0]\n"
-             "print(case, \"image\", store.image(case).shape, \"label\", store.label(case).shape)\n"
-             "fig = rf.plot_case(store.image(case), store.label(case), None, store.spec, f\"{case} (phantom)\" if params.data_dir is None else case)\n"
-             "display(fig)", ignore=True),
+             "print(case, \"image\", store.image(case).shape, \"label\", store.label(case).shape)", ignore=True),
+        figure("display(rf.plot_case(store.image(case), store.label(case), None, store.spec,\n"
+               "                     f\"{case} (phantom)\" if params.data_dir is None else case))"),
         md("## The model\n\nThe encoder is frozen; only the decoder trains (the paper's 1.88M)."),
         code("from sam3dlib import build_sam3d\n"
              "model = build_sam3d(num_classes=store.spec.num_classes, image_size=(48, 48), encoder=params.encoder or \"vit_tiny\")\n"
              "print(\"trainable parameters (M):\", round(model.trainable_parameters() / 1e6, 2))\n"
              "print(\"encoder:\", model.encoder_name, \"-\", model.encoder_source)"),
         md("## Train, evaluate, compare with Table 1"),
-        code("result = run_table(1, params)", ignore=True),
+        code("result = run_table(1, params, progress=True)", ignore=True),
         code("print(result.conditions.describe())\nprint(\"rows:\", list(result.tables[0].values.index))"),
         code("display(result.tables[0])\nprint({k: round(v, 1) for k, v in result.mean_dsc().items()})", ignore=True),
-        code("display(Image(filename=str(result.files[\"fig_overlays\"])))"),
+        figure("display(result.figures[\"overlays\"])"),
     ]
     return _nb(cells)
 
@@ -156,17 +172,16 @@ def figures_nb() -> nbformat.NotebookNode:
         code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.study.table_figures import overlay_arrays\n"
              "from sam3dlib.data.specs import get_spec\n"
              "table = registry.table_key(table)\nprint(\"Table\", table)"),
-        code("result = run_table(table, params, figures=False)", ignore=True),
+        code("result = run_table(table, params, figures=False, progress=True)", ignore=True),
         code("info = registry.experiments(table)[0]\n"
              "data = result.run_dirs[info.config][0]\n"
-             "arrays = overlay_arrays(data, store_root(result, info.dataset))\n"
-             "image, gt, pred, case = arrays\n"
-             "display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))", ignore=True),
-        code("display(rf.plot_dsc_bars(result.ours(), report.paper_rows(table), result.conditions))", ignore=True),
-        code("display(rf.plot_per_case_dsc(result.per_case, result.conditions))", ignore=True),
-        code("display(rf.plot_params_vs_dsc(report.load_paper_tables(), result.ours(), result.conditions))", ignore=True),
-        code("logs = [rd / \"log.csv\" for rds in result.run_dirs.values() for rd in rds]\n"
-             "display(rf.plot_training_curves(logs, result.conditions))", ignore=True),
+             "image, gt, pred, case = overlay_arrays(data, store_root(result, info.dataset))", ignore=True),
+        figure("display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))"),
+        figure("display(rf.plot_dsc_bars(result.ours(), report.paper_rows(table), result.conditions))"),
+        figure("display(rf.plot_per_case_dsc(result.per_case, result.conditions))"),
+        figure("display(rf.plot_params_vs_dsc(report.paper_rows(table), result.ours(), result.conditions))"),
+        figure("logs = [rd / \"log.csv\" for rds in result.run_dirs.values() for rd in rds]\n"
+               "display(rf.plot_training_curves(logs, result.conditions))"),
     ]
     return _nb(cells)
 
@@ -234,8 +249,8 @@ def custom_nb() -> nbformat.NotebookNode:
         code("store = custom.prepare(raw, store_dir, plan, progress=False)\nprint(describe_plan(store.meta))"),
         code("split = store.split(fold=fold)\n"
              "print(f\"fold {fold}: {len(split.train)} training cases, {len(split.test)} test cases\")\n"
-             "case = split.test[0]\n"
-             "display(rf.plot_case(store.image(case), store.label(case), None, store.spec, case))", ignore=True),
+             "case = split.test[0]", ignore=True),
+        figure("display(rf.plot_case(store.image(case), store.label(case), None, store.spec, case))"),
         md("## Train and score the test cases"),
         code("settings = dict(overrides, device=device)\n"
              "if encoder:\n    settings[\"encoder\"] = encoder\n"
@@ -243,12 +258,12 @@ def custom_nb() -> nbformat.NotebookNode:
              "run = custom.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
              "print(\"run written to\", run)", ignore=True),
         md("Training curve (loss, validation Dice):"),
-        code("display(Image(filename=str(run / \"training_curve.png\")))"),
+        figure("display(Image(filename=str(run / \"training_curve.png\")))"),
         md("Per class on the test cases: DSC in %, HD95 in voxels (the paper's tables) and in mm."),
         code("custom.per_class_table(run).round(2)", ignore=True),
         md("## Overlays\n\nImage, ground truth and prediction of a test case on its original grid."),
-        code("image, gt, pred, case = overlay_arrays(run, store_dir)\n"
-             "display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))", ignore=True),
+        code("image, gt, pred, case = overlay_arrays(run, store_dir)", ignore=True),
+        figure("display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))"),
     ]
     return _nb(cells)
 
@@ -316,12 +331,12 @@ out.mkdir(parents=True, exist_ok=True)
 write_csv_atomic(result.table, out / "encoders.csv")
 display(result.table)""", ignore=True),
         md("## Overlays on a test slab (each encoder's prediction)"),
-        code("""for i, run in enumerate(result.runs):
+        figure("""for i, run in enumerate(result.runs):
     cid = sorted(result.test)[0]
     image, label = result.test[cid]
     fig = plot_overlays(image, label, run.predictions[cid], None, result.spec, case_id=f"{cid} ({run.label})")
     save_figure(fig, out / f"overlay_{i}.png")
-print("figures written:", sorted(p.name for p in out.glob("overlay_*.png")))""", ignore=True),
+    display(fig)"""),
     ])
 
 

@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "patch_size=16,128,128, batch_size=2, memory_gb=4, target_spacing=3,1,1, "
                         "normalization=ct,zscore, regions=WT:1,2,3;TC:2,3, batch_dice=true, num_folds=5 (repeatable)")
     p.add_argument("--force", action="store_true",
-                   help="your own dataset: rebuild an existing store from scratch (built beside it, then "
-                        "swapped in), e.g. after the raw data changed; default: resume an interrupted prepare "
+                   help="rebuild an existing store from scratch (built beside it, then swapped in), e.g. a "
+                        "broken store or after the raw data changed; default: resume an interrupted prepare "
                         "of unchanged data")
     p.add_argument("--allow-missing-labels", action="store_true",
                    help="paper datasets: prepare split cases whose label file is missing, unlabelled (recorded "
@@ -57,15 +57,13 @@ def run(args: argparse.Namespace) -> int:
     ts = _target_spacing(args.target_spacing)
     if args.dataset is None:
         return _run_user(args, ts)
-    if args.force:
-        raise UserError("--force applies to your own datasets; a paper dataset's store is rebuilt by deleting it")
     if args.plan:
         raise UserError("--plan applies to your own datasets; the paper datasets keep the paper's settings")
     from sam3dlib.data.prepare import prepare_dataset
 
     out = args.out or f"data/{args.dataset}"
     store = prepare_dataset(args.dataset, args.raw, out, num_workers=args.workers, target_spacing=ts, layout=args.layout,
-                           allow_missing_labels=args.allow_missing_labels)
+                           allow_missing_labels=args.allow_missing_labels, force=args.force)
     print(f"prepared {len(store.case_ids)} {args.dataset} cases in {store.root} "
           f"(target spacing {store.meta['target_spacing']}, layout {store.meta.get('source_layout')})")
     return 0

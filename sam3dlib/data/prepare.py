@@ -249,8 +249,8 @@ def _convert_nnunet_one(args) -> str:
 
 def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
                     target_spacing: Sequence[float] | str | None = None, layout: str | None = None,
-                    allow_missing_labels: bool = False) -> PreparedDataset:
-    """Convert ``raw`` into the prepared store ``out`` (resumable).
+                    allow_missing_labels: bool = False, force: bool = False) -> PreparedDataset:
+    """Convert ``raw`` into the prepared store ``out`` (resumable; ``force`` rebuilds it).
 
     Args:
         dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
@@ -264,10 +264,25 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
         allow_missing_labels: prepare cases that the shipped split lists as labelled (train or
             test) although their label file is missing; they are recorded in ``dataset.json``
             (``unlabelled_split_cases``). Without it such a case is an error.
+        force: rebuild ``out`` from scratch (a broken or outdated store) in a temporary folder
+            beside it, swapped in when complete (a failure leaves ``out`` as it was).
 
     Returns:
         The :class:`PreparedDataset` at ``out``.
     """
+    if force:
+        import shutil
+        import tempfile
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.", suffix=".building", dir=Path(out).parent))
+        try:
+            prepare_dataset(dataset, raw, tmp, num_workers, target_spacing, layout, allow_missing_labels)
+            _swap_in(tmp, Path(out))
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return PreparedDataset(out)
     from sam3dlib.data.store import check_store_target
     from sam3dlib.utils.fileio import check_output_dir
 

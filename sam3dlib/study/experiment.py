@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front end)
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError

@@ -49,7 +49,8 @@ def missing_data_message(dataset: str, data_dir: Path) -> str:
         f"    Get {name} from {url},\n"
         f"    then run: sam3d prepare {dataset} --raw /path/to/raw/{dataset} --out {store}\n"
         f"    (to try the pipeline without the data: sam3d phantom {dataset} --out phantoms/{dataset} && "
-        f"sam3d prepare {dataset} --raw phantoms/{dataset} --out {store})"
+        f"sam3d prepare {dataset} --raw phantoms/{dataset} --out {store}; a broken store is rebuilt by "
+        f"adding --force, or make prepare-{dataset} RAW=... FORCE=1)"
     )
 
 
@@ -82,7 +83,12 @@ def check_inputs(table: int | str, profile: str, data_dir: str | os.PathLike | N
     if profile != "smoke" and (checkpoint is None or not Path(checkpoint).is_file()):
         problems.append(missing_checkpoint_message(checkpoint, profile))
     if problems:
-        raise MissingInputError(f"cannot reproduce Table {table_key(table)}:\n  - " + "\n  - ".join(problems))
+        key = table_key(table)
+        hint = ""
+        if data_dir is not None and any(not has_store(data_dir, ds) for ds in table_datasets(table)):
+            hint = (f"\n  Or run on the built-in phantoms directly (a stand-in): make reproduce-table{key} PROFILE=smoke "
+                    f"PHANTOMS=1 (sam3d reproduce {key} --profile smoke --phantoms)")
+        raise MissingInputError(f"cannot reproduce Table {key}:\n  - " + "\n  - ".join(problems) + hint)
 
 
 __all__ = ["CHECKPOINT_URL", "DATA_SOURCES", "DEFAULT_CHECKPOINT", "MissingInputError", "check_inputs",

@@ -78,7 +78,7 @@ def _data_dir(dataset: str, p: NotebookParams, cache_root: str | os.PathLike | N
 
 
 def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
-              cache_root: str | os.PathLike | None = None, figures: bool = True) -> TableResult:
+              cache_root: str | os.PathLike | None = None, figures: bool = True, progress: bool = False) -> TableResult:
     """Run every experiment of a paper table and write its tables and figures.
 
     Args:
@@ -86,6 +86,8 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
         params: the notebook's parameters (checked with :class:`NotebookParams`).
         cache_root: where phantom stores are built when ``params.data_dir`` is None.
         figures: also draw and save the PNG figures.
+        progress: print per experiment and seed one line per epoch (loss, ETA), then prediction
+            and scoring (plain text bars: no widgets).
 
     Returns:
         :class:`TableResult`; files under ``params.out_dir``: ``tableN.csv`` (paper's long
@@ -104,7 +106,8 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
         run_dirs[info.config] = []
         summaries = []
         for seed in p.seeds:
-            rd = run_seed(info, p, data_dirs[info.dataset], seed, out / "experiments" / f"{info.config}-seed{seed}")
+            rd = run_seed(info, p, data_dirs[info.dataset], seed, out / "experiments" / f"{info.config}-seed{seed}",
+                          progress=progress)
             run_dirs[info.config].append(rd)
             summaries.append(report.read_summary(rd / "summary.csv"))
             pc = pd.read_csv(rd / "per_case.csv")
