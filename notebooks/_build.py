@@ -157,9 +157,12 @@ def quickstart() -> nbformat.NotebookNode:
 
 FIGURE_PARAMS = ("table = 1  # int: which paper table's experiment to draw (1-5)\n"
                  "slices = None  # list[int] | None: slice indices for the overlays")
-EXPLORE_PARAMS = ("table = 1  # int: the paper table whose experiment is explored (1-5)\n"
+EXPLORE_PARAMS = ("table = 1  # int: the paper table whose run is explored (1-5)\n"
+                  "run_dir = None  # str | None: a table run folder (results/tableN/runs/<id>, any profile); "
+                  "None: the latest reproduction of `table` (../results/tableN/latest), else a smoke run made here\n"
                   "case_id = None  # str | None: a test case id (None: the first test case)\n"
-                  "slices = None  # list[int] | None: slice indices (None: spread over the foreground)")
+                  "slices = None  # list[int] | None: slice indices (None: spread over the foreground)\n"
+                  "mode = \"fill\"  # str: fill or contour (how the labels are drawn)")
 
 
 def figures_nb() -> nbformat.NotebookNode:
@@ -188,22 +191,32 @@ def figures_nb() -> nbformat.NotebookNode:
 
 def explore_nb() -> nbformat.NotebookNode:
     cells = [
-        md("# Explore a case (JupyterLab)\n\nBrowse one case: its slices and labels, the prediction of a run, "
-           "and its per-case metrics. Change `case_id` and `slices` and re-run the cells below them "
-           "(`make lab` opens JupyterLab here)."),
+        md("# Explore a case (JupyterLab)\n\nBrowse the test cases of a finished run: per-case DSC, the "
+           "image with ground truth and prediction, slice by slice. By default it opens the latest "
+           "reproduction of `table` (`make reproduce-tableN`, any profile); `run_dir` names another run "
+           "folder. Without any, it makes a smoke run here first. `make lab` opens JupyterLab with "
+           "`notebooks/` and `results/`."),
         params_cell("table1", "synapse", EXPLORE_PARAMS),
-        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.study.table_figures import overlay_arrays\n"
-             "from sam3dlib.data.specs import get_spec\n"
+        code(SETUP + "\nfrom sam3dlib.study import explore\nfrom sam3dlib.study import report_figures as rf\n"
              "table = registry.table_key(table)\nprint(\"Table\", table)"),
-        code("result = run_table(table, params, figures=False)", ignore=True),
-        code("info = registry.experiments(table)[0]\n"
-             "run_dir = result.run_dirs[info.config][0]\n"
-             "image, gt, pred, case = overlay_arrays(run_dir, store_root(result, info.dataset), case_id)\n"
-             "print(\"case\", case, \"shape (z, y, x)\", image.shape)", ignore=True),
-        code("display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))", ignore=True),
-        md("Per-case metrics of this case (DSC in [0, 1], HD95 in voxels):"),
-        code("pc = result.per_case\n"
-             "pc[pc[\"case_id\"] == case].pivot_table(index=\"region\", columns=\"metric\", values=\"value\", sort=False)", ignore=True),
+        code("if run_dir is None:\n"
+             "    run_dir = explore.latest_reproduction(table, \"../results\")\n"
+             "if run_dir is None:  # no reproduction yet: a smoke run of the table here\n"
+             "    print(\"no reproduction of Table\", table, \"under ../results: a smoke run here\")\n"
+             "    run_dir = run_table(table, params, figures=False, progress=True).out_dir\n"
+             "ex = explore.open_run(run_dir, explore.first_experiment(table))\n"
+             "print(ex.describe())", ignore=True),
+        md("## Per-case metrics\n\nDSC in % per region and their mean, HD95 in voxels of the original grid (the "
+           "paper's convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
+           "HD95 of 0 is the convention for an empty prediction, not a perfect border)."),
+        code("cases = explore.case_table(ex)\ncases", ignore=True),
+        md("## One case\n\n`case_id`, `slices` and `mode` choose what is drawn."),
+        figure("case = case_id or ex.cases[0]\n"
+               "image, gt, pred = ex.arrays(case)\n"
+               "display(rf.plot_overlays(image, gt, pred, slices, ex.spec, ex.conditions, case_id=case, mode=mode))"),
+        md("## Interactive\n\nPick a case (its mean DSC is in the list), move through its slices, switch between "
+           "filled and contour labels (ipywidgets: live in JupyterLab)."),
+        code("explore.explorer(ex, mode)", ignore=True, hide=True),
     ]
     return _nb(cells)
 
@@ -382,6 +395,8 @@ def _execute(path: Path) -> nbformat.NotebookNode:
 
 
 _ABS = re.compile(r"/(root|home|tmp|work)/")
+#: What an output that failed to render looks like (``<Figure size ...>``, ``<IPython...Image object>``).
+OBJECT_REPR = re.compile(r"<Figure size \d|<[A-Za-z_][\w.]* object( at 0x[0-9a-fA-F]+)?>")
 
 
 def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -403,13 +418,14 @@ def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNo
             o.pop("execution_count", None) if o.get("output_type") != "execute_result" else None
             if o.get("output_type") == "execute_result":
                 o["execution_count"] = count
-            if "data" in o:  # figures are not compared by nbval and would bloat the repository
-                for k in [k for k in o["data"] if k.startswith("image/")]:
-                    del o["data"][k]
+            if any(k.startswith("image/") for k in o.get("data", {})):  # stored, it would show as a bare repr
+                raise SystemExit(f"cell {count} displays an image; build it with figure(): {cell.source[:60]!r}")
             outputs.append(o)
         text = nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=outputs)]))
         if _ABS.search(text):
             raise SystemExit(f"absolute machine path in outputs of cell {count}: {cell.source[:60]!r}")
+        if OBJECT_REPR.search(text):
+            raise SystemExit(f"object repr in outputs of cell {count} (the notebook would look broken): {cell.source[:60]!r}")
         cell.outputs = outputs
     return nb
 
