@@ -137,7 +137,7 @@ def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
     first = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=120)
     assert first.returncode != 0 and "missing prepared dataset folder data/synapse" in first.stderr, first.stderr[-2000:]
     printed = re.search(r"without the data: (sam3d phantom .*?);", first.stderr).group(1)
-    assert printed == ("sam3d phantom synapse --out phantoms/synapse && "
+    assert printed == ("sam3d phantom synapse --size tiny --out phantoms/synapse && "
                        "sam3d prepare synapse --raw phantoms/synapse --out data/synapse")
     route = subprocess.run(["bash", "-c", printed], cwd=work, capture_output=True, text=True, env=env, timeout=300)
     assert route.returncode == 0, route.stderr[-2000:]

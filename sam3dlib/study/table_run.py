@@ -73,7 +73,7 @@ def _data_dir(dataset: str, p: NotebookParams, cache_root: str | os.PathLike | N
     if p.data_dir is None:
         return ensure_phantom_data(dataset, cache_root, seed=0, size=phantom_size_for(p.profile))
     if not has_store(p.data_dir, dataset):
-        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir)))
+        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir), p.profile))
     return Path(p.data_dir)
 
 
