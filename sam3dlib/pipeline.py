@@ -68,7 +68,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     """
 
     run = Path(run_dir)
-    loaded = load_run(run, device or _run_device(run), which)
+    loaded = load_run(run, device or _run_device(run), which, device_flag="--device " if device else "--set device=")
     store = PreparedDataset(data_dir)
     if case_ids is None:
         case_ids = list(store.split(loaded.config.protocol, fold=loaded.config.fold).test)

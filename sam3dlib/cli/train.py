@@ -18,6 +18,10 @@ from pathlib import Path
 
 from sam3dlib.cli import UserError
 
+#: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
+INTERRUPTED = ("train interrupted; checkpoints/latest.pt holds the last finished epoch: rerun with --resume to "
+               "continue")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from sam3dlib.config import CUSTOM, PROFILES
