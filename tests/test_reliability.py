@@ -348,3 +348,85 @@ def test_a_device_error_names_the_flag_of_the_command_that_printed_it(smoke_run,
                  str(tmp_path / "p.nii.gz"), "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "use --device cpu" in err and "--set" not in err
+
+
+# ---------------------------------------------------------------- files written by other versions, by other tools
+
+
+def test_a_run_config_without_settings_of_its_version_is_refused_naming_both_versions(tmp_path):
+    """An older config.json lacking mirror_tta and sw_overlap is not read with today's defaults."""
+    from sam3dlib.config import ExperimentConfig
+    from sam3dlib.study.registry import get_config
+    from sam3dlib.utils.errors import ConfigError
+
+    values = get_config("table1_synapse", "smoke").to_dict()
+    del values["mirror_tta"], values["sw_overlap"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ConfigError, match=r"written by sam3dlib \(version not recorded\) \(config format 1\) without "
+                                          r"the setting\(s\) mirror_tta, sw_overlap; sam3dlib \S+ \(config format 2\)"):
+        ExperimentConfig.load(path)
+    path.write_text(json.dumps({**values, "mirror_tta": True, "sw_overlap": 0.5, "config_format": 3,
+                                "sam3dlib_version": "9.0"}))
+    with pytest.raises(ConfigError, match=r"written by sam3dlib 9.0 \(config format 3\), which sam3dlib"):
+        ExperimentConfig.load(path)
+
+
+def test_a_setting_added_later_is_filled_with_what_the_older_version_did(tmp_path):
+    from sam3dlib.config import ExperimentConfig
+    from sam3dlib.study.registry import get_config
+    from sam3dlib.utils.errors import InputNote
+
+    cfg = get_config("table1_synapse", "smoke")
+    values = cfg.to_dict()
+    del values["fast_attention"], values["optimizer"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    with pytest.warns(InputNote, match="without fast_attention, optimizer; read with .*fast_attention=False"):
+        loaded = ExperimentConfig.load(path)
+    assert loaded.fast_attention is False and loaded.optimizer == "sgd"
+    written = json.loads(cfg.to_json())
+    assert written["config_format"] == 2 and written["sam3dlib_version"]
+    path.write_text(cfg.to_json())
+    assert ExperimentConfig.load(path) == cfg
+
+
+def test_a_training_checkpoint_of_another_format_is_described_as_such(tmp_path):
+    import torch
+
+    from sam3dlib.modeling.run_checkpoint import load_checkpoint
+    from sam3dlib.modeling.sam_checkpoint import CheckpointError
+
+    path = tmp_path / "best.pt"
+    torch.save({"format": 2, "sam3dlib_version": "0.9.0", "decoder": {}}, path)
+    with pytest.raises(CheckpointError, match=r"a sam3dlib training checkpoint of format 2 \(written by sam3dlib "
+                                              r"0.9.0\); sam3dlib \S+ reads format 1"):
+        load_checkpoint(path)
+
+
+def test_a_dataparallel_sam_checkpoint_is_read_and_the_prefix_reported(sam_vit_tiny_checkpoint, tmp_path):
+    import torch
+
+    from sam3dlib.modeling.sam_checkpoint import CheckpointNote, load_encoder_state
+
+    state = torch.load(sam_vit_tiny_checkpoint, weights_only=True)
+    wrapped = tmp_path / "finetuned.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, wrapped)
+    with pytest.warns(CheckpointNote, match=rf"{wrapped}: every key starts with DataParallel's 'module.' prefix"):
+        got = load_encoder_state(wrapped, "vit_tiny", (32, 32))
+    assert torch.equal(got["patch_embed.proj.weight"], state["image_encoder.patch_embed.proj.weight"])
+
+
+def test_checkpoint_refusals_are_one_accurate_line(sam_vit_tiny_checkpoint, tmp_path):
+    """No ANSI codes, no advice to load untrusted code, 'incomplete' only for an incomplete file."""
+    import torch
+
+    from sam3dlib.modeling.sam_checkpoint import CheckpointError, read_state_dict
+
+    pickled = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(pickled)
+    text = str(info.value)
+    assert "\x1b" not in text and "\n" not in text and "weights_only" not in text and "incomplete" not in text
+    assert "holds Python objects besides tensors" in text

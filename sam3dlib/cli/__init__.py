@@ -51,11 +51,11 @@ def interrupted_message(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from sam3dlib.cli._errors import warnings_as_lines
-    from sam3dlib.data.io import HeaderWarning
+    from sam3dlib.utils.errors import InputNote
 
     args = build_parser().parse_args(argv)
     try:
-        with warnings_as_lines(args.command, HeaderWarning):
+        with warnings_as_lines(args.command, InputNote):
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"sam3d {args.command}: {interrupted_message(args)}", file=sys.stderr)

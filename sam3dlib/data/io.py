@@ -34,7 +34,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from sam3dlib.utils.errors import UserInputError
+from sam3dlib.utils.errors import InputNote, UserInputError
 from sam3dlib.utils.fileio import atomic_write
 
 #: file name endings of NIfTI files (the one list every reader and command uses)
@@ -55,7 +55,7 @@ class DataFileError(UserInputError, ValueError):
     """A data file that cannot be read; the message names the file."""
 
 
-class HeaderWarning(UserWarning):
+class HeaderWarning(InputNote):
     """A header that was read with a correction (voxel sizes taken from the affine); names the file."""
 
 
