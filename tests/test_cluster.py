@@ -211,3 +211,14 @@ def test_predict_in_parts_writes_each_case_once(smoke_run, synapse_store, tmp_pa
     assert main(["predict", "--run", str(smoke_run["run"]), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "x"),
                  "--num-parts", "2", "--part-id", "2"]) == 2
     assert "--part-id must be an integer in 0..1" in capsys.readouterr().err
+
+
+def test_a_part_removes_only_its_own_stale_temporaries(tmp_path):
+    """K jobs fill one output folder: a job cleaning up must not delete another part's file being written."""
+    from sam3dlib.utils.fileio import remove_stale_temps
+
+    mine, theirs = tmp_path / ".a.nii.gz.x1.tmp", tmp_path / ".b.nii.gz.y2.tmp"
+    for p in (mine, theirs):
+        p.write_bytes(b"half")
+    assert remove_stale_temps(tmp_path, targets=["a.nii.gz"]) == [mine]
+    assert theirs.exists() and not mine.exists()

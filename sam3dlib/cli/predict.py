@@ -20,6 +20,10 @@ from pathlib import Path
 from sam3dlib.cli import UserError, device_type
 from sam3dlib.utils.devices import DEVICE_CHOICES
 
+#: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
+INTERRUPTED = ("predict interrupted; the outputs written so far are complete (none is half-written): rerun the "
+               "same command to predict the rest (complete outputs are skipped unless --overwrite)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment NIfTI scans with a trained run",
@@ -30,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="label file (.nii.gz) or folder")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="default: best")
     p.add_argument("--device", type=device_type, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="folder input: predict cases whose output already exists again (default: skip them, "
+                        "so a rerun after an interruption finishes the rest)")
     p.add_argument("--num-parts", type=int, default=1, metavar="K",
                    help="split a folder input into K shares (sorted case ids, every K-th) for K parallel jobs (default 1)")
     p.add_argument("--part-id", type=int, default=0, metavar="I",
@@ -70,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_run(args.run, args.device, args.checkpoint)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress,
-                                 num_parts=args.num_parts, part_id=args.part_id)
+                                 overwrite=args.overwrite, num_parts=args.num_parts, part_id=args.part_id)
         share = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
         print(f"wrote {len(written)} label map(s) to {args.output}{share}")
         return 0

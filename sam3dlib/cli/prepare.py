@@ -17,6 +17,10 @@ import re
 from sam3dlib.cli import UserError
 from sam3dlib.data.specs import DATASETS
 
+#: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
+INTERRUPTED = ("prepare interrupted; the cases written so far are complete and the store is unfinished: rerun the "
+               "same command to resume (finished cases are skipped)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert raw data (a paper dataset, or your own in the MSD / nnU-Net v2 "

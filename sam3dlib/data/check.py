@@ -3,18 +3,20 @@
 Each problem names the file. Checked: cases of the split that are missing (for a phantom, the
 cases its ``PHANTOM.json`` lists), unreadable/truncated files, image/label shape or affine
 mismatch, wrong modality (channel) count, NaN/inf, label values outside the dataset's label map
-or non-integer labels.
+or non-integer labels, data types that are not real-valued scalars (RGB, complex), headers whose
+voxel sizes disagree with their affine (the reader uses the affine's).
 """
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, grid_problem, load_label_nifti
+from sam3dlib.data.io import DataFileError, HeaderWarning, grid_problem, load_label_nifti, read_header_note
 from sam3dlib.data.preprocess import read_image
 from sam3dlib.data.readers import RawCase, find_raw_cases
 from sam3dlib.data.specs import DatasetSpec, get_spec, is_user_meta, spec_from_meta
@@ -55,7 +57,28 @@ def _non_finite_problems(case: RawCase, img: np.ndarray) -> list[Problem]:
     return [Problem(str(f), f"{n} NaN/inf voxel(s)", case.case_id) for f, n in counts.items()]
 
 
+def _header_problems(case: RawCase) -> list[Problem]:
+    """One problem per file of ``case`` whose header the reader corrects (voxel sizes that
+    disagree with the affine: :func:`~sam3dlib.data.io.mm_geometry`); unreadable files are left
+    to the full read, which names them."""
+    probs = []
+    for f in (*case.images, *([case.label] if case.label is not None else [])):
+        try:
+            note = read_header_note(f)
+        except DataFileError:
+            continue
+        if note:
+            probs.append(Problem(*_split_message(note, f), case.case_id))
+    return probs
+
+
 def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HeaderWarning)  # listed as problems instead
+        return _header_problems(case) + _check_raw_case_files(case, dataset)
+
+
+def _check_raw_case_files(case: RawCase, dataset: str) -> list[Problem]:
     spec = get_spec(dataset)
     if not case.images:
         f = case.extra.get("listed_image") or case.case_id
@@ -217,11 +240,14 @@ def check_user_dataset(path: Path) -> list[Problem]:
         return probs + [Problem(*_split_message(str(exc), root))]
     values = sorted(ds.labels)
     for case in tqdm(ds.cases, desc=f"check {ds.name}"):
-        try:
-            check_declared_labels(case.label, values, root / META_FILE)
-            crop_case(case.images, case.label, len(ds.channel_names), values)
-        except (OSError, ValueError) as exc:
-            probs.append(Problem(*_split_message(str(exc), case.images[0]), case.case_id))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HeaderWarning)  # listed as problems instead
+            probs += _header_problems(case)
+            try:
+                check_declared_labels(case.label, values, root / META_FILE)
+                crop_case(case.images, case.label, len(ds.channel_names), values)
+            except (OSError, ValueError) as exc:
+                probs.append(Problem(*_split_message(str(exc), case.images[0]), case.case_id))
     return probs
 
 

@@ -56,8 +56,8 @@ def find_cases(folder: str | os.PathLike, role: str) -> dict[str, Path]:
         raise EvaluationError(f"{role} folder {folder} does not exist or is not a folder")
     cases: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or nifti_stem(path.name) is None:
-            continue
+        if path.is_dir() or nifti_stem(path.name) is None:
+            continue  # a dangling link is kept: reading it names it (links that resolve are followed)
         case_id = case_id_from_filename(path.name)
         if case_id in cases:
             raise EvaluationError(f"{role} files {cases[case_id].name} and {path.name} both map to case {case_id}")
