@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError, channel_case_id, nifti_stem, read_header_shape
-from sam3dlib.data.specs import get_spec, is_user_meta, spec_from_meta
+from sam3dlib.data.plans import spec_from_meta
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.modeling.sam3d import SAM3D
@@ -97,8 +97,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
     dev = resolve_device(device, flag=device_flag)
     reuse_freed_host_memory(dev.type)
-    # a user dataset's spec is the plan kept in the run's dataset_meta.json
-    model = build_model(config, spec_from_meta(meta) if is_user_meta(meta) else get_spec(config.dataset))
+    # the dataset's spec is the plan kept in the run's copy of the store's dataset.json
+    model = build_model(config, spec_from_meta(meta))
     from sam3dlib.modeling.fingerprint import encoder_fingerprint
 
     if prov.get("encoder_fingerprint") and encoder_fingerprint(model) != prov["encoder_fingerprint"]:

@@ -94,7 +94,7 @@ def epochs_logged(run_dir: str | os.PathLike) -> int:
 def resume_message(job: GridJob) -> str | None:
     """``resuming ... from checkpoints/latest.pt after epoch k of E`` when the run has a checkpoint, else None."""
     from sam3dlib.modeling.run_checkpoint import LATEST
-    from sam3dlib.study.experiment import is_scored
+    from sam3dlib.pipeline import is_scored
 
     run = Path(job.run_dir)
     if is_scored(run) or not (run / "checkpoints" / LATEST).is_file():

@@ -284,7 +284,7 @@ def queue_states(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 def job_state(run_dir: str | os.PathLike, record: Mapping[str, Any] | None, queue: Mapping[str, str]) -> str:
     """``done`` (run finished and scored), ``pending``/``running`` (queued), ``failed`` or ``missing``."""
-    from sam3dlib.study.experiment import is_scored
+    from sam3dlib.pipeline import is_scored
 
     if is_scored(run_dir):
         return "done"

@@ -111,7 +111,7 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_dirs = {ds: data_dir_for(ds, p, cache_root) for ds in dict.fromkeys(i.dataset for i in infos)}
-    phantoms = {ds: PreparedDataset(d / ds).is_phantom for ds, d in data_dirs.items()}
+    phantoms = {ds: bool(PreparedDataset(d / ds).meta.get("phantom")) for ds, d in data_dirs.items()}
     if p.launcher != "local":  # every experiment x seed as its own job; below, their finished runs are read
         from sam3dlib.study.launcher import JOBS_DIR, load_settings, run_grid
 
