@@ -15,6 +15,11 @@ FORCE ?=
 # PHANTOMS=1: run on the built-in phantoms (a stand-in, e.g. with PROFILE=smoke) instead of DATA_DIR.
 PHANTOMS ?=
 OUT ?= results
+## LAUNCHER=slurm: one SLURM job per experiment x seed (docs/CLUSTER.md); CLUSTER_CONFIG=cluster.toml holds the
+## job settings, CLUSTER_ARGS="--partition gpu --dry-run" passes further flags of `sam3d reproduce`.
+LAUNCHER ?= local
+CLUSTER_CONFIG ?=
+CLUSTER_ARGS ?=
 
 .PHONY: setup lock lint demo test test-system test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5) \
 	$(addprefix prepare-,synapse acdc lung brats)
@@ -68,7 +73,9 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force) $(if $(PHANTOMS),--phantoms)
+		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force) \
+		$(if $(PHANTOMS),--phantoms) --launcher $(LAUNCHER) $(if $(CLUSTER_CONFIG),--cluster-config $(CLUSTER_CONFIG)) \
+		$(CLUSTER_ARGS)
 
 ## Prepare a paper dataset from its raw folder into DATA_DIR/<dataset>: make prepare-synapse RAW=/path/to/raw
 ## (resumes an interrupted prepare; FORCE=1 rebuilds a broken or outdated store from scratch).
