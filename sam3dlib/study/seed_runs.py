@@ -68,7 +68,7 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
 
 def finished_same(run_dir: Path, cfg: ExperimentConfig, store: Path) -> bool:
     """Whether ``run_dir`` holds a finished, scored run of exactly ``cfg`` on ``store``."""
-    from sam3dlib.study.experiment import is_scored
+    from sam3dlib.pipeline import is_scored
 
     if not is_scored(run_dir):
         return False
@@ -85,7 +85,7 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
     Raises:
         RuntimeError: the experiment finished without writing its result files (a bug).
     """
-    from sam3dlib.study.experiment import is_scored, run_experiment
+    from sam3dlib.pipeline import is_scored, run_experiment
 
     cfg = experiment_config(info.config, p, seed)
     store = data_dir / info.dataset
@@ -95,6 +95,9 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
     resume = (out / "checkpoints" / "latest.pt").is_file() and _same_config(out / "config.json", cfg)
     if out.exists() and not resume:
         shutil.rmtree(out)  # an earlier run of another config in this notebook's output folder
+    if progress:
+        print(f"{info.config} seed {seed}: {'resuming' if resume else 'training'} ({cfg.epochs} epochs), "
+              "then prediction and scoring of the test cases", flush=True)
     run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
     if not is_scored(run_dir):
         raise RuntimeError(f"{run_dir}: run_experiment returned without a finished, scored run")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front end)
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError
@@ -43,18 +43,6 @@ from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text, check_ou
 from sam3dlib.utils.finished import is_finished, mark_finished
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.utils.oom import is_oom_error, training_oom_error
-
-
-def missing_split_cases(store, split) -> list[str]:
-    """Cases the full shipped split lists for train or test that the store lacks (none for a user
-    dataset: its folds were made from the cases it has)."""
-    from sam3dlib.data.splits import get_split
-
-    if store.is_user_dataset:
-        return []
-    full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
-    have = set(store.case_ids)
-    return sorted((set(full.train) | set(full.test)) - have)
 
 
 def seed_everything(seed: int) -> None:
@@ -105,7 +93,7 @@ class Trainer:
         if store.spec.name != config.dataset:
             raise ConfigError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
         split = store.split(config.protocol, fold=config.fold)
-        missing = [] if store.is_phantom else missing_split_cases(store, split)
+        missing = store.missing_split_cases(split)
         if missing and not allow_missing_cases:
             raise DataFileError(
                 f"{data_dir}: the {config.protocol} split of {store.spec.name} lists {len(missing)} case(s) that the "
@@ -247,8 +235,20 @@ class Trainer:
         self.history.append(row)
         if self.ctx.is_main:
             self.save(is_best)
+            if self.progress:
+                tqdm.write(self.epoch_line(row))
         self.ctx.barrier()
         return row
+
+    def epoch_line(self, row: dict) -> str:
+        """One progress line per epoch: ``<name> seed <k>: epoch e/E, loss L[, val Dice D], ETA ...``
+        (the ETA extrapolates this session's mean epoch time)."""
+        done = [r["seconds"] for r in self.history[self.start_epoch:]]
+        left = (self.config.epochs - row["epoch"]) * (sum(done) / max(len(done), 1))
+        val = f", val Dice {row['val_dice']:.3f}" if row.get("val_dice") is not None else ""
+        eta = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"
+        return (f"{self.config.name} seed {self.config.seed}: epoch {row['epoch']}/{self.config.epochs}, "
+                f"loss {row['train_loss']:.4f}{val}, ETA {eta}")
 
     def _loader(self, case_ids: list[str], iterations: int, epoch: int, stream: int, augment: bool):
         return epoch_loader(self.config, self.source, self.store, case_ids, iterations, epoch, stream, self.ctx,
@@ -313,8 +313,7 @@ class Trainer:
         config = self.config
         enc = (f"RANDOM {config.encoder} encoder (not SAM weights)" if self.model.random_encoder
                else f"SAM {config.encoder}")
-        data = f"PHANTOM {config.dataset} data" if self.store.is_phantom else config.dataset
-        return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {data}"
+        return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {self.store.data_label}"
 
     # ------------------------------------------------------------------ end
     def finalize(self) -> None:
