@@ -1,6 +1,6 @@
 """One experiment end to end: train, predict the test cases with ``best.pt``, score them.
 
-Test-set evaluation follows the paper's code (``-val --valbest``): the best checkpoint
+Test-set evaluation follows the authors' code (``-val --valbest``): the best checkpoint
 predicts every test case by sliding windows over the preprocessed volume, the softmax is
 mapped back to the original geometry, written as NIfTI, and scored against the ORIGINAL
 label file by the one evaluator, :func:`sam3dlib.evaluation.evaluator.evaluate_pairs` (paper
@@ -70,7 +70,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         if not gt or not Path(gt).is_file():
             raise MissingFileError(
                 f"case {case_id}: original label file {gt!r} (from {store.root}) not found; the test metrics are "
-                "computed against the original label, as the paper's scripts do"
+                "computed against the original label, as the authors' scripts do"
             )
         out = run / PREDICTIONS / f"{case_id}.nii.gz"
         save_label_nifti(predict_case(loaded, np.asarray(store.image(case_id)), props), props, out)
