@@ -36,6 +36,9 @@ PAPER = "Bui et al., SAM3D, ISBI 2024"
 PAPER_SOURCE = f"paper ({PAPER})"
 #: The printed text of a missing cell (an unknown parameter count).
 DASH = "-"
+#: How a table shows the paper's rows: ``reading`` (the printed layout with our reading of a wrong
+#: header, Table 2's, marked) or ``printed`` (the printed header unchanged).
+TABLE_LAYOUTS = ("reading", "printed")
 
 
 def _resource_csv(name: str) -> pd.DataFrame:
@@ -226,6 +229,12 @@ def audit_notes(table: int | str | None = None) -> list[str]:
     return notes
 
 
+def audit_markdown(table: int | str | None = None) -> str:
+    """:func:`audit_notes` as a markdown list (or a line saying nothing disagrees)."""
+    notes = audit_notes(table)
+    return "\n".join(f"- {n}" for n in notes) if notes else "Every printed average and claim checked agrees."
+
+
 # --------------------------------------------------------------------------------------------
 # Provenance
 
@@ -257,6 +266,8 @@ def provenance_markdown() -> str:
 __all__ = [
     "PAPER",
     "PAPER_SOURCE",
+    "TABLE_LAYOUTS",
+    "audit_markdown",
     "audit_notes",
     "average_checks",
     "claim_checks",

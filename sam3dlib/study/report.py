@@ -33,7 +33,7 @@ from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.evaluation.metrics import AVERAGE, BRATS_AVERAGES, average_regions
 from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
 from sam3dlib.study import paper_tables
-from sam3dlib.study.paper_tables import PAPER, PAPER_SOURCE
+from sam3dlib.study.paper_tables import PAPER, PAPER_SOURCE, TABLE_LAYOUTS
 from sam3dlib.study.registry import table_key
 from sam3dlib.utils.fileio import atomic_write, atomic_write_text
 
@@ -242,9 +242,6 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
 #: Marks on displayed cells, explained in the table's footnotes.
 READING_MARK = "†"  # a printed header we read differently (Table 2)
 AUDIT_MARK = "‡"  # a printed average that is not the mean of its printed cells
-#: ``reading``: the paper's layout with our reading of a wrong header marked; ``printed``: the
-#: printed header unchanged.
-TABLE_LAYOUTS = ("reading", "printed")
 PARAMS = "Params (M)"
 
 
