@@ -151,7 +151,7 @@ def test_no_convention_of_the_code_is_attributed_to_the_paper():
     root = Path(__file__).resolve().parents[1]
     wrong = [
         r"\(the paper's convention\)", r"paper's convention\)?[^.\n]*voxel|voxel[^.\n]*the paper's convention",
-        r"[Nn]esterov[^\n]*\(paper|paper[^\n]*[Nn]esterov", r"\(paper Fig\. 2\)", r"the paper patch",
+        r"paper's:?[^\n)]*[Nn]esterov|[Nn]esterov[^\n(]*\(the paper\b", r"(widths|stages)[^\n]*\(paper Fig\. 2\)", r"the paper patch",
         r"the paper's column order", r"copied as printed",
     ]
     files = [p for p in (root / "sam3dlib").rglob("*.py")] + list((root / "docs").glob("*.md")) + \
