@@ -2,6 +2,7 @@
 
     python notebooks/_build.py            # write the .ipynb files without outputs
     python notebooks/_build.py --execute  # also run them (smoke defaults) to store outputs for nbval
+    python notebooks/_build.py --keep-outputs  # rebuild, keeping the stored outputs of unchanged cells
 
 The executed copies are made with papermill in a temporary folder and only the cell outputs
 are copied back; outputs of cells tagged ``nbval-ignore-output`` (training logs, numbers that
@@ -37,7 +38,9 @@ seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
 out_dir = {out_dir!r}  # str: where the CSVs, tables and figures go
 overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}
-table_layout = "reading"  # str: reading (Table 2's header as we read it, marked) or printed (as printed)'''
+table_layout = "reading"  # str: reading (Table 2's header as we read it, marked) or printed (as printed)
+launcher = "local"  # str: local (every experiment x seed here) or slurm (one cluster job each, docs/CLUSTER.md)
+cluster = {{}}  # dict: slurm job settings, e.g. {{"partition": "gpu", "gpus_per_job": 1, "time_min": 1440}}'''
 
 SETUP = """from IPython.display import Image, Markdown, display
 
@@ -408,14 +411,41 @@ def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNo
     return nb
 
 
+def _keep_outputs(template: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """The stored outputs of ``path`` copied into ``template`` where a code cell's source is unchanged.
+
+    Only for edits that do not change any output (e.g. a comment or a new parameter with its
+    old default): a changed cell that had outputs stops the build (run ``--execute`` instead).
+    """
+    old = nbformat.read(path, as_version=4)
+    nb = copy.deepcopy(template)
+    if len(old.cells) != len(nb.cells):
+        raise SystemExit(f"{path.name}: the cells changed; rebuild with --execute")
+    for new, was in zip(nb.cells, old.cells):
+        if "id" in was:
+            new["id"] = was["id"]
+        if new.cell_type != "code":
+            continue
+        new.execution_count = was.get("execution_count")
+        if new.source == was.source:
+            new.outputs = was.outputs
+        elif was.get("outputs"):
+            raise SystemExit(f"{path.name}: cell {new.source[:40]!r} changed and had outputs; rebuild with --execute")
+    return nb
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--execute", action="store_true", help="run each notebook and store its deterministic outputs")
+    ap.add_argument("--keep-outputs", action="store_true",
+                    help="keep the stored outputs of code cells whose source did not change (no execution)")
     ap.add_argument("names", nargs="*", help="notebooks to build (default: all)")
     args = ap.parse_args(argv)
     for name in args.names or NOTEBOOKS:
         nb = NOTEBOOKS[name]()
         path = HERE / f"{name}.ipynb"
+        if args.keep_outputs and path.is_file():
+            nb = _keep_outputs(nb, path)
         nbformat.write(nb, path)
         if args.execute:
             nb = _copy_outputs(nb, _execute(path))
