@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front end)
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError, channel_case_id, nifti_stem, read_header_shape

@@ -84,12 +84,12 @@ def data_dir_for(dataset: str, p: NotebookParams, cache_root: str | os.PathLike 
             return phantom_data_dir(dataset, cache_root, seed=0, size=size)
         return ensure_phantom_data(dataset, cache_root, seed=0, size=size)
     if not has_store(p.data_dir, dataset):
-        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir)))
+        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir), p.profile))
     return Path(p.data_dir)
 
 
 def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
-              cache_root: str | os.PathLike | None = None, figures: bool = True) -> TableResult:
+              cache_root: str | os.PathLike | None = None, figures: bool = True, progress: bool = False) -> TableResult:
     """Run every experiment of a paper table and write its tables and figures.
 
     Args:
@@ -97,6 +97,8 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
         params: the notebook's parameters (checked with :class:`NotebookParams`).
         cache_root: where phantom stores are built when ``params.data_dir`` is None.
         figures: also draw and save the PNG figures.
+        progress: print per experiment and seed one line per epoch (loss, ETA), then prediction
+            and scoring (plain text bars: no widgets).
 
     Returns:
         :class:`TableResult`; files under ``params.out_dir``: ``tableN.csv`` (paper's long
@@ -121,7 +123,8 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
         run_dirs[info.config] = []
         summaries = []
         for seed in p.seeds:
-            rd = run_seed(info, p, data_dirs[info.dataset], seed, experiment_dir(out, info.config, seed))
+            rd = run_seed(info, p, data_dirs[info.dataset], seed, experiment_dir(out, info.config, seed),
+                          progress=progress)
             run_dirs[info.config].append(rd)
             summaries.append(report.read_summary(rd / "summary.csv"))
             pc = pd.read_csv(rd / "per_case.csv")
