@@ -70,6 +70,7 @@ lab: setup
 bench: setup
 	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
 	$(PY) benchmarks/bench_encoders.py --out $(OUT)/bench
+	$(PY) benchmarks/bench_predict.py --out $(OUT)/bench --runs litemedsam --depth 24 --height 64 --width 48
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \

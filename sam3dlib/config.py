@@ -63,7 +63,8 @@ class ExperimentConfig:
         encoder_scale: slices are resized by this factor before encoding; None: the
             encoder's default (crop size for the ViTs, as the paper; 256 for LiteMedSAM).
         encoder_pool: average-pool the frozen embeddings in-plane by this factor before the
-            decoder (1: none, the paper); a coarser grid makes the decoder cheaper.
+            decoder (1: none, the paper); a coarser grid makes the decoder cheaper. None: the
+            encoder's default (LiteMedSAM 4, the ViTs 1; :mod:`sam3dlib.modeling.encoders`).
         skip: residual branches in the decoder (False = Table 5 ablation).
         deep_supervision: 1/2 and 1/4 resolution heads in the loss.
         patch_size: training crop (D, H, W); H, W fit the encoder
@@ -109,7 +110,7 @@ class ExperimentConfig:
     sam_checkpoint: str | None = None
     encoder_weights: Literal["pretrained", "random"] = "pretrained"
     encoder_scale: float | None = None
-    encoder_pool: int = 1
+    encoder_pool: int | None = None
     skip: bool = True
     deep_supervision: bool = True
     patch_size: tuple[int, int, int] = (64, 176, 176)

@@ -123,3 +123,20 @@ def test_other_predictors_take_the_plain_path() -> None:
 
     sliding_window_predict(net, torch.randn(1, 8, 16, 16), PATCH, mirror_axes=(0,))
     assert len(calls) == 3 * 2  # 3 depth windows x 2 mirror terms, each the whole predictor
+
+
+def test_embeddings_over_the_memory_bound_fall_back_to_the_whole_model(model, monkeypatch) -> None:
+    from sam3dlib.inference import sliding_window
+
+    image = torch.randn(2, 6, 16, 16)
+    monkeypatch.setattr(sliding_window, "memory_bound", lambda device: 1000)  # bytes: less than any plan
+    recorder = SliceRecorder(model.encoder)
+    original, model.encoder = model.encoder, recorder
+    try:
+        with pytest.warns(ResourceWarning, match=r"MiB of slice embeddings, over half the memory free"):
+            probs = sliding_window_predict(model, image, PATCH, mirror_axes=(0,))
+    finally:
+        model.encoder = original
+    assert len(recorder.seen) == 2 * 2 * 2 * 4  # 2 windows x 2 mirror terms x 2 modalities x 4 slices: per window
+    ref = sliding_window_predict(model, image, PATCH, mirror_axes=(0,), encode_once=False)
+    torch.testing.assert_close(probs, ref, atol=0, rtol=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import shutil
 
 import pytest
@@ -152,7 +153,7 @@ def test_strips_and_chunks_equal_the_one_call_blocks(monkeypatch):
 def test_litemedsam_shape_and_min_max_input():
     """Native 256 px, stride 4; LiteMedSAM's convention: an affine change of a slice's intensities
     leaves its embedding unchanged."""
-    model = build_sam3d(2, image_size=64, encoder="litemedsam", pretrained=False)
+    model = build_sam3d(2, image_size=64, encoder="litemedsam", pretrained=False, encoder_pool=1)
     x = torch.rand(1, 1, 1, 64, 64)
     emb = model.encode(torch.cat([x, x * 7.0 - 3.0], 2))
     assert model.input_hw == (256, 256) and emb.shape == (1, 256, 2, 64, 64)  # stride 4 at the native size
@@ -172,7 +173,7 @@ def test_decoder_upsamplings_follow_the_grid(crop, grid, expected):
 
 def test_litemedsam_under_a_paper_crop_is_area_resampled():
     """Synapse's 176 px crop: LiteMedSAM's 64 x 64 grid is resampled to 44 x 44, two upsamplings."""
-    model = build_sam3d(3, image_size=176, encoder="litemedsam", pretrained=False)
+    model = build_sam3d(3, image_size=176, encoder="litemedsam", pretrained=False, encoder_pool=1)
     assert model.decoder.upsamplings == 2 and model.embedding_hw == (44, 44)
     emb = torch.randn(2, 4, 1, 1).expand(-1, -1, 64, 64)  # per slice and channel constant
 
@@ -288,3 +289,14 @@ def test_window_order_cache_holds_ordinary_tensors_after_inference_mode():
     x = torch.randn(81, 2, requires_grad=True)
     x.index_select(0, window_order(1, 9, 9, 7)[0]).sum().backward()  # an inference tensor here raises
     assert x.grad is not None
+
+
+def test_each_encoder_has_its_default_pool_and_the_run_states_its_grid(smoke_run):
+    lite = build_sam3d(3, image_size=(64, 48), encoder="litemedsam", pretrained=False)
+    assert lite.embedding_pool == ENCODERS["litemedsam"].default_pool == 4 and lite.embedding_hw == (16, 12)
+    assert "64 x 64 grid, pooled x4 to 16 x 16, area-resampled to 16 x 12; decoder grid 16 x 12" in lite.grid_description()
+    assert build_sam3d(3, image_size=(64, 48), encoder="litemedsam", pretrained=False, encoder_pool=1).embedding_hw == (64, 48)
+    vit = build_sam3d(3, image_size=48, encoder="vit_tiny")
+    assert vit.embedding_pool == 1 and "3 x 3 grid, not pooled; decoder grid 3 x 3" in vit.grid_description()
+    prov = json.loads((smoke_run["run"] / "provenance.json").read_text())
+    assert prov["encoder_pool"] == 1 and prov["decoder_grid"] == [3, 3]

@@ -18,7 +18,11 @@ position reads them. The live embeddings therefore never exceed
     in-plane flips x (window depth + (windows per batch - 1) x depth step + chunk) x bytes per slice
 
 whatever the case's size (:func:`feature_memory_bytes`); the prediction says this figure
-before it starts. Windows, their Gaussian weights, padding of small volumes and the order of
+before it starts. The bound is checked against half the memory free on the model's device
+(:func:`memory_bound`); when it does not fit (a very fine grid on a small GPU),
+:func:`sam3dlib.inference.sliding_window.sliding_window_predict` warns and runs the whole model
+per window instead, which needs one window's embeddings only (same maps, slower). No spill to
+disk is needed: the embeddings held do not grow with the case. Windows, their Gaussian weights, padding of small volumes and the order of
 the mirror terms are those of the reference path (MONAI's window grid), so the probabilities
 agree to rounding (float32 sums in another order).
 """
@@ -81,6 +85,22 @@ def feature_memory_bytes(model: SAM3D, patch_depth: int, step: int, n_inplane_fl
     """Upper bound of the embeddings :func:`predict_encoding_once` holds at once (see the module docstring)."""
     span = patch_depth + (windows_per_batch - 1) * step + model.encoder_chunk_size
     return n_inplane_flips * span * bytes_per_slice(model)
+
+
+def memory_bound(device: torch.device | str) -> int | None:
+    """Half the memory free on ``device`` (CUDA: ``mem_get_info``; CPU: ``MemAvailable`` of
+    ``/proc/meminfo``), or None when unknown (no check)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0]) // 2
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return None
 
 
 class SliceFeatures:

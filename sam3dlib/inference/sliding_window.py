@@ -25,6 +25,7 @@ between the two borders. Both cover the volume with at least 50% overlap.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -33,7 +34,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 
-from sam3dlib.inference.encode_once import predict_encoding_once
+from sam3dlib.inference.encode_once import MIB, memory_bound, plan_case, predict_encoding_once
 from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.utils import values
 from sam3dlib.utils.errors import ConfigError
@@ -146,6 +147,20 @@ def _as_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     return image.float()
 
 
+def _embeddings_fit(model: SAM3D, image: torch.Tensor, size: tuple[int, int, int], overlap: float,
+                    flips: list[tuple[int, ...]], batch: int, device: torch.device) -> bool:
+    """Whether encode-once's embeddings fit :func:`~sam3dlib.inference.encode_once.memory_bound`;
+    a ``ResourceWarning`` says so when they do not."""
+    need = plan_case(model, image.shape[1:], size, float(overlap), flips, batch).feature_bytes
+    bound = memory_bound(device)
+    if bound is None or need <= bound:
+        return True
+    warnings.warn(f"encoding each slice once would hold {need / MIB:.0f} MiB of slice embeddings, over half the "
+                  f"memory free on {device} ({bound / MIB:.0f} MiB): running the whole model per window instead "
+                  "(the same maps, slower)", ResourceWarning, stacklevel=3)
+    return False
+
+
 def sliding_window_predict(
     predictor: Predictor,
     image: torch.Tensor | np.ndarray,
@@ -194,7 +209,8 @@ def sliding_window_predict(
     flips = mirror_combinations(mirror_axes)
     device = torch.device(device)
     weights = gaussian_importance_map(size).to(device)
-    if encode_once and isinstance(predictor, SAM3D):
+    if encode_once and isinstance(predictor, SAM3D) and _embeddings_fit(predictor, x, size, overlap, flips,
+                                                                         int(sw_batch_size), device):
         return predict_encoding_once(predictor, x, size, float(overlap), flips, weights, int(sw_batch_size), device,
                                      progress, desc)
     wrapped = _SoftmaxMirrorPredictor(predictor, flips)

@@ -7,7 +7,7 @@ import torch
 
 from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.modeling.decoder import Decoder3D
-from sam3dlib.modeling.encoders import build_encoder, check_crop_size, get_encoder_spec
+from sam3dlib.modeling.encoders import build_encoder, check_crop_size, embedding_pool, get_encoder_spec
 from sam3dlib.modeling.fast_attention import enable_fast_attention
 from sam3dlib.modeling.sam3d import SAM3D
 
@@ -25,7 +25,7 @@ def build_sam3d(
     fast_attention: bool = True,
     encoder_scale: float | None = None,
     pretrained: bool = True,
-    encoder_pool: int = 1,
+    encoder_pool: int | None = None,
 ) -> SAM3D:
     """Build SAM3D for crops of ``image_size`` (H, W) pixels.
 
@@ -49,7 +49,8 @@ def build_sam3d(
         encoder_scale: slices are resized by this factor before encoding; None: the encoder's
             default (crop size for the ViTs as in the paper, native 256 for LiteMedSAM).
         pretrained: False builds the encoder architecture randomly initialised.
-        encoder_pool: average-pool the slice embeddings by this factor before the decoder.
+        encoder_pool: average-pool the slice embeddings by this factor before the decoder;
+            None: the encoder's default (registry ``default_pool``: LiteMedSAM 4, the ViTs 1).
 
     Examples::
 
@@ -59,6 +60,7 @@ def build_sam3d(
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
+    encoder_pool = embedding_pool(encoder, encoder_pool)
     input_hw, upsamplings = check_crop_size(encoder, image_size, encoder_scale, encoder_pool)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")

@@ -141,6 +141,18 @@ class SAM3D(nn.Module):
 
         return decoder_grid(self.crop_hw, self.decoder.upsamplings)
 
+    def grid_description(self) -> str:
+        """One line: the encoder's input and grid, the pool and the decoder's grid (for run logs)."""
+        spec = self.encoder_spec
+        gh, gw = (s // spec.stride for s in self.input_hw)
+        ph, pw = gh // self.embedding_pool, gw // self.embedding_pool
+        dh, dw = self.embedding_hw
+        pooled = f", pooled x{self.embedding_pool} to {ph} x {pw}" if self.embedding_pool > 1 else ", not pooled"
+        resampled = f", area-resampled to {dh} x {dw}" if (ph, pw) != (dh, dw) else ""
+        return (f"encoder {self.encoder_name}: {self.input_hw[0]} x {self.input_hw[1]} input, {gh} x {gw} grid{pooled}"
+                f"{resampled}; decoder grid {dh} x {dw} ({self.decoder.upsamplings} upsamplings to the "
+                f"{self.crop_hw[0]} x {self.crop_hw[1]} crop)")
+
     def train(self, mode: bool = True) -> SAM3D:
         super().train(mode)
         self.encoder.eval()  # frozen: dropout/norm statistics never switch to training

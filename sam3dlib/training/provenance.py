@@ -55,6 +55,8 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "encoder": config.encoder,
         "encoder_checkpoint": model.encoder_source or RANDOM_INIT,
         "encoder_input_hw": list(model.input_hw),
+        "encoder_pool": model.embedding_pool,
+        "decoder_grid": list(model.embedding_hw),
         "encoder_sha256": model.encoder_sha256 or RANDOM_INIT,
         "random_encoder": model.encoder_sha256 is None,
         "encoder_fingerprint": encoder_fingerprint(model),

@@ -166,6 +166,8 @@ class Trainer:
         self.model = build_model(config, self.store.spec).to(self.device)
         if ctx.is_main:
             self._write_run_files()
+            if self.progress:
+                print(self.model.grid_description(), flush=True)
         self.decoder = self.model.decoder
         self.net: torch.nn.Module = self.decoder
         if ctx.world_size > 1:

