@@ -12,6 +12,9 @@ DATA_DIR ?= data
 SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SEEDS ?= 0
 FORCE ?=
+# The authors' released files for the ladder's middle columns (README, "Check the paper"); empty: "not run".
+RELEASED_WEIGHTS ?=
+RELEASED_PREDICTIONS ?=
 OUT ?= results
 
 .PHONY: setup lock lint demo test test-system test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
@@ -64,6 +67,8 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force)
+		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force) \
+		$(if $(RELEASED_WEIGHTS),--released-weights $(RELEASED_WEIGHTS)) \
+		$(if $(RELEASED_PREDICTIONS),--released-predictions $(RELEASED_PREDICTIONS))
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -36,7 +36,9 @@ seed = 0  # int
 seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
 out_dir = {out_dir!r}  # str: where the CSVs, tables and figures go
-overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}'''
+overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}
+released_weights = None  # str | None: the authors' released weights (.model, .pth, trainer folder or zip)
+released_predictions = None  # str | None: the authors' released prediction maps (folder, with dice_pre.txt)'''
 
 SETUP = """from IPython.display import Image, Markdown, display
 
@@ -93,12 +95,34 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         code("for t in result.tables:\n    display(t)", ignore=True),
         code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_checkpoint\", \"data\", \"profile\"]]",
              ignore=True),
+        *ladder_cells(n),
         md("## Figures"),
         code("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
              "    if key in result.files:\n"
              "        display(Image(filename=str(result.files[key])))"),
     ]
     return _nb(cells)
+
+
+def ladder_cells(n: str) -> list[nbformat.NotebookNode]:
+    """The reproduction ladder of a table notebook (:mod:`sam3dlib.study.ladder`)."""
+    skip = ("\n\nThe authors released no weights or prediction maps for the skip ablation: its two middle "
+            "columns say so.") if n == "5" else ""
+    return [
+        md("## The reproduction ladder\n\nSide by side, per class and mean: **the paper** | **the authors' maps, "
+           "scored by sam3dlib** (`released_predictions`) | **the authors' weights, run by sam3dlib** "
+           "(`released_weights`, with the official SAM ViT-B in `sam_checkpoint`) | **retrained by sam3dlib** "
+           "(mean ± sd over seeds), each with a Δ column against the paper and a legend naming its files' "
+           "sha256 and data. A column whose input is absent reads `not run`. On built-in phantoms without "
+           "released files, **stand-ins** in the authors' formats are made from this notebook's own seed-0 run, "
+           "and the legend says so: the columns then only show that the path works (README, \"Check the "
+           "paper\"; docs/REPRODUCE.md)." + skip),
+        code("from sam3dlib.study.ladder import ladder_tables\n\n"
+             "ladders = ladder_tables(result, params)\n"
+             "for lad in ladders:\n    print(lad.status())"),
+        code("for lad in ladders:\n    display(Markdown(lad.to_markdown()))\n"
+             "    print(\"files:\", sorted(str(p.relative_to(result.out_dir)) for p in lad.files.values()))", ignore=True),
+    ]
 
 
 def quickstart() -> nbformat.NotebookNode:

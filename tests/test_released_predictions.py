@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from _authors_formats import write_dice_pre
 
+from sam3dlib.data.specs import get_spec
 from sam3dlib.evaluation.authors_scores import (
     AUTHORS_CLASSES,
     ScoreFileError,
@@ -13,7 +14,6 @@ from sam3dlib.evaluation.authors_scores import (
     score_released_predictions,
 )
 from sam3dlib.evaluation.metrics import evaluate_case
-from sam3dlib.data.specs import get_spec
 
 CASES = ["img0001", "img0002", "img0003", "img0004", "img0005"]
 THEIR_NAME = {v: k for k, v in AUTHORS_CLASSES["synapse"].items()}

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="results folder (default: results/tableN)")
     p.add_argument("--device", default="auto", type=device_type, help=DEVICE_CHOICES)
     p.add_argument("--force", action="store_true", help="run again even if a finished run with the same inputs exists")
+    p.add_argument("--released-weights", default=None,
+                   help="the authors' released weights (.model, .pth, trainer folder or zip): the ladder's "
+                        "'authors' weights, run by sam3dlib' column")
+    p.add_argument("--released-predictions", default=None,
+                   help="the authors' released prediction maps (folder; its dice_pre.txt is compared): the "
+                        "ladder's 'authors' maps, scored by sam3dlib' column")
     p.add_argument("--log-output", action="store_true", help="stream the notebook's output while it runs")
     p.set_defaults(func=run)
 
@@ -37,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = reproduce_table(
             args.table, profile=args.profile, data_dir=args.data_dir, checkpoint=args.checkpoint,
             seeds=args.seeds, out=out, force=args.force, device=args.device, log_output=args.log_output,
+            released_weights=args.released_weights, released_predictions=args.released_predictions,
         )
     except MissingInputError as exc:
         print(f"sam3d reproduce: {exc}", file=sys.stderr)
@@ -45,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sam3d reproduce: {exc}", file=sys.stderr)
         return 3
     print(f"Table {args.table}: results in {run_dir} (also {out}/latest)")
-    for name in (f"table{args.table}.md",):
-        path = run_dir / name
+    for path in [run_dir / f"table{args.table}.md", *sorted((run_dir / "ladder").glob("*/ladder.md"))]:
         if path.is_file():
             print(path.read_text())
     return 0

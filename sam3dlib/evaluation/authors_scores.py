@@ -26,7 +26,13 @@ from pathlib import Path
 import pandas as pd
 
 from sam3dlib.data.specs import DatasetSpec, get_spec
-from sam3dlib.evaluation.evaluator import EvaluationError, case_id_from_filename, evaluate_pairs, find_cases, match_cases
+from sam3dlib.evaluation.evaluator import (
+    EvaluationError,
+    case_id_from_filename,
+    evaluate_pairs,
+    find_cases,
+    match_cases,
+)
 
 #: Their class names in score files -> our region names (docs/REPRODUCE.md). Their lung script is not
 #: published; the single tumour class is accepted under any of these names.
@@ -101,6 +107,30 @@ def read_authors_scores(path: str | os.PathLike, dataset: str | DatasetSpec) -> 
         metric, region = key.split(":")
         rows.append((case_id_from_filename(fname), fname, region, metric, value))
     return pd.DataFrame(rows, columns=["case_id", "file", "region", "metric", "value"])
+
+
+def write_authors_scores(per_case: pd.DataFrame, path: str | os.PathLike, dataset: str | DatasetSpec,
+                         files: Mapping[str, str] | None = None) -> Path:
+    """Write per-case scores in the authors' ``dice_pre.txt`` layout (phantom stand-ins, tests).
+
+    Args:
+        per_case: ``case_id, region, metric, value`` (DSC in [0, 1], HD95 in voxels).
+        files: ``{case_id: prediction file name}`` (default ``<case_id>.nii.gz``).
+    """
+    from sam3dlib.utils.fileio import atomic_write_text
+
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_spec(dataset)
+    theirs = {}
+    for name, region in AUTHORS_CLASSES[spec.name].items():
+        theirs.setdefault(region, name)
+    lines = []
+    for case_id, g in per_case.groupby("case_id", sort=True):
+        values = g.set_index(["metric", "region"])["value"]
+        lines += ["*" * 20, (files or {}).get(case_id, f"{case_id}.nii.gz")]
+        for prefix, metric in (("Dice", "DSC"), ("hd", "HD95")):
+            lines += [f"{prefix}_{theirs[r]}: {values[(metric, r)]:.4f}" for r in theirs if (metric, r) in values.index]
+    lines += ["*" * 20, "Mean_Dice", "*" * 20]
+    return atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def find_score_file(folder: str | os.PathLike) -> Path | None:
@@ -218,4 +248,5 @@ def score_released_predictions(dataset: str | DatasetSpec, pred_dir: str | os.Pa
 
 
 __all__ = ["AUTHORS_CLASSES", "SCORE_FILES", "TOLERANCE", "ReleasedScores", "ScoreFileError", "compare_scores",
-           "find_score_file", "folder_digest", "read_authors_scores", "score_released_predictions"]
+           "find_score_file", "folder_digest", "read_authors_scores", "score_released_predictions",
+           "write_authors_scores"]

@@ -326,6 +326,26 @@ def read_released_weights(path: str | os.PathLike) -> ReleasedWeights:
     return ReleasedWeights(state, os.fspath(path), where, main, sha, epoch, amp, info, others)
 
 
+def save_authors_checkpoint(path: str | os.PathLike, decoder_state: Mapping[str, torch.Tensor], epoch: int,
+                            num_classes: int, num_modalities: int, trainer: str = "sam3d_trainer") -> Path:
+    """Write our decoder as the authors' trainer writes its checkpoints: the trainer dict (their key
+    names, no optimizer) and ``<file>.pkl`` (trainer name, plans' class and modality counts).
+
+    For stand-ins only (phantom ladders, tests): the real files come from the authors.
+    """
+    from sam3dlib.utils.fileio import atomic_torch_save, atomic_write
+
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in to_authors_state(decoder_state).items()}
+    atomic_torch_save(path, {"epoch": int(epoch), "state_dict": state, "optimizer_state_dict": None,
+                             "lr_scheduler_state_dict": None, "plot_stuff": ([], [], [], []),
+                             "best_stuff": (int(epoch), 0.0, 0.0)})
+    info = {"init": (), "name": trainer, "class": f"<class '{trainer}'>",
+            "plans": {"num_classes": num_classes - 1, "num_modalities": num_modalities}}
+    atomic_write(path.with_name(path.name + ".pkl"), lambda fh: pickle.dump(info, fh))
+    return path
+
+
 def check_plans(weights: ReleasedWeights, num_classes: int, num_channels: int, dataset: str) -> None:
     """Refuse weights whose ``.pkl`` plans name another class or modality count than ``dataset``.
 
@@ -340,6 +360,6 @@ def check_plans(weights: ReleasedWeights, num_classes: int, num_channels: int, d
                                    f"has {num_channels}")
 
 
-__all__ = ["STATE_DICT_SUFFIXES", "TRAINER_FILES", "TRAINER_KEYS", "ReleasedWeights", "ReleasedWeightsError",
+__all__ = ["save_authors_checkpoint", "STATE_DICT_SUFFIXES", "TRAINER_FILES", "TRAINER_KEYS", "ReleasedWeights", "ReleasedWeightsError",
            "authors_key_map", "check_plans", "map_authors_state", "read_released_weights", "to_authors_state",
            "torch_load_weights_only"]

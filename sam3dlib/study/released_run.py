@@ -129,7 +129,8 @@ def describe(out: str | os.PathLike) -> str:
 
     rec = read_json(Path(out) / "provenance.json", ConfigError, expect=dict)["released"]
     epoch = f", epoch {rec['epoch']}" if rec.get("epoch") is not None else ""
-    return f"{rec['which']} ({rec['file']}{epoch}), sha256 {rec['sha256']}"
+    name = "/".join(Path(str(rec["file"]).split(":")[-1]).parts[-2:])
+    return f"{rec['which']} (.../{name}{epoch}), sha256 {rec['sha256']}"
 
 
 __all__ = ["RELEASED_DATASETS", "describe", "experiment_of", "import_released", "released_config", "write_run"]

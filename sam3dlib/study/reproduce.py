@@ -82,8 +82,10 @@ def _notebook_for(key: str, out: Path) -> Path:
     return nb_dir / NOTEBOOKS[key]
 
 
-def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path) -> dict:
-    return {
+def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
+                released: dict[str, Path | None] | None = None) -> dict:
+    extra = {k: (os.fspath(Path(v).resolve()) if v is not None else None) for k, v in (released or {}).items()}
+    return {**extra,
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
         "sam_checkpoint": os.fspath(ckpt.resolve()) if (ckpt is not None and profile != "smoke") else None,
         "profile": profile,
@@ -92,6 +94,26 @@ def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple
         "device": device,
         "out_dir": os.fspath(run_dir.resolve()),
     }
+
+
+def check_released(key: str, weights: str | os.PathLike | None, maps: str | os.PathLike | None) -> dict[str, Path | None]:
+    """The released inputs, checked before any work (they must exist; Table 5 has none).
+
+    Raises:
+        MissingInputError: a given path does not exist, or one is given for Table 5.
+    """
+    from sam3dlib.study.inputs import MissingInputError
+
+    given = {"released_weights": weights, "released_predictions": maps}
+    out = {k: (Path(v) if v not in (None, "") else None) for k, v in given.items()}
+    if key.startswith("5") and any(out.values()):
+        raise MissingInputError("Table 5 (the skip ablation) has no released weights or prediction maps; "
+                                "drop RELEASED_WEIGHTS / RELEASED_PREDICTIONS")
+    for k, v in out.items():
+        if v is not None and not v.exists():
+            raise MissingInputError(f"{k.upper()} {v} does not exist (sam3d download authors-{k.split('_')[1]} says where "
+                                    "the authors' files are)")
+    return out
 
 
 def _execute(nb: Path, run_dir: Path, params: dict, log_output: bool) -> float:
@@ -113,6 +135,8 @@ def reproduce_table(
     force: bool = False,
     device: str = "auto",
     log_output: bool = False,
+    released_weights: str | os.PathLike | None = None,
+    released_predictions: str | os.PathLike | None = None,
 ) -> Path:
     """Execute the table's notebook with papermill into ``<out>/runs/<run id>/``.
 
@@ -126,6 +150,8 @@ def reproduce_table(
         force: run again even if a finished run with the same inputs exists.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         log_output: stream the notebook's output while it runs.
+        released_weights, released_predictions: the authors' released weights / prediction maps for
+            the ladder's middle columns (:mod:`sam3dlib.study.ladder`); None: "not run".
 
     Returns:
         The run folder: the executed notebook, ``tableN_report.html`` (the notebook rendered),
@@ -146,9 +172,11 @@ def reproduce_table(
     nb = _notebook_for(key, out)
     require_study_packages()
     check_inputs(key, profile, data, ckpt)
-    run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device), force)
+    released = check_released(key, released_weights, released_predictions)
+    run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device,
+                                         **released), force)
     run_dir.mkdir(parents=True, exist_ok=True)
-    params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir)
+    params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir, released)
     atomic_write_json(run_dir / "params.json", {"table": key, **params})
     seconds = _execute(nb, run_dir, params, log_output)
     if not (run_dir / f"table{key}.csv").is_file():
