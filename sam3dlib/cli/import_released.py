@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.cli import UserError
     from sam3dlib.config import parse_overrides
-    from sam3dlib.modeling.sam_checkpoint import official_identity
+    from sam3dlib.cli import announce_encoder_weights
     from sam3dlib.study.released_run import describe, experiment_of, import_released
 
     overrides = parse_overrides(args.overrides, experiment_of(args.dataset))
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     elif not enc.is_file():
         raise UserError(f"--encoder-weights {enc} does not exist; sam3d download sam-vit-b --to {enc.parent}")
     else:
-        print(f"encoder: {official_identity(enc) or f'{enc} (not an official file name: not verified)'}")
+        announce_encoder_weights(enc)
     data = args.data or Path("data") / args.dataset
     out = import_released(args.dataset, args.weights, args.out, data, enc, force=args.force, **overrides)
     print(f"imported {describe(out)}")

@@ -38,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.study.reproduce import reproduce_table
 
+    from sam3dlib.cli import announce_encoder_weights
+
     out = args.out or f"results/table{args.table}"
+    if args.profile != "smoke":
+        announce_encoder_weights(args.checkpoint)
     try:
         run_dir = reproduce_table(
             args.table, profile=args.profile, data_dir=args.data_dir, checkpoint=args.checkpoint,

@@ -80,12 +80,14 @@ def resume_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.cli import announce_encoder_weights
     from sam3dlib.study.experiment import run_experiment
     from sam3dlib.training import train
 
     config = resume_config(args) if args.resume else None
     if config is None:
         config = _config(args)
+    announce_encoder_weights(config.sam_checkpoint)
     if args.resume and args.force:
         raise UserError("--resume and --force exclude each other: --resume continues the run in --out, "
                         "--force deletes it and starts over")
