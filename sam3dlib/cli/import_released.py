@@ -32,9 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam3dlib.cli import UserError
+    from sam3dlib.cli import UserError, announce_encoder_weights
     from sam3dlib.config import parse_overrides
-    from sam3dlib.cli import announce_encoder_weights
     from sam3dlib.study.released_run import describe, experiment_of, import_released
 
     overrides = parse_overrides(args.overrides, experiment_of(args.dataset))

@@ -36,9 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam3dlib.study.reproduce import reproduce_table
-
     from sam3dlib.cli import announce_encoder_weights
+    from sam3dlib.study.reproduce import reproduce_table
 
     out = args.out or f"results/table{args.table}"
     if args.profile != "smoke":
