@@ -167,7 +167,7 @@ def maps_rung(store: PreparedDataset, test_ids: list[str], pred_dir: Path | None
 
 def weights_rung(store: PreparedDataset, weights: Path | None, why_absent: str, run_dir: Path,
                  encoder_weights: Path | None, overrides: dict, stand_in: bool = False,
-                 device: str = "cpu") -> Rung:
+                 device: str = "cpu", made: bool = False) -> Rung:
     """Rung 3: their decoder imported as a run (``run_dir``), predicting the test cases with our pipeline."""
     from sam3dlib.study.experiment import evaluate_run
     from sam3dlib.study.released_run import describe, import_released
@@ -179,8 +179,16 @@ def weights_rung(store: PreparedDataset, weights: Path | None, why_absent: str, 
                     **{"device": device, **overrides})
     evaluate_run(run_dir, store.root, progress=False)
     per_case = pd.read_csv(run_dir / "per_case.csv")
-    kind = "STAND-IN weights made from this table's seed-0 run in the authors' format" if stand_in else "weights"
-    enc = "random stand-in encoder" if encoder_weights is None else f"encoder {Path(encoder_weights).name}"
+    kind = "weights"
+    if made:
+        kind = "STAND-IN weights made from this table's seed-0 run in the authors' format"
+    elif stand_in:
+        kind = "weights, run with the STAND-IN encoder and settings of this table's seed-0 run"
+    from sam3dlib.utils.fileio import read_json
+
+    prov = read_json(run_dir / "provenance.json", ValueError, expect=dict)
+    enc = ("random stand-in encoder" if encoder_weights is None else
+           f"encoder {Path(encoder_weights).name} (sha256 {str(prov.get('encoder_sha256'))[:12]})")
     label = f"{kind}: {describe(run_dir)}; {enc}; {data_label(store)}"
     return Rung("weights", label, aggregate(per_case, store.spec), per_case)
 
@@ -188,7 +196,7 @@ def weights_rung(store: PreparedDataset, weights: Path | None, why_absent: str, 
 def retrained_rung(run_dirs: list[Path], conditions: report.RunConditions, store: PreparedDataset) -> Rung:
     """Rung 4: this table's runs of the experiment, mean ± sd over seeds."""
     summaries = [report.read_summary(rd / "summary.csv") for rd in run_dirs]
-    per_case = pd.concat([pd.read_csv(rd / "per_case.csv").assign(seed=i) for i, rd in enumerate(run_dirs)],
+    per_case = pd.concat([pd.read_csv(rd / "per_case.csv").assign(seed=s) for s, rd in zip(conditions.seeds, run_dirs)],
                          ignore_index=True)
     label = f"{conditions.describe()}; {data_label(store)}"
     return Rung("retrained", label, report.seeds_summary(summaries), per_case)
@@ -217,12 +225,13 @@ def phantom_release(run_dir: Path, out: Path) -> tuple[Path, Path]:
     return weights, maps
 
 
-def _import_overrides(run_dir: Path, stand_in: bool, p: NotebookParams) -> tuple[Path | None, dict]:
-    """Encoder file and config of the imported run: the seed-0 run's own for stand-ins, else the
-    paper's with the official ViT-B (``sam_checkpoint``)."""
+def _import_overrides(run_dir: Path, from_run: bool, p: NotebookParams) -> tuple[Path | None, dict]:
+    """Encoder file and config of the imported run: the seed-0 run's own when it is a stand-in (a random
+    or test encoder, phantom data: the released files are then stand-ins too), else the paper's
+    configuration with the official ViT-B (``sam_checkpoint``)."""
     from sam3dlib.config import ExperimentConfig
 
-    if not stand_in:
+    if not from_run:
         return p.sam_checkpoint, {}
     cfg = ExperimentConfig.load(run_dir / "config.json")
     keep = ("encoder", "patch_size", "mirror_tta", "encoder_mode", "encoder_scale", "encoder_pool", "seed",
@@ -251,14 +260,15 @@ def ladder_for(result, info: TableInfo, p: NotebookParams) -> Ladder:
         stand_in = store.is_phantom and weights is None and maps is None
         if stand_in:
             weights, maps = phantom_release(runs[0], out / "phantom_release")
-        enc, over = _import_overrides(runs[0], stand_in, p)
-        need_enc = not stand_in and enc is None
+        from_run = stand_in or result.conditions.stand_in
+        enc, over = _import_overrides(runs[0], from_run, p)
+        need_enc = not from_run and enc is None
         rungs.append(maps_rung(store, test_ids, maps, "no released_predictions given (RELEASED_PREDICTIONS=DIR)",
                                stand_in))
         rungs.append(weights_rung(store, None if need_enc else weights,
                                   "needs sam_checkpoint, the official SAM ViT-B file" if need_enc and weights else
                                   "no released_weights given (RELEASED_WEIGHTS=PATH)", out / "released_run", enc,
-                                  over, stand_in, p.device))
+                                  over, from_run, p.device, made=stand_in))
     rungs.append(retrained_rung(runs, result.conditions, store))
     ladder = Ladder(info.table, info.dataset, info.paper_method, rungs, ladder_frame(paper, rungs))
     ladder.files = write_ladder(ladder, out)
