@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--released-predictions", default=None,
                    help="the authors' released prediction maps (folder; its dice_pre.txt is compared): the "
                         "ladder's 'authors' maps, scored by sam3dlib' column")
+    p.add_argument("--estimate", choices=("auto", "yes", "no"), default="auto",
+                   help="print each experiment's expected wall time and peak memory from a few timed steps first "
+                        "(auto: every profile but smoke)")
     p.add_argument("--log-output", action="store_true", help="stream the notebook's output while it runs")
     p.set_defaults(func=run)
 
@@ -42,6 +45,15 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"results/table{args.table}"
     if args.profile != "smoke":
         announce_encoder_weights(args.checkpoint)
+    if args.estimate == "yes" or (args.estimate == "auto" and args.profile != "smoke"):
+        from sam3dlib.study.reproduce import estimate_table
+
+        try:
+            for line in estimate_table(args.table, args.profile, args.data_dir, args.checkpoint, args.seeds,
+                                       args.device):
+                print(line, flush=True)
+        except MissingInputError:
+            pass  # reproduce_table names every missing input below
     try:
         run_dir = reproduce_table(
             args.table, profile=args.profile, data_dir=args.data_dir, checkpoint=args.checkpoint,

@@ -96,6 +96,33 @@ def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple
     }
 
 
+def estimate_table(n: int | str, profile: str, data_dir: str | os.PathLike | None, checkpoint: str | os.PathLike | None,
+                   seeds: Sequence[int] | str | int = (0,), device: str = "auto") -> list[str]:
+    """One line per experiment of the table: its expected wall time and peak memory on ``device``
+    (:func:`sam3dlib.training.estimate.estimate_training`, a few timed steps), times the seeds."""
+    from sam3dlib.data.specs import get_spec
+    from sam3dlib.data.store import PreparedDataset
+    from sam3dlib.study.inputs import has_store
+    from sam3dlib.study.registry import experiments
+    from sam3dlib.study.seed_runs import experiment_config
+    from sam3dlib.training.estimate import estimate_training, training_slices
+
+    key = table_key(n)
+    seeds_t = as_seeds("seeds", seeds) or (0,)
+    check_inputs(key, profile, Path(data_dir) if data_dir is not None else None,
+                 Path(checkpoint) if checkpoint is not None else None)
+    p = NotebookParams.from_mapping({"profile": profile, "device": device, "data_dir": data_dir,
+                                     "sam_checkpoint": checkpoint if profile != "smoke" else None})
+    lines = []
+    for info in experiments(key):
+        cfg = experiment_config(info.config, p, seeds_t[0])
+        store = PreparedDataset(Path(data_dir) / info.dataset) if data_dir and has_store(data_dir, info.dataset) else None
+        est = estimate_training(cfg, get_spec(info.dataset), cache_slices=training_slices(store, cfg) if store else 0)
+        times = f" (x {len(seeds_t)} seeds)" if len(seeds_t) > 1 else ""
+        lines.append(f"Table {info.table} {info.paper_method} [{profile}]{times}: {est.describe()}")
+    return lines
+
+
 def check_released(key: str, weights: str | os.PathLike | None, maps: str | os.PathLike | None) -> dict[str, Path | None]:
     """The released inputs, checked before any work (they must exist; Table 5 has none).
 
