@@ -20,7 +20,7 @@ def released_from_run(run, folder):
 
 
 def test_import_released_predicts_like_the_source_run(smoke_run, synapse_store, tmp_path, capsys):
-    from sam3dlib.study.experiment import evaluate_run
+    from sam3dlib.pipeline import evaluate_run
 
     run = smoke_run["run"]
     results = tmp_path / "their_results"

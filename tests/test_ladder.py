@@ -77,9 +77,9 @@ def test_ladder_with_released_files_in_their_formats(smoke_run, synapse_store, t
 
 
 def test_absent_inputs_not_run_and_table5(smoke_run, synapse_store, tmp_path, monkeypatch):
-    from sam3dlib.data.store import PreparedDataset
+    from sam3dlib.study import ladder
 
-    monkeypatch.setattr(PreparedDataset, "is_phantom", property(lambda self: False))  # as if real data
+    monkeypatch.setattr(ladder, "_phantom", lambda store: False)  # as if real data
     result, info = _result(smoke_run, synapse_store, tmp_path)
     lad = ladder_for(result, info, NotebookParams(out_dir=tmp_path / "out"))
     assert (lad.frame[RUNGS["maps"]] == "not run").all() and (lad.frame[RUNGS["weights"]] == "not run").all()

@@ -137,9 +137,15 @@ def ladder_frame(paper: pd.DataFrame, rungs: list[Rung]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ the rungs
 
+def _phantom(store: PreparedDataset) -> bool:
+    """Whether the store holds built-in phantoms (its ``dataset.json`` says so)."""
+    return bool(store.meta.get("phantom"))
+
+
 def data_label(store: PreparedDataset) -> str:
-    return f"PHANTOM {store.spec.name} data (stand-in, not the dataset)" if store.is_phantom else \
-        f"{store.spec.name} test cases of {store.root}"
+    """The data a column used: the store's own label and, for real data, where it is."""
+    return f"{store.data_label} (stand-in, not the dataset)" if _phantom(store) else \
+        f"{store.data_label}: the test cases of {store.root}"
 
 
 def test_labels(store: PreparedDataset, case_ids: list[str]) -> dict[str, Path]:
@@ -169,7 +175,7 @@ def weights_rung(store: PreparedDataset, weights: Path | None, why_absent: str, 
                  encoder_weights: Path | None, overrides: dict, stand_in: bool = False,
                  device: str = "cpu", made: bool = False) -> Rung:
     """Rung 3: their decoder imported as a run (``run_dir``), predicting the test cases with our pipeline."""
-    from sam3dlib.study.experiment import evaluate_run
+    from sam3dlib.pipeline import evaluate_run
     from sam3dlib.study.released_run import describe, import_released
 
     if weights is None:
@@ -257,7 +263,7 @@ def ladder_for(result, info: TableInfo, p: NotebookParams) -> Ladder:
         rungs += [Rung("maps", NO_RELEASE_TABLE5), Rung("weights", NO_RELEASE_TABLE5)]
     else:
         weights, maps = p.released_weights, p.released_predictions
-        stand_in = store.is_phantom and weights is None and maps is None
+        stand_in = _phantom(store) and weights is None and maps is None
         if stand_in:
             weights, maps = phantom_release(runs[0], out / "phantom_release")
         from_run = stand_in or result.conditions.stand_in
