@@ -64,7 +64,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
     Args:
         run_dir: a folder written by :func:`sam3dlib.training.train`.
         device: ``auto``, ``cpu`` or ``cuda``.
-        which: ``best`` (the paper's ``--valbest``) or ``latest``.
+        which: ``best`` (the authors' evaluation, ``--valbest``) or ``latest``.
         device_flag: how the calling command sets the device (named in a device error).
 
     Raises:

@@ -28,6 +28,7 @@ from sam3dlib.config import ENCODER_MODES, PROFILES
 from sam3dlib.data.specs import DATASETS
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import ENCODERS
+from sam3dlib.study.paper_tables import TABLE_LAYOUTS
 from sam3dlib.utils import values
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import UserInputError
@@ -109,6 +110,8 @@ class NotebookParams:
             ladder's "authors' weights" column (:mod:`sam3dlib.study.ladder`); None: not run.
         released_predictions: the authors' released prediction maps (a folder) for its
             "authors' maps" column; None: not run.
+        table_layout: ``reading`` (the paper's layout, our reading of Table 2's header marked) or
+            ``printed`` (the printed header unchanged).
         launcher: ``local`` (every experiment x seed in this process) or ``slurm`` (one job each,
             :mod:`sam3dlib.study.launcher`; the table is made when all are done).
         cluster: the job settings of ``slurm`` (:class:`sam3dlib.study.launcher.ClusterSettings`
@@ -129,6 +132,7 @@ class NotebookParams:
     overrides: dict[str, Any] = field(default_factory=dict)
     released_weights: Path | None = None
     released_predictions: Path | None = None
+    table_layout: str = "reading"
     launcher: str = "local"
     cluster: dict[str, Any] = field(default_factory=dict)
 
@@ -171,6 +175,7 @@ class NotebookParams:
             overrides=dict(overrides),
             released_weights=as_path("released_weights", p.get("released_weights")),
             released_predictions=as_path("released_predictions", p.get("released_predictions")),
+            table_layout=as_choice("table_layout", p.get("table_layout", "reading"), TABLE_LAYOUTS),
             launcher=as_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
             cluster=dict(cluster),
         )
