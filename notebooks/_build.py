@@ -45,6 +45,8 @@ overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}
 table_layout = "reading"  # str: reading (Table 2's header as we read it, marked) or printed (as printed)
 launcher = "local"  # str: local (every experiment x seed here) or slurm (one cluster job each, docs/CLUSTER.md)
 cluster = {{}}  # dict: slurm job settings, e.g. {{"partition": "gpu", "gpus_per_job": 1, "time_min": 1440}}
+mirror = None  # bool | None: test-time mirroring of the test cases (False: nnU-Net's --disable_tta; None: the profile's)
+step_size = None  # float | None: sliding-window step, a fraction of the patch in (0, 1] (None: the profile's, 0.5)
 released_weights = None  # str | None: the authors' released weights (.model, .pth, trainer folder or zip)
 released_predictions = None  # str | None: the authors' released prediction maps (folder, with dice_pre.txt)'''
 

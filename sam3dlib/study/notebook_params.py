@@ -4,8 +4,8 @@ All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
 reproduce-tableN`` work the same everywhere::
 
     dataset, data_dir, encoder, sam_checkpoint, profile, encoder_mode, protocol,
-    seed, seeds, device, out_dir, overrides, launcher, cluster, released_weights,
-    released_predictions
+    seed, seeds, device, out_dir, overrides, launcher, cluster, mirror, step_size,
+    released_weights, released_predictions
 
 A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
 first library call with a message naming the parameter, the value and what is allowed.
@@ -89,6 +89,16 @@ def as_device(name: str, value: Any) -> str:
         raise ParameterError(str(exc)) from None
 
 
+def as_step_size(name: str, value: Any) -> float | None:
+    """None, or a fraction of the patch in (0, 1]."""
+    if value is None or value == "":
+        return None
+    step = values.as_float(value, _where(name), ParameterError)
+    if not 0.0 < step <= 1.0:
+        raise values.fail(_where(name), value, "a fraction of the patch in (0, 1], e.g. 0.5", ParameterError)
+    return step
+
+
 @dataclass(frozen=True)
 class NotebookParams:
     """Checked notebook parameters (defaults: the smoke profile on built-in phantoms).
@@ -116,6 +126,10 @@ class NotebookParams:
             :mod:`sam3dlib.study.launcher`; the table is made when all are done).
         cluster: the job settings of ``slurm`` (:class:`sam3dlib.study.launcher.ClusterSettings`
             fields: ``partition``, ``gpus_per_job``, ``cpus_per_job``, ``mem_gb``, ``time_min``, ``sbatch`` ...).
+        mirror: test-time mirroring of the test-case prediction (nnU-Net's TTA; False = its
+            ``--disable_tta``); None: the profile's (config ``mirror_tta``).
+        step_size: step between sliding windows as a fraction of the patch, in (0, 1]
+            (nnU-Net's; config ``sw_overlap = 1 - step_size``); None: the profile's (0.5).
     """
 
     dataset: str | None = None
@@ -135,6 +149,8 @@ class NotebookParams:
     table_layout: str = "reading"
     launcher: str = "local"
     cluster: dict[str, Any] = field(default_factory=dict)
+    mirror: bool | None = None
+    step_size: float | None = None
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> NotebookParams:
@@ -178,7 +194,18 @@ class NotebookParams:
             table_layout=as_choice("table_layout", p.get("table_layout", "reading"), TABLE_LAYOUTS),
             launcher=as_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
             cluster=dict(cluster),
+            mirror=None if p.get("mirror") is None else values.as_bool(p["mirror"], _where("mirror"), ParameterError),
+            step_size=as_step_size("step_size", p.get("step_size")),
         )
+
+    def inference_overrides(self) -> dict[str, Any]:
+        """The config fields ``mirror`` and ``step_size`` set (``mirror_tta``, ``sw_overlap``); none when unset."""
+        out: dict[str, Any] = {}
+        if self.mirror is not None:
+            out["mirror_tta"] = self.mirror
+        if self.step_size is not None:
+            out["sw_overlap"] = 1.0 - self.step_size
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
