@@ -26,6 +26,7 @@ def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConf
         overrides["encoder_mode"] = p.encoder_mode
     if p.sam_checkpoint is not None:
         overrides["sam_checkpoint"] = os.fspath(p.sam_checkpoint)
+    overrides.update(p.inference_overrides())
     overrides.update(p.overrides)
     return get_config(name, profile=p.profile, **overrides)
 
