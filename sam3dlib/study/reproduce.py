@@ -57,13 +57,14 @@ def notebooks_dir() -> Path:
                             "(installed package); reinstall sam3dlib or run from a checkout")
 
 
-def require_study_packages() -> None:
-    """Check that papermill, nbconvert, nbformat and ipykernel are installed.
+def require_study_packages(also: Sequence[str] = ()) -> None:
+    """Check that papermill, nbconvert, nbformat and ipykernel (and ``also``: ``submitit`` for
+    ``--launcher slurm``) are installed.
 
     Raises:
         MissingDependencyError: naming the missing packages and the install command.
     """
-    missing = [name for name in STUDY_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = [name for name in (*STUDY_PACKAGES, *also) if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingDependencyError(f"sam3d reproduce needs {', '.join(missing)} (the 'study' extra): "
                                      f"{sys.executable} -m pip install 'sam3dlib[study]' (or make setup)")
@@ -263,7 +264,7 @@ def reproduce_table(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     out = Path(out)
     nb = _notebook_for(key, out)
-    require_study_packages()
+    require_study_packages(("submitit",) if checked.launcher == "slurm" else ())
     check_inputs(key, profile, data, ckpt)
     settings = load_settings(cluster_config, cluster) if checked.launcher == "slurm" else None
     released = check_released(key, released_weights, released_predictions)
