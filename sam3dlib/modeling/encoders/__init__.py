@@ -12,10 +12,10 @@ name           family                    input side  stride  channels  pool  wei
 
 **pool** is the encoder's default embedding pool (config ``encoder_pool`` None). The SAM ViTs'
 stride-16 grid is already the paper's ``crop / 16``: 1. LiteMedSAM's stride-4 grid (64 x 64 for
-every crop) is pooled by 4 (16 x 16; 16 x 12 for the MNI task's 64 x 48 crop): the measured
-trade-off on the MNI tissue task (docs/PERFORMANCE.md, "Encoder pooling"): the trainer's step
-is several times cheaper than on the unpooled grid, while the test DSC measured at 12 x 12 and
-24 x 24 decoder grids was the same.
+every crop) is pooled by 4 (16 x 16; a 16 x 12 decoder grid for the MNI task's 64 x 48 crop): on
+the MNI tissue task the test DSC measured with 12 x 12 and 24 x 24 decoder grids was the same
+(docs/PERFORMANCE.md, "The demo's settings toward 0.85"), and the decoder's cost grows with the
+grid's area. ``benchmarks/encoder_pool_step.py`` times the trainer's step per pool.
 
 The **encoder input scale** ``s`` (config ``encoder_scale``): every slice of a ``H x W`` crop is
 resized (bilinear) to ``round(s*H) x round(s*W)`` before encoding; None means the encoder's
