@@ -430,3 +430,57 @@ def test_checkpoint_refusals_are_one_accurate_line(sam_vit_tiny_checkpoint, tmp_
     text = str(info.value)
     assert "\x1b" not in text and "\n" not in text and "weights_only" not in text and "incomplete" not in text
     assert "holds Python objects besides tensors" in text
+
+
+def test_an_unfinished_prepare_is_reported_as_such_not_as_bad_folds(tmp_path, capsys):
+    """prepare killed after its plan and folds were written: check-data and train say that
+    prepare did not finish (and that a rerun resumes), not that splits_final.json is wrong."""
+    from sam3dlib.cli import main
+    from sam3dlib.data.check import check_user_dataset
+    from sam3dlib.data.planning import PlannerSettings
+    from sam3dlib.data.prepare import prepare_user_dataset
+    from sam3dlib.data.user_phantoms import write_user_phantom
+    from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
+
+    raw = write_user_phantom(tmp_path / "raw", "msd", n_cases=3)
+    store = tmp_path / "store"
+    prepare_user_dataset(raw, store, PlannerSettings(training_bytes_per_voxel, decoder_state_bytes), progress=False)
+    (store / "cases" / "phantom_001.json").unlink()  # as if killed before this case finished
+    problems = [str(p) for p in check_user_dataset(store)]
+    assert problems == [f"{store}: sam3d prepare did not finish: 1 of 3 case(s) are missing (phantom_001); rerun "
+                        "the same `sam3d prepare` command to resume (finished cases are kept)"], problems
+    assert main(["train", "custom", "--data", str(store), "--out", str(tmp_path / "run"), "--profile", "smoke",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "sam3d prepare did not finish" in err and "splits_final" not in err
+
+
+def test_an_unfinished_paper_store_is_reported_as_such(synapse_store, tmp_path):
+    from _fixtures_train import copy_store
+
+    from sam3dlib.data.store import PreparedDataset, StoreError
+
+    store = copy_store(synapse_store, tmp_path / "store")
+    first = PreparedDataset(store).case_ids[0]
+    (store / "cases" / f"{first}.json").unlink()
+    with pytest.raises(StoreError, match=rf"sam3d prepare did not finish: 1 of 4 case\(s\) are missing \({first}\)"):
+        PreparedDataset(store).split("paper")
+
+
+def test_a_full_disk_during_prepare_says_no_space_left_on_the_device_while_writing_the_file(tmp_path, monkeypatch):
+    """numpy reports a full disk as 'N requested and M written' (no errno): the message says the disk is full."""
+    import numpy as np
+
+    from sam3dlib.utils.fileio import OutputError, atomic_save_npy, mount_point
+
+    def short_write(fh, *args, **kwargs):
+        fh.write(b"\x93NUMPY")
+        raise OSError("1198080 requested and 623584 written")
+
+    monkeypatch.setattr(np, "save", short_write)
+    target = tmp_path / "cases" / "img0001_image.npy"
+    with pytest.raises(OutputError) as info:
+        atomic_save_npy(target, np.zeros(3))
+    assert str(info.value).startswith(f"cannot write {target}: no space left on {mount_point(tmp_path)} (")
+    assert f"while writing {target}: the disk is full" in str(info.value)
+    assert not target.exists() and list(target.parent.iterdir()) == []

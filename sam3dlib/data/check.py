@@ -139,6 +139,17 @@ def _stale_store(root: Path, meta: dict) -> list[Problem]:
                                            f"--out {root} --force`")]
 
 
+def _unfinished(root: Path) -> str | None:
+    """The message of a store whose prepare did not finish, else None."""
+    from sam3dlib.data.store import PreparedDataset
+
+    try:
+        PreparedDataset(root).check_finished()
+    except StoreError as exc:
+        return str(exc) if "did not finish" in str(exc) else None
+    return None
+
+
 def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     dataset = spec.name
     try:
@@ -151,7 +162,12 @@ def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     probs += _stale_store(root, meta)
     ids = sorted(p.name[:-5] for p in (root / CASES_DIR).glob("*.json"))
     allowed = set(meta.get("unlabelled_split_cases") or {})  # prepared with --allow-missing-labels
-    labelled = {c: s for c, s in _labelled_parts(spec, root, meta, ids).items() if c not in allowed}
+    unfinished = _unfinished(root)
+    if unfinished:  # the folds name cases not written yet: that is the unfinished prepare, not the folds
+        probs.append(Problem(str(root), unfinished.split(": ", 1)[1]))
+        labelled = {}
+    else:
+        labelled = {c: s for c, s in _labelled_parts(spec, root, meta, ids).items() if c not in allowed}
     for cid in tqdm(ids, desc=f"check {dataset}"):
         paths = case_paths(root, cid)
         try:

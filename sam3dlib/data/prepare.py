@@ -46,7 +46,15 @@ from sam3dlib.data.readers import (
 )
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, SPLITS_FILE, PreparedDataset, case_paths, read_meta
+from sam3dlib.data.store import (
+    CASES_DIR,
+    EXPECTED_CASES_KEY,
+    META_FILE,
+    SPLITS_FILE,
+    PreparedDataset,
+    case_paths,
+    read_meta,
+)
 from sam3dlib.data.user_dataset import UserDataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
 from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json
@@ -296,6 +304,7 @@ def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
         meta["source_root"] = str(raw.resolve())
         meta["phantom"] = (raw / "PHANTOM.json").is_file()
         meta["unlabelled_split_cases"] = unlabelled
+        meta[EXPECTED_CASES_KEY] = sorted(c.case_id for c in cases)
         atomic_write_json(meta_path, meta)
     (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]

@@ -29,6 +29,18 @@ SPLITS_FILE = "splits_final.json"
 CASES_DIR = "cases"
 
 
+#: ``dataset.json`` key: the case ids ``sam3d prepare`` writes (recorded before the first case, so
+#: that an interrupted prepare is told apart from a finished store)
+EXPECTED_CASES_KEY = "expected_cases"
+
+
+def unfinished_message(root: Path, left: list[str], total: int) -> str:
+    """``<root>: sam3d prepare did not finish: N of M cases are missing (...); rerun it to resume``."""
+    listed = ", ".join(left[:5]) + (" ..." if len(left) > 5 else "")
+    return (f"{root}: sam3d prepare did not finish: {len(left)} of {total} case(s) are missing ({listed}); "
+            "rerun the same `sam3d prepare` command to resume (finished cases are kept)")
+
+
 class StoreError(UserInputError, FileNotFoundError):
     """The folder is not a (complete) prepared store."""
 
@@ -110,6 +122,9 @@ class PreparedDataset:
         self.case_ids: list[str] = sorted(p.name[:-5] for p in cases.glob("*.json")
                                           if case_paths(self.root, p.name[:-5])["image"].is_file())
         if not self.case_ids:
+            expected = self.expected_cases()
+            if expected:
+                raise StoreError(unfinished_message(self.root, expected, len(expected)))
             raise StoreError(f"{cases} holds no complete case; run `sam3d prepare` to (re)build {self.root}")
         self._case_set = frozenset(self.case_ids)
         self._props: dict[str, dict] = {}
@@ -196,6 +211,28 @@ class PreparedDataset:
                 f"{self.root}: original label file(s) of {len(bad)} case(s) not found: {listed}{more}; {why}. "
                 "Prepare the store again from the raw folder (`sam3d prepare ... --out` a new folder)")
 
+    def expected_cases(self) -> list[str] | None:
+        """The cases ``sam3d prepare`` set out to write (recorded in ``dataset.json`` before the
+        first case), or None for a store that did not record them."""
+        listed = self.meta.get(EXPECTED_CASES_KEY)
+        if listed is None and isinstance(self.meta.get("source_files"), dict):
+            listed = list(self.meta["source_files"].get("cases", {}))  # a user store's raw record
+        return sorted(map(str, listed)) if isinstance(listed, list) else None
+
+    def unfinished_cases(self) -> list[str]:
+        """Cases prepare set out to write that are not complete (an interrupted prepare)."""
+        return sorted(set(self.expected_cases() or ()) - self._case_set)
+
+    def check_finished(self) -> None:
+        """Refuse a store whose prepare did not finish (before its splits are read).
+
+        Raises:
+            StoreError: naming the missing cases and how to resume.
+        """
+        left = self.unfinished_cases()
+        if left:
+            raise StoreError(unfinished_message(self.root, left, len(self.expected_cases() or ())))
+
     @property
     def is_user_dataset(self) -> bool:
         """True for a user's dataset (its spec and splits live in the store, not in sam3dlib)."""
@@ -209,6 +246,7 @@ class PreparedDataset:
             DataFileError: a fold breaks :func:`~sam3dlib.data.splits.check_folds`' rules (no
                 ``train``/``val`` list, overlap, a case that is not in the store).
         """
+        self.check_finished()
         path = self.root / SPLITS_FILE
         try:
             folds = json.loads(path.read_text())
@@ -220,7 +258,12 @@ class PreparedDataset:
 
     def split(self, protocol: str = "paper", test_set: str = "paper", fold: int | None = None) -> Split:
         """The split of this store's cases: the shipped split of a paper dataset, or fold
-        ``fold`` (default 0) of a user dataset's ``splits_final.json``."""
+        ``fold`` (default 0) of a user dataset's ``splits_final.json``.
+
+        Raises:
+            StoreError: prepare did not finish (:meth:`check_finished`).
+        """
+        self.check_finished()
         if self.is_user_dataset:
             return user_split(self.spec.name, self.folds(), 0 if fold is None else fold, protocol, self.case_ids)
         if fold is not None:
