@@ -38,7 +38,7 @@ lock:
 ## DEMO_ARGS="--task phantoms" runs the Table 1 demo on Synapse-like phantoms.
 DEMO_ARGS ?=
 demo: setup
-	$(PY) -m sam3dlib demo --out $(OUT)/demo $(DEMO_ARGS)
+	$(PY) -m sam3dlib demo --out "$(OUT)/demo" $(DEMO_ARGS)
 
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
@@ -59,11 +59,11 @@ lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 bench: setup
-	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
-	$(PY) benchmarks/bench_encoders.py --out $(OUT)/bench
+	$(PY) benchmarks/run_bench.py --out "$(OUT)/bench"
+	$(PY) benchmarks/bench_encoders.py --out "$(OUT)/bench"
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
-	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force)
+	$(PY) -m sam3dlib reproduce $* --profile "$(PROFILE)" --data-dir "$(DATA_DIR)" \
+		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --out "$(OUT)/table$*" $(if $(FORCE),--force)
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -484,3 +484,77 @@ def test_a_full_disk_during_prepare_says_no_space_left_on_the_device_while_writi
     assert str(info.value).startswith(f"cannot write {target}: no space left on {mount_point(tmp_path)} (")
     assert f"while writing {target}: the disk is full" in str(info.value)
     assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_a_killed_worker_stops_the_map_with_one_line_naming_the_case():
+    """A pool worker killed (OOM killer): no hang; one line naming the case(s) in flight and memory."""
+    import time
+
+    from _worker_jobs import killed_on_two
+
+    from sam3dlib.utils.pool import WorkerLostError, map_in_processes
+
+    t0 = time.monotonic()
+    got = []
+    with pytest.raises(WorkerLostError, match=r"a worker process died while processing case (c2|one of .*c2.*): "
+                                              r"most likely the system ran out of memory .*--workers 1"):
+        for value in map_in_processes(killed_on_two, [0, 1, 2, 3], 2, "test", progress=False,
+                                      name=lambda i: f"c{i}", what="case"):
+            got.append(value)
+    assert got[:1] == [0] and 20 not in got and time.monotonic() - t0 < 60
+
+
+# ---------------------------------------------------------------- paths with spaces, values as typed
+
+
+def _make_dry_run(target: str, **variables: str) -> list[list[str]]:
+    """The commands ``make`` would run for ``target`` (setup taken as done), each split as the shell would."""
+    import shlex
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["make", "-s", "-n", "-o", ".venv/.installed", target, *(f"{k}={v}" for k, v in variables.items())]
+    out = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=60, check=True).stdout
+    return [shlex.split(line) for line in out.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_make_targets_keep_paths_with_spaces_whole():
+    """`make reproduce-table1 DATA_DIR="/data/my data"` passes each path as one argument."""
+    from sam3dlib.cli import build_parser
+
+    (cmd,) = _make_dry_run("reproduce-table1", DATA_DIR="/data/my data", SAM_CHECKPOINT="/w/sam weights.pth",
+                           OUT="/tmp/my results", SEEDS="0 1", PROFILE="smoke")
+    args = build_parser().parse_args(cmd[cmd.index("sam3dlib") + 1:])
+    assert (args.data_dir, args.checkpoint, args.out, args.seeds) == ("/data/my data", "/w/sam weights.pth",
+                                                                      "/tmp/my results/table1", "0 1")
+    (demo,) = _make_dry_run("demo", OUT="/tmp/my results")
+    assert demo[demo.index("--out") + 1] == "/tmp/my results/demo"
+    bench = _make_dry_run("bench", OUT="/tmp/my results")
+    assert all(c[c.index("--out") + 1] == "/tmp/my results/bench" for c in bench)
+
+
+def test_printed_next_commands_work_with_paths_with_spaces(tmp_path, capsys):
+    """The `next:` hint of `sam3d phantom` pasted into a shell gives prepare the same folder."""
+    import shlex
+
+    from sam3dlib.cli import build_parser, main
+    from sam3dlib.study.inputs import missing_data_message
+
+    out = tmp_path / "my phantoms" / "synapse"
+    assert main(["phantom", "synapse", "--out", str(out), "--cases", "2", "--size", "tiny"]) == 0
+    hint = capsys.readouterr().out.split("next: ", 1)[1].strip()
+    args = build_parser().parse_args(shlex.split(hint)[1:])
+    assert str(args.raw) == str(out)
+    message = missing_data_message("synapse", tmp_path / "my data")
+    route = message.split("without the data: ", 1)[1].rstrip(")")
+    first, second = (shlex.split(part) for part in route.split(" && "))
+    assert build_parser().parse_args(second[1:]).out == str(tmp_path / "my data" / "synapse")
+
+
+def test_seeds_given_as_a_list_on_the_papermill_command_line():
+    """`papermill -p seeds "[0, 1]"` hands the notebook the text "[0, 1]"."""
+    from sam3dlib.study.notebook_params import ParameterError, as_seeds
+
+    assert as_seeds("seeds", "[0, 1]") == (0, 1)
+    with pytest.raises(ParameterError, match=r"got '\[0, x\]'"):
+        as_seeds("seeds", "[0, x]")

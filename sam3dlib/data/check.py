@@ -22,6 +22,7 @@ from sam3dlib.data.readers import RawCase, find_raw_cases
 from sam3dlib.data.specs import DatasetSpec, get_spec, is_user_meta, spec_from_meta
 from sam3dlib.data.splits import all_case_ids, labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, StoreError, case_paths, read_meta
+from sam3dlib.utils.shell import shell_command
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,8 @@ def _stale_store(root: Path, meta: dict) -> list[Problem]:
     if not changes:
         return []
     return [Problem(str(root / META_FILE), f"the raw data in {raw} changed since this store was prepared "
-                                           f"({'; '.join(changes[:8])}); rebuild it: `sam3d prepare --raw {raw} "
-                                           f"--out {root} --force`")]
+                                           f"({'; '.join(changes[:8])}); rebuild it: "
+                                           f"`{shell_command('sam3d', 'prepare', '--raw', raw, '--out', root, '--force')}`")]
 
 
 def _unfinished(root: Path) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,9 @@ class PreparedDataset:
         meta_path = self.root / META_FILE
         if not meta_path.is_file():
             raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; create it with "
-                             f"`sam3d prepare --raw RAW --out {self.root}` (your own MSD / nnU-Net v2 folder) or "
-                             f"`sam3d prepare DATASET --raw RAW --out {self.root}` (a paper dataset)")
+                             f"`sam3d prepare --raw RAW --out {shlex.quote(str(self.root))}` (your own MSD / nnU-Net v2 "
+                             f"folder) or `sam3d prepare DATASET --raw RAW --out {shlex.quote(str(self.root))}` (a paper "
+                             "dataset)")
         self.meta: dict = read_meta(self.root)
         try:
             self.spec: DatasetSpec = spec_from_meta(self.meta)

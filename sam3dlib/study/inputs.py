@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sam3dlib.study.registry import table_datasets, table_key
 from sam3dlib.utils.errors import UserInputError
+from sam3dlib.utils.shell import shell_command
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
 #: Where ``make``/``sam3d demo``/``sam3d reproduce`` look for the official SAM ViT-B weights.
@@ -47,9 +48,10 @@ def missing_data_message(dataset: str, data_dir: Path) -> str:
     return (
         f"missing prepared dataset folder {store} (no {store / 'dataset.json'}).\n"
         f"    Get {name} from {url},\n"
-        f"    then run: sam3d prepare {dataset} --raw /path/to/raw/{dataset} --out {store}\n"
-        f"    (to try the pipeline without the data: sam3d phantom {dataset} --out phantoms/{dataset} && "
-        f"sam3d prepare {dataset} --raw phantoms/{dataset} --out {store})"
+        f"    then run: {shell_command('sam3d', 'prepare', dataset, '--raw', f'/path/to/raw/{dataset}', '--out', store)}\n"
+        f"    (to try the pipeline without the data: "
+        f"{shell_command('sam3d', 'phantom', dataset, '--out', f'phantoms/{dataset}')} && "
+        f"{shell_command('sam3d', 'prepare', dataset, '--raw', f'phantoms/{dataset}', '--out', store)})"
     )
 
 
@@ -58,7 +60,8 @@ def missing_checkpoint_message(checkpoint: str | os.PathLike | None, profile: st
     target = Path(checkpoint or DEFAULT_CHECKPOINT)
     return (
         f"missing SAM checkpoint file {checkpoint} (profile {profile!r} needs the official ViT-B weights).\n"
-        f"    Download it: mkdir -p {target.parent} && curl -L -o {target} {CHECKPOINT_URL}\n"
+        f"    Download it: {shell_command('mkdir', '-p', target.parent)} && "
+        f"{shell_command('curl', '-L', '-o', target, CHECKPOINT_URL)}\n"
         f"    (or pass another file with SAM_CHECKPOINT=..., or use PROFILE=smoke for the stand-in encoder)"
     )
 
