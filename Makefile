@@ -13,6 +13,11 @@ SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SEEDS ?= 0
 FORCE ?=
 OUT ?= results
+## LAUNCHER=slurm: one SLURM job per experiment x seed (docs/CLUSTER.md); CLUSTER_CONFIG=cluster.toml holds the
+## job settings, CLUSTER_ARGS="--partition gpu --dry-run" passes further flags of `sam3d reproduce`.
+LAUNCHER ?= local
+CLUSTER_CONFIG ?=
+CLUSTER_ARGS ?=
 
 .PHONY: setup lock lint demo test test-system test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
 
@@ -64,6 +69,7 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile "$(PROFILE)" --data-dir "$(DATA_DIR)" \
-		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --out "$(OUT)/table$*" $(if $(FORCE),--force)
+		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
+		--launcher "$(LAUNCHER)" $(if $(CLUSTER_CONFIG),--cluster-config "$(CLUSTER_CONFIG)") $(CLUSTER_ARGS)
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -2,6 +2,7 @@
 
     python notebooks/_build.py            # write the .ipynb files without outputs
     python notebooks/_build.py --execute  # also run them (smoke defaults) to store outputs for nbval
+    python notebooks/_build.py --keep-outputs  # rebuild, keeping the stored outputs of unchanged cells
 
 The executed copies are made with papermill in a temporary folder and only the cell outputs
 are copied back; outputs of cells tagged ``nbval-ignore-output`` (training logs, numbers that
@@ -36,7 +37,9 @@ seed = 0  # int
 seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
 out_dir = {out_dir!r}  # str: where the CSVs, tables and figures go
-overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}'''
+overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}
+launcher = "local"  # str: local (every experiment x seed here) or slurm (one cluster job each, docs/CLUSTER.md)
+cluster = {{}}  # dict: slurm job settings, e.g. {{"partition": "gpu", "gpus_per_job": 1, "time_min": 1440}}'''
 
 SETUP = """from IPython.display import Image, Markdown, display
 
@@ -220,7 +223,7 @@ def custom_nb() -> nbformat.NotebookNode:
         code("from pathlib import Path\n\nfrom IPython.display import Image, display\n\n"
              "from sam3dlib.data.planning import describe_plan\n"
              "from sam3dlib.data.user_phantoms import write_user_phantom\n"
-             "from sam3dlib.study import custom\n"
+             "from sam3dlib import pipeline\n"
              "from sam3dlib.study import report_figures as rf\n"
              "from sam3dlib.study.table_figures import overlay_arrays\n\n"
              "out = Path(out_dir)\n"
@@ -231,7 +234,7 @@ def custom_nb() -> nbformat.NotebookNode:
              "print(\"raw data:\", \"generated phantom\" if raw_dir is None else \"your folder\")"),
         md("## The plan\n\nDerived from the data by nnU-Net's rules (`docs/DATA.md`); stored in the store's "
            "`dataset.json`, and every value can be imposed with `plan`."),
-        code("store = custom.prepare(raw, store_dir, plan, progress=False)\nprint(describe_plan(store.meta))"),
+        code("store = pipeline.prepare(raw, store_dir, plan, progress=False)\nprint(describe_plan(store.meta))"),
         code("split = store.split(fold=fold)\n"
              "print(f\"fold {fold}: {len(split.train)} training cases, {len(split.test)} test cases\")\n"
              "case = split.test[0]\n"
@@ -240,12 +243,12 @@ def custom_nb() -> nbformat.NotebookNode:
         code("settings = dict(overrides, device=device)\n"
              "if encoder:\n    settings[\"encoder\"] = encoder\n"
              "if sam_checkpoint:\n    settings[\"sam_checkpoint\"] = sam_checkpoint\n"
-             "run = custom.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
+             "run = pipeline.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
              "print(\"run written to\", run)", ignore=True),
         md("Training curve (loss, validation Dice):"),
         code("display(Image(filename=str(run / \"training_curve.png\")))"),
         md("Per class on the test cases: DSC in %, HD95 in voxels (the paper's tables) and in mm."),
-        code("custom.per_class_table(run).round(2)", ignore=True),
+        code("pipeline.per_class_table(run).round(2)", ignore=True),
         md("## Overlays\n\nImage, ground truth and prediction of a test case on its original grid."),
         code("image, gt, pred, case = overlay_arrays(run, store_dir)\n"
              "display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))", ignore=True),
@@ -399,14 +402,41 @@ def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNo
     return nb
 
 
+def _keep_outputs(template: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """The stored outputs of ``path`` copied into ``template`` where a code cell's source is unchanged.
+
+    Only for edits that do not change any output (e.g. a comment or a new parameter with its
+    old default): a changed cell that had outputs stops the build (run ``--execute`` instead).
+    """
+    old = nbformat.read(path, as_version=4)
+    nb = copy.deepcopy(template)
+    if len(old.cells) != len(nb.cells):
+        raise SystemExit(f"{path.name}: the cells changed; rebuild with --execute")
+    for new, was in zip(nb.cells, old.cells):
+        if "id" in was:
+            new["id"] = was["id"]
+        if new.cell_type != "code":
+            continue
+        new.execution_count = was.get("execution_count")
+        if new.source == was.source:
+            new.outputs = was.outputs
+        elif was.get("outputs"):
+            raise SystemExit(f"{path.name}: cell {new.source[:40]!r} changed and had outputs; rebuild with --execute")
+    return nb
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--execute", action="store_true", help="run each notebook and store its deterministic outputs")
+    ap.add_argument("--keep-outputs", action="store_true",
+                    help="keep the stored outputs of code cells whose source did not change (no execution)")
     ap.add_argument("names", nargs="*", help="notebooks to build (default: all)")
     args = ap.parse_args(argv)
     for name in args.names or NOTEBOOKS:
         nb = NOTEBOOKS[name]()
         path = HERE / f"{name}.ipynb"
+        if args.keep_outputs and path.is_file():
+            nb = _keep_outputs(nb, path)
         nbformat.write(nb, path)
         if args.execute:
             nb = _copy_outputs(nb, _execute(path))

@@ -31,7 +31,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sam3dlib.data.specs import get_spec
+from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import check_crop_size
 from sam3dlib.utils.devices import parse_device
@@ -97,8 +97,8 @@ class ExperimentConfig:
         encoder_chunk_size: slices per encoder call.
         optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
         fast_attention: the exact, faster attention path for the encoder (sam3dlib.modeling.fast_attention).
-        fold: the fold of a user dataset's ``splits_final.json`` (``custom`` only; None for the
-            paper's fixed splits).
+        fold: the fold of the store's ``splits_final.json`` (stores whose plan splits by folds;
+            None for the paper's fixed splits).
         profile: the profile the values came from.
     """
 
@@ -270,6 +270,30 @@ def profile_values(profile: str) -> dict[str, Any]:
     raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
 
 
+def dataset_values(spec: DatasetSpec, skip: bool = True) -> dict[str, Any]:
+    """The settings an experiment takes from its dataset's plan: crop, batch size, batch Dice,
+    and the decoder's skips."""
+    return dict(patch_size=tuple(spec.patch_size), batch_size=spec.batch_size, batch_dice=spec.batch_dice, skip=skip)
+
+
+def store_config(spec: DatasetSpec, profile: str = "smoke", fold: int | None = 0,
+                 **overrides: Any) -> ExperimentConfig:
+    """The experiment ``custom`` on a prepared store: its plan's crop and batch size under ``profile``.
+
+    Args:
+        spec: the store's spec (``PreparedDataset(root).spec``, from its plan).
+        profile: a key of :data:`PROFILES`.
+        fold: the fold of the store's ``splits_final.json`` to train on (``None`` for a store
+            whose plan names the shipped split).
+        **overrides: any :class:`ExperimentConfig` field but the fixed ones.
+
+    Raises:
+        ConfigError: unknown profile/setting or a value of the wrong type.
+    """
+    values = {**dataset_values(spec), **profile_values(profile), **check_overrides(CUSTOM, overrides)}
+    return ExperimentConfig(name=CUSTOM, table=CUSTOM, dataset=spec.name, profile=profile, fold=fold, **values)
+
+
 def parse_overrides(items: list[str] | tuple[str, ...], name: str = "experiment") -> dict[str, Any]:
     """Parse ``["lr=0.01", "patch_size=16,96,96", "sam_checkpoint=none"]`` into typed values."""
     out: dict[str, Any] = {}
@@ -298,7 +322,7 @@ def did_you_mean(key: str, options) -> str:
 def _check_name(name: str, key: str) -> None:
     if key not in _fields() or key in FIXED_FIELDS:
         fixed = " (fixed by the experiment; choose another experiment)" if key in FIXED_FIELDS else ""
-        fixed = " (set by --fold, custom only)" if key == "fold" else fixed
+        fixed = " (set by --fold)" if key == "fold" else fixed
         raise ConfigError(f"unknown setting {key!r} for {name}{fixed or did_you_mean(key, _fields())}")
 
 
@@ -362,13 +386,8 @@ def validate(cfg: ExperimentConfig) -> None:
     """
     for f in dataclasses.fields(cfg):
         setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), f"setting {f.name!r} of {cfg.name}"))
-    if cfg.name == CUSTOM:
-        if cfg.fold is None or cfg.fold < 0:
-            raise ConfigError(f"{cfg.name}: fold must be a fold number >= 0, got {cfg.fold}")
-    else:
-        get_spec(cfg.dataset)
-        if cfg.fold is not None:
-            raise ConfigError(f"{cfg.name}: the paper's datasets have a fixed split; fold applies to `custom` only")
+    if cfg.fold is not None and cfg.fold < 0:  # whether the store has folds is its plan's fact (load_data checks)
+        raise ConfigError(f"{cfg.name}: fold must be a fold number >= 0, got {cfg.fold}")
     d, h, w = cfg.patch_size
     if d < 1:
         raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
@@ -396,5 +415,5 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{cfg.name}: oversample_foreground must be in [0, 1], got {cfg.oversample_foreground}")
 
 
-__all__ = ["CUSTOM", "ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "parse_overrides",
-           "profile_values", "validate"]
+__all__ = ["CUSTOM", "ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "dataset_values",
+           "parse_overrides", "profile_values", "store_config", "validate"]

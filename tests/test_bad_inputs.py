@@ -250,7 +250,7 @@ def split_missing_case_check(c: Ctx) -> Bad:
 
 
 def evaluate_missing_case(c: Ctx) -> Bad:
-    from sam3dlib.study.experiment import evaluate_run
+    from sam3dlib.pipeline import evaluate_run
 
     run = c.run_copy()
     return Bad(call=lambda: evaluate_run(run, c.store, case_ids=["img0040"], device="cpu", progress=False),

@@ -38,7 +38,7 @@ def test_missing_original_labels_stop_an_experiment_before_training(synapse_stor
     """A store whose test labels cannot be found (relative paths of an older store) is refused
     before the first training step, naming the case and the recorded path."""
     from sam3dlib.data.store import PreparedDataset
-    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.pipeline import run_experiment
     from sam3dlib.study.registry import get_config
 
     store_dir = tmp_path / "store"

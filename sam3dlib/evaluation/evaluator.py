@@ -1,7 +1,7 @@
 """The one evaluator of a folder (or list) of NIfTI predictions against ground-truth label files.
 
 Used by ``sam3d evaluate`` and by the test-set evaluation of a run
-(:func:`sam3dlib.study.experiment.evaluate_run`), so both score the same arrays the same way:
+(:func:`sam3dlib.pipeline.evaluate_run`), so both score the same arrays the same way:
 
 * files are read by the one label reader (:func:`sam3dlib.data.io.load_label_nifti`: integer
   values within its tolerance, only the dataset's labels);
