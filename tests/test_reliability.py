@@ -438,13 +438,14 @@ def test_an_unfinished_prepare_is_reported_as_such_not_as_bad_folds(tmp_path, ca
     from sam3dlib.cli import main
     from sam3dlib.data.check import check_user_dataset
     from sam3dlib.data.planning import PlannerSettings
-    from sam3dlib.data.prepare import prepare_user_dataset
+    from sam3dlib.data.prepare import prepare_dataset
     from sam3dlib.data.user_phantoms import write_user_phantom
     from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
 
     raw = write_user_phantom(tmp_path / "raw", "msd", n_cases=3)
     store = tmp_path / "store"
-    prepare_user_dataset(raw, store, PlannerSettings(training_bytes_per_voxel, decoder_state_bytes), progress=False)
+    prepare_dataset(None, raw, store, settings=PlannerSettings(training_bytes_per_voxel, decoder_state_bytes),
+                    progress=False)
     (store / "cases" / "phantom_001.json").unlink()  # as if killed before this case finished
     problems = [str(p) for p in check_user_dataset(store)]
     assert problems == [f"{store}: sam3d prepare did not finish: 1 of 3 case(s) are missing (phantom_001); rerun "

@@ -61,6 +61,7 @@ def map_in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int, des
             yield fn(item)
         return
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=signal.signal,
@@ -71,7 +72,10 @@ def map_in_processes(fn: Callable[[T], R], items: Sequence[T], workers: int, des
     try:
         with tqdm(total=len(items), desc=desc, disable=not progress) as bar:
             for item in queue:
-                pending.append((item, executor.submit(fn, item)))
+                try:
+                    pending.append((item, executor.submit(fn, item)))
+                except BrokenProcessPool:  # a worker died since the last result: name the items in flight
+                    raise _lost(pending, workers, what, name) from None
                 if len(pending) < workers:
                     continue
                 yield _result(pending, workers, what, name)
@@ -95,14 +99,20 @@ def _result(pending: deque, workers: int, what: str, name: Callable[[Any], str])
     try:
         value = future.result()
     except BrokenProcessPool:
-        in_flight = [name(it) for it, _ in pending]
-        listed = in_flight[0] if len(in_flight) == 1 else f"one of {', '.join(in_flight)} (processed together)"
-        raise WorkerLostError(
-            f"a worker process died while processing {what} {listed}: most likely the system ran out of memory "
-            f"and killed it; rerun with fewer workers (--workers {max(0, workers - 1)}) to resume, finished "
-            f"{what}s are kept") from None
+        raise _lost(pending, workers, what, name) from None
     pending.popleft()
     return value
+
+
+def _lost(pending: deque, workers: int, what: str, name: Callable[[Any], str]) -> WorkerLostError:
+    """The error for a pool whose worker died while ``pending`` items were in flight."""
+    in_flight = [name(it) for it, future in pending if not (future.done() and future.exception() is None)]
+    listed = (in_flight[0] if len(in_flight) == 1 else f"one of {', '.join(in_flight)} (processed together)"
+              if in_flight else "(the one in progress)")
+    return WorkerLostError(
+        f"a worker process died while processing {what} {listed}: most likely the system ran out of memory "
+        f"and killed it; rerun with fewer workers (--workers {max(0, workers - 1)}) to resume, finished "
+        f"{what}s are kept")
 
 
 __all__ = ["WorkerLostError", "map_in_processes"]
