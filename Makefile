@@ -12,6 +12,8 @@ DATA_DIR ?= data
 SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SEEDS ?= 0
 FORCE ?=
+# a Jupyter kernel to run the table notebooks in (default: the venv's Python, whatever kernel is named python3)
+KERNEL ?=
 OUT ?= results
 ## LAUNCHER=slurm: one SLURM job per experiment x seed (docs/CLUSTER.md); CLUSTER_CONFIG=cluster.toml holds the
 ## job settings, CLUSTER_ARGS="--partition gpu --dry-run" passes further flags of `sam3d reproduce`.
@@ -70,6 +72,7 @@ bench: setup
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile "$(PROFILE)" --data-dir "$(DATA_DIR)" \
 		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
-		--launcher "$(LAUNCHER)" $(if $(CLUSTER_CONFIG),--cluster-config "$(CLUSTER_CONFIG)") $(CLUSTER_ARGS)
+		--launcher "$(LAUNCHER)" $(if $(CLUSTER_CONFIG),--cluster-config "$(CLUSTER_CONFIG)") $(CLUSTER_ARGS) \
+		$(if $(KERNEL),--kernel "$(KERNEL)")
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -559,3 +559,66 @@ def test_seeds_given_as_a_list_on_the_papermill_command_line():
     assert as_seeds("seeds", "[0, 1]") == (0, 1)
     with pytest.raises(ParameterError, match=r"got '\[0, x\]'"):
         as_seeds("seeds", "[0, x]")
+
+
+# ---------------------------------------------------------------- the notebook kernel
+
+
+@pytest.fixture
+def foreign_python3(tmp_path, monkeypatch) -> Path:
+    """A Jupyter path whose kernel 'python3' is another Python, one without sam3dlib."""
+    python = tmp_path / "other-env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'sam3dlib'\" >&2\nexit 1\n")
+    python.chmod(0o755)
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [str(python), "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"], "display_name": "Python 3",
+                                                  "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return python
+
+
+def test_a_kernel_that_cannot_import_sam3dlib_is_refused_in_one_line_before_any_work(foreign_python3, tmp_path):
+    from sam3dlib.study.kernel import KernelError
+    from sam3dlib.study.reproduce import reproduce_table
+
+    out = tmp_path / "results"
+    with pytest.raises(KernelError, match=rf"^--kernel python3: its Python {foreign_python3} cannot import sam3dlib "
+                                          r"\(ModuleNotFoundError: No module named 'sam3dlib'\)"):
+        reproduce_table(1, profile="smoke", data_dir=None, out=out, kernel="python3")
+    assert not out.exists()
+    with pytest.raises(KernelError, match="no Jupyter kernel of that name"):
+        reproduce_table(1, profile="smoke", data_dir=None, out=out, kernel="no-such-kernel")
+
+
+def test_the_default_kernel_is_the_running_interpreter_whatever_python3_is(foreign_python3):
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from sam3dlib.study.kernel import check_kernel, kernel_for
+
+    with kernel_for(None) as name:
+        assert name != "python3"
+        assert KernelSpecManager().get_kernel_spec(name).argv[0] == sys.executable
+        assert check_kernel(name) == sys.executable
+
+
+def test_a_failed_execution_leaves_no_notebook_that_looks_like_a_result(tmp_path, monkeypatch):
+    import papermill
+
+    from sam3dlib.study import reproduce
+
+    def dies_half_way(src, dest, **kwargs):
+        Path(dest).write_text("{}")
+        raise RuntimeError("kernel died")
+
+    monkeypatch.setattr(papermill, "execute_notebook", dies_half_way)
+    nb = tmp_path / "01_table.ipynb"
+    nb.write_text("{}")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(RuntimeError, match="kernel died"):
+        reproduce._execute(nb, tmp_path / "run", {}, False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["01_table.failed.ipynb"]

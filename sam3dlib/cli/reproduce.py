@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", type=device_type, help=DEVICE_CHOICES)
     p.add_argument("--force", action="store_true", help="run again even if a finished run with the same inputs exists")
     p.add_argument("--log-output", action="store_true", help="stream the notebook's output while it runs")
+    p.add_argument("--kernel", default=None, metavar="NAME",
+                   help="Jupyter kernel to run the notebook in (default: this Python, whatever kernel is named "
+                        "python3); it must be able to import sam3dlib (checked before any work)")
     add_launcher_arguments(p)
     p.set_defaults(func=run)
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             args.table, profile=args.profile, data_dir=args.data_dir, checkpoint=args.checkpoint,
             seeds=args.seeds, out=out, force=args.force, device=args.device, log_output=args.log_output,
             launcher=args.launcher, cluster=cluster_overrides(args), cluster_config=args.cluster_config,
-            dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops,
+            dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops, kernel=args.kernel,
         )
     except MissingInputError as exc:
         print(f"sam3d reproduce: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from typing import Any
 
 from sam3dlib.study.grid import table_jobs
 from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, check_inputs
+from sam3dlib.study.kernel import check_kernel, kernel_for
 from sam3dlib.study.launcher import JOBS_DIR, grid_plan, load_settings, run_grid
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
 from sam3dlib.study.registry import NOTEBOOKS, table_key
@@ -101,12 +102,27 @@ def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple
     }
 
 
-def _execute(nb: Path, run_dir: Path, params: dict, log_output: bool) -> float:
+#: the name an executed notebook is given when its execution failed (never taken for a result)
+FAILED_SUFFIX = ".failed.ipynb"
+
+
+def _execute(nb: Path, run_dir: Path, params: dict, log_output: bool, kernel: str | None = None) -> float:
+    """Execute ``nb`` into ``run_dir`` in ``kernel`` (None: this Python, :func:`~sam3dlib.study.kernel.kernel_for`).
+
+    A failed or interrupted execution leaves its partial notebook as ``<name>.failed.ipynb``.
+    """
     import papermill as pm
 
     t0 = time.perf_counter()
-    pm.execute_notebook(os.fspath(nb), os.fspath(run_dir / nb.name), parameters=params, cwd=os.fspath(run_dir),
-                        progress_bar=False, log_output=log_output, kernel_name="python3")
+    target = run_dir / nb.name
+    try:
+        with kernel_for(kernel) as kernel_name:
+            pm.execute_notebook(os.fspath(nb), os.fspath(target), parameters=params, cwd=os.fspath(run_dir),
+                                progress_bar=False, log_output=log_output, kernel_name=kernel_name)
+    except BaseException:
+        if target.is_file():
+            os.replace(target, target.with_name(target.name[: -len(".ipynb")] + FAILED_SUFFIX))
+        raise
     return time.perf_counter() - t0
 
 
@@ -166,6 +182,7 @@ def reproduce_table(
     dry_run: bool = False,
     wait: bool = True,
     tflops: float | None = None,
+    kernel: str | None = None,
 ) -> Path:
     """Execute the table's notebook with papermill into ``<out>/runs/<run id>/``.
 
@@ -187,6 +204,8 @@ def reproduce_table(
         wait: ``slurm``: wait for the jobs and render the table; False: submit and return (a
             rerun of the same command submits only what is missing or failed, then renders).
         tflops: the device's sustained TFLOP/s for the dry run's estimate (default: the stated model's).
+        kernel: the Jupyter kernel to execute the notebook in; None (default): this Python
+            (:mod:`sam3dlib.study.kernel`). A named kernel must import sam3dlib (checked first).
 
     Returns:
         The run folder: the executed notebook, ``tableN_report.html`` (the notebook rendered),
@@ -197,6 +216,7 @@ def reproduce_table(
         FinishedRunError: a finished run with the same inputs exists and ``force`` is False.
         ParameterError: a bad table/profile/seeds/device.
         MissingDependencyError: papermill/nbconvert/ipykernel not installed.
+        KernelError: ``kernel`` does not exist or cannot import sam3dlib (before any work).
         ClusterConfigError: a bad job setting; GridFailedError: some jobs failed (named with their logs).
     """
     key = table_key(n)
@@ -208,6 +228,8 @@ def reproduce_table(
     nb = _notebook_for(key, out)
     require_study_packages()
     check_inputs(key, profile, data, ckpt)
+    if kernel is not None:
+        check_kernel(kernel)
     settings = load_settings(cluster_config, cluster) if checked.launcher == "slurm" else None
     run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device), force)
     params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir, checked.launcher,
@@ -226,7 +248,7 @@ def reproduce_table(
             return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "params.json", {"table": key, **params})
-    seconds = _execute(nb, run_dir, params, log_output)
+    seconds = _execute(nb, run_dir, params, log_output, kernel)
     if not (run_dir / f"table{key}.csv").is_file():
         raise RuntimeError(f"{run_dir / nb.name}: the notebook ran but wrote no table{key}.csv")
     render_html(run_dir / nb.name, run_dir / f"table{key}_report.html")
