@@ -25,12 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("table", help="paper table: 1, 2, 3, 4 or 5")
     p.add_argument("--profile", default="paper", choices=PROFILES)
     p.add_argument("--data-dir", default="data", help="folder with prepared stores DATA_DIR/<dataset>/ (default: data)")
+    p.add_argument("--phantoms", action="store_true",
+                   help="use the built-in phantoms instead of --data-dir (a stand-in: tests the pipeline, not the paper)")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="SAM ViT-B checkpoint (not used by --profile smoke)")
     p.add_argument("--seeds", default="0", help='seeds, e.g. "0 1 2" (the table shows mean ± sd)')
     p.add_argument("--out", default=None, help="results folder (default: results/tableN)")
     p.add_argument("--device", default="auto", type=device_type, help=DEVICE_CHOICES)
     p.add_argument("--force", action="store_true", help="run again even if a finished run with the same inputs exists")
-    p.add_argument("--log-output", action="store_true", help="stream the notebook's output while it runs")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (default: the notebook's output streams: per experiment and seed epoch, loss, "
+                        "ETA; then prediction and scoring)")
     p.add_argument("--kernel", default=None, metavar="NAME",
                    help="Jupyter kernel to run the notebook in (default: this Python, whatever kernel is named "
                         "python3); it must be able to import sam3dlib (checked before any work)")
@@ -74,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"results/table{args.table}"
     try:
         run_dir = reproduce_table(
-            args.table, profile=args.profile, data_dir=args.data_dir, checkpoint=args.checkpoint,
-            seeds=args.seeds, out=out, force=args.force, device=args.device, log_output=args.log_output,
+            args.table, profile=args.profile, data_dir=None if args.phantoms else args.data_dir,
+            checkpoint=args.checkpoint, seeds=args.seeds, out=out, force=args.force, device=args.device,
+            progress=not args.quiet,
             launcher=args.launcher, cluster=cluster_overrides(args), cluster_config=args.cluster_config,
             dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops, kernel=args.kernel,
         )

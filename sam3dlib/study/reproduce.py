@@ -30,7 +30,7 @@ from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
 from sam3dlib.study.table_run import data_dir_for, select_rows
 from sam3dlib.utils.errors import UserInputError
-from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
+from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.utils.finished import mark_finished
 
 #: Where a wheel install puts the notebooks (``[tool.setuptools.data-files]`` in pyproject.toml).
@@ -70,12 +70,12 @@ def require_study_packages() -> None:
                                      f"{sys.executable} -m pip install 'sam3dlib[study]' (or make setup)")
 
 
-def render_html(notebook: Path, target: Path) -> Path:
-    """The executed ``notebook`` as one standalone HTML page (figures embedded), written atomically."""
-    from nbconvert import HTMLExporter
+def render_html(notebook: Path, target: Path, run_dir: Path | None = None, seconds: float | None = None) -> Path:
+    """The executed ``notebook`` as one standalone results page (figures embedded, no code), with the
+    run-info block of ``run_dir`` when given (:mod:`sam3dlib.study.report_page`); written atomically."""
+    from sam3dlib.study.report_page import render_report, run_info
 
-    body, _ = HTMLExporter().from_filename(os.fspath(notebook))
-    return atomic_write_text(target, body)
+    return render_report(notebook, target, run_info(run_dir, seconds) if run_dir is not None else None)
 
 
 def _notebook_for(key: str, out: Path) -> Path:
@@ -106,19 +106,20 @@ def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple
 FAILED_SUFFIX = ".failed.ipynb"
 
 
-def _execute(nb: Path, run_dir: Path, params: dict, log_output: bool, kernel: str | None = None) -> float:
-    """Execute ``nb`` into ``run_dir`` in ``kernel`` (None: this Python, :func:`~sam3dlib.study.kernel.kernel_for`).
-
-    A failed or interrupted execution leaves its partial notebook as ``<name>.failed.ipynb``.
-    """
+def _execute(nb: Path, run_dir: Path, params: dict, progress: bool, kernel: str | None = None) -> float:
+    """Run the notebook in ``kernel`` (None: this Python, :func:`~sam3dlib.study.kernel.kernel_for`);
+    with ``progress`` the kernel's output (one line per epoch: loss, ETA; then prediction and
+    scoring) streams to this process's stdout/stderr as it comes. A failed or interrupted
+    execution leaves its partial notebook as ``<name>.failed.ipynb``."""
     import papermill as pm
 
     t0 = time.perf_counter()
     target = run_dir / nb.name
+    streams = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if progress else {}
     try:
         with kernel_for(kernel) as kernel_name:
             pm.execute_notebook(os.fspath(nb), os.fspath(target), parameters=params, cwd=os.fspath(run_dir),
-                                progress_bar=False, log_output=log_output, kernel_name=kernel_name)
+                                progress_bar=False, kernel_name=kernel_name, **streams)
     except BaseException:
         if target.is_file():
             os.replace(target, target.with_name(target.name[: -len(".ipynb")] + FAILED_SUFFIX))
@@ -175,7 +176,7 @@ def reproduce_table(
     out: str | os.PathLike = "results/table1",
     force: bool = False,
     device: str = "auto",
-    log_output: bool = False,
+    progress: bool = False,
     launcher: str = "local",
     cluster: Mapping[str, Any] | None = None,
     cluster_config: str | os.PathLike | None = None,
@@ -195,7 +196,8 @@ def reproduce_table(
         out: results folder of this table (``results/tableN``).
         force: run again even if a finished run with the same inputs exists.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        log_output: stream the notebook's output while it runs.
+        progress: stream the notebook's output while it runs (per experiment and seed: epoch,
+            loss, ETA; then prediction and scoring).
         launcher: ``local`` (every experiment x seed in the notebook's process) or ``slurm`` (one
             job each through submitit; the notebook runs when all are done and reads their runs).
         cluster: job settings (:class:`~sam3dlib.study.launcher.ClusterSettings` fields), over
@@ -248,10 +250,12 @@ def reproduce_table(
             return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "params.json", {"table": key, **params})
-    seconds = _execute(nb, run_dir, params, log_output, kernel)
+    if progress:
+        print(f"Table {key}: running {nb.name} into {run_dir}", flush=True)
+    seconds = _execute(nb, run_dir, params, progress, kernel)
     if not (run_dir / f"table{key}.csv").is_file():
         raise RuntimeError(f"{run_dir / nb.name}: the notebook ran but wrote no table{key}.csv")
-    render_html(run_dir / nb.name, run_dir / f"table{key}_report.html")
+    render_html(run_dir / nb.name, run_dir / f"table{key}_report.html", run_dir, seconds)
     mark_finished(run_dir, {"table": key, "seconds": round(seconds, 1), **params})
     point_latest(out, run_dir)
     return run_dir

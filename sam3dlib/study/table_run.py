@@ -84,12 +84,12 @@ def data_dir_for(dataset: str, p: NotebookParams, cache_root: str | os.PathLike 
             return phantom_data_dir(dataset, cache_root, seed=0, size=size)
         return ensure_phantom_data(dataset, cache_root, seed=0, size=size)
     if not has_store(p.data_dir, dataset):
-        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir)))
+        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir), p.profile))
     return Path(p.data_dir)
 
 
 def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
-              cache_root: str | os.PathLike | None = None, figures: bool = True) -> TableResult:
+              cache_root: str | os.PathLike | None = None, figures: bool = True, progress: bool = False) -> TableResult:
     """Run every experiment of a paper table and write its tables and figures.
 
     Args:
@@ -97,6 +97,8 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
         params: the notebook's parameters (checked with :class:`NotebookParams`).
         cache_root: where phantom stores are built when ``params.data_dir`` is None.
         figures: also draw and save the PNG figures.
+        progress: print per experiment and seed one line per epoch (loss, ETA), then prediction
+            and scoring (plain text bars: no widgets).
 
     Returns:
         :class:`TableResult`; files under ``params.out_dir``: ``tableN.csv`` (paper's long
@@ -121,17 +123,20 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
         run_dirs[info.config] = []
         summaries = []
         for seed in p.seeds:
-            rd = run_seed(info, p, data_dirs[info.dataset], seed, experiment_dir(out, info.config, seed))
+            rd = run_seed(info, p, data_dirs[info.dataset], seed, experiment_dir(out, info.config, seed),
+                          progress=progress)
             run_dirs[info.config].append(rd)
             summaries.append(report.read_summary(rd / "summary.csv"))
             pc = pd.read_csv(rd / "per_case.csv")
             per_case.append(pc.assign(table=info.table, method=info.paper_method + report.OURS_SUFFIX, seed=seed))
         cond = conditions_from_run(run_dirs[info.config][0], p, info.dataset, phantoms[info.dataset], p.seeds)
-        ours.append(report.our_rows(report.seeds_summary(summaries), get_spec(info.dataset), cond,
+        spec = get_spec(info.dataset)
+        summaries = [report.with_average_variants(s, spec) for s in summaries]
+        ours.append(report.our_rows(report.seeds_summary(summaries), spec, cond,
                                     table=info.table, method=info.paper_method, skip=info.skip))
     ours_df = pd.concat(ours, ignore_index=True)
     long = report.long_table(key, ours_df)
-    tables = [report.comparison_table(t, ours_df) for t in dict.fromkeys(sorted(i.table for i in infos))]
+    tables = [report.comparison_table(t, ours_df, layout=p.table_layout) for t in dict.fromkeys(sorted(i.table for i in infos))]
     per_case_df = pd.concat(per_case, ignore_index=True)
     files = report.write_table_files(out, f"table{key}", long, tables)
     files["per_case"] = report.write_csv_atomic(per_case_df, out / "per_case.csv")
