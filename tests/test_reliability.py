@@ -547,7 +547,7 @@ def test_printed_next_commands_work_with_paths_with_spaces(tmp_path, capsys):
     args = build_parser().parse_args(shlex.split(hint)[1:])
     assert str(args.raw) == str(out)
     message = missing_data_message("synapse", tmp_path / "my data")
-    route = message.split("without the data: ", 1)[1].rstrip(")")
+    route = message.split("without the data: ", 1)[1].split("; ", 1)[0]
     first, second = (shlex.split(part) for part in route.split(" && "))
     assert build_parser().parse_args(second[1:]).out == str(tmp_path / "my data" / "synapse")
 
