@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sam3dlib.modeling.encoders.sam_vit import OFFICIAL_CHECKPOINTS, OFFICIAL_URL_BASE
 from sam3dlib.study.registry import table_datasets, table_key
 from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.shell import shell_command
 
-CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
+CHECKPOINT_URL = OFFICIAL_URL_BASE + OFFICIAL_CHECKPOINTS["vit_b"]
 #: Where ``make``/``sam3d demo``/``sam3d reproduce`` look for the official SAM ViT-B weights.
 DEFAULT_CHECKPOINT = Path("checkpoints/sam_vit_b_01ec64.pth")
 
@@ -65,8 +66,8 @@ def missing_checkpoint_message(checkpoint: str | os.PathLike | None, profile: st
     target = Path(checkpoint or DEFAULT_CHECKPOINT)
     return (
         f"missing SAM checkpoint file {checkpoint} (profile {profile!r} needs the official ViT-B weights).\n"
-        f"    Download it: {shell_command('mkdir', '-p', target.parent)} && "
-        f"{shell_command('curl', '-L', '-o', target, CHECKPOINT_URL)}\n"
+        f"    Download it: {shell_command('sam3d', 'download', 'sam-vit-b', '--to', target.parent)} (md5-verified; from "
+        f"{CHECKPOINT_URL})\n"
         f"    (or pass another file with SAM_CHECKPOINT=..., or use PROFILE=smoke for the stand-in encoder)"
     )
 
