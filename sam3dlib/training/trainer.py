@@ -25,7 +25,7 @@ from sam3dlib.training.data import TRAIN_STREAM, VAL_STREAM, epoch_loader
 from sam3dlib.training.distributed import DistContext, init_distributed
 from sam3dlib.training.feature_source import feature_source
 from sam3dlib.training.logging import plot_curve, write_log
-from sam3dlib.training.optim import make_optimizer, poly_lr
+from sam3dlib.training.optim import make_optimizer, poly_lr, poly_step_lr
 from sam3dlib.training.run_dir import (
     DATA_FINGERPRINT,
     DATASET_META,
@@ -220,8 +220,7 @@ class Trainer:
         """Train, validate (when due), pick the best, log and checkpoint one epoch; returns its log row."""
         t0 = time.perf_counter()
         lr = poly_lr(self.config, epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self._set_lr(lr)
         loss = self.train_epoch(epoch)
         val = self.validate(epoch)
         if val is not None:
@@ -235,8 +234,23 @@ class Trainer:
         self.history.append(row)
         if self.ctx.is_main:
             self.save(is_best)
+            if self.progress:
+                self._report(row)
         self.ctx.barrier()
         return row
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _report(self, row: dict) -> None:
+        """One line per epoch (with ``progress``): loss, validation Dice, time and the time left."""
+        done = row["epoch"] - self.start_epoch
+        spent = sum(r["seconds"] for r in self.history[-done:]) if done else 0.0
+        left = spent / max(done, 1) * (self.config.epochs - row["epoch"])
+        val = "" if row["val_dice"] is None else f", val Dice {row['val_dice']:.3f}"
+        tqdm.write(f"epoch {row['epoch']}/{self.config.epochs}: loss {row['train_loss']:.4f}{val}, "
+                   f"{row['seconds']:.0f} s, ETA {left:.0f} s")
 
     def _loader(self, case_ids: list[str], iterations: int, epoch: int, stream: int, augment: bool):
         return epoch_loader(self.config, self.source, self.store, case_ids, iterations, epoch, stream, self.ctx,
@@ -253,7 +267,9 @@ class Trainer:
         total, n = 0.0, 0
         with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
                   disable=not (self.progress and self.ctx.is_main)) as bar:
-            for batch in loader:
+            for i, batch in enumerate(loader):
+                if self.config.poly_per_step:
+                    self._set_lr(poly_step_lr(self.config, epoch * self.config.iterations_per_epoch + i))
                 try:
                     loss = self.step(batch)
                 except (RuntimeError, MemoryError) as exc:
