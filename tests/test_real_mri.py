@@ -119,7 +119,7 @@ def test_mri_demo_trains_with_the_trainer_and_shows_progress(demo_out):
     assert (cfg.epochs, cfg.iterations_per_epoch, cfg.patch_size) == (2, 2, (3, 64, 64)) and is_finished(run)
     lr = load_checkpoint(run / "checkpoints" / "latest.pt", map_location="cpu")["optimizer"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(poly_step_lr(cfg, 3))  # the last of 4 steps, not the last epoch's rate
-    assert "encode cases (vit_tiny)" in printed and "epoch 2/2: loss" in printed and "ETA" in printed
+    assert "encode cases (vit_tiny)" in printed and "epoch 2/2, loss" in printed and "ETA" in printed
     assert "test cases" in printed
 
 

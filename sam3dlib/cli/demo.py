@@ -68,4 +68,7 @@ def _run_mri(args: argparse.Namespace) -> int:
           "table.md, per_slab.csv, overlays_*.png, curves.png, log_*.csv, demo.json, runs/, data/")
     first = next(iter(record["arms"].values()))["run"]
     print(f"segment your own T1 slabs with it: sam3d predict --run {first} -i SCANS/ -o SEGS/")
+    from sam3dlib.study.demo_summary import write_demo_summary
+
+    print(f"one-page summary: {write_demo_summary(args.out)}")
     return 0

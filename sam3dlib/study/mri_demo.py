@@ -269,7 +269,8 @@ def write_outputs(out: Path, runs: list[ArmRun], store, settings: MRIDemoSetting
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{note}.\n"
         f"Labels: the template's own tissue probability maps, thresholded (not manual segmentations). "
-        f"HD95 in mm, the paper's convention: 0 when a class is absent from the prediction or the reference, "
+        f"HD95 in mm, the authors' evaluation scripts' convention: 0 when a class is absent from the prediction "
+        f"or the reference, "
         f"so read it beside the DSC. Means over the test slabs (per slab: per_slab.csv). The trainer, `demo` "
         f"profile: {epochs * iterations} decoder steps ({epochs} epochs of {iterations}), batch {s.batch_size}, "
         f"AdamW lr {s.lr} with poly decay per step; predictions with latest.pt.\n\n" + _markdown(table)))
@@ -329,6 +330,8 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
         "task": "MNI152 2009a tissue (background / grey matter / white matter)",
         "split": note,
         "mean_foreground_dsc": {r.arm.label: round(r.mean_dsc, 4) for r in runs},
+        "encoders": {r.arm.label: {"source": r.encoder_source, "sha256": r.encoder_sha256 or "random init",
+                                   "train_seconds": round(r.train_seconds, 1)} for r in runs},
         "arms": {r.arm.name: {"label": r.arm.label, "run": str(r.run_dir), "source": r.encoder_source,
                               "sha256": r.encoder_sha256 or "random init", "train_seconds": round(r.train_seconds, 1),
                               "seconds": round(r.seconds, 1)} for r in runs},

@@ -4,7 +4,7 @@ All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
 reproduce-tableN`` work the same everywhere::
 
     dataset, data_dir, encoder, sam_checkpoint, profile, encoder_mode, protocol,
-    seed, seeds, device, out_dir, overrides
+    seed, seeds, device, out_dir, overrides, launcher, cluster
 
 A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
 first library call with a message naming the parameter, the value and what is allowed.
@@ -27,9 +27,13 @@ from sam3dlib.config import ENCODER_MODES, PROFILES
 from sam3dlib.data.specs import DATASETS
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import ENCODERS
+from sam3dlib.study.paper_tables import TABLE_LAYOUTS
 from sam3dlib.utils import values
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import UserInputError
+
+#: how a table's experiment x seed jobs run: one after another in this process, or as SLURM jobs
+LAUNCHERS = ("local", "slurm")
 
 
 class ParameterError(UserInputError, ValueError):
@@ -101,6 +105,12 @@ class NotebookParams:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         out_dir: where results go.
         overrides: extra ``ExperimentConfig`` overrides (``{"epochs": 2}``).
+        table_layout: ``reading`` (the paper's layout, our reading of Table 2's header marked) or
+            ``printed`` (the printed header unchanged).
+        launcher: ``local`` (every experiment x seed in this process) or ``slurm`` (one job each,
+            :mod:`sam3dlib.study.launcher`; the table is made when all are done).
+        cluster: the job settings of ``slurm`` (:class:`sam3dlib.study.launcher.ClusterSettings`
+            fields: ``partition``, ``gpus_per_job``, ``cpus_per_job``, ``mem_gb``, ``time_min``, ``sbatch`` ...).
     """
 
     dataset: str | None = None
@@ -115,6 +125,9 @@ class NotebookParams:
     device: str = "cpu"
     out_dir: Path = Path("results")
     overrides: dict[str, Any] = field(default_factory=dict)
+    table_layout: str = "reading"
+    launcher: str = "local"
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> NotebookParams:
@@ -137,6 +150,9 @@ class NotebookParams:
         if enc is not None:
             enc = as_choice("encoder", enc, tuple(ENCODERS))
         out_dir = as_path("out_dir", p.get("out_dir", "results"), allow_none=False)
+        cluster = p.get("cluster") or {}
+        if not isinstance(cluster, Mapping) or not all(isinstance(k, str) for k in cluster):
+            raise values.fail(_where("cluster"), cluster, "a dict of job setting -> value", ParameterError)
         return cls(
             dataset=as_choice("dataset", p.get("dataset"), DATASETS, allow_none=True),
             data_dir=as_path("data_dir", p.get("data_dir")),
@@ -150,6 +166,9 @@ class NotebookParams:
             device=as_device("device", p.get("device", "cpu")),
             out_dir=out_dir,  # type: ignore[arg-type]
             overrides=dict(overrides),
+            table_layout=as_choice("table_layout", p.get("table_layout", "reading"), TABLE_LAYOUTS),
+            launcher=as_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
+            cluster=dict(cluster),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -178,4 +197,4 @@ def from_namespace(namespace: Mapping[str, Any]) -> NotebookParams:
     return NotebookParams.from_mapping({k: namespace[k] for k in PARAMETER_NAMES if k in namespace})
 
 
-__all__ = ["PARAMETER_NAMES", "NotebookParams", "ParameterError", "check_params", "from_namespace"]
+__all__ = ["LAUNCHERS", "PARAMETER_NAMES", "NotebookParams", "ParameterError", "check_params", "from_namespace"]
