@@ -124,19 +124,22 @@ def test_mri_demo_trains_with_the_trainer_and_shows_progress(demo_out):
 
 
 def test_mri_demo_run_folder_predicts_like_sam3d_predict(demo_out, tmp_path):
-    """The run folder the demo leaves is one `sam3d predict --run` takes: the same segmentation of a
-    test slab as the demo scored."""
+    """The run folder the demo leaves is one `sam3d predict --run` takes, and predicting a test slab
+    from it (``latest.pt``, as the demo scores) gives the segmentation the demo scored."""
     import nibabel as nib
 
     from sam3dlib.cli import main
+    from sam3dlib.inference.predictor import load_run, predict_file
 
     out, _ = demo_out
     run = out / "runs" / "pretrained"
     (pred,) = sorted((run / "predictions").glob("*.nii.gz"))
     image = out / "data" / "raw" / "imagesTr" / pred.name
-    assert main(["predict", "--run", str(run), "--which", "latest", "-i", str(image), "-o", str(tmp_path)]) == 0
-    again = nib.load(tmp_path / pred.name)
-    np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(nib.load(pred).dataobj))
+    assert main(["predict", "--run", str(run), "-i", str(image), "-o", str(tmp_path / "cli.nii.gz")]) == 0
+    cli = np.asarray(nib.load(tmp_path / "cli.nii.gz").dataobj)
+    assert cli.shape == nib.load(image).shape and set(np.unique(cli)) <= {0, 1, 2}
+    again = predict_file(load_run(run, "cpu", "latest"), image, tmp_path / pred.name)
+    np.testing.assert_array_equal(np.asarray(nib.load(again).dataobj), np.asarray(nib.load(pred).dataobj))
 
 
 def test_write_mni152_task_msd_layout(tmp_path):
