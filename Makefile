@@ -11,6 +11,8 @@ PROFILE ?= paper
 DATA_DIR ?= data
 SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SEEDS ?= 0
+## models to train beside the paper's rows: sam3d and/or the baselines unetr, nnunet, swinunetr
+MODELS ?= sam3d
 FORCE ?=
 OUT ?= results
 
@@ -64,6 +66,6 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force)
+		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --models "$(MODELS)" --out $(OUT)/table$* $(if $(FORCE),--force)
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -36,7 +36,8 @@ seed = 0  # int
 seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
 out_dir = {out_dir!r}  # str: where the CSVs, tables and figures go
-overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}'''
+overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}
+models = None  # list[str] | None: models to train, e.g. ["sam3d", "unetr", "nnunet"] (None: sam3d only)'''
 
 SETUP = """from IPython.display import Image, Markdown, display
 
@@ -91,6 +92,11 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         md("## This run next to the paper\n\nOur cells are `mean ± sd` when several seeds ran; the "
            "`difference` row is this run minus the paper's row of the same method."),
         code("for t in result.tables:\n    display(t)", ignore=True),
+        md("## What each model cost\n\nWith `models` naming the paper's baselines (`unetr`, `nnunet`, "
+           "`swinunetr`: MONAI's networks retrained under this protocol), their rows join the table above "
+           "beside the paper's row of the same method. Trainable parameters, seconds per training step and "
+           "peak memory on the device used, per model:"),
+        code("display(result.cost)", ignore=True),
         code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_checkpoint\", \"data\", \"profile\"]]",
              ignore=True),
         md("## Figures"),

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import check_crop_size
+from sam3dlib.modeling.models import MODELS, SAM3D_MODEL, get_model_entry
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import read_json
@@ -100,6 +101,14 @@ class ExperimentConfig:
         fold: the fold of a user dataset's ``splits_final.json`` (``custom`` only; None for the
             paper's fixed splits).
         profile: the profile the values came from.
+        model: the network to train, a key of :data:`sam3dlib.modeling.models.MODELS`: ``sam3d`` (the
+            paper's) or a baseline retrained under the same protocol (``unetr``, ``nnunet``,
+            ``swinunetr``). A baseline takes the volume directly: no frozen encoder, so
+            ``encoder_mode`` is always ``online`` and the encoder settings are unused.
+        time_budget_s: stop training once this many seconds of training (steps and validation,
+            summed over resumed sessions) have passed, finishing cleanly (validation, checkpoint,
+            finished marker); None: train all ``epochs``. The same budget gives models of
+            different speeds equal wall-clock time.
     """
 
     name: str
@@ -145,6 +154,8 @@ class ExperimentConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
     fold: int | None = None
     profile: str = "paper"
+    model: str = SAM3D_MODEL
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -269,6 +280,7 @@ def _base(typ):
 _FIELD_RULES = {
     "device": lambda value, where: parse_device(value, where),
     "protocol": lambda value, where: as_choice(value, PROTOCOLS, where),
+    "model": lambda value, where: as_choice(value, tuple(MODELS), where),
 }
 
 
@@ -293,6 +305,23 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     return converters[base](value, where) if base in converters else value
 
 
+def _check_model(cfg: ExperimentConfig) -> None:
+    """The crop fits the model (SAM3D: its encoder; a baseline: its network); a baseline trains online."""
+    entry = get_model_entry(cfg.model)
+    try:
+        if entry.frozen_encoder:
+            check_crop_size(cfg.encoder, tuple(cfg.patch_size[1:]), cfg.encoder_scale, cfg.encoder_pool)
+        else:
+            entry.check_crop(tuple(cfg.patch_size), None if cfg.name == CUSTOM else get_spec(cfg.dataset).target_spacing)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    if not entry.frozen_encoder:
+        if cfg.sam_checkpoint is not None:
+            raise ConfigError(f"{cfg.name}: model {cfg.model!r} has no encoder; it takes no encoder weights "
+                              f"(got {cfg.sam_checkpoint!r})")
+        cfg.encoder_mode = "online"  # the volume is the network's input: nothing to cache
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Convert every field to its type and check value ranges.
 
@@ -311,10 +340,9 @@ def validate(cfg: ExperimentConfig) -> None:
     d, h, w = cfg.patch_size
     if d < 1:
         raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
-    try:
-        check_crop_size(cfg.encoder, (h, w), cfg.encoder_scale, cfg.encoder_pool)
-    except ValueError as exc:
-        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    _check_model(cfg)
+    if cfg.time_budget_s is not None and cfg.time_budget_s <= 0:
+        raise ConfigError(f"{cfg.name}: time_budget_s must be > 0 seconds (or none), got {cfg.time_budget_s}")
     if cfg.encoder_weights == "random" and cfg.sam_checkpoint is not None:
         raise ConfigError(f"{cfg.name}: encoder_weights='random' contradicts sam_checkpoint={cfg.sam_checkpoint!r}")
     if cfg.cache_stride is not None and (min(cfg.cache_stride) < 1):

@@ -4,7 +4,7 @@ All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
 reproduce-tableN`` work the same everywhere::
 
     dataset, data_dir, encoder, sam_checkpoint, profile, encoder_mode, protocol,
-    seed, seeds, device, out_dir, overrides
+    seed, seeds, device, out_dir, overrides, models
 
 A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
 first library call with a message naming the parameter, the value and what is allowed.
@@ -27,6 +27,7 @@ from sam3dlib.config import ENCODER_MODES, PROFILES
 from sam3dlib.data.specs import DATASETS
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import ENCODERS
+from sam3dlib.modeling.models import MODELS, SAM3D_MODEL
 from sam3dlib.utils import values
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import UserInputError
@@ -60,6 +61,23 @@ def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
     if len(set(seeds)) != len(seeds):
         raise values.fail(_where(name), value, "distinct seeds", ParameterError)
     return seeds
+
+
+def as_models(name: str, value: Any) -> tuple[str, ...]:
+    """``None`` (SAM3D only), one name, a list, or a string like ``"sam3d unetr nnunet"``; each a
+    key of :data:`sam3dlib.modeling.models.MODELS`, no repeats."""
+    if value is None or value == "" or value == []:
+        return (SAM3D_MODEL,)
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise values.fail(_where(name), value, 'a list of model names or a string like "sam3d unetr"', ParameterError)
+    models = tuple(as_choice(name, m, tuple(MODELS)) for m in items)
+    if len(set(models)) != len(models):
+        raise values.fail(_where(name), value, "distinct model names", ParameterError)
+    return models
 
 
 def as_choice(name: str, value: Any, choices: tuple[str, ...], allow_none: bool = False) -> str | None:
@@ -101,6 +119,8 @@ class NotebookParams:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         out_dir: where results go.
         overrides: extra ``ExperimentConfig`` overrides (``{"epochs": 2}``).
+        models: the models to train (:data:`sam3dlib.modeling.models.MODELS`): ``sam3d`` and/or the
+            paper's baselines retrained under the same protocol (``unetr``, ``nnunet``, ``swinunetr``).
     """
 
     dataset: str | None = None
@@ -115,6 +135,7 @@ class NotebookParams:
     device: str = "cpu"
     out_dir: Path = Path("results")
     overrides: dict[str, Any] = field(default_factory=dict)
+    models: tuple[str, ...] = (SAM3D_MODEL,)
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> NotebookParams:
@@ -150,6 +171,7 @@ class NotebookParams:
             device=as_device("device", p.get("device", "cpu")),
             out_dir=out_dir,  # type: ignore[arg-type]
             overrides=dict(overrides),
+            models=as_models("models", p.get("models")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,6 +179,7 @@ class NotebookParams:
         for k in ("data_dir", "sam_checkpoint", "out_dir"):
             d[k] = None if d[k] is None else os.fspath(d[k])
         d["seeds"] = list(self.seeds)
+        d["models"] = list(self.models)
         return d
 
 

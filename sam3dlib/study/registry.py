@@ -24,6 +24,8 @@ from typing import Any
 
 from sam3dlib.config import CUSTOM, ExperimentConfig, check_overrides, did_you_mean, profile_values
 from sam3dlib.data.specs import DatasetSpec, get_spec
+from sam3dlib.modeling.baselines import round_up
+from sam3dlib.modeling.models import SAM3D_MODEL, get_model_entry
 from sam3dlib.utils.errors import ConfigError
 
 
@@ -124,6 +126,16 @@ def dataset_values(spec: DatasetSpec, skip: bool = True) -> dict[str, Any]:
     return dict(patch_size=tuple(spec.patch_size), batch_size=spec.batch_size, batch_dice=spec.batch_dice, skip=skip)
 
 
+def fit_crop(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the crop rounded up per axis to the model's multiple (UNETR 16, Swin UNETR 32)
+    when the crop comes from the dataset or profile; a crop given in ``overrides`` is kept (and
+    checked as given). E.g. the smoke crop (8, 48, 48) becomes (16, 48, 48) for ``unetr``."""
+    multiple = get_model_entry(values.get("model", SAM3D_MODEL)).crop_multiple
+    if multiple and "patch_size" not in overrides and "patch_size" in values:
+        values = {**values, "patch_size": round_up(values["patch_size"], multiple)}
+    return values
+
+
 def get_config(name: str, profile: str = "smoke", **overrides: Any) -> ExperimentConfig:
     """The configuration of one paper experiment.
 
@@ -144,8 +156,9 @@ def get_config(name: str, profile: str = "smoke", **overrides: Any) -> Experimen
         raise ConfigError(f"unknown experiment {name!r}{did_you_mean(name, EXPERIMENTS)}; "
                           f"choose one of {', '.join(EXPERIMENTS)}")
     entry = EXPERIMENTS[name]
-    values = {**dataset_values(get_spec(entry.dataset), entry.skip), **profile_values(profile),
-              **check_overrides(name, overrides)}
+    checked = check_overrides(name, overrides)
+    values = fit_crop({**dataset_values(get_spec(entry.dataset), entry.skip), **profile_values(profile), **checked},
+                      checked)
     return ExperimentConfig(name=name, table=entry.table, dataset=entry.dataset, profile=profile, **values)
 
 
@@ -162,9 +175,10 @@ def custom_config(spec: DatasetSpec, profile: str = "smoke", fold: int = 0, **ov
     Raises:
         ConfigError: unknown profile/setting or a value of the wrong type.
     """
-    values = {**dataset_values(spec), **profile_values(profile), **check_overrides(CUSTOM, overrides)}
+    checked = check_overrides(CUSTOM, overrides)
+    values = fit_crop({**dataset_values(spec), **profile_values(profile), **checked}, checked)
     return ExperimentConfig(name=CUSTOM, table=CUSTOM, dataset=spec.name, profile=profile, fold=fold, **values)
 
 
 __all__ = ["CUSTOM", "EXPERIMENTS", "NOTEBOOKS", "TABLES", "Experiment", "TableInfo", "dataset_values",
-           "custom_config", "experiments", "get_config", "table_datasets", "table_key"]
+           "custom_config", "experiments", "fit_crop", "get_config", "table_datasets", "table_key"]

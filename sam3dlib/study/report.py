@@ -32,7 +32,7 @@ import pandas as pd
 
 from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.evaluation.metrics import AVERAGE
-from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
+from sam3dlib.modeling.constants import EMBED_CHANNELS, NO_ENCODER, RANDOM_INIT
 from sam3dlib.study.registry import table_key
 from sam3dlib.utils.fileio import atomic_write, atomic_write_text
 
@@ -123,7 +123,9 @@ class RunConditions:
 
     def describe(self) -> str:
         """Short human description, e.g. ``"random-init vit_tiny encoder, phantom data, smoke profile"``."""
-        if self.random_encoder:
+        if self.encoder == NO_ENCODER:
+            enc = "no encoder (trained from scratch)"
+        elif self.random_encoder:
             enc = f"random-init {self.encoder} encoder"
         else:
             enc = f"{self.encoder} encoder from {self.encoder_checkpoint}"

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, check_inputs
-from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
+from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_models, as_seeds
 from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
 from sam3dlib.utils.errors import UserInputError
@@ -82,8 +82,10 @@ def _notebook_for(key: str, out: Path) -> Path:
     return nb_dir / NOTEBOOKS[key]
 
 
-def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path) -> dict:
+def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
+                models: tuple[str, ...] = ("sam3d",)) -> dict:
     return {
+        "models": list(models),
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
         "sam_checkpoint": os.fspath(ckpt.resolve()) if (ckpt is not None and profile != "smoke") else None,
         "profile": profile,
@@ -113,6 +115,7 @@ def reproduce_table(
     force: bool = False,
     device: str = "auto",
     log_output: bool = False,
+    models: Sequence[str] | str | None = None,
 ) -> Path:
     """Execute the table's notebook with papermill into ``<out>/runs/<run id>/``.
 
@@ -126,6 +129,9 @@ def reproduce_table(
         force: run again even if a finished run with the same inputs exists.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         log_output: stream the notebook's output while it runs.
+        models: the models to train (``"sam3d unetr nnunet"``; None: SAM3D only): the paper's
+            baselines retrained under the same protocol get rows beside the paper's
+            (:mod:`sam3dlib.study.model_comparison`).
 
     Returns:
         The run folder: the executed notebook, ``tableN_report.html`` (the notebook rendered),
@@ -140,15 +146,17 @@ def reproduce_table(
     key = table_key(n)
     checked = NotebookParams.from_mapping({"profile": profile, "device": device})  # clear errors first
     seeds_t = as_seeds("seeds", seeds) or (0,)
+    models_t = as_models("models", models)
     data = Path(data_dir) if data_dir is not None else None
     ckpt = Path(checkpoint) if checkpoint is not None else None
     out = Path(out)
     nb = _notebook_for(key, out)
     require_study_packages()
     check_inputs(key, profile, data, ckpt)
-    run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device), force)
+    run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device,
+                                            models_t), force)
     run_dir.mkdir(parents=True, exist_ok=True)
-    params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir)
+    params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir, models_t)
     atomic_write_json(run_dir / "params.json", {"table": key, **params})
     seconds = _execute(nb, run_dir, params, log_output)
     if not (run_dir / f"table{key}.csv").is_file():
