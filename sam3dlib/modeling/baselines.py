@@ -3,7 +3,7 @@
 Each network takes the input volume directly (no frozen encoder) and trains as a whole; the
 trainer treats it exactly like SAM3D's decoder (same data, sampling, augmentation, loss with
 deep supervision where the network has it, SGD + poly schedule, evaluation). The builders only
-choose MONAI constructor arguments; no network code is copied (docs/REFERENCE.md, "Baselines"):
+choose MONAI constructor arguments; no network code is copied (docs/TRAINING.md, "Baselines"):
 
 * ``unetr``: :class:`monai.networks.nets.UNETR` as the UNETR paper (Hatamizadeh et al., WACV
   2022) configures it: feature size 16, hidden size 768, MLP 3072, 12 heads, a linear
@@ -66,7 +66,7 @@ class DynUNetPlan:
 def plan_dynunet(patch_size: Sequence[int], spacing: Sequence[float] | None) -> DynUNetPlan:
     """nnU-Net 3d_fullres's network topology for a crop and a target spacing.
 
-    The rule (Isensee et al., Nature Methods 2021, "network topology"; docs/REFERENCE.md,
+    The rule (Isensee et al., Nature Methods 2021, "network topology"; docs/TRAINING.md,
     "Baselines"): starting at the target spacing, every stage halves each axis that keeps at least
     :data:`NNUNET_MIN_FEATURE_MAP` voxels and whose spacing is less than twice the finest spacing
     among such axes (a single such axis only while it has at least 3x that many voxels); an axis
