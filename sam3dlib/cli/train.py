@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-missing-labels", action="store_true",
                    help="leave out train/val/test cases of the split whose label is missing (recorded in "
                         "provenance.json and results.json); default: such a case is an error")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the prepared data changed since the run started "
+                        "(recorded in provenance.json); default: such a resumption is refused")
     p.add_argument("--no-evaluate", action="store_true", help="skip predicting and scoring the test cases")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                         "--force deletes it and starts over")
     progress = not args.no_progress
     kwargs = dict(resume=args.resume, progress=progress, force=args.force,
-                  allow_missing_cases=args.allow_missing_cases, allow_missing_labels=args.allow_missing_labels)
+                  allow_missing_cases=args.allow_missing_cases, allow_missing_labels=args.allow_missing_labels,
+                  allow_data_change=args.allow_data_change)
     if args.no_evaluate:
         run_dir = train(config, args.data, args.out, **kwargs)
     else:

@@ -19,6 +19,7 @@ with the input's own header.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -131,8 +132,15 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
             "reoriented_shape": [int(s) for s in img.shape[1:][::-1]],
             "original_spacing": [round(float(spacing_xyz[i]), 6) for i in TRANSPOSE],
             "spacing_source": SPACING_SOURCE, "nifti_header": first.geometry, "transpose": list(TRANSPOSE),
-            "image_files": [str(p) for p in paths]}
+            "image_files": [recorded_path(p) for p in paths]}
     return img, geom
+
+
+def recorded_path(path: str | os.PathLike) -> str:
+    """How a source file is recorded in a case's properties: absolute and resolved (links
+    followed), so that a store's ``image_files``/``label_file`` survive a change of working
+    directory (a store prepared with a relative ``--raw`` is used from anywhere)."""
+    return str(Path(path).resolve())
 
 
 def read_label(label_path: Path, properties: dict | None = None,
@@ -312,7 +320,7 @@ def crop_case(image_paths: Sequence[Path] | Path, label_path: Path | None, num_c
     img = _crop(img, bbox)
     lab = _crop(lab, bbox) if lab is not None else None
     props.update(crop_bbox=bbox, shape_after_crop=list(img.shape[1:]),
-                 label_file=str(label_path) if label_path is not None else None)
+                 label_file=recorded_path(label_path) if label_path is not None else None)
     return img, lab, props
 
 

@@ -12,6 +12,7 @@ A user's dataset (``sam3d prepare --raw``) carries its spec in ``dataset.json`` 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ class PreparedDataset:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))  # the store works after a change of working directory
         meta_path = self.root / META_FILE
         if not meta_path.is_file():
             raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; create it with "
@@ -167,6 +168,33 @@ class PreparedDataset:
                 "run `sam3d prepare` again, or pass --allow-missing-labels (allow_missing_labels=True) to leave "
                 "them out (recorded in provenance.json / results.json)")
         return have, missing
+
+    def source_label(self, case_id: str) -> Path | None:
+        """The original label file a case was prepared from (``label_file`` of its properties,
+        recorded absolute by :func:`~sam3dlib.data.preprocess.recorded_path`), or None."""
+        gt = self.properties(case_id).get("label_file")
+        return Path(gt) if gt else None
+
+    def check_source_labels(self, case_ids: list[str], why: str) -> None:
+        """Every case of ``case_ids`` has its original label file (evaluation scores against it).
+
+        Called before work that will need them (training a run that is scored afterwards), so
+        that a moved or relative path stops the command at once, not after the last epoch.
+
+        Raises:
+            MissingFileError: naming the first cases, their recorded paths, the store and ``why``.
+        """
+        from sam3dlib.utils.errors import MissingFileError
+
+        bad = [(c, self.source_label(c)) for c in case_ids]
+        bad = [(c, p) for c, p in bad if p is None or not p.is_absolute() or not p.is_file()]
+        if bad:
+            listed = ", ".join(f"{c} ({'none recorded' if p is None else p if p.is_absolute() else f'relative path {p}'})"
+                               for c, p in bad[:3])
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise MissingFileError(
+                f"{self.root}: original label file(s) of {len(bad)} case(s) not found: {listed}{more}; {why}. "
+                "Prepare the store again from the raw folder (`sam3d prepare ... --out` a new folder)")
 
     @property
     def is_user_dataset(self) -> bool:

@@ -9,6 +9,7 @@ the same files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -19,13 +20,15 @@ from tqdm.auto import tqdm
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError
 from sam3dlib.study.report import write_csv_atomic
-from sam3dlib.utils.errors import MissingFileError
-from sam3dlib.utils.fileio import atomic_write_json
+from sam3dlib.utils import folder_lock
+from sam3dlib.utils.fileio import atomic_write_json, check_output_dir
 from sam3dlib.utils.finished import is_finished
 
 PREDICTIONS = "predictions"
 #: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
 RESULTS_FILE = "results.json"
+#: why the test cases' original label files are needed (the reason named when one is missing)
+SCORED_AGAINST = "the test metrics are computed against the original label files, as the paper's scripts do"
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_ids: list[str] | None = None,
@@ -63,18 +66,13 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     case_ids, dropped = store.labelled_cases(case_ids, "test", allow_missing_labels)
     if not case_ids:
         raise DataFileError(f"{data_dir}: no labelled test case of the {loaded.config.protocol} split to evaluate")
+    store.check_source_labels(case_ids, SCORED_AGAINST)
     pairs = {}
     for case_id in tqdm(case_ids, desc="test cases", disable=not progress):
         props = store.properties(case_id)
-        gt = props.get("label_file")
-        if not gt or not Path(gt).is_file():
-            raise MissingFileError(
-                f"case {case_id}: original label file {gt!r} (from {store.root}) not found; the test metrics are "
-                "computed against the original label, as the paper's scripts do"
-            )
         out = run / PREDICTIONS / f"{case_id}.nii.gz"
         save_label_nifti(predict_case(loaded, np.asarray(store.image(case_id)), props), props, out)
-        pairs[case_id] = (out, gt)
+        pairs[case_id] = (out, str(store.source_label(case_id)))
     # a user's dataset: HD95 in voxels (the tables' convention) and in mm (HD95_strict)
     per_case = evaluate_pairs(pairs, store.spec, "both" if store.is_user_dataset else "paper")
     summary = aggregate(per_case, store.spec)
@@ -105,9 +103,28 @@ def is_scored(run_dir: str | os.PathLike) -> bool:
     return is_finished(run_dir) and (Path(run_dir) / RESULTS_FILE).is_file()
 
 
+def check_test_labels(config: ExperimentConfig, data_dir: str | os.PathLike, allow_missing_labels: bool = False) -> None:
+    """Before training: every test case the run will be scored on has its original label file.
+
+    Raises:
+        MissingFileError: naming the cases and their recorded paths (e.g. a store prepared with a
+            relative ``--raw`` by an older version, or raw data moved since).
+    """
+    from sam3dlib.data.store import PreparedDataset
+
+    store = PreparedDataset(data_dir)
+    if store.spec.name != config.dataset:
+        return  # the trainer refuses it with its own message
+    test = list(store.split(config.protocol, fold=config.fold).test)
+    test = [c for c in test if c in set(store.case_ids)]
+    labelled, _ = store.labelled_cases(test, "test", allow_missing=True)
+    store.check_source_labels(labelled, SCORED_AGAINST)
+
+
 def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    resume: bool = False, progress: bool = True, force: bool = False,
-                   allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> Path:
+                   allow_missing_cases: bool = False, allow_missing_labels: bool = False,
+                   allow_data_change: bool = False) -> Path:
     """Train (:func:`sam3dlib.training.train`), then :func:`evaluate_run` on the test cases.
 
     Under ``torchrun`` every rank trains; rank 0 alone evaluates. ``resume=True`` on a run that
@@ -120,8 +137,14 @@ def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_di
     from sam3dlib.training import train
 
     done = resume and not force and is_scored(out_dir)
-    run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,
-                allow_missing_cases=allow_missing_cases, allow_missing_labels=allow_missing_labels)
-    if int(os.environ.get("RANK", "0")) == 0 and not done:
-        evaluate_run(run, data_dir, progress=progress, allow_missing_labels=allow_missing_labels)
+    if not done:
+        check_test_labels(config, data_dir, allow_missing_labels)
+    main = int(os.environ.get("RANK", "0")) == 0
+    check_output_dir(out_dir, "run folder (--out)")
+    with folder_lock.hold(out_dir, "run folder (--out)") if main else contextlib.nullcontext():
+        run = train(config, data_dir, out_dir, resume=resume, progress=progress, force=force,
+                    allow_missing_cases=allow_missing_cases, allow_missing_labels=allow_missing_labels,
+                    allow_data_change=allow_data_change)
+        if main and not done:
+            evaluate_run(run, data_dir, progress=progress, allow_missing_labels=allow_missing_labels)
     return run
