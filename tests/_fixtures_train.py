@@ -66,15 +66,19 @@ def smoke_run(synapse_store, tmp_path_factory) -> dict:
         torch.set_num_threads(n)
 
 
-#: the retrained baselines' smoke budget in the tests (a few steps on the smoke crop)
+#: the retrained baselines' smoke budget in the tests (a few steps)
 BASELINE_OVERRIDES = {"epochs": 3, "iterations_per_epoch": 4, "val_iterations": 1}
+#: the smallest crop each baseline takes (UNETR: sides of 16; Swin UNETR: 32; DynUNet: 2 halvings)
+BASELINE_CROPS = {"nnunet": (8, 32, 32), "unetr": (16, 32, 32), "swinunetr": (32, 32, 32)}
 
 
 def baseline_params(model: str, **values):
-    """Notebook parameters that train ``model`` on Table 1 with :data:`BASELINE_OVERRIDES`."""
+    """Notebook parameters that train ``model`` on Table 1 with :data:`BASELINE_OVERRIDES` on its
+    :data:`BASELINE_CROPS` crop."""
     from sam3dlib.study.notebook_params import NotebookParams
 
-    return NotebookParams.from_mapping({"models": [model], "overrides": dict(BASELINE_OVERRIDES), **values})
+    overrides = {**BASELINE_OVERRIDES, "patch_size": BASELINE_CROPS[model]}
+    return NotebookParams.from_mapping({"models": [model], "overrides": overrides, **values})
 
 
 @pytest.fixture(scope="session")

