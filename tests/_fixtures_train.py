@@ -49,7 +49,7 @@ def smoke_run(synapse_store, tmp_path_factory) -> dict:
     """A cached-mode smoke experiment (train + test evaluation) long enough to learn something."""
     import time
 
-    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.pipeline import run_experiment
 
     if "smoke" in _MEMO:
         return _MEMO["smoke"]
@@ -85,7 +85,7 @@ def baseline_params(model: str, **values):
 def baseline_run(synapse_store, tmp_path_factory):
     """``baseline_run(model)``: the run folder of ``model`` trained and scored once per session on the
     phantom store, with the config a Table 1 notebook gives it (:func:`baseline_params`)."""
-    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.pipeline import run_experiment
     from sam3dlib.study.seed_runs import experiment_config
 
     def get(model: str) -> Path:

@@ -9,7 +9,7 @@ import torch
 from _fixtures_train import tiny_config
 
 from sam3dlib.modeling.run_checkpoint import load_checkpoint
-from sam3dlib.study.experiment import RESULTS_FILE, run_experiment
+from sam3dlib.pipeline import RESULTS_FILE, run_experiment
 from sam3dlib.training import train
 from sam3dlib.training.logging import TIMING_COLUMNS
 

@@ -201,6 +201,27 @@ def new_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[f
     return tuple(max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target))
 
 
+#: the most voxels a resampled volume may have (2**30: 4 GiB per float32 channel; a whole-body CT
+#: at 0.5 mm has ~0.3e9); more means the voxel sizes are wrong, not that the scan is large
+MAX_RESAMPLED_VOXELS = 2**30
+
+
+def check_resampled_size(shape: Sequence[int], channels: int, spacing: Sequence[float], target: Sequence[float],
+                         path: str | Path) -> None:
+    """Stop before allocating a resampled volume of absurd size (:data:`MAX_RESAMPLED_VOXELS`).
+
+    Raises:
+        DataFileError: naming the file, its voxel sizes, the target and the size it would take.
+    """
+    voxels = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if voxels > MAX_RESAMPLED_VOXELS:
+        gib = voxels * max(1, channels) * 4 / 2**30
+        raise DataFileError(
+            f"{path}: resampling from voxel sizes {[round(float(x), 6) for x in spacing]} mm to "
+            f"{[round(float(x), 6) for x in target]} mm would make a {tuple(int(s) for s in shape)} volume "
+            f"({gib:.0f} GiB); the header's voxel sizes or units (xyzt_units) look wrong")
+
+
 def _zoom(a: np.ndarray, shape: Sequence[int], order: int, axis: int | None, order_axis: int = 0) -> np.ndarray:
     """Resize a 3D float array to ``shape`` (pixel-area aligned, edge mode); ``axis`` uses ``order_axis``."""
     if tuple(a.shape) == tuple(shape):
@@ -348,6 +369,7 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
     spacing = props["original_spacing"]
     target = [float(t) for t in meta["target_spacing"]]
     shape = new_shape(img.shape[1:], spacing, target)
+    check_resampled_size(shape, img.shape[0], spacing, target, props["image_files"][0])
     axis = separate_axis(spacing, target)
     nonzero = np.any(img != 0, axis=0)
     img = resample_image(img, shape, axis)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from sam3dlib.modeling.encoders.sam_vit import ENCODER_CONFIGS, encoder_config
-from sam3dlib.utils.errors import MissingFileError, UserInputError
+from sam3dlib.utils.errors import InputNote, MissingFileError, UserInputError
 from sam3dlib.utils.fileio import atomic_torch_save
 
 ENCODER_PREFIX = "image_encoder."
@@ -38,18 +40,59 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+class CheckpointNote(InputNote):
+    """A checkpoint read with a correction (DataParallel's ``module.`` prefix removed, an
+    encoder-only file given its ``image_encoder.`` prefix); the message names the file."""
+
+
+#: the prefix ``torch.nn.DataParallel`` / ``DistributedDataParallel`` put before every key of a
+#: wrapped model's state dict (fine-tuning scripts often save it so)
+DATA_PARALLEL_PREFIX = "module."
+_ZIP_MAGIC = b"PK\x03\x04"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def load_problem(path: Path, exc: BaseException) -> str:
+    """What is wrong with a weights file ``torch.load(weights_only=True)`` refused, in one line
+    (no ANSI codes, no advice to load untrusted code): empty, incomplete (a PyTorch zip without
+    its directory, which is written last), Python objects besides tensors (a pickled model or
+    training state), or not a PyTorch file at all."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    text = _ANSI.sub("", str(exc))
+    if head == _ZIP_MAGIC and ("central directory" in text or "PytorchStreamReader" in text):
+        return (f"the file is incomplete or damaged ({size} bytes; a PyTorch zip archive without the directory "
+                "written at its end): copy or download it again")
+    if "Weights only load failed" in text and (head == _ZIP_MAGIC or head[:1] == b"\x80"):
+        return ("it holds Python objects besides tensors and plain values (e.g. a whole pickled model or an "
+                "optimizer class), which are not loaded because loading them can run code; save the model's "
+                "state_dict() with torch.save instead")
+    if head != _ZIP_MAGIC and head[:1] != b"\x80":
+        return f"not a PyTorch weights file (it starts with bytes {head.hex(' ')})"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a checkpoint file safely (``weights_only=True``) and return its state dict."""
+    """Load a checkpoint file safely (``weights_only=True``) and return its state dict.
+
+    A state dict under ``model``/``state_dict`` is unwrapped; DataParallel's ``module.`` prefix
+    is removed (a :class:`CheckpointNote` says so).
+
+    Raises:
+        MissingFileError: no such file.
+        CheckpointError: one line saying what the file is instead (:func:`load_problem`).
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"SAM checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with code objects, random bytes...
-        raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch weights file ({type(exc).__name__}: {exc}). "
-            "Is the download complete? Official files: " + ", ".join(_official_names())
-        ) from exc
+        raise CheckpointError(f"{path}: cannot be read as weights: {load_problem(path, exc)}") from exc
     if isinstance(obj, dict) and not any(k.startswith(ENCODER_PREFIX) for k in obj):
         for wrapper in ("model", "state_dict"):
             if isinstance(obj.get(wrapper), dict):
@@ -57,6 +100,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    if obj and all(isinstance(k, str) and k.startswith(DATA_PARALLEL_PREFIX) for k in obj):
+        obj = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in obj.items()}
+        warnings.warn(f"{path}: every key starts with DataParallel's '{DATA_PARALLEL_PREFIX}' prefix (a model "
+                      "saved while wrapped for multi-GPU training); read without it", CheckpointNote, stacklevel=2)
     return obj
 
 
@@ -104,11 +151,15 @@ def load_encoder_state(
     cfg = encoder_config(encoder)
     full = read_state_dict(path)
     state = {k[len(ENCODER_PREFIX):]: v for k, v in full.items() if k.startswith(ENCODER_PREFIX)}
+    if not state and "patch_embed.proj.weight" in full and "pos_embed" in full:
+        state = dict(full)  # an image encoder saved on its own (e.g. a fine-tuned encoder's state_dict())
+        warnings.warn(f"{path}: holds an image encoder without the '{ENCODER_PREFIX}' prefix of a whole SAM "
+                      "model; read as the image encoder", CheckpointNote, stacklevel=2)
     if not state:
         sample = ", ".join(list(full)[:3]) or "none"
         raise CheckpointError(
-            f"{path}: no '{ENCODER_PREFIX}*' tensors (first keys: {sample}); "
-            "this is not a Segment-Anything checkpoint"
+            f"{path}: holds no SAM image encoder: no '{ENCODER_PREFIX}*' keys (first keys: {sample}) and no "
+            "encoder keys such as patch_embed.proj.weight"
         )
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
         raise CheckpointError(f"{path}: the image encoder lacks patch_embed.proj.weight or pos_embed")

@@ -18,7 +18,8 @@ from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.finished import FINISHED, is_finished
 
 #: settings that may change between an interrupted run and its resumption
-RESUMABLE_CHANGES = ("device", "num_workers", "cache_dir", "mirror_tta", "sw_overlap", "encoder_chunk_size")
+RESUMABLE_CHANGES = ("device", "num_workers", "cache_dir", "mirror_tta", "sw_overlap", "encoder_chunk_size",
+                     "fast_attention")
 
 #: files and folders of a run that ``force=True`` deletes before starting over
 #: the data a run trained on: the store's ``dataset.json`` (``DATASET_META``, which prediction

@@ -46,18 +46,6 @@ from sam3dlib.utils.oom import is_oom_error, training_oom_error
 from sam3dlib.utils.peak_memory import PeakMemory
 
 
-def missing_split_cases(store, split) -> list[str]:
-    """Cases the full shipped split lists for train or test that the store lacks (none for a user
-    dataset: its folds were made from the cases it has)."""
-    from sam3dlib.data.splits import get_split
-
-    if store.is_user_dataset:
-        return []
-    full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
-    have = set(store.case_ids)
-    return sorted((set(full.train) | set(full.test)) - have)
-
-
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's global RNGs (augmentation draws from them)."""
     random.seed(seed)
@@ -110,7 +98,7 @@ class Trainer:
         if store.spec.name != config.dataset:
             raise ConfigError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
         split = store.split(config.protocol, fold=config.fold)
-        missing = [] if store.is_phantom else missing_split_cases(store, split)
+        missing = store.missing_split_cases(split)
         if missing and not allow_missing_cases:
             raise DataFileError(
                 f"{data_dir}: the {config.protocol} split of {store.spec.name} lists {len(missing)} case(s) that the "
@@ -353,8 +341,7 @@ class Trainer:
         enc = (f"{config.model}, trained from scratch (no encoder)" if self.model.encoder is None
                else f"RANDOM {config.encoder} encoder (not SAM weights)" if self.model.random_encoder
                else f"SAM {config.encoder}")
-        data = f"PHANTOM {config.dataset} data" if self.store.is_phantom else config.dataset
-        return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {data}"
+        return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {self.store.data_label}"
 
     # ------------------------------------------------------------------ end
     def finalize(self) -> None:
