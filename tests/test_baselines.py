@@ -132,8 +132,11 @@ def test_table_renders_baseline_rows(baseline_run, synapse_store, tmp_path):
     summary = pd.read_csv(run / "summary.csv")  # a UNETR row beside the paper's UNETR, with the difference
     cond = report.RunConditions("none", "none", "phantom", "smoke", "paper")
     rows = report.our_rows(summary, get_spec("synapse"), cond, table="1", method="UNETR", params_m=92.64)
-    t1 = report.comparison_table("1", rows)
+    assert "no encoder" in report.comparison_table("1", rows).caption
+    sam3d = report.our_rows(summary, get_spec("synapse"), report.RunConditions("vit_tiny", "random init", "phantom",
+                                                                             "smoke", "paper"), table="1")
+    t1 = report.comparison_table("1", pd.concat([sam3d, rows], ignore_index=True))
     diff = "difference (UNETR: this run − paper)"
     assert diff in t1.values.index
     assert t1.values.at[diff, "DSC avg"] == pytest.approx(t1.values.at["UNETR (this run)", "DSC avg"] - 78.35)
-    assert "no encoder" in t1.caption
+    assert "UNETR (this run): retrained from scratch" in t1.caption and "vit_tiny" in t1.caption

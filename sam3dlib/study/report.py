@@ -318,6 +318,17 @@ class ComparisonTable:
     __repr__ = __str__
 
 
+def _baselines_note(ours: pd.DataFrame, described: RunConditions) -> list[str]:
+    """A sentence naming the retrained baselines among ``ours`` (no encoder) when the caption's
+    conditions describe another row (SAM3D's)."""
+    names = list(dict.fromkeys(str(m).removesuffix(OURS_SUFFIX)
+                               for m, e in zip(ours["method"], ours["encoder"]) if str(e) == NO_ENCODER))
+    if not names or described.encoder == NO_ENCODER:
+        return []
+    return [f"{', '.join(names)} (this run): retrained from scratch with the same data, split, sampling, "
+            "augmentation, loss, schedule and evaluation; no encoder."]
+
+
 def _caption(table: str, ours: pd.DataFrame) -> str:
     parts = [f"Rows without '{OURS_SUFFIX.strip()}' are the paper's numbers ({PAPER}), copied as printed."]
     if not ours.empty:
@@ -328,6 +339,7 @@ def _caption(table: str, ours: pd.DataFrame) -> str:
             str(c["protocol"]), tuple(int(s) for s in seeds) or (0,),
         )
         parts.append(f"'{OURS_SUFFIX.strip()}' rows: {cond.describe()}.")
+        parts += _baselines_note(ours, cond)
         if len(seeds) > 1:
             parts.append(f"Our cells are mean ± sd over seeds {' '.join(seeds)}.")
         parts.append("'difference' rows = this run − the paper's row of the same method.")
