@@ -44,6 +44,8 @@ class TableResult:
     figures: dict[str, Any] = field(default_factory=dict)
     #: each model's training cost (:func:`sam3dlib.study.model_comparison.cost_table`)
     cost: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: ``cost_csv`` (``tableN_cost.csv``) and ``md`` (``tableN.md``, the cost table appended)
+    cost_files: dict[str, Path] = field(default_factory=dict)
 
     def ours(self) -> pd.DataFrame:
         return self.long[self.long["source"] == report.THIS_RUN].reset_index(drop=True)
@@ -129,8 +131,9 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
     files = report.write_table_files(out, f"table{key}", long, tables)
     files["per_case"] = report.write_csv_atomic(per_case_df, out / "per_case.csv")
     cost = cost_table(runs, run_dirs)
-    files.update(write_cost_files(out, f"table{key}", cost))
-    result = TableResult(key, out, cond, long, tables, per_case_df, run_dirs, data_dirs, files, cost=cost)
+    cost_files = write_cost_files(out, f"table{key}", cost)
+    result = TableResult(key, out, cond, long, tables, per_case_df, run_dirs, data_dirs, files, cost=cost,
+                         cost_files=cost_files)
     if figures:
         from sam3dlib.study.table_figures import draw_figures
 
