@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared store (sam3d prepare output)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
     p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="budget: paper (1000x250, the paper's code; the default), quick (~1 GPU hour), smoke "
+                   help="budget: paper (1000x250, the authors' code; the default), quick (~1 GPU hour), smoke "
                         "(seconds, CPU); with --resume the run's saved profile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 --set model=nnunet "

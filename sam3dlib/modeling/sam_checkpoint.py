@@ -2,7 +2,7 @@
 
 An official file (``sam_vit_b_01ec64.pth`` ...) is a plain state dict of the whole SAM
 model; the encoder's tensors are under ``image_encoder.*``. SAM3D builds the encoder at
-the training crop size, so two kinds of tensors are resized, as the paper's code does:
+the training crop size, so two kinds of tensors are resized, as the authors' code does:
 
 * ``pos_embed`` (1x64x64xE) is interpolated bilinearly (``align_corners=False``) to
   ``(H/16, W/16)``;

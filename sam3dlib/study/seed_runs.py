@@ -29,6 +29,7 @@ def experiment_config(name: str, p: NotebookParams, seed: int, model: str = SAM3
         overrides["encoder_mode"] = p.encoder_mode
     if p.sam_checkpoint is not None:
         overrides["sam_checkpoint"] = os.fspath(p.sam_checkpoint)
+    overrides.update(p.inference_overrides())
     overrides.update(p.overrides)
     return get_config(name, profile=p.profile, **overrides)
 
@@ -101,6 +102,9 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
     resume = (out / "checkpoints" / "latest.pt").is_file() and _same_config(out / "config.json", cfg)
     if out.exists() and not resume:
         shutil.rmtree(out)  # an earlier run of another config in this notebook's output folder
+    if progress:
+        print(f"{info.config} seed {seed}: {'resuming' if resume else 'training'} ({cfg.epochs} epochs), "
+              "then prediction and scoring of the test cases", flush=True)
     run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
     if not is_scored(run_dir):
         raise RuntimeError(f"{run_dir}: run_experiment returned without a finished, scored run")
