@@ -14,6 +14,9 @@ SEEDS ?= 0
 ## models to train beside the paper's rows: sam3d and/or the baselines unetr, nnunet, swinunetr
 MODELS ?= sam3d
 FORCE ?=
+# The authors' released files for the ladder's middle columns (README, "Check the paper"); empty: "not run".
+RELEASED_WEIGHTS ?=
+RELEASED_PREDICTIONS ?=
 # PHANTOMS=1: run on the built-in phantoms (a stand-in, e.g. with PROFILE=smoke) instead of DATA_DIR.
 PHANTOMS ?=
 OUT ?= results
@@ -76,6 +79,8 @@ bench: setup
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
 		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --models "$(MODELS)" --out $(OUT)/table$* $(if $(FORCE),--force) \
+		$(if $(RELEASED_WEIGHTS),--released-weights $(RELEASED_WEIGHTS)) \
+		$(if $(RELEASED_PREDICTIONS),--released-predictions $(RELEASED_PREDICTIONS)) \
 		$(if $(PHANTOMS),--phantoms) --launcher $(LAUNCHER) $(if $(CLUSTER_CONFIG),--cluster-config $(CLUSTER_CONFIG)) \
 		$(CLUSTER_ARGS)
 

@@ -47,6 +47,8 @@ launcher = "local"  # str: local (every experiment x seed here) or slurm (one cl
 cluster = {{}}  # dict: slurm job settings, e.g. {{"partition": "gpu", "gpus_per_job": 1, "time_min": 1440}}
 mirror = None  # bool | None: test-time mirroring of the test cases (False: nnU-Net's --disable_tta; None: the profile's)
 step_size = None  # float | None: sliding-window step, a fraction of the patch in (0, 1] (None: the profile's, 0.5)
+released_weights = None  # str | None: the authors' released weights (.model, .pth, trainer folder or zip)
+released_predictions = None  # str | None: the authors' released prediction maps (folder, with dice_pre.txt)
 models = None  # list[str] | None: models to train, e.g. ["sam3d", "unetr", "nnunet"] (None: sam3d only)'''
 
 SETUP = """from IPython.display import Image, Markdown, display
@@ -124,12 +126,34 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         code("display(result.cost)", ignore=True),
         code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_checkpoint\", \"data\", \"profile\"]]",
              ignore=True, hide=True),
+        *ladder_cells(n),
         md("## Figures"),
         figure("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
                "    if key in result.files:\n"
                "        display(Image(filename=str(result.files[key])))"),
     ]
     return _nb(cells)
+
+
+def ladder_cells(n: str) -> list[nbformat.NotebookNode]:
+    """The reproduction ladder of a table notebook (:mod:`sam3dlib.study.ladder`)."""
+    skip = ("\n\nThe authors released no weights or prediction maps for the skip ablation: its two middle "
+            "columns say so.") if n == "5" else ""
+    return [
+        md("## The reproduction ladder\n\nSide by side, per class and mean: **the paper** | **the authors' maps, "
+           "scored by sam3dlib** (`released_predictions`) | **the authors' weights, run by sam3dlib** "
+           "(`released_weights`, with the official SAM ViT-B in `sam_checkpoint`) | **retrained by sam3dlib** "
+           "(mean ± sd over seeds), each with a Δ column against the paper and a legend naming its files' "
+           "sha256 and data. A column whose input is absent reads `not run`. On built-in phantoms without "
+           "released files, **stand-ins** in the authors' formats are made from this notebook's own seed-0 run, "
+           "and the legend says so: the columns then only show that the path works (README, \"Check the "
+           "paper\"; docs/REPRODUCE.md)." + skip),
+        code("from sam3dlib.study.ladder import ladder_tables\n\n"
+             "ladders = ladder_tables(result, params)\n"
+             "for lad in ladders:\n    print(lad.status())"),
+        code("for lad in ladders:\n    display(Markdown(lad.to_markdown()))\n"
+             "    print(\"files:\", sorted(str(p.relative_to(result.out_dir)) for p in lad.files.values()))", ignore=True),
+    ]
 
 
 def quickstart() -> nbformat.NotebookNode:

@@ -4,7 +4,8 @@ All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
 reproduce-tableN`` work the same everywhere::
 
     dataset, data_dir, encoder, sam_checkpoint, profile, encoder_mode, protocol,
-    seed, seeds, device, out_dir, overrides, launcher, cluster, mirror, step_size, models
+    seed, seeds, device, out_dir, overrides, launcher, cluster, mirror, step_size,
+    released_weights, released_predictions, models
 
 A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
 first library call with a message naming the parameter, the value and what is allowed.
@@ -133,6 +134,10 @@ class NotebookParams:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         out_dir: where results go.
         overrides: extra ``ExperimentConfig`` overrides (``{"epochs": 2}``).
+        released_weights: the authors' released weights (file, trainer folder or zip) for the
+            ladder's "authors' weights" column (:mod:`sam3dlib.study.ladder`); None: not run.
+        released_predictions: the authors' released prediction maps (a folder) for its
+            "authors' maps" column; None: not run.
         table_layout: ``reading`` (the paper's layout, our reading of Table 2's header marked) or
             ``printed`` (the printed header unchanged).
         launcher: ``local`` (every experiment x seed in this process) or ``slurm`` (one job each,
@@ -159,6 +164,8 @@ class NotebookParams:
     device: str = "cpu"
     out_dir: Path = Path("results")
     overrides: dict[str, Any] = field(default_factory=dict)
+    released_weights: Path | None = None
+    released_predictions: Path | None = None
     table_layout: str = "reading"
     launcher: str = "local"
     cluster: dict[str, Any] = field(default_factory=dict)
@@ -203,6 +210,8 @@ class NotebookParams:
             device=as_device("device", p.get("device", "cpu")),
             out_dir=out_dir,  # type: ignore[arg-type]
             overrides=dict(overrides),
+            released_weights=as_path("released_weights", p.get("released_weights")),
+            released_predictions=as_path("released_predictions", p.get("released_predictions")),
             table_layout=as_choice("table_layout", p.get("table_layout", "reading"), TABLE_LAYOUTS),
             launcher=as_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
             cluster=dict(cluster),
@@ -222,7 +231,7 @@ class NotebookParams:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("data_dir", "sam_checkpoint", "out_dir"):
+        for k in ("data_dir", "sam_checkpoint", "out_dir", "released_weights", "released_predictions"):
             d[k] = None if d[k] is None else os.fspath(d[k])
         d["seeds"] = list(self.seeds)
         d["models"] = list(self.models)
