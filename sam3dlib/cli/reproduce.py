@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no progress (default: the notebook's output streams: per experiment and seed epoch, loss, "
                         "ETA; then prediction and scoring)")
+    p.add_argument("--kernel", default=None, metavar="NAME",
+                   help="Jupyter kernel to run the notebook in (default: this Python, whatever kernel is named "
+                        "python3); it must be able to import sam3dlib (checked before any work)")
     add_launcher_arguments(p)
     p.set_defaults(func=run)
 
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint, seeds=args.seeds, out=out, force=args.force, device=args.device,
             progress=not args.quiet,
             launcher=args.launcher, cluster=cluster_overrides(args), cluster_config=args.cluster_config,
-            dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops,
+            dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops, kernel=args.kernel,
             released_weights=args.released_weights, released_predictions=args.released_predictions,
             models=args.models,
         )

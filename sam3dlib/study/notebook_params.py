@@ -52,11 +52,18 @@ def as_int(name: str, value: Any) -> int:
 
 
 def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
-    """``None``, one int, a list of ints, or a string like ``"0 1 2"`` / ``"0,1,2"``."""
+    """``None``, one int, a list of ints, or a string like ``"0 1 2"`` / ``"0,1,2"`` / ``"[0, 1]"``."""
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, (int, str)) and not isinstance(value, bool):
-        seeds = tuple(as_int(name, p) for p in str(value).replace(",", " ").split())
+        text = str(value).strip()
+        if text[:1] + text[-1:] in ("[]", "()"):  # papermill -p seeds "[0, 1]" passes the list as text
+            text = text[1:-1]
+        try:
+            seeds = tuple(as_int(name, p) for p in text.replace(",", " ").split())
+        except ParameterError:  # name the whole value, not the fragment that failed
+            raise values.fail(_where(name), value, 'integers like "0 1 2", "0,1,2" or "[0, 1, 2]"',
+                              ParameterError) from None
     elif isinstance(value, (list, tuple)):
         seeds = tuple(as_int(name, v) for v in value)
     else:
