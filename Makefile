@@ -11,6 +11,8 @@ PROFILE ?= paper
 DATA_DIR ?= data
 SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SEEDS ?= 0
+## models to train beside the paper's rows: sam3d and/or the baselines unetr, nnunet, swinunetr
+MODELS ?= sam3d
 FORCE ?=
 # a Jupyter kernel to run the table notebooks in (default: the venv's Python, whatever kernel is named python3)
 KERNEL ?=
@@ -79,7 +81,7 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile "$(PROFILE)" --data-dir "$(DATA_DIR)" \
-		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
+		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --models "$(MODELS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
 		$(if $(RELEASED_WEIGHTS),--released-weights "$(RELEASED_WEIGHTS)") \
 		$(if $(RELEASED_PREDICTIONS),--released-predictions "$(RELEASED_PREDICTIONS)") \
 		$(if $(PHANTOMS),--phantoms) --launcher "$(LAUNCHER)" $(if $(CLUSTER_CONFIG),--cluster-config "$(CLUSTER_CONFIG)") \

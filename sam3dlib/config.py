@@ -1,4 +1,4 @@
-"""The typed experiment configuration, its validation and the three budget profiles.
+"""The typed experiment configuration, its validation and the budget profiles.
 
 This is a low layer (training and inference read a run's ``config.json`` through it); which
 configuration reproduces which paper table lives in the experiment registry,
@@ -14,6 +14,8 @@ Profiles (:func:`profile_values`):
 * ``smoke``: seconds on a CPU for tests and notebook defaults: the random ``vit_tiny``
   stand-in encoder (not SAM), a (8, 48, 48) crop, 2 epochs x 4 iterations, cached mode,
   no mirroring TTA.
+* ``demo``: ``make demo`` in minutes on 2 CPU cores (:data:`DEMO_PROFILE`): LiteMedSAM, cached
+  features, 150 AdamW steps with the poly decay per step, no augmentation.
 
 Every field can be overridden: ``get_config("table1_synapse", "quick", lr=5e-3)`` or, on
 the command line, ``--set lr=5e-3 --set patch_size=16,96,96``. Values are checked by the
@@ -33,13 +35,15 @@ from typing import Any, Literal
 
 from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.data.splits import PROTOCOLS
+from sam3dlib.modeling.baselines import round_up
 from sam3dlib.modeling.encoders import check_crop_size
+from sam3dlib.modeling.models import MODELS, SAM3D_MODEL, get_model_entry
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import read_json
 from sam3dlib.utils.values import as_bool, as_choice, as_float, as_int, as_int_tuple, as_str, is_none_word
 
-PROFILES = ("paper", "quick", "smoke")
+PROFILES = ("paper", "quick", "smoke", "demo")
 EncoderMode = Literal["online", "cached"]
 ENCODER_MODES: tuple[str, ...] = typing.get_args(EncoderMode)
 #: Settings that name the experiment; ``get_config`` fixes them, overrides may not change them.
@@ -97,10 +101,21 @@ class ExperimentConfig:
         sw_overlap: sliding-window overlap at test time.
         encoder_chunk_size: slices per encoder call.
         optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
+        poly_per_step: the poly learning-rate decay advances after every optimizer step
+            (``lr * (1 - step / all steps) ** poly_power``) instead of after every epoch (nnU-Net's);
+            for runs of a few epochs, where per-epoch steps would be coarse.
         fast_attention: the exact, faster attention path for the encoder (sam3dlib.modeling.fast_attention).
         fold: the fold of the store's ``splits_final.json`` (stores whose plan splits by folds;
             None for the paper's fixed splits).
         profile: the profile the values came from.
+        model: the network to train, a key of :data:`sam3dlib.modeling.models.MODELS`: ``sam3d`` (the
+            paper's) or a baseline retrained under the same protocol (``unetr``, ``nnunet``,
+            ``swinunetr``). A baseline takes the volume directly: no frozen encoder, so
+            ``encoder_mode`` is always ``online`` and the encoder settings are unused.
+        time_budget_s: stop training once this many seconds of training (steps and validation,
+            summed over resumed sessions) have passed, finishing cleanly (validation, checkpoint,
+            finished marker); None: train all ``epochs``. The same budget gives models of
+            different speeds equal wall-clock time.
     """
 
     name: str
@@ -144,8 +159,11 @@ class ExperimentConfig:
     encoder_chunk_size: int = 32
     fast_attention: bool = True
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    poly_per_step: bool = False
     fold: int | None = None
     profile: str = "paper"
+    model: str = SAM3D_MODEL
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -208,7 +226,8 @@ WRITER_KEYS = ("sam3dlib_version", "config_format")
 #: ``optimizer``: SGD, the only one; ``fold``: the paper's fixed splits). A format-1 file lacking
 #: one of these is read with this value; lacking any other setting it is refused, never read with
 #: today's default
-EARLIER_VALUES: dict[str, Any] = {"fast_attention": False, "optimizer": "sgd", "fold": None}
+EARLIER_VALUES: dict[str, Any] = {"fast_attention": False, "optimizer": "sgd", "fold": None, "model": SAM3D_MODEL,
+                                   "time_budget_s": None, "poly_per_step": False}
 
 
 def complete_saved_settings(values: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
@@ -249,6 +268,15 @@ def complete_saved_settings(values: dict[str, Any], path: str | os.PathLike) -> 
 
 #: smoke crop (D, H, W): fits the phantoms; H, W fit the smoke encoder (multiples of 16).
 SMOKE_PATCH = (8, 48, 48)
+#: ``make demo``'s budget: LiteMedSAM, cached features, 150 AdamW steps (lr 2e-3, poly decay per
+#: step) in 3 epochs of 50, validation (a monitor: the demo predicts with ``latest.pt``) after
+#: each epoch, no augmentation (cached mode could only flip the slice order), a CPU. In so few
+#: steps the paper's SGD (momentum 0.99) has not left the all-background solution (docs/NOTEBOOKS.md).
+DEMO_PROFILE: dict[str, Any] = dict(
+    encoder="litemedsam", encoder_mode="cached", batch_size=2, epochs=3, iterations_per_epoch=50, val_iterations=2,
+    val_every=1, optimizer="adamw", lr=2e-3, poly_per_step=True, augment=False, num_workers=0, device="cpu",
+    mirror_tta=False,
+)
 #: the experiment name of a user's dataset (its spec comes from the prepared store)
 CUSTOM = "custom"
 
@@ -263,6 +291,8 @@ def profile_values(profile: str) -> dict[str, Any]:
         return dict(epochs=1000, iterations_per_epoch=250, val_iterations=50, encoder_mode="online")
     if profile == "quick":
         return dict(epochs=50, iterations_per_epoch=250, val_iterations=50, encoder_mode="cached", val_every=5)
+    if profile == "demo":
+        return DEMO_PROFILE.copy()
     if profile == "smoke":
         return dict(
             encoder="vit_tiny", patch_size=SMOKE_PATCH, batch_size=2, epochs=2, iterations_per_epoch=4,
@@ -275,6 +305,16 @@ def dataset_values(spec: DatasetSpec, skip: bool = True) -> dict[str, Any]:
     """The settings an experiment takes from its dataset's plan: crop, batch size, batch Dice,
     and the decoder's skips."""
     return dict(patch_size=tuple(spec.patch_size), batch_size=spec.batch_size, batch_dice=spec.batch_dice, skip=skip)
+
+
+def fit_crop(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the crop rounded up per axis to the model's multiple (UNETR 16, Swin UNETR 32)
+    when the crop comes from the dataset or profile; a crop given in ``overrides`` is kept (and
+    checked as given). E.g. the smoke crop (8, 48, 48) becomes (16, 48, 48) for ``unetr``."""
+    multiple = get_model_entry(values.get("model", SAM3D_MODEL)).crop_multiple
+    if multiple and "patch_size" not in overrides and "patch_size" in values:
+        values = {**values, "patch_size": round_up(values["patch_size"], multiple)}
+    return values
 
 
 def store_config(spec: DatasetSpec, profile: str = "smoke", fold: int | None = 0,
@@ -291,7 +331,8 @@ def store_config(spec: DatasetSpec, profile: str = "smoke", fold: int | None = 0
     Raises:
         ConfigError: unknown profile/setting or a value of the wrong type.
     """
-    values = {**dataset_values(spec), **profile_values(profile), **check_overrides(CUSTOM, overrides)}
+    checked = check_overrides(CUSTOM, overrides)
+    values = fit_crop({**dataset_values(spec), **profile_values(profile), **checked}, checked)
     return ExperimentConfig(name=CUSTOM, table=CUSTOM, dataset=spec.name, profile=profile, fold=fold, **values)
 
 
@@ -355,6 +396,7 @@ def _base(typ):
 _FIELD_RULES = {
     "device": lambda value, where: parse_device(value, where),
     "protocol": lambda value, where: as_choice(value, PROTOCOLS, where),
+    "model": lambda value, where: as_choice(value, tuple(MODELS), where),
 }
 
 
@@ -379,6 +421,23 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     return converters[base](value, where) if base in converters else value
 
 
+def _check_model(cfg: ExperimentConfig) -> None:
+    """The crop fits the model (SAM3D: its encoder; a baseline: its network); a baseline trains online."""
+    entry = get_model_entry(cfg.model)
+    try:
+        if entry.frozen_encoder:
+            check_crop_size(cfg.encoder, tuple(cfg.patch_size[1:]), cfg.encoder_scale, cfg.encoder_pool)
+        else:
+            entry.check_crop(tuple(cfg.patch_size))  # the spacing is the store's: the builder checks with it
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    if not entry.frozen_encoder:
+        if cfg.sam_checkpoint is not None:
+            raise ConfigError(f"{cfg.name}: model {cfg.model!r} has no encoder; it takes no encoder weights "
+                              f"(got {cfg.sam_checkpoint!r})")
+        cfg.encoder_mode = "online"  # the volume is the network's input: nothing to cache
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Convert every field to its type and check value ranges.
 
@@ -392,10 +451,9 @@ def validate(cfg: ExperimentConfig) -> None:
     d, h, w = cfg.patch_size
     if d < 1:
         raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
-    try:
-        check_crop_size(cfg.encoder, (h, w), cfg.encoder_scale, cfg.encoder_pool)
-    except ValueError as exc:
-        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    _check_model(cfg)
+    if cfg.time_budget_s is not None and cfg.time_budget_s <= 0:
+        raise ConfigError(f"{cfg.name}: time_budget_s must be > 0 seconds (or none), got {cfg.time_budget_s}")
     if cfg.encoder_weights == "random" and cfg.sam_checkpoint is not None:
         raise ConfigError(f"{cfg.name}: encoder_weights='random' contradicts sam_checkpoint={cfg.sam_checkpoint!r}")
     if cfg.cache_stride is not None and (min(cfg.cache_stride) < 1):
@@ -417,4 +475,4 @@ def validate(cfg: ExperimentConfig) -> None:
 
 
 __all__ = ["CUSTOM", "ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "dataset_values",
-           "parse_overrides", "profile_values", "store_config", "validate"]
+           "fit_crop", "parse_overrides", "profile_values", "store_config", "validate"]

@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.study.grid import table_jobs
 from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, check_inputs
 from sam3dlib.study.kernel import check_kernel, kernel_for
 from sam3dlib.study.launcher import JOBS_DIR, grid_plan, load_settings, run_grid
-from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
+from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_models, as_seeds
 from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
 from sam3dlib.study.table_run import data_dir_for, select_rows
@@ -90,9 +91,12 @@ def _notebook_for(key: str, out: Path) -> Path:
 
 def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
                 launcher: str = "local", cluster: dict | None = None,
-                released: dict[str, Path | None] | None = None) -> dict:
+                released: dict[str, Path | None] | None = None,
+                models: tuple[str, ...] = (SAM3D_MODEL,)) -> dict:
     extra = {k: (os.fspath(Path(v).resolve()) if v is not None else None) for k, v in (released or {}).items()}
-    return {**extra,
+    return {
+        **extra,
+        "models": list(models),
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
         "sam_checkpoint": os.fspath(ckpt.resolve()) if (ckpt is not None and profile != "smoke") else None,
         "profile": profile,
@@ -236,6 +240,7 @@ def reproduce_table(
     released_weights: str | os.PathLike | None = None,
     released_predictions: str | os.PathLike | None = None,
     kernel: str | None = None,
+    models: Sequence[str] | str | None = None,
 ) -> Path:
     """Execute the table's notebook with papermill into ``<out>/runs/<run id>/``.
 
@@ -262,6 +267,9 @@ def reproduce_table(
             the ladder's middle columns (:mod:`sam3dlib.study.ladder`); None: "not run".
         kernel: the Jupyter kernel to execute the notebook in; None (default): this Python
             (:mod:`sam3dlib.study.kernel`). A named kernel must import sam3dlib (checked first).
+        models: the models to train (``"sam3d unetr nnunet"``; None: SAM3D only): the paper's
+            baselines retrained under the same protocol get rows beside the paper's
+            (:mod:`sam3dlib.study.model_comparison`).
 
     Returns:
         The run folder: the executed notebook, ``tableN_report.html`` (the notebook rendered),
@@ -278,6 +286,7 @@ def reproduce_table(
     key = table_key(n)
     checked = NotebookParams.from_mapping({"profile": profile, "device": device, "launcher": launcher})  # clear errors first
     seeds_t = as_seeds("seeds", seeds) or (0,)
+    models_t = as_models("models", models)
     data = Path(data_dir) if data_dir is not None else None
     ckpt = Path(checkpoint) if checkpoint is not None else None
     out = Path(out)
@@ -289,9 +298,9 @@ def reproduce_table(
     settings = load_settings(cluster_config, cluster) if checked.launcher == "slurm" else None
     released = check_released(key, released_weights, released_predictions)
     run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device,
-                                         **released), force)
+                                         models=models_t, **released), force)
     params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir, checked.launcher,
-                         settings.as_dict() if settings else None, released)
+                         settings.as_dict() if settings else None, released, models_t)
     if dry_run or settings is not None:
         jobs = _grid(key, params, build=not dry_run)
         if dry_run:
