@@ -68,6 +68,8 @@ def test_model_settings_are_checked():
     assert get_config("table1_synapse", "smoke").patch_size == (8, 48, 48)  # SAM3D's crop unchanged
     with pytest.raises(ConfigError, match="multiple of 16"):
         get_config("table1_synapse", "smoke", model="unetr", patch_size=(8, 48, 48))  # a given crop is kept
+    with pytest.raises(ConfigError, match="single voxel"):
+        get_config("table1_synapse", "smoke", model="swinunetr", patch_size=(32, 32, 32))
     with pytest.raises(ConfigError, match="unknown model|one of"):
         get_config("table1_synapse", "smoke", model="unet")
     with pytest.raises(ConfigError, match="no encoder"):

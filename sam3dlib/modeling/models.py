@@ -61,6 +61,9 @@ class ModelEntry:
         if self.crop_multiple and any(int(s) % self.crop_multiple for s in patch_size):
             raise ValueError(f"the {self.name} model needs every crop side a multiple of {self.crop_multiple} "
                              f"(e.g. {baselines.round_up(patch_size, self.crop_multiple)})")
+        if self.name == "swinunetr" and all(int(s) == self.crop_multiple for s in patch_size):
+            raise ValueError(f"the swinunetr model needs one crop side of at least {2 * self.crop_multiple}: its "
+                             "instance-normalised bottleneck cannot train on a single voxel")
         if self.name == "nnunet":
             baselines.plan_dynunet(patch_size, spacing)
 
