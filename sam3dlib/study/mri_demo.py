@@ -274,6 +274,14 @@ def results_table(runs: list[EncoderRun]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def slab_note(run: EncoderRun, case_id: str, z0: int, depth: int, s: MRIDemoSettings) -> str:
+    """The overlay's line about its slab: where it lies in the volume and its own DSC per class (%)."""
+    pc = run.per_case[(run.per_case["case_id"] == case_id) & (run.per_case["metric"] == "DSC")]
+    dsc = ", ".join(f"{r.region} {100 * float(r.value):.1f}" for r in pc.itertuples() if r.region != "average")
+    return (f"test slab {case_id}: slices {z0}-{z0 + depth - 1} of the {s.resolution} mm volume (inferior to "
+            f"superior); this slab's DSC %: {dsc}")
+
+
 def per_slab_table(runs: list[EncoderRun]) -> pd.DataFrame:
     """One row per encoder and test slab (case ids number the slabs inferior to superior): DSC, HD95 (mm)."""
     frames = [run.per_case.assign(encoder=run.label) for run in runs]
@@ -288,8 +296,9 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_task(settings: MRIDemoSettings):
-    """``(train cases, test cases, spec, split note)`` of the MNI152 tissue task for ``settings``."""
+def load_task(settings: MRIDemoSettings, with_origins: bool = False):
+    """``(train cases, test cases, spec, split note)`` of the MNI152 tissue task for ``settings``;
+    ``with_origins`` adds ``{case: first slice z in the volume}`` (for figures in volume coordinates)."""
     from sam3dlib.data.mni import mni152_slabs, mni152_spec, mni152_tissue, slab_arrays
 
     s = settings
@@ -312,7 +321,10 @@ def load_task(settings: MRIDemoSettings):
     note = (f"train: {what}; test: {len(test)} slabs "
             f"(z {test_slabs[0].z0}-{test_slabs[-1].z1 - 1}), superior to the training slices: different anatomy; "
             f"{s.resolution} mm voxels")
-    return train, test, mni152_spec(s.resolution, (s.slab, s.crop, s.crop)), note
+    spec = mni152_spec(s.resolution, (s.slab, s.crop, s.crop))
+    if with_origins:
+        return train, test, spec, note, {sl.case_id: sl.z0 for sl in train_slabs + test_slabs}
+    return train, test, spec, note
 
 
 @dataclass
@@ -364,7 +376,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     t0, cpu0 = time.perf_counter(), time.process_time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    train, test, spec, split_note = load_task(s)
+    train, test, spec, split_note, origins = load_task(s, with_origins=True)
     runs = [train_and_test(s, train, test, spec, variant=v) for v in variants]
     table = results_table(runs)
     write_csv_atomic(table, out / "table.csv")
@@ -381,7 +393,8 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
         tag = "pretrained" if run.pretrained else "random"
         logs.append(write_log(out / f"log_{tag}.csv", run.history))
         cid = sorted(test)[len(test) // 2]
-        fig = plot_overlays(test[cid][0], test[cid][1], run.predictions[cid], None, spec, case_id=f"{cid} ({run.title})")
+        fig = plot_overlays(test[cid][0], test[cid][1], run.predictions[cid], None, spec, case_id=f"{cid} ({run.title})",
+                            slice_offset=origins[cid], note=slab_note(run, cid, origins[cid], len(test[cid][1]), s))
         save_figure(fig, out / f"overlays_{tag}.png")
     fig = plot_training_curves(logs, labels=[r.title for r in runs])
     fig.suptitle(f"Training curves: SAM3D decoder on MNI152 2009a, {s.resolution} mm (test slabs superior to the "
