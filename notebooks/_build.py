@@ -92,7 +92,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
            f"`make reproduce-table{n}` runs this notebook with the `paper` profile on your data and "
            "SAM checkpoint (see `docs/NOTEBOOKS.md`)."),
         params_cell(f"table{n}", dataset),
-        code(SETUP),
+        code(SETUP, hide=True),
         md("## The paper's numbers\n\nAs printed in the paper (Bui et al., ISBI 2024), shipped in "
            "`sam3dlib/resources/paper_tables.csv`.", hide=True),
         code("\n".join(f"display(report.comparison_table({t!r}))" for t in (["5a", "5b"] if n == "5" else [n])), hide=True),
