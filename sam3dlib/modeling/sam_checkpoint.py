@@ -2,7 +2,7 @@
 
 An official file (``sam_vit_b_01ec64.pth`` ...) is a plain state dict of the whole SAM
 model; the encoder's tensors are under ``image_encoder.*``. SAM3D builds the encoder at
-the training crop size, so two kinds of tensors are resized, as the paper's code does:
+the training crop size, so two kinds of tensors are resized, as the authors' code does:
 
 * ``pos_embed`` (1x64x64xE) is interpolated bilinearly (``align_corners=False``) to
   ``(H/16, W/16)``;
@@ -33,11 +33,50 @@ class CheckpointError(UserInputError, ValueError):
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_bytes), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of a file (hex)."""
+    return file_digests(path, chunk_bytes)["sha256"]
+
+
+_DIGESTS: dict[tuple[str, int, int], dict[str, str]] = {}
+
+
+def file_digests(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> dict[str, str]:
+    """``{"md5": ..., "sha256": ...}`` of a file in one read (remembered per path, size and mtime)."""
+    st = os.stat(path)
+    key = (os.fspath(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk_bytes), b""):
+                md5.update(block)
+                sha.update(block)
+        _DIGESTS[key] = {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+    return dict(_DIGESTS[key])
+
+
+def official_identity(path: str | os.PathLike) -> str | None:
+    """Which official SAM checkpoint ``path`` is, verified by md5 when its file name is an official one.
+
+    Returns:
+        e.g. ``"official SAM ViT-B checkpoint sam_vit_b_01ec64.pth (md5 01ec64d29a2f... verified)"``;
+        None when the file has another name (MedSAM's, a user's file: not verified).
+
+    Raises:
+        CheckpointError: an official file name whose md5 differs from the official one (a partial
+            or corrupted download, or another file under that name).
+    """
+    from sam3dlib.modeling.encoders.sam_vit import OFFICIAL_CHECKPOINTS, OFFICIAL_MD5
+
+    name = Path(path).name
+    vit = next((k for k, v in OFFICIAL_CHECKPOINTS.items() if v == name), None)
+    if vit is None:
+        return None
+    md5 = file_digests(path)["md5"]
+    if md5 != OFFICIAL_MD5[vit]:
+        raise CheckpointError(f"{path}: md5 {md5} is not that of the official {name} ({OFFICIAL_MD5[vit]}); the "
+                              f"file is incomplete or another one: sam3d download sam-{vit.replace('_', '-')} "
+                              "fetches and verifies it")
+    return f"official SAM ViT-{vit[-1].upper()} checkpoint {name} (md5 {md5[:12]}... verified)"
 
 
 class CheckpointNote(InputNote):

@@ -14,6 +14,7 @@ from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.study.notebook_params import NotebookParams
 from sam3dlib.study.registry import TableInfo, get_config
 from sam3dlib.study.report import RunConditions
+from sam3dlib.utils import folder_lock
 
 
 def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConfig:
@@ -25,6 +26,7 @@ def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConf
         overrides["encoder_mode"] = p.encoder_mode
     if p.sam_checkpoint is not None:
         overrides["sam_checkpoint"] = os.fspath(p.sam_checkpoint)
+    overrides.update(p.inference_overrides())
     overrides.update(p.overrides)
     return get_config(name, profile=p.profile, **overrides)
 
@@ -82,6 +84,7 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
         The run folder ``out`` (with ``summary.csv`` and ``per_case.csv``).
 
     Raises:
+        FolderInUseError: another live process holds ``out`` (nothing is changed in it).
         RuntimeError: the experiment finished without writing its result files (a bug).
     """
     from sam3dlib.pipeline import is_scored, run_experiment
@@ -91,16 +94,29 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
     if finished_same(out, cfg, store):
         print(f"{info.config} seed {seed}: reusing the finished run with the same config and data")
         return out
-    resume = (out / "checkpoints" / "latest.pt").is_file() and _same_config(out / "config.json", cfg)
-    if out.exists() and not resume:
-        shutil.rmtree(out)  # an earlier run of another config in this notebook's output folder
-    if progress:
-        print(f"{info.config} seed {seed}: {'resuming' if resume else 'training'} ({cfg.epochs} epochs), "
-              "then prediction and scoring of the test cases", flush=True)
-    run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
+    # held from here to the scores: another job (or notebook) on this folder stops, naming this one
+    with folder_lock.hold(out, "experiment run folder"):
+        resume = (out / "checkpoints" / "latest.pt").is_file() and _same_config(out / "config.json", cfg)
+        if not resume:
+            _empty(out)  # an earlier run of another config in this notebook's output folder
+        if progress:
+            print(f"{info.config} seed {seed}: {'resuming' if resume else 'training'} ({cfg.epochs} epochs), "
+                  "then prediction and scoring of the test cases", flush=True)
+        run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
     if not is_scored(run_dir):
         raise RuntimeError(f"{run_dir}: run_experiment returned without a finished, scored run")
     return run_dir
+
+
+def _empty(folder: Path) -> None:
+    """Delete everything in ``folder`` but its lock file (which this process holds)."""
+    for child in folder.iterdir():
+        if child.name == folder_lock.LOCK_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 __all__ = ["conditions_from_run", "experiment_config", "finished_same", "run_seed"]

@@ -46,7 +46,7 @@ from sam3dlib.modeling.encoders.sam_vit import (  # noqa: F401  (re-exported)
 )
 from sam3dlib.utils.errors import ConfigError
 
-#: Decoder upsampling stages (x2 each): blocks 2-4 and the head (paper Fig. 2).
+#: Decoder upsampling stages (x2 each): blocks 2-4 and the head (the authors' code; the paper's Fig. 2 draws them).
 MAX_UPSAMPLINGS = 4
 
 

@@ -42,6 +42,14 @@ OFFICIAL_CHECKPOINTS = {
     "vit_l": "sam_vit_l_0b3195.pth",
     "vit_h": "sam_vit_h_4b8939.pth",
 }
+#: Where Segment Anything publishes them (its README's model checkpoints).
+OFFICIAL_URL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+#: Their md5 digests: the 6 hex characters in each file name are its first 6.
+OFFICIAL_MD5 = {
+    "vit_b": "01ec64d29a2fca3f0661936605ae66f8",
+    "vit_l": "0b3195507c641ddb6910d2bb5adee89c",
+    "vit_h": "4b8939a88964f0f4ff5f5b2642c598a6",
+}
 
 
 def encoder_config(name: str) -> ViTConfig:
@@ -109,8 +117,10 @@ def load_sam_vit_weights(vit: ImageEncoderViT, checkpoint: str | os.PathLike, na
         CheckpointError,
         file_sha256,
         load_encoder_state,
+        official_identity,
     )
 
+    official_identity(checkpoint)  # an official file name must hold the official file (md5)
     state = load_encoder_state(checkpoint, name, image_size)
     try:
         result = vit.load_state_dict(state, strict=False)
