@@ -242,7 +242,7 @@ def explore_nb() -> nbformat.NotebookNode:
              "ex = explore.open_run(run_dir, explore.first_experiment(table))\n"
              "print(ex.describe())", ignore=True),
         md("## Per-case metrics\n\nDSC in % per region and their mean, HD95 in voxels of the original grid (the "
-           "paper's convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
+           "authors' evaluation scripts' convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
            "HD95 of 0 is the convention for an empty prediction, not a perfect border)."),
         code("cases = explore.case_table(ex)\ncases", ignore=True),
         md("## One case\n\n`case_id`, `slices` and `mode` choose what is drawn."),

@@ -184,7 +184,7 @@ def test_comparison_table_highlights_our_rows_and_marks_missed():
     assert re.search(r'<tr class="ours"><th>SAM3D \(this run\)</th>', page)
     assert '<tr class="paper"><th>UNETR++</th>' in page and "tr.ours{background" in page
     row = t.formatted().loc["SAM3D (this run)"]
-    assert row["DSC RKid"] == "0.00 (missed)" and row["DSC LKid"] == "50.00"
+    assert row["RKid"] == "0.00 (missed)" and row["LKid"] == "50.00" and row["Params"] == "1.88"
     assert "(missed)" in t.caption
 
 

@@ -510,6 +510,8 @@ def comparison_table(table: int | str, ours: pd.DataFrame | None = None, layout:
             col = placement.get((rec.metric, rec.region))
             if col is not None:
                 out.at[rec.method, col] = getattr(rec, value_col)
+        if value_col == "sd":  # a parameter count has no spread over seeds
+            return out
         params = "params_printed" if value_col == "printed" else "params_m"
         for m in methods:
             p = rows.loc[rows["method"] == m, params]
