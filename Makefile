@@ -11,7 +11,11 @@ PROFILE ?= paper
 DATA_DIR ?= data
 SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
 SEEDS ?= 0
+## models to train beside the paper's rows: sam3d and/or the baselines unetr, nnunet, swinunetr
+MODELS ?= sam3d
 FORCE ?=
+# a Jupyter kernel to run the table notebooks in (default: the venv's Python, whatever kernel is named python3)
+KERNEL ?=
 # The authors' released files for the ladder's middle columns (README, "Check the paper"); empty: "not run".
 RELEASED_WEIGHTS ?=
 RELEASED_PREDICTIONS ?=
@@ -49,7 +53,7 @@ lock:
 ## DEMO_ARGS="--task phantoms" runs the Table 1 demo on Synapse-like phantoms.
 DEMO_ARGS ?=
 demo: setup
-	$(PY) -m sam3dlib demo --out $(OUT)/demo $(DEMO_ARGS)
+	$(PY) -m sam3dlib demo --out "$(OUT)/demo" $(DEMO_ARGS)
 
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
@@ -71,16 +75,16 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
 
 bench: setup
-	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
-	$(PY) benchmarks/bench_encoders.py --out $(OUT)/bench
+	$(PY) benchmarks/run_bench.py --out "$(OUT)/bench"
+	$(PY) benchmarks/bench_encoders.py --out "$(OUT)/bench"
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
-	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force) \
-		$(if $(RELEASED_WEIGHTS),--released-weights $(RELEASED_WEIGHTS)) \
-		$(if $(RELEASED_PREDICTIONS),--released-predictions $(RELEASED_PREDICTIONS)) \
-		$(if $(PHANTOMS),--phantoms) --launcher $(LAUNCHER) $(if $(CLUSTER_CONFIG),--cluster-config $(CLUSTER_CONFIG)) \
-		$(CLUSTER_ARGS)
+	$(PY) -m sam3dlib reproduce $* --profile "$(PROFILE)" --data-dir "$(DATA_DIR)" \
+		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --models "$(MODELS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
+		$(if $(RELEASED_WEIGHTS),--released-weights "$(RELEASED_WEIGHTS)") \
+		$(if $(RELEASED_PREDICTIONS),--released-predictions "$(RELEASED_PREDICTIONS)") \
+		$(if $(PHANTOMS),--phantoms) --launcher "$(LAUNCHER)" $(if $(CLUSTER_CONFIG),--cluster-config "$(CLUSTER_CONFIG)") \
+		$(CLUSTER_ARGS) $(if $(KERNEL),--kernel "$(KERNEL)")
 
 ## Prepare a paper dataset from its raw folder into DATA_DIR/<dataset>: make prepare-synapse RAW=/path/to/raw
 ## (resumes an interrupted prepare; FORCE=1 rebuilds a broken or outdated store from scratch).

@@ -10,16 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from sam3dlib.config import ExperimentConfig
-from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.modeling.constants import NO_ENCODER, RANDOM_INIT
+from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.study.notebook_params import NotebookParams
 from sam3dlib.study.registry import TableInfo, get_config
 from sam3dlib.study.report import RunConditions
 from sam3dlib.utils import folder_lock
 
 
-def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConfig:
-    """The config of experiment ``name`` under the notebook's parameters (device kept as given, ``cuda:N`` too)."""
+def experiment_config(name: str, p: NotebookParams, seed: int, model: str = SAM3D_MODEL) -> ExperimentConfig:
+    """The config of experiment ``name`` under the notebook's parameters (device kept as given, ``cuda:N`` too)
+    for ``model`` (a baseline takes no encoder settings: it has no encoder)."""
     overrides: dict[str, Any] = {"seed": seed, "protocol": p.protocol, "device": p.device}
+    if model != SAM3D_MODEL:
+        return get_config(name, profile=p.profile, **{**overrides, **p.overrides, "model": model})
     if p.encoder is not None:
         overrides["encoder"] = p.encoder
     if p.encoder_mode is not None:
@@ -53,7 +57,9 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
     encoder = str(prov.get("encoder") or cfg.get("encoder") or p.encoder or "vit_b")
     ckpt = prov.get("encoder_checkpoint") or cfg.get("sam_checkpoint") or (os.fspath(p.sam_checkpoint) if p.sam_checkpoint else None)
     sha = prov.get("encoder_sha256")
-    if prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT):
+    if encoder == NO_ENCODER:  # a retrained baseline: no encoder, no weights file
+        ck = NO_ENCODER
+    elif prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT):
         ck = RANDOM_INIT
     else:
         ck = Path(str(ckpt)).name + (f" (sha256 {sha[:12]})" if isinstance(sha, str) and sha != RANDOM_INIT else "")
@@ -77,8 +83,9 @@ def finished_same(run_dir: Path, cfg: ExperimentConfig, store: Path) -> bool:
     return _same_config(run_dir / "config.json", cfg) and prov.get("data_dir") == os.fspath(store.resolve())
 
 
-def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out: Path, progress: bool = False) -> Path:
-    """One experiment: reuse a finished run of the same config and data, resume an interrupted one.
+def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out: Path, progress: bool = False,
+             model: str = SAM3D_MODEL) -> Path:
+    """One experiment with ``model``: reuse a finished run of the same config and data, resume an interrupted one.
 
     Returns:
         The run folder ``out`` (with ``summary.csv`` and ``per_case.csv``).
@@ -89,7 +96,7 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
     """
     from sam3dlib.pipeline import is_scored, run_experiment
 
-    cfg = experiment_config(info.config, p, seed)
+    cfg = experiment_config(info.config, p, seed, model)
     store = data_dir / info.dataset
     if finished_same(out, cfg, store):
         print(f"{info.config} seed {seed}: reusing the finished run with the same config and data")
