@@ -371,20 +371,15 @@ def test_demo_summary_is_one_page_with_the_run_facts(tmp_path):
         assert fact in page, fact
 
 
-def test_demo_overlays_number_slices_in_the_volume_and_show_the_slab_dsc():
-    """The demo's test slabs are parts of one volume: their overlays count slices from the volume's
-    first slice and carry the slab's own DSC."""
-    import dataclasses
 
-    from sam3dlib.study.mri_demo import MRIDemoSettings, load_task, slab_note
+def test_demo_overlay_note_places_the_slab_in_the_volume_with_its_dsc():
+    """The demo's test slabs are parts of one volume: the overlay counts slices from the volume's
+    first slice (``slice_offset``) and carries the slab's own DSC."""
+    from sam3dlib.study.mri_demo import MRIDemoSettings, slab_note
 
-    s = dataclasses.replace(MRIDemoSettings(), resolution=4, slab=2, gap=2, crop=64, train_slabs=1, test_slabs=2)
-    train, test, _, note, origins = load_task(s, with_origins=True)
-    first, second = sorted(test)
-    assert origins[second] == origins[first] + s.slab and min(origins[c] for c in test) > max(origins[c] for c in train)
-    assert f"z {origins[first]}-{origins[second] + s.slab - 1}" in note  # the split note counts the same way
-    run = SimpleNamespace(per_case=pd.DataFrame({"case_id": [first] * 3, "region": ["GM", "WM", "average"],
-                                                 "metric": ["DSC"] * 3, "value": [0.747, 0.608, 0.68]}))
-    text = slab_note(run, first, origins[first], s.slab, s)
-    assert text == (f"test slab {first}: slices {origins[first]}-{origins[first] + 1} of the 4 mm volume (inferior to "
-                    "superior); this slab's DSC %: GM 74.7, WM 60.8")
+    per_case = pd.DataFrame({"case_id": ["mni152_009"] * 3, "region": ["GM", "WM", "average"],
+                             "metric": ["DSC"] * 3, "value": [0.747, 0.608, 0.68]})
+    s = MRIDemoSettings()
+    assert slab_note(per_case, "mni152_009", 40, 46, s) == (
+        f"test slab mni152_009: slices 40-45 of the {s.resolution} mm volume (inferior to superior); "
+        "this slab's DSC %: GM 74.7, WM 60.8")
