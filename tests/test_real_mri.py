@@ -43,7 +43,8 @@ def _probe_dsc(pretrained: bool, slabs) -> float:
     train, test = slabs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_sam3d(len(MNI_LABELS), image_size=CROP, encoder="litemedsam", pretrained=pretrained)
+        model = build_sam3d(len(MNI_LABELS), image_size=CROP, encoder="litemedsam",
+                            encoder_weights=None if pretrained else "random")
         xtr, ytr = _features(model, train)
         xte, yte = _features(model, test)
         mean, std = xtr.mean(0), xtr.std(0) + 1e-6

@@ -31,6 +31,17 @@ def device_type(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def renamed_option(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Accept the old spelling ``old`` only to stop with one line naming the new one (exit code 2)."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, p, namespace, values, option_string=None):  # noqa: ANN001 - argparse's signature
+            print(f"{p.prog}: error: {old} was renamed: use {new}", file=sys.stderr)
+            sys.exit(2)
+
+    parser.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam3d", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)

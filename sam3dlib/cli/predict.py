@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sam3dlib.cli import UserError, device_type
+from sam3dlib.cli import UserError, device_type, renamed_option
 from sam3dlib.utils.devices import DEVICE_CHOICES
 
 
@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", required=True, type=Path, nargs="+",
                    help="NIfTI file, one file per modality, or a folder")
     p.add_argument("-o", "--output", required=True, type=Path, help="label file (.nii.gz) or folder")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="default: best")
+    p.add_argument("--which", choices=("best", "latest"), default="best",
+                   help="the run's checkpoint: best (highest smoothed validation Dice) or latest (default: best)")
+    renamed_option(p, "--checkpoint", "--which best|latest")
     p.add_argument("--device", type=device_type, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     check_not_overwriting_inputs(inputs, args.output, output_is_folder=folder_in)  # before loading the model
     check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
     with warnings_as_lines("predict", UnfinishedRunWarning):  # e.g. an unfinished run: one line
-        loaded = load_run(args.run, args.device, args.checkpoint)
+        loaded = load_run(args.run, args.device, args.which)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress)
         print(f"wrote {len(written)} label map(s) to {args.output}")

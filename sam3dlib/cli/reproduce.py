@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam3dlib.cli import device_type
+from sam3dlib.cli import device_type, renamed_option
 from sam3dlib.config import PROFILES
-from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, MissingInputError
+from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, MissingInputError
 from sam3dlib.utils.devices import DEVICE_CHOICES
 
 
@@ -14,13 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
         help="regenerate a paper table (1-5) with papermill, side by side with the paper's numbers",
-        description="Checks the data and checkpoint first, then executes notebooks/0N_*.ipynb into "
+        description="Checks the data and the encoder weights first, then executes notebooks/0N_*.ipynb into "
         "OUT/runs/<run id>/ and points OUT/latest at it.",
     )
     p.add_argument("table", help="paper table: 1, 2, 3, 4 or 5")
     p.add_argument("--profile", default="paper", choices=PROFILES)
     p.add_argument("--data-dir", default="data", help="folder with prepared stores DATA_DIR/<dataset>/ (default: data)")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="SAM ViT-B checkpoint (not used by --profile smoke)")
+    p.add_argument("--encoder-weights", default=str(DEFAULT_ENCODER_WEIGHTS),
+                   help="SAM ViT-B weights file (default: %(default)s; not used by --profile smoke)")
+    renamed_option(p, "--checkpoint", "--encoder-weights FILE")
     p.add_argument("--seeds", default="0", help='seeds, e.g. "0 1 2" (the table shows mean ± sd)')
     p.add_argument("--out", default=None, help="results folder (default: results/tableN)")
     p.add_argument("--device", default="auto", type=device_type, help=DEVICE_CHOICES)
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"results/table{args.table}"
     try:
         run_dir = reproduce_table(
-            args.table, profile=args.profile, data_dir=args.data_dir, checkpoint=args.checkpoint,
+            args.table, profile=args.profile, data_dir=args.data_dir, encoder_weights=args.encoder_weights,
             seeds=args.seeds, out=out, force=args.force, device=args.device, log_output=args.log_output,
         )
     except MissingInputError as exc:

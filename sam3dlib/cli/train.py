@@ -5,7 +5,7 @@ Examples::
 
     sam3d train custom --data data/heart --out runs/heart --profile quick --fold 0   # your own dataset
 
-    sam3d train table1_synapse --data data/synapse --out runs/t1 --profile paper --set sam_checkpoint=checkpoints/sam_vit_b_01ec64.pth
+    sam3d train table1_synapse --data data/synapse --out runs/t1 --profile paper --set encoder_weights=checkpoints/sam_vit_b_01ec64.pth
     sam3d train table2_acdc --data data/acdc --out runs/t2 --profile quick --set patch_size=14,160,160
     sam3d train table1_synapse --data data/synapse --out runs/t1 --resume
     sam3d train table1_synapse --data data/synapse --out runs/t1 --force    # delete the run there, start over

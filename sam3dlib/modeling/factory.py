@@ -19,7 +19,7 @@ def torch_dtype(name: str) -> torch.dtype | None:
 def build_model(config, spec) -> SAM3D:
     """SAM3D for ``config`` on dataset ``spec``, built under ``config.seed``.
 
-    A random encoder (no weights file, or ``encoder_weights="random"``) is therefore the same in training, in the
+    A random encoder (a ViT without a weights file, or ``encoder_weights="random"``) is therefore the same in training, in the
     feature cache and when a run is reloaded for prediction. The caller's RNG is untouched.
     """
     with torch.random.fork_rng(devices=[]):
@@ -29,7 +29,7 @@ def build_model(config, spec) -> SAM3D:
             in_channels=spec.num_channels,
             image_size=tuple(config.patch_size[1:]),
             encoder=config.encoder,
-            checkpoint=config.sam_checkpoint,
+            encoder_weights=config.encoder_weights,
             skip=config.skip,
             deep_supervision=config.deep_supervision,
             encoder_dtype=torch_dtype(config.encoder_dtype),
@@ -37,5 +37,4 @@ def build_model(config, spec) -> SAM3D:
             fast_attention=config.fast_attention,
             encoder_scale=config.encoder_scale,
             encoder_pool=config.encoder_pool,
-            pretrained=config.encoder_weights == "pretrained",
         )

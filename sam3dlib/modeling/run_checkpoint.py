@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam3dlib.modeling.sam_checkpoint import CheckpointError
+from sam3dlib.modeling.weights_file import CheckpointError
 from sam3dlib.utils.errors import MissingFileError
 from sam3dlib.utils.fileio import atomic_torch_save
 

@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError
-from sam3dlib.study.report import write_csv_atomic
 from sam3dlib.utils.errors import MissingFileError
-from sam3dlib.utils.fileio import atomic_write_json
+from sam3dlib.utils.fileio import atomic_write_csv, atomic_write_json
 from sam3dlib.utils.finished import is_finished
 
 PREDICTIONS = "predictions"
@@ -78,12 +77,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     # a user's dataset: HD95 in voxels (the tables' convention) and in mm (HD95_strict)
     per_case = evaluate_pairs(pairs, store.spec, "both" if store.is_user_dataset else "paper")
     summary = aggregate(per_case, store.spec)
-    write_csv_atomic(per_case, run / "per_case.csv")
-    write_csv_atomic(summary, run / "summary.csv")
+    atomic_write_csv(run / "per_case.csv", per_case)
+    atomic_write_csv(run / "summary.csv", summary)
     cfg = loaded.config
     atomic_write_json(run / RESULTS_FILE, {
         "seed": cfg.seed, "experiment": cfg.name, "profile": cfg.profile, "protocol": cfg.protocol,
-        "encoder": cfg.encoder, "encoder_checkpoint": cfg.sam_checkpoint, "checkpoint": Path(loaded.checkpoint).name,
+        "encoder": cfg.encoder, "encoder_weights": cfg.encoder_weights, "checkpoint": Path(loaded.checkpoint).name,
         "data_dir": str(Path(data_dir).resolve()), "cases": list(case_ids), "files": ["per_case.csv", "summary.csv"],
         "dropped_unlabelled_cases": dropped,
     })

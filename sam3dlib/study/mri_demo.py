@@ -208,6 +208,7 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
     and crop (then nothing is encoded here and ``encode_seconds`` is 0).
     """
     from sam3dlib.modeling.build import build_sam3d
+    from sam3dlib.modeling.constants import RANDOM_WEIGHTS
     from sam3dlib.modeling.losses import sam3d_loss
     from sam3dlib.training.optim import poly_decay
 
@@ -216,7 +217,8 @@ def train_and_test(settings: MRIDemoSettings, train_cases, test_cases, spec, pre
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=v.encoder, encoder_pool=embedding_pool(s, v),
-                            pretrained=v.pretrained, checkpoint=v.checkpoint, encoder_scale=v.encoder_scale)
+                            encoder_weights=v.checkpoint if v.pretrained else RANDOM_WEIGHTS,
+                            encoder_scale=v.encoder_scale)
     t0 = time.perf_counter()
     encode_seconds = 0.0
     if unpooled is None:
@@ -351,9 +353,10 @@ def check_settings(settings: MRIDemoSettings) -> None:
 def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool = False,
                  settings: MRIDemoSettings | None = None) -> dict:
     """Run the demo; write its table, overlays, curves and ``demo.json`` under ``out``; return the record."""
-    from sam3dlib.study.report import save_figure, write_csv_atomic
+    from sam3dlib.study.report import save_figure
     from sam3dlib.study.report_figures import plot_overlays, plot_training_curves
     from sam3dlib.training.logging import write_log
+    from sam3dlib.utils.fileio import atomic_write_csv
 
     s = settings or MRIDemoSettings()
     check_settings(s)
@@ -367,8 +370,8 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     train, test, spec, split_note = load_task(s)
     runs = [train_and_test(s, train, test, spec, variant=v) for v in variants]
     table = results_table(runs)
-    write_csv_atomic(table, out / "table.csv")
-    write_csv_atomic(per_slab_table(runs), out / "per_slab.csv")
+    atomic_write_csv(out / "table.csv", table)
+    atomic_write_csv(out / "per_slab.csv", per_slab_table(runs))
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{split_note}.\n"
         f"Labels: the template's own tissue probability maps, thresholded (not manual segmentations). "

@@ -34,7 +34,7 @@ from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.evaluation.metrics import AVERAGE
 from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
 from sam3dlib.study.registry import table_key
-from sam3dlib.utils.fileio import atomic_write, atomic_write_text
+from sam3dlib.utils.fileio import atomic_write, atomic_write_csv, atomic_write_text
 
 #: The paper the reference rows come from; every paper number is labelled with it.
 PAPER = "Bui et al., SAM3D, ISBI 2024"
@@ -44,7 +44,7 @@ OURS_SUFFIX = " (this run)"
 #: The paper's long format.
 LONG_COLUMNS = ["table", "dataset", "method", "group", "params_m", "metric", "region", "value"]
 #: Columns we add: where a row comes from and under which conditions it was measured.
-CONDITION_COLUMNS = ["source", "sd", "n_seeds", "seeds", "encoder", "encoder_checkpoint", "data", "profile", "protocol"]
+CONDITION_COLUMNS = ["source", "sd", "n_seeds", "seeds", "encoder", "encoder_weights", "data", "profile", "protocol"]
 ALL_COLUMNS = LONG_COLUMNS + CONDITION_COLUMNS
 
 
@@ -94,7 +94,7 @@ class RunConditions:
 
     Attributes:
         encoder: ViT name (``vit_b``; ``vit_tiny`` is a test stand-in, not SAM).
-        encoder_checkpoint: checkpoint file name (and short sha256) or ``"random init"``.
+        encoder_weights: the weights file name (and short sha256) or ``"random init"``.
         data: ``"phantom"`` or the dataset's name.
         profile: ``paper``, ``quick`` or ``smoke``.
         protocol: split protocol, ``paper`` or ``clean``.
@@ -102,7 +102,7 @@ class RunConditions:
     """
 
     encoder: str
-    encoder_checkpoint: str
+    encoder_weights: str
     data: str
     profile: str
     protocol: str
@@ -110,7 +110,7 @@ class RunConditions:
 
     @property
     def random_encoder(self) -> bool:
-        return self.encoder_checkpoint == RANDOM_INIT
+        return self.encoder_weights == RANDOM_INIT
 
     @property
     def phantom(self) -> bool:
@@ -126,7 +126,7 @@ class RunConditions:
         if self.random_encoder:
             enc = f"random-init {self.encoder} encoder"
         else:
-            enc = f"{self.encoder} encoder from {self.encoder_checkpoint}"
+            enc = f"{self.encoder} encoder from {self.encoder_weights}"
         data = "phantom data" if self.phantom else f"{self.data} data"
         seeds = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"{len(self.seeds)} seeds"
         parts = [enc, data, f"{self.profile} profile", f"{self.protocol} protocol", seeds]
@@ -322,7 +322,7 @@ def _caption(table: str, ours: pd.DataFrame) -> str:
         c = ours.iloc[0]
         seeds = str(c["seeds"]).split()
         cond = RunConditions(
-            str(c["encoder"]), str(c["encoder_checkpoint"]), str(c["data"]), str(c["profile"]),
+            str(c["encoder"]), str(c["encoder_weights"]), str(c["data"]), str(c["profile"]),
             str(c["protocol"]), tuple(int(s) for s in seeds) or (0,),
         )
         parts.append(f"'{OURS_SUFFIX.strip()}' rows: {cond.describe()}.")
@@ -394,11 +394,6 @@ def long_table(table: int | str, ours: pd.DataFrame) -> pd.DataFrame:
 # Files
 
 
-def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """``df.to_csv`` without the index, atomically."""
-    return atomic_write_text(path, df.to_csv(index=False))
-
-
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG atomically."""
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
@@ -411,7 +406,7 @@ def write_table_files(out_dir: str | os.PathLike, name: str, long: pd.DataFrame,
     md = "\n".join(t.to_markdown() for t in tables)
     page = "\n".join(t.to_html() for t in tables)
     return {
-        "csv": write_csv_atomic(long, out / f"{name}.csv"),
+        "csv": atomic_write_csv(out / f"{name}.csv", long),
         "md": atomic_write_text(out / f"{name}.md", md),
         "html": atomic_write_text(out / f"{name}.html", f"<html><body>\n{page}\n</body></html>\n"),
     }

@@ -1,6 +1,6 @@
 """``make reproduce-tableN`` / ``sam3d reproduce N``: regenerate a paper table from its notebook.
 
-:func:`reproduce_table` checks the data and checkpoint *before any work*
+:func:`reproduce_table` checks the data and the encoder weights *before any work*
 (:func:`~sam3dlib.study.inputs.check_inputs`), executes the table's notebook with papermill into
 ``<out>/runs/<run id>/`` (never into ``notebooks/``; :mod:`sam3dlib.study.run_folders`), renders
 the executed notebook to a standalone HTML report beside the table's CSV with nbconvert, and
@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, check_inputs
+from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, check_inputs
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
 from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
@@ -82,10 +82,10 @@ def _notebook_for(key: str, out: Path) -> Path:
     return nb_dir / NOTEBOOKS[key]
 
 
-def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path) -> dict:
+def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path) -> dict:
     return {
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
-        "sam_checkpoint": os.fspath(ckpt.resolve()) if (ckpt is not None and profile != "smoke") else None,
+        "encoder_weights": os.fspath(weights.resolve()) if (weights is not None and profile != "smoke") else None,
         "profile": profile,
         "seeds": list(seeds),
         "seed": int(seeds[0]),
@@ -107,7 +107,7 @@ def reproduce_table(
     n: int | str,
     profile: str = "paper",
     data_dir: str | os.PathLike | None = "data",
-    checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
+    encoder_weights: str | os.PathLike | None = DEFAULT_ENCODER_WEIGHTS,
     seeds: Sequence[int] | str | int = (0,),
     out: str | os.PathLike = "results/table1",
     force: bool = False,
@@ -120,7 +120,7 @@ def reproduce_table(
         n: paper table 1-5.
         profile: ``paper``, ``quick`` or ``smoke``.
         data_dir: folder with prepared stores ``<data_dir>/<dataset>/`` (None: built-in phantoms).
-        checkpoint: SAM ViT-B file (not needed, and not used, by ``smoke``).
+        encoder_weights: SAM ViT-B weights file (not needed, and not used, by ``smoke``).
         seeds: seeds to run (``"0 1 2"``); the table shows mean ± sd over them.
         out: results folder of this table (``results/tableN``).
         force: run again even if a finished run with the same inputs exists.
@@ -132,7 +132,7 @@ def reproduce_table(
         ``tableN.csv`` / ``.md`` / ``.html``, ``per_case.csv``, ``figures/``, ``finished.json``.
 
     Raises:
-        MissingInputError: data or checkpoint missing (checked before any work).
+        MissingInputError: data or encoder weights missing (checked before any work).
         FinishedRunError: a finished run with the same inputs exists and ``force`` is False.
         ParameterError: a bad table/profile/seeds/device.
         MissingDependencyError: papermill/nbconvert/ipykernel not installed.
@@ -141,14 +141,14 @@ def reproduce_table(
     checked = NotebookParams.from_mapping({"profile": profile, "device": device})  # clear errors first
     seeds_t = as_seeds("seeds", seeds) or (0,)
     data = Path(data_dir) if data_dir is not None else None
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    weights = Path(encoder_weights) if encoder_weights is not None else None
     out = Path(out)
     nb = _notebook_for(key, out)
     require_study_packages()
-    check_inputs(key, profile, data, ckpt)
-    run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device), force)
+    check_inputs(key, profile, data, weights)
+    run_dir = select_run_dir(out, run_id(key, profile, data, weights if profile != "smoke" else None, seeds_t, checked.device), force)
     run_dir.mkdir(parents=True, exist_ok=True)
-    params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir)
+    params = _parameters(data, weights, profile, seeds_t, checked.device, run_dir)
     atomic_write_json(run_dir / "params.json", {"table": key, **params})
     seconds = _execute(nb, run_dir, params, log_output)
     if not (run_dir / f"table{key}.csv").is_file():

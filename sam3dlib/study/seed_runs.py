@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sam3dlib.config import ExperimentConfig
-from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.config import ExperimentConfig, upgrade_saved_values
+from sam3dlib.modeling.constants import RANDOM_INIT, RANDOM_WEIGHTS
 from sam3dlib.study.notebook_params import NotebookParams
 from sam3dlib.study.registry import TableInfo, get_config
 from sam3dlib.study.report import RunConditions
@@ -23,8 +23,8 @@ def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConf
         overrides["encoder"] = p.encoder
     if p.encoder_mode is not None:
         overrides["encoder_mode"] = p.encoder_mode
-    if p.sam_checkpoint is not None:
-        overrides["sam_checkpoint"] = os.fspath(p.sam_checkpoint)
+    if p.encoder_weights is not None:
+        overrides["encoder_weights"] = p.encoder_weights
     overrides.update(p.overrides)
     return get_config(name, profile=p.profile, **overrides)
 
@@ -49,15 +49,17 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
     cfg = _read_json(run_dir / "config.json")
     cfg = cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
     encoder = str(prov.get("encoder") or cfg.get("encoder") or p.encoder or "vit_b")
-    ckpt = prov.get("encoder_checkpoint") or cfg.get("sam_checkpoint") or (os.fspath(p.sam_checkpoint) if p.sam_checkpoint else None)
+    saved = upgrade_saved_values(cfg).get("encoder_weights")
+    # runs written before the rename recorded the weights under "encoder_checkpoint"
+    ckpt = prov.get("encoder_weights") or prov.get("encoder_checkpoint") or saved or p.encoder_weights
     sha = prov.get("encoder_sha256")
-    if prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT):
+    if prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT, RANDOM_WEIGHTS):
         ck = RANDOM_INIT
     else:
         ck = Path(str(ckpt)).name + (f" (sha256 {sha[:12]})" if isinstance(sha, str) and sha != RANDOM_INIT else "")
     return RunConditions(
         encoder=encoder,
-        encoder_checkpoint=ck,
+        encoder_weights=ck,
         data="phantom" if bool(prov.get("phantom", phantom)) else dataset,
         profile=str(prov.get("profile") or cfg.get("profile") or p.profile),
         protocol=str(prov.get("protocol") or cfg.get("protocol") or p.protocol),

@@ -53,7 +53,7 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "packages": package_versions(),
         "python": platform.python_version(),
         "encoder": config.encoder,
-        "encoder_checkpoint": model.encoder_source or RANDOM_INIT,
+        "encoder_weights": model.encoder_source or RANDOM_INIT,
         "encoder_input_hw": list(model.input_hw),
         "encoder_sha256": model.encoder_sha256 or RANDOM_INIT,
         "random_encoder": model.encoder_sha256 is None,
