@@ -1,4 +1,4 @@
-"""Encoder input scale on the real-MRI task (issue 12): mean DSC and seconds per decoder step.
+"""Encoder input scale on the real-MRI task: mean DSC and seconds per decoder step.
 
 vit_b (random) at encoder scales 1, 2, 4 and LiteMedSAM (pretrained, random) at its native size on
 the MNI152 tissue task at 4 mm (64 px crop), every grid pooled to at most 16 x 16, 100 decoder

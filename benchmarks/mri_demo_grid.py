@@ -1,4 +1,4 @@
-"""The MRI demo's settings (issue 12 item 4): test-slab DSC and seconds per candidate, encoding counted.
+"""The MRI demo's settings: test-slab DSC and seconds per candidate, encoding counted.
 
 Each (resolution, crop) is encoded once with the pretrained encoder on its own grid (timed), then
 every candidate pools those embeddings to its ``max_grid`` and trains the decoder

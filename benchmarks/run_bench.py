@@ -1,4 +1,4 @@
-"""SAM3D speed benchmarks (GitHub issue 6): one run, one machine, ``bench.json`` + ``bench.md``.
+"""SAM3D speed benchmarks: one run, one machine, ``bench.json`` + ``bench.md``.
 
 Measures, with a random-weight checkpoint in the official format written by this script:
 

@@ -400,13 +400,20 @@ def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNo
     return nb
 
 
+def stable_ids(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Cell ids from the cell's position, so a rebuild changes only what changed (smaller diffs and merges)."""
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"
+    return nb
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--execute", action="store_true", help="run each notebook and store its deterministic outputs")
     ap.add_argument("names", nargs="*", help="notebooks to build (default: all)")
     args = ap.parse_args(argv)
     for name in args.names or NOTEBOOKS:
-        nb = NOTEBOOKS[name]()
+        nb = stable_ids(NOTEBOOKS[name]())
         path = HERE / f"{name}.ipynb"
         nbformat.write(nb, path)
         if args.execute:

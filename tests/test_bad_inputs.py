@@ -417,8 +417,25 @@ def test_bad_input(name, build, ctx, capsys):
         bad.after()
 
 
-def test_table_has_enough_rows():
-    assert len(ROWS) >= 15 and len({r[0] for r in ROWS}) == len(ROWS)
+def _bad_input_builders() -> set[str]:
+    """Names of this module's functions that build a bad input (``def name(c: Ctx) -> Bad``)."""
+    import ast
+
+    tree = ast.parse(Path(__file__).read_text())
+    return {f.name for f in tree.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")
+            and isinstance(f.returns, ast.Name) and f.returns.id == "Bad"}
+
+
+def test_table_has_every_bad_input_once_and_matches_the_docs():
+    """Every bad input written here runs (once), and docs/RELIABILITY.md states the table's size."""
+    import re
+
+    builders = [fn.__name__ for _, fn in ROWS]
+    assert len({name for name, _ in ROWS}) == len(ROWS) and len(set(builders)) == len(builders)
+    assert set(builders) == _bad_input_builders()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md").read_text()
+    stated = re.search(r"`tests/test_bad_inputs.py` is a table of (\d+) rows", doc)
+    assert stated and int(stated.group(1)) == len(ROWS), "docs/RELIABILITY.md states another number of rows"
 
 
 # --------------------------------------------------------------------------- handled, not errors

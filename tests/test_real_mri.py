@@ -1,6 +1,6 @@
 """Real data: nilearn's MNI152 template at 4 mm. A linear probe on LiteMedSAM's frozen embeddings
 separates grey from white matter on slices above the training ones, well above a floor and above
-the same network randomly initialised (issue 12: pretraining must show)."""
+the same network randomly initialised (pretraining must show)."""
 from __future__ import annotations
 
 import numpy as np

@@ -67,7 +67,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         which: ``best`` (the paper's ``--valbest``) or ``latest``.
 
     Raises:
-        RunError: missing or unreadable files (invalid JSON), or the encoder checkpoint changed
+        RunError: missing or unreadable files (invalid JSON), or the encoder weights file changed
             since training.
         ConfigError: the run's ``config.json`` is invalid (names the file).
 

@@ -25,7 +25,7 @@ max|embedding| (``tests/test_encoders.py``; observed 4.5e-6). Measured with
 ``PYTHONPATH=$PWD python benchmarks/bench_encoders.py --slices 4 --reps 3 --no-vit`` (packaged
 and ours in turns, one run, 2 quiet CPU cores, load average 1.6-1.9): 0.561 vs 1.891 slices/s,
 **3.37x**, ours at 73 % of the measured fp32 matmul peak (3.08-3.42x in three runs on the
-loaded cores; the first round's forward without the workers: 2.25x quiet;
+loaded cores; the forward without the per-core workers: 2.25x quiet;
 ``docs/PERFORMANCE.md``, "LiteMedSAM fast forward").
 """
 from __future__ import annotations

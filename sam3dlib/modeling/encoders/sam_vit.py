@@ -4,7 +4,7 @@ The numbers are those of segment-anything's ``build_sam_vit_{b,l,h}``; :data:`VI
 two-block, randomly initialised stand-in of ours for fast tests only (no official weights exist
 for it). The encoder is built at its input size (the crop size times the encoder input scale;
 the paper: the crop size) and official weights are resized to it, as the paper's code does
-(docs/REFERENCE.md, "Encoder weights"):
+(docs/REFERENCE.md, "Encoder input and weights"):
 
 * ``pos_embed`` (1 x 64 x 64 x E) is interpolated bilinearly (``align_corners=False``) to
   ``(H/16, W/16)``;
