@@ -220,7 +220,7 @@ def custom_nb() -> nbformat.NotebookNode:
         code("from pathlib import Path\n\nfrom IPython.display import Image, display\n\n"
              "from sam3dlib.data.planning import describe_plan\n"
              "from sam3dlib.data.user_phantoms import write_user_phantom\n"
-             "from sam3dlib.study import custom\n"
+             "from sam3dlib import pipeline\n"
              "from sam3dlib.study import report_figures as rf\n"
              "from sam3dlib.study.table_figures import overlay_arrays\n\n"
              "out = Path(out_dir)\n"
@@ -231,7 +231,7 @@ def custom_nb() -> nbformat.NotebookNode:
              "print(\"raw data:\", \"generated phantom\" if raw_dir is None else \"your folder\")"),
         md("## The plan\n\nDerived from the data by nnU-Net's rules (`docs/DATA.md`); stored in the store's "
            "`dataset.json`, and every value can be imposed with `plan`."),
-        code("store = custom.prepare(raw, store_dir, plan, progress=False)\nprint(describe_plan(store.meta))"),
+        code("store = pipeline.prepare(raw, store_dir, plan, progress=False)\nprint(describe_plan(store.meta))"),
         code("split = store.split(fold=fold)\n"
              "print(f\"fold {fold}: {len(split.train)} training cases, {len(split.test)} test cases\")\n"
              "case = split.test[0]\n"
@@ -240,12 +240,12 @@ def custom_nb() -> nbformat.NotebookNode:
         code("settings = dict(overrides, device=device)\n"
              "if encoder:\n    settings[\"encoder\"] = encoder\n"
              "if encoder_weights:\n    settings[\"encoder_weights\"] = encoder_weights\n"
-             "run = custom.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
+             "run = pipeline.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
              "print(\"run written to\", run)", ignore=True),
         md("Training curve (loss, validation Dice):"),
         code("display(Image(filename=str(run / \"training_curve.png\")))"),
         md("Per class on the test cases: DSC in %, HD95 in voxels (the paper's tables) and in mm."),
-        code("custom.per_class_table(run).round(2)", ignore=True),
+        code("pipeline.per_class_table(run).round(2)", ignore=True),
         md("## Overlays\n\nImage, ground truth and prediction of a test case on its original grid."),
         code("image, gt, pred, case = overlay_arrays(run, store_dir)\n"
              "display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))", ignore=True),

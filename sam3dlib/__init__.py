@@ -22,7 +22,7 @@ _LAZY = {
     "evaluate_case": "evaluation.metrics",
     "sliding_window_predict": "inference.sliding_window",
     "get_config": "study.registry",
-    "run_experiment": "study.experiment",
+    "run_experiment": "pipeline",
     "predict_file": "inference.predictor",
 }
 

@@ -31,7 +31,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sam3dlib.data.specs import get_spec
+from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.constants import RANDOM_WEIGHTS
 from sam3dlib.modeling.encoders import check_crop_size
@@ -98,8 +98,8 @@ class ExperimentConfig:
         encoder_chunk_size: slices per encoder call.
         optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
         fast_attention: the exact, faster attention path for the encoder (sam3dlib.modeling.fast_attention).
-        fold: the fold of a user dataset's ``splits_final.json`` (``custom`` only; None for the
-            paper's fixed splits).
+        fold: the fold of the store's ``splits_final.json`` (stores whose plan splits by folds;
+            None for the paper's fixed splits).
         profile: the profile the values came from.
     """
 
@@ -153,12 +153,18 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        """The settings and who wrote them (:data:`WRITER_KEYS`): a run's ``config.json``."""
+        from sam3dlib.utils.version import package_version
+
+        return json.dumps({**self.to_dict(), "sam3dlib_version": package_version(), "config_format": CONFIG_FORMAT},
+                          indent=2)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        """Rebuild from :meth:`to_dict` output (lists become tuples; unknown keys are errors)."""
-        values = upgrade_saved_values(values)
+        """Rebuild from :meth:`to_dict` output (lists become tuples; unknown keys are errors;
+        :data:`WRITER_KEYS` are ignored; renamed settings are upgraded (:func:`upgrade_saved_values`);
+        missing settings take today's defaults: for a file a run wrote, use :meth:`load`, which does not)."""
+        values = upgrade_saved_values({k: v for k, v in values.items() if k not in WRITER_KEYS})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -170,11 +176,17 @@ class ExperimentConfig:
         """The config saved in ``path`` (a run's ``config.json``).
 
         Raises:
-            ConfigError: the file is unreadable, not a JSON object, or has unknown settings
-                (the message names the file).
+            ConfigError: the file is unreadable, not a JSON object, has unknown settings, lacks a
+                setting :data:`EARLIER_VALUES` cannot fill, or was written in a newer format (the
+                message names the file and the writing and reading versions).
+
+        Warns:
+            InputNote: a setting the writing version did not have was filled with the value that
+                reproduces that version's behaviour.
         """
         try:
-            return cls.from_dict(read_json(path, ConfigError, expect=dict))
+            saved = upgrade_saved_values(read_json(path, ConfigError, expect=dict))
+            return cls.from_dict(complete_saved_settings(saved, path))
         except ConfigError as exc:
             text = str(exc)
             raise ConfigError(text if text.startswith(str(path)) else f"{path}: {text}") from None
@@ -182,6 +194,56 @@ class ExperimentConfig:
     def replace(self, **overrides: Any) -> ExperimentConfig:
         """A copy with ``overrides`` (checked like :func:`get_config`'s)."""
         return dataclasses.replace(self, **check_overrides(self.name, overrides))
+
+
+# --------------------------------------------------------------------------- saved configs of other versions
+
+#: the format of ``config.json`` this sam3dlib writes. 1: files without ``config_format`` (written
+#: before it was recorded), 2: every setting plus :data:`WRITER_KEYS`, 3: the weights file in
+#: ``encoder_weights`` (formats 1-2 held it in ``sam_checkpoint``; :func:`upgrade_saved_values`)
+CONFIG_FORMAT = 3
+#: keys of ``config.json`` that say who wrote it, besides the settings
+WRITER_KEYS = ("sam3dlib_version", "config_format")
+#: settings added after the first ``config.json``s were written: the value that reproduces what a
+#: run did before the setting existed (``fast_attention``: the plain attention, same values;
+#: ``optimizer``: SGD, the only one; ``fold``: the paper's fixed splits). A format-1 file lacking
+#: one of these is read with this value; lacking any other setting it is refused, never read with
+#: today's default
+EARLIER_VALUES: dict[str, Any] = {"fast_attention": False, "optimizer": "sgd", "fold": None}
+
+
+def complete_saved_settings(values: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The settings of a saved ``config.json``, with those its writer lacked filled from
+    :data:`EARLIER_VALUES` (an :class:`~sam3dlib.utils.errors.InputNote` names them).
+
+    Raises:
+        ConfigError: a newer format than :data:`CONFIG_FORMAT`, or a missing setting without a
+            known earlier value; the message names the file and both versions.
+    """
+    import warnings
+
+    from sam3dlib.utils.errors import InputNote
+    from sam3dlib.utils.version import package_version
+
+    fmt = values.get("config_format", 1)
+    writer = f"sam3dlib {values.get('sam3dlib_version', '(version not recorded)')} (config format {fmt})"
+    reader = f"sam3dlib {package_version()} (config format {CONFIG_FORMAT})"
+    if not isinstance(fmt, int) or fmt > CONFIG_FORMAT:
+        raise ConfigError(f"{path}: written by {writer}, which {reader} cannot read; use the version that wrote it")
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    if set(values) - set(fields) - set(WRITER_KEYS):
+        return values  # unknown settings: ExperimentConfig.from_dict names them
+    missing = [k for k, f in fields.items() if k not in values and f.default is not dataclasses.MISSING]
+    unknown = [k for k in missing if fmt >= CONFIG_FORMAT or k not in EARLIER_VALUES]
+    if unknown:
+        raise ConfigError(f"{path}: written by {writer} without the setting(s) {', '.join(unknown)}; {reader} does "
+                          "not know which value(s) that version used and does not guess (add them to the file "
+                          "with the values the run used)")
+    if missing:
+        warnings.warn(f"{path}: written by {writer} without {', '.join(missing)}; read with the value(s) that "
+                      f"version used: {', '.join(f'{k}={EARLIER_VALUES[k]!r}' for k in missing)} ({reader})",
+                      InputNote, stacklevel=3)
+    return {**values, **{k: EARLIER_VALUES[k] for k in missing}}
 
 
 # --------------------------------------------------------------------------- profiles
@@ -208,6 +270,30 @@ def profile_values(profile: str) -> dict[str, Any]:
             val_iterations=2, encoder_mode="cached", num_workers=0, device="cpu", mirror_tta=False,
         )
     raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+
+
+def dataset_values(spec: DatasetSpec, skip: bool = True) -> dict[str, Any]:
+    """The settings an experiment takes from its dataset's plan: crop, batch size, batch Dice,
+    and the decoder's skips."""
+    return dict(patch_size=tuple(spec.patch_size), batch_size=spec.batch_size, batch_dice=spec.batch_dice, skip=skip)
+
+
+def store_config(spec: DatasetSpec, profile: str = "smoke", fold: int | None = 0,
+                 **overrides: Any) -> ExperimentConfig:
+    """The experiment ``custom`` on a prepared store: its plan's crop and batch size under ``profile``.
+
+    Args:
+        spec: the store's spec (``PreparedDataset(root).spec``, from its plan).
+        profile: a key of :data:`PROFILES`.
+        fold: the fold of the store's ``splits_final.json`` to train on (``None`` for a store
+            whose plan names the shipped split).
+        **overrides: any :class:`ExperimentConfig` field but the fixed ones.
+
+    Raises:
+        ConfigError: unknown profile/setting or a value of the wrong type.
+    """
+    values = {**dataset_values(spec), **profile_values(profile), **check_overrides(CUSTOM, overrides)}
+    return ExperimentConfig(name=CUSTOM, table=CUSTOM, dataset=spec.name, profile=profile, fold=fold, **values)
 
 
 def parse_overrides(items: list[str] | tuple[str, ...], name: str = "experiment") -> dict[str, Any]:
@@ -259,7 +345,7 @@ def _check_name(name: str, key: str) -> None:
         raise ConfigError(f"setting {key!r} was renamed: use {RENAMED_FIELDS[key]}=...")
     if key not in _fields() or key in FIXED_FIELDS:
         fixed = " (fixed by the experiment; choose another experiment)" if key in FIXED_FIELDS else ""
-        fixed = " (set by --fold, custom only)" if key == "fold" else fixed
+        fixed = " (set by --fold)" if key == "fold" else fixed
         raise ConfigError(f"unknown setting {key!r} for {name}{fixed or did_you_mean(key, _fields())}")
 
 
@@ -323,13 +409,8 @@ def validate(cfg: ExperimentConfig) -> None:
     """
     for f in dataclasses.fields(cfg):
         setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), f"setting {f.name!r} of {cfg.name}"))
-    if cfg.name == CUSTOM:
-        if cfg.fold is None or cfg.fold < 0:
-            raise ConfigError(f"{cfg.name}: fold must be a fold number >= 0, got {cfg.fold}")
-    else:
-        get_spec(cfg.dataset)
-        if cfg.fold is not None:
-            raise ConfigError(f"{cfg.name}: the paper's datasets have a fixed split; fold applies to `custom` only")
+    if cfg.fold is not None and cfg.fold < 0:  # whether the store has folds is its plan's fact (load_data checks)
+        raise ConfigError(f"{cfg.name}: fold must be a fold number >= 0, got {cfg.fold}")
     d, h, w = cfg.patch_size
     if d < 1:
         raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
@@ -358,5 +439,5 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{cfg.name}: oversample_foreground must be in [0, 1], got {cfg.oversample_foreground}")
 
 
-__all__ = ["CUSTOM", "ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "parse_overrides",
-           "profile_values", "validate"]
+__all__ = ["CUSTOM", "ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "dataset_values",
+           "parse_overrides", "profile_values", "store_config", "validate"]

@@ -49,7 +49,7 @@ def smoke_run(synapse_store, tmp_path_factory) -> dict:
     """A cached-mode smoke experiment (train + test evaluation) long enough to learn something."""
     import time
 
-    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.pipeline import run_experiment
 
     if "smoke" in _MEMO:
         return _MEMO["smoke"]

@@ -182,7 +182,7 @@ def wrong_modalities(c: Ctx) -> Bad:
 def sam_checkpoint_not_sam(c: Ctx) -> Bad:
     path = c.tmp / "not_sam.pth"
     torch.save({"backbone.conv1.weight": torch.zeros(3, 3)}, path)
-    return _with(c.train(f"encoder_weights={path}"), words=(str(path), "not a Segment-Anything checkpoint"))
+    return _with(c.train(f"encoder_weights={path}"), words=(str(path), "holds no SAM image encoder"))
 
 
 def sam_checkpoint_wrong_shapes(c: Ctx) -> Bad:
@@ -203,7 +203,7 @@ def sam_checkpoint_truncated(c: Ctx) -> Bad:
     data = c.sam_tiny.read_bytes()
     path = c.tmp / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
-    return _with(c.train(f"encoder_weights={path}"), words=(str(path), "cannot be read", "download complete"))
+    return _with(c.train(f"encoder_weights={path}"), words=(str(path), "cannot be read", "incomplete"))
 
 
 def run_checkpoint_not_sam3d(c: Ctx) -> Bad:
@@ -250,7 +250,7 @@ def split_missing_case_check(c: Ctx) -> Bad:
 
 
 def evaluate_missing_case(c: Ctx) -> Bad:
-    from sam3dlib.study.experiment import evaluate_run
+    from sam3dlib.pipeline import evaluate_run
 
     run = c.run_copy()
     return Bad(call=lambda: evaluate_run(run, c.store, case_ids=["img0040"], device="cpu", progress=False),

@@ -164,13 +164,14 @@ def test_prepare_into_a_store_with_broken_meta_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------- 8. custom on a paper store
 
 
-def test_custom_on_a_paper_store_is_one_error_for_cli_and_study(tmp_path, capsys, synapse_store):
-    from sam3dlib.study.custom import custom_config_for
+def test_custom_on_a_paper_store_takes_its_committed_plan(synapse_store):
+    """One road: a paper store is a store with a plan; ``custom`` takes its crop and batch, and a
+    fold is dropped because the plan names the shipped split."""
+    from sam3dlib.data.specs import get_spec
+    from sam3dlib.pipeline import config_for
 
-    with pytest.raises(ConfigError, match="holds the paper dataset 'synapse'"):
-        custom_config_for(synapse_store)
-    assert main(["train", "custom", "--data", str(synapse_store), "--out", str(tmp_path / "run")]) == 2
-    assert "holds the paper dataset 'synapse'" in _one_error_line(capsys, "train")
+    cfg, spec = config_for(synapse_store, "paper", fold=3), get_spec("synapse")
+    assert (cfg.patch_size, cfg.batch_size, cfg.fold) == (spec.patch_size, spec.batch_size, None)
 
 
 # ---------------------------------------------------------------- 15. a hand-edited fold of a store
@@ -178,12 +179,12 @@ def test_custom_on_a_paper_store_is_one_error_for_cli_and_study(tmp_path, capsys
 
 def test_store_folds_are_checked_by_the_one_validator(tmp_path):
     from sam3dlib.data.io import DataFileError
-    from sam3dlib.data.prepare import prepare_user_dataset
+    from sam3dlib.data.prepare import prepare_dataset
     from sam3dlib.data.store import SPLITS_FILE, PreparedDataset
-    from sam3dlib.study.custom import planner_settings
+    from sam3dlib.pipeline import planner_settings
 
-    store = prepare_user_dataset(write_user_phantom(tmp_path / "raw", "msd", n_cases=3), tmp_path / "s",
-                                 planner_settings(), progress=False)
+    store = prepare_dataset(None, write_user_phantom(tmp_path / "raw", "msd", n_cases=3), tmp_path / "s",
+                            settings=planner_settings(), progress=False)
     path = store.root / SPLITS_FILE
     folds = json.loads(path.read_text())
     path.write_text(json.dumps([{"val": folds[0]["val"]}] + folds[1:]))

@@ -79,16 +79,18 @@ def _write(path, obj):
 BAD_FILES = [
     ("missing", lambda p, ck: p / "nope.pth", FileNotFoundError, "does not exist"),
     ("random bytes", lambda p, ck: (p / "junk.pth").write_bytes(b"\x00garbage" * 100) and p / "junk.pth",
-     CheckpointError, "cannot be read"),
+     CheckpointError, "cannot be read as weights: not a PyTorch weights file"),
     ("truncated", lambda p, ck: (p / "trunc.pth").write_bytes(ck.read_bytes()[: 200_000]) and p / "trunc.pth",
-     CheckpointError, "cannot be read"),
+     CheckpointError, "cannot be read as weights: the file is incomplete or damaged"),
     ("gzip of a checkpoint", lambda p, ck: (p / "gz.pth").write_bytes(gzip.compress(b"abc")) and p / "gz.pth",
-     CheckpointError, "cannot be read"),
+     CheckpointError, r"not a PyTorch weights file \(it starts with bytes 1f 8b"),
+    ("empty", lambda p, ck: (p / "empty.pth").write_bytes(b"") == 0 and p / "empty.pth",
+     CheckpointError, r"the file is empty \(0 bytes\)"),
     ("not SAM", lambda p, ck: _write(p / "resnet.pth", {"conv1.weight": torch.zeros(3)}),
-     CheckpointError, "not a Segment-Anything checkpoint"),
+     CheckpointError, "holds no SAM image encoder"),
     ("other ViT size", lambda p, ck: ck, CheckpointError, "holds a vit_tiny image encoder"),
     ("pickled object", lambda p, ck: _write(p / "obj.pth", {"image_encoder.x": torch.nn.Linear(1, 1)}),
-     CheckpointError, "cannot be read"),
+     CheckpointError, "holds Python objects besides tensors"),
 ]
 
 

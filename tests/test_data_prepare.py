@@ -1,9 +1,11 @@
 """Readers on every raw layout, prepare (incl. resume), the prediction round trip, nnU-Net v1 input."""
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,9 +13,11 @@ import pytest
 
 from sam3dlib.cli import main
 from sam3dlib.data.phantoms import write_phantom
+from sam3dlib.data.plans import committed_plan, paper_plan, spec_from_meta
 from sam3dlib.data.prepare import prepare_dataset, target_spacing_v21
 from sam3dlib.data.preprocess import preprocess_case, restore_label, save_label_nifti
 from sam3dlib.data.readers import find_raw_cases
+from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import PreparedDataset, StoreError, case_paths
 
 DATASETS = ["synapse", "acdc", "brats", "lung"]
@@ -28,6 +32,43 @@ def prepared(tmp_path_factory):
         raw = write_phantom(ds, base / "raw", size="tiny")
         out[ds] = (raw, prepare_dataset(ds, raw, base / "store"))
     return out
+
+
+#: sha256 of every file of each paper dataset's tiny phantom store, recorded with the code before
+#: the paper datasets got committed plans (properties with the raw root replaced by ``<RAW>``;
+#: ``dataset.json`` as sorted JSON without the version, raw root and plan)
+STORE_SHA256 = Path(__file__).parent / "data" / "paper_store_sha256.json"
+
+
+def store_digest(root: Path, raw: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of a store's cases and its dataset-level settings."""
+    out = {}
+    for f in sorted((root / "cases").iterdir()):
+        data = f.read_bytes()
+        if f.suffix == ".json":
+            data = data.replace(str(raw.resolve()).encode(), b"<RAW>").replace(str(raw).encode(), b"<RAW>")
+        out[f.name] = hashlib.sha256(data).hexdigest()
+    meta = {k: v for k, v in json.loads((root / "dataset.json").read_text()).items()
+            if k not in ("sam3dlib_version", "source_root", "plan")}
+    out["dataset.json"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("ds", DATASETS)
+def test_paper_stores_are_byte_identical_to_before_plans(prepared, ds):
+    """The committed plans reproduce the paper datasets' stores byte for byte, and the store
+    carries its dataset's committed plan."""
+    raw, store = prepared[ds]
+    assert store_digest(store.root, raw) == json.loads(STORE_SHA256.read_text())[ds]
+    assert store.meta["plan"] == committed_plan(ds) == paper_plan(ds)
+
+
+def test_a_store_without_a_plan_reads_its_committed_plan(prepared):
+    """Stores prepared before plans were written into them keep working: the plan reader falls
+    back to their dataset's committed plan."""
+    _, store = prepared["acdc"]
+    meta = {k: v for k, v in store.meta.items() if k != "plan"}
+    assert spec_from_meta(meta) == store.spec == get_spec("acdc")
 
 
 @pytest.mark.parametrize("ds", DATASETS)

@@ -9,7 +9,7 @@ import torch
 from sam3dlib.data.specs import get_spec
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.modeling.run_checkpoint import load_checkpoint
-from sam3dlib.study.experiment import RESULTS_FILE, run_experiment
+from sam3dlib.pipeline import RESULTS_FILE, run_experiment
 
 
 def test_same_seed_gives_bit_identical_smoke_metrics(smoke_run, synapse_store, tmp_path, one_thread):

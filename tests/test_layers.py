@@ -16,8 +16,9 @@ ALLOWED = {
     "training": {"utils", "data", "modeling", "config"},
     "inference": {"utils", "data", "modeling", "config"},
     "evaluation": {"utils", "data"},
-    "study": {"utils", "data", "modeling", "config", "training", "inference", "evaluation"},
-    "cli": {"utils", "data", "modeling", "config", "training", "inference", "evaluation", "study"},
+    "pipeline": {"utils", "data", "modeling", "config", "training", "inference", "evaluation"},
+    "study": {"utils", "data", "modeling", "config", "training", "inference", "evaluation", "pipeline"},
+    "cli": {"utils", "data", "modeling", "config", "training", "inference", "evaluation", "pipeline", "study"},
 }
 
 
@@ -41,3 +42,14 @@ def test_lower_layers_never_import_higher_ones(path):
     layer = _layer(path)
     wrong = _imports(path) - ALLOWED[layer] - {layer}
     assert not wrong, f"{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}"
+
+
+#: the words of a branch on the kind of dataset (the plan reader, data/plans.py, is the one place
+#: that tells a paper dataset's committed plan from a planned one)
+KIND_WORDS = ("is_user_dataset", "is_user_meta", "is_phantom", "is_paper_dataset")
+
+
+def test_no_branch_on_the_kind_of_dataset_outside_the_plan_reader():
+    hits = [f"{p.relative_to(PACKAGE)}: {w}" for p in sorted(PACKAGE.rglob("*.py")) if p.name != "plans.py"
+            for w in KIND_WORDS if w in p.read_text()]
+    assert not hits, hits

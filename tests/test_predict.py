@@ -164,7 +164,7 @@ def test_test_case_without_label_is_not_silently_left_out(smoke_run, synapse_sto
     from _fixtures_train import copy_store
 
     from sam3dlib.data.store import MissingLabelError, case_paths
-    from sam3dlib.study.experiment import evaluate_run
+    from sam3dlib.pipeline import evaluate_run
 
     store = PreparedDataset(copy_store(synapse_store, tmp_path / "store"))
     dropped = _test_cases(store)[0]

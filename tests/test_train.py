@@ -112,7 +112,7 @@ def test_one_finished_marker(synapse_store, tmp_path, one_thread, capsys):
 
     from sam3dlib.cli import main
     from sam3dlib.inference.predictor import UnfinishedRunWarning, load_run
-    from sam3dlib.study.experiment import is_scored
+    from sam3dlib.pipeline import is_scored
     from sam3dlib.utils.finished import FINISHED, is_finished
 
     cfg = tiny_config(epochs=2, iterations_per_epoch=1, cache_dir=str(tmp_path / "cache"))
@@ -137,7 +137,7 @@ def test_one_finished_marker(synapse_store, tmp_path, one_thread, capsys):
 
 
 def test_smoke_experiment_is_finished_and_scored(smoke_run):
-    from sam3dlib.study.experiment import RESULTS_FILE, is_scored
+    from sam3dlib.pipeline import RESULTS_FILE, is_scored
 
     run = smoke_run["run"]
     assert is_scored(run)

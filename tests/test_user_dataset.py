@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sam3dlib.cli import main
+from sam3dlib.config import store_config
 from sam3dlib.data.planning import (
     MAX_BATCH_FRACTION,
     Fingerprint,
@@ -21,13 +22,14 @@ from sam3dlib.data.planning import (
     plan_batch_size,
     plan_patch_size,
 )
-from sam3dlib.data.prepare import prepare_user_dataset
-from sam3dlib.data.specs import DATASETS, DatasetSpec, get_spec, spec_from_meta
+from sam3dlib.data.plans import spec_from_meta
+from sam3dlib.data.prepare import prepare_dataset
+from sam3dlib.data.specs import DATASETS, DatasetSpec, get_spec
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.data.user_dataset import DatasetFormatError, load_user_dataset
 from sam3dlib.data.user_phantoms import write_user_phantom
 from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
-from sam3dlib.study.registry import custom_config, get_config
+from sam3dlib.study.registry import get_config
 
 SETTINGS = PlannerSettings(training_bytes_per_voxel, decoder_state_bytes)
 #: a training budget of seconds on a CPU
@@ -172,7 +174,7 @@ def test_three_commands_end_to_end(layout, tmp_path, one_thread, capsys):
     printed = capsys.readouterr().out
     assert "crop (D, H, W)" in printed and "CT: CT clip+z-score" in printed and "lesion" in printed
     store = PreparedDataset(store_dir)
-    assert store.is_user_dataset and store.spec.name == meta["name"] and store.spec.num_channels == 2
+    assert store.spec.split == "folds" and store.spec.name == meta["name"] and store.spec.num_channels == 2
     assert store.spec.labels == {0: "background", 1: "organ", 2: "lesion"}
     assert len(json.loads((store_dir / "splits_final.json").read_text())) == 4  # 4 cases: leave one out
 
@@ -197,15 +199,15 @@ def test_three_commands_end_to_end(layout, tmp_path, one_thread, capsys):
 
 def test_prepare_resumes_with_the_stored_plan(tmp_path):
     raw = write_user_phantom(tmp_path / "raw", "msd", n_cases=3)
-    store = prepare_user_dataset(raw, tmp_path / "store", SETTINGS, {"batch_size": 3})
+    store = prepare_dataset(None, raw, tmp_path / "store", settings=SETTINGS, overrides={"batch_size": 3})
     (tmp_path / "store" / "cases" / "phantom_001.json").unlink()  # as if killed before this case finished
-    again = prepare_user_dataset(raw, tmp_path / "store", SETTINGS)
+    again = prepare_dataset(None, raw, tmp_path / "store", settings=SETTINGS)
     assert again.case_ids == store.case_ids and again.spec.batch_size == 3
     with pytest.raises(ValueError, match="already has a plan"):
-        prepare_user_dataset(raw, tmp_path / "store", SETTINGS, {"batch_size": 2})
+        prepare_dataset(None, raw, tmp_path / "store", settings=SETTINGS, overrides={"batch_size": 2})
     other = write_user_phantom(tmp_path / "raw2", "msd", n_cases=3)
     with pytest.raises(ValueError, match="prepared from"):
-        prepare_user_dataset(other, tmp_path / "store", SETTINGS)
+        prepare_dataset(None, other, tmp_path / "store", settings=SETTINGS)
 
 
 def test_user_splits_file_and_fold_are_used(tmp_path):
@@ -213,15 +215,15 @@ def test_user_splits_file_and_fold_are_used(tmp_path):
     folds = [{"train": ["phantom_000", "phantom_001", "phantom_002"], "val": ["phantom_003"]},
              {"train": ["phantom_001", "phantom_002", "phantom_003"], "val": ["phantom_000"]}]
     (raw / "splits_final.json").write_text(json.dumps(folds))
-    store = prepare_user_dataset(raw, tmp_path / "store", SETTINGS)
+    store = prepare_dataset(None, raw, tmp_path / "store", settings=SETTINGS)
     assert store.split(fold=1).test == ("phantom_000",) and store.split(fold=1).train == tuple(folds[1]["train"])
     clean = store.split("clean", fold=0)
     assert clean.test == ("phantom_003",) and len(clean.val) == 1 and not set(clean.val) & set(clean.train)
     with pytest.raises(ValueError, match="fold 2 does not exist"):
         store.split(fold=2)
-    cfg = custom_config(store.spec, "paper", fold=1)
+    cfg = store_config(store.spec, "paper", fold=1)
     assert cfg.patch_size == store.spec.patch_size and cfg.batch_size == store.spec.batch_size
-    with pytest.raises(ValueError, match="'fold'.*custom only"):
+    with pytest.raises(ValueError, match="'fold'.*set by --fold"):
         get_config("table1_synapse", "smoke", fold=1)
 
 
@@ -349,7 +351,7 @@ def test_check_data_lists_every_bad_case_of_a_user_dataset(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "labelsTr/phantom_001.nii.gz: unexpected label value(s) [5]" in err
     assert "labelsTr/phantom_000.nii.gz: label shape" in err and "2 problem(s)" in err
-    store = prepare_user_dataset(write_user_phantom(tmp_path / "ok", "msd", n_cases=3), tmp_path / "s", SETTINGS)
+    store = prepare_dataset(None, write_user_phantom(tmp_path / "ok", "msd", n_cases=3), tmp_path / "s", settings=SETTINGS)
     assert main(["check-data", str(store.root)]) == 0
 
 

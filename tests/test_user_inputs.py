@@ -14,7 +14,7 @@ import pytest
 
 from sam3dlib.cli import main
 from sam3dlib.data.planning import PlannerSettings
-from sam3dlib.data.prepare import prepare_user_dataset
+from sam3dlib.data.prepare import prepare_dataset
 from sam3dlib.data.splits import check_folds
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.data.user_dataset import UnlistedImageWarning, load_user_dataset
@@ -78,10 +78,10 @@ def test_predict_messages(tmp_path, capsys):
 
 def test_prepare_refuses_changed_raw_data_and_force_rebuilds(tmp_path, capsys):
     raw, out = _raw(tmp_path, n=3), tmp_path / "store"
-    store = prepare_user_dataset(raw, out, SETTINGS, progress=False)
+    store = prepare_dataset(None, raw, out, settings=SETTINGS, progress=False)
     old_label = store.label("phantom_001").copy()
     (out / "cases" / "phantom_002.json").unlink()  # an interrupted prepare of unchanged data resumes
-    assert prepare_user_dataset(raw, out, SETTINGS, progress=False).case_ids == store.case_ids
+    assert prepare_dataset(None, raw, out, settings=SETTINGS, progress=False).case_ids == store.case_ids
 
     _touch_label(raw, "phantom_001", lambda a: np.where(a == 2, 1, a))  # an edited label
     assert main(["prepare", "--raw", str(raw), "--out", str(out)]) == 2
@@ -190,7 +190,7 @@ def test_too_few_cases_store_from_elsewhere_and_fold_out_of_range(tmp_path, caps
     assert "1 labelled case(s)" in _error_line(capsys, "prepare") and not (tmp_path / "s1").exists()
 
     raw, out = _raw(tmp_path), tmp_path / "store"
-    prepare_user_dataset(raw, out, SETTINGS, progress=False)
+    prepare_dataset(None, raw, out, settings=SETTINGS, progress=False)
     other = write_user_phantom(tmp_path / "other", "msd", n_cases=3)
     assert main(["prepare", "--raw", str(other), "--out", str(out)]) == 2
     assert "prepared from" in _error_line(capsys, "prepare")

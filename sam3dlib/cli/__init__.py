@@ -50,10 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: what a command says when Ctrl-C stops it (a command module may set its own ``INTERRUPTED``)
+INTERRUPTED = "interrupted; every file written so far is complete (none is half-written)"
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """The one line for Ctrl-C: the command module's ``INTERRUPTED`` (what stopped, how a rerun resumes)."""
+    module = sys.modules.get(getattr(args.func, "__module__", ""), None)
+    return getattr(module, "INTERRUPTED", INTERRUPTED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from sam3dlib.cli._errors import warnings_as_lines
+    from sam3dlib.utils.errors import InputNote
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings_as_lines(args.command, InputNote):
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"sam3d {args.command}: {interrupted_message(args)}", file=sys.stderr)
+        return 130
     except Exception as exc:  # noqa: BLE001 - the project's error types become one line, bugs re-raise
         from sam3dlib.cli._errors import user_error_message
 

@@ -17,6 +17,10 @@ from pathlib import Path
 from sam3dlib.cli import UserError, device_type, renamed_option
 from sam3dlib.utils.devices import DEVICE_CHOICES
 
+#: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
+INTERRUPTED = ("predict interrupted; the outputs written so far are complete (none is half-written): rerun the "
+               "same command to predict the rest (complete outputs are skipped unless --overwrite)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment NIfTI scans with a trained run",
@@ -29,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the run's checkpoint: best (highest smoothed validation Dice) or latest (default: best)")
     renamed_option(p, "--checkpoint", "--which best|latest")
     p.add_argument("--device", type=device_type, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="folder input: predict cases whose output already exists again (default: skip them, "
+                        "so a rerun after an interruption finishes the rest)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings_as_lines("predict", UnfinishedRunWarning):  # e.g. an unfinished run: one line
         loaded = load_run(args.run, args.device, args.which)
     if folder_in:
-        written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress)
+        written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress,
+                                 overwrite=args.overwrite)
         print(f"wrote {len(written)} label map(s) to {args.output}")
         return 0
     predict_file(loaded, inputs if len(inputs) > 1 else inputs[0], args.output)

@@ -6,8 +6,9 @@ Examples::
     sam3d prepare --raw /data/Task02_Heart --out data/heart                   # your own (MSD / nnU-Net v2)
     sam3d prepare --raw /data/Task02_Heart --out data/heart --plan patch_size=16,128,128 --plan memory_gb=4
 
-Your own dataset is planned from its data (target spacing, normalisation, crop and batch size,
-regions, 5 folds; see docs/DATA.md); the plan is printed and stored in ``<out>/dataset.json``.
+Every store is a raw folder plus a plan, stored in ``<out>/dataset.json``: a paper dataset's is
+committed with sam3dlib; your own dataset is planned from its data (target spacing, normalisation,
+crop and batch size, regions, 5 folds; see docs/DATA.md) and the plan is printed.
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ import re
 
 from sam3dlib.cli import UserError
 from sam3dlib.data.specs import DATASETS
+
+#: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
+INTERRUPTED = ("prepare interrupted; the cases written so far are complete and the store is unfinished: rerun the "
+               "same command to resume (finished cases are skipped)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,9 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "patch_size=16,128,128, batch_size=2, memory_gb=4, target_spacing=3,1,1, "
                         "normalization=ct,zscore, regions=WT:1,2,3;TC:2,3, batch_dice=true, num_folds=5 (repeatable)")
     p.add_argument("--force", action="store_true",
-                   help="your own dataset: rebuild an existing store from scratch (built beside it, then "
-                        "swapped in), e.g. after the raw data changed; default: resume an interrupted prepare "
-                        "of unchanged data")
+                   help="rebuild an existing store from scratch (built beside it, then swapped in), e.g. after "
+                        "the raw data changed; default: resume an interrupted prepare")
     p.add_argument("--allow-missing-labels", action="store_true",
                    help="paper datasets: prepare split cases whose label file is missing, unlabelled (recorded "
                         "in dataset.json); default: such a case is an error. Your own dataset lists its labelled "
@@ -57,15 +61,14 @@ def run(args: argparse.Namespace) -> int:
     ts = _target_spacing(args.target_spacing)
     if args.dataset is None:
         return _run_user(args, ts)
-    if args.force:
-        raise UserError("--force applies to your own datasets; a paper dataset's store is rebuilt by deleting it")
     if args.plan:
-        raise UserError("--plan applies to your own datasets; the paper datasets keep the paper's settings")
+        raise UserError("--plan applies to your own datasets; the paper datasets have committed plans (the paper's "
+                        "settings)")
     from sam3dlib.data.prepare import prepare_dataset
 
     out = args.out or f"data/{args.dataset}"
     store = prepare_dataset(args.dataset, args.raw, out, num_workers=args.workers, target_spacing=ts, layout=args.layout,
-                           allow_missing_labels=args.allow_missing_labels)
+                            allow_missing_labels=args.allow_missing_labels, force=args.force)
     print(f"prepared {len(store.case_ids)} {args.dataset} cases in {store.root} "
           f"(target spacing {store.meta['target_spacing']}, layout {store.meta.get('source_layout')})")
     return 0
@@ -82,7 +85,7 @@ def _run_user(args: argparse.Namespace, ts) -> int:
 def _prepare_user(args: argparse.Namespace, ts) -> int:
     from sam3dlib.data.planning import describe_plan, parse_plan_overrides
     from sam3dlib.data.user_dataset import load_user_dataset
-    from sam3dlib.study.custom import prepare
+    from sam3dlib.pipeline import prepare
 
     if args.layout is not None:
         raise UserError("--layout applies to the paper datasets; your own dataset's layout is told by its dataset.json")

@@ -9,6 +9,10 @@ from sam3dlib.config import PROFILES
 from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, MissingInputError
 from sam3dlib.utils.devices import DEVICE_CHOICES
 
+#: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
+INTERRUPTED = ("reproduce interrupted; finished experiments are kept and the table is not written: rerun the same "
+               "command to resume")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

@@ -18,6 +18,10 @@ from pathlib import Path
 
 from sam3dlib.cli import UserError
 
+#: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
+INTERRUPTED = ("train interrupted; checkpoints/latest.pt holds the last finished epoch: rerun with --resume to "
+               "continue")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from sam3dlib.config import CUSTOM, PROFILES
@@ -36,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 (repeatable)")
     p.add_argument("--fold", type=int, default=None,
-                   help=f"{CUSTOM} only: the fold of the store's splits_final.json to train on (default 0); its "
+                   help="the fold of the store's splits_final.json to train on (stores planned with folds; default 0); its "
                         "validation cases are the test cases")
     p.add_argument("--resume", action="store_true",
                    help="continue an unfinished run from <out>/checkpoints/latest.pt with the run's own saved "
@@ -48,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-missing-labels", action="store_true",
                    help="leave out train/val/test cases of the split whose label is missing (recorded in "
                         "provenance.json and results.json); default: such a case is an error")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the prepared data changed since the run started "
+                        "(recorded in provenance.json); default: such a resumption is refused")
     p.add_argument("--no-evaluate", action="store_true", help="skip predicting and scoring the test cases")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -77,7 +84,7 @@ def resume_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.pipeline import run_experiment
     from sam3dlib.training import train
 
     config = resume_config(args) if args.resume else None
@@ -88,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                         "--force deletes it and starts over")
     progress = not args.no_progress
     kwargs = dict(resume=args.resume, progress=progress, force=args.force,
-                  allow_missing_cases=args.allow_missing_cases, allow_missing_labels=args.allow_missing_labels)
+                  allow_missing_cases=args.allow_missing_cases, allow_missing_labels=args.allow_missing_labels,
+                  allow_data_change=args.allow_data_change)
     if args.no_evaluate:
         run_dir = train(config, args.data, args.out, **kwargs)
     else:
@@ -99,14 +107,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace):
     """The experiment config from the flags: a paper table's, or ``custom`` from the store's plan."""
+    import dataclasses
+
     from sam3dlib.config import CUSTOM, parse_overrides
-    from sam3dlib.study.custom import custom_config_for
+    from sam3dlib.pipeline import config_for
     from sam3dlib.study.registry import get_config
 
     profile = args.profile or "paper"
     overrides = parse_overrides(args.overrides, args.config)
-    if args.config != CUSTOM:
-        if args.fold is not None:
-            raise UserError(f"--fold applies to {CUSTOM} (your own dataset); {args.config} uses the paper's split")
-        return get_config(args.config, profile, **overrides)
-    return custom_config_for(args.data, profile, 0 if args.fold is None else args.fold, **overrides)
+    if args.config == CUSTOM:  # the experiment named on the command line, not a kind of dataset
+        return config_for(args.data, profile, 0 if args.fold is None else args.fold, **overrides)
+    config = get_config(args.config, profile, **overrides)
+    # --fold: the store's plan decides whether it has folds (the trainer refuses a shipped split's)
+    return config if args.fold is None else dataclasses.replace(config, fold=args.fold)

@@ -3,23 +3,26 @@
 Each problem names the file. Checked: cases of the split that are missing (for a phantom, the
 cases its ``PHANTOM.json`` lists), unreadable/truncated files, image/label shape or affine
 mismatch, wrong modality (channel) count, NaN/inf, label values outside the dataset's label map
-or non-integer labels.
+or non-integer labels, data types that are not real-valued scalars (RGB, complex), headers whose
+voxel sizes disagree with their affine (the reader uses the affine's).
 """
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, grid_problem, load_label_nifti
+from sam3dlib.data.io import DataFileError, HeaderWarning, grid_problem, load_label_nifti, read_header_note
+from sam3dlib.data.plans import labelled_parts, spec_from_meta
 from sam3dlib.data.preprocess import read_image
 from sam3dlib.data.readers import RawCase, find_raw_cases
-from sam3dlib.data.specs import DatasetSpec, get_spec, is_user_meta, spec_from_meta
+from sam3dlib.data.specs import DatasetSpec, get_spec
 from sam3dlib.data.splits import all_case_ids, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, StoreError, case_paths, read_meta
+from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, StoreError, case_paths, read_meta
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,28 @@ def _non_finite_problems(case: RawCase, img: np.ndarray) -> list[Problem]:
     return [Problem(str(f), f"{n} NaN/inf voxel(s)", case.case_id) for f, n in counts.items()]
 
 
+def _header_problems(case: RawCase) -> list[Problem]:
+    """One problem per file of ``case`` whose header the reader corrects (voxel sizes that
+    disagree with the affine: :func:`~sam3dlib.data.io.mm_geometry`); unreadable files are left
+    to the full read, which names them."""
+    probs = []
+    for f in (*case.images, *([case.label] if case.label is not None else [])):
+        try:
+            note = read_header_note(f)
+        except DataFileError:
+            continue
+        if note:
+            probs.append(Problem(*_split_message(note, f), case.case_id))
+    return probs
+
+
 def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HeaderWarning)  # listed as problems instead
+        return _header_problems(case) + _check_raw_case_files(case, dataset)
+
+
+def _check_raw_case_files(case: RawCase, dataset: str) -> list[Problem]:
     spec = get_spec(dataset)
     if not case.images:
         f = case.extra.get("listed_image") or case.case_id
@@ -85,26 +109,15 @@ def _check_raw_case(case: RawCase, dataset: str) -> list[Problem]:
     return probs
 
 
-def _labelled_parts(spec: DatasetSpec, root: Path, meta: dict, ids: list[str]) -> dict[str, str]:
-    """``{case: split part}`` of the store's cases that must have a label: the shipped split of a
-    paper dataset, or every fold's train/val cases of a user dataset (``splits_final.json``)."""
-    if not is_user_meta(meta):
-        return labelled_split_of(spec.name, ids)
-    from sam3dlib.data.store import PreparedDataset
-
-    have = set(ids)
-    return {c: part for fold in PreparedDataset(root).folds() for part in ("train", "val")
-            for c in fold.get(part, []) if c in have}
-
-
 def _stale_store(root: Path, meta: dict) -> list[Problem]:
-    """A user store whose raw folder (still there) changed since it was prepared: one problem."""
+    """A store that recorded its raw files, whose raw folder (still there) changed since it was
+    prepared: one problem."""
     from sam3dlib.data.prepare import SOURCE_FILES_KEY, source_changes, source_record
     from sam3dlib.data.user_dataset import load_user_dataset
 
     raw = Path(str(meta.get("source_root", "")))
-    if not is_user_meta(meta) or SOURCE_FILES_KEY not in meta or not raw.is_dir():
-        return []  # a paper store, an older store, or one moved away from its raw data
+    if SOURCE_FILES_KEY not in meta or not raw.is_dir():
+        return []  # a store without the record (a paper dataset's, an older one), or moved away from its raw data
     try:
         changes = source_changes(meta[SOURCE_FILES_KEY], source_record(load_user_dataset(raw, report=lambda e: None)))
     except (OSError, ValueError) as exc:
@@ -128,7 +141,8 @@ def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     probs += _stale_store(root, meta)
     ids = sorted(p.name[:-5] for p in (root / CASES_DIR).glob("*.json"))
     allowed = set(meta.get("unlabelled_split_cases") or {})  # prepared with --allow-missing-labels
-    labelled = {c: s for c, s in _labelled_parts(spec, root, meta, ids).items() if c not in allowed}
+    parts = labelled_parts(spec, ids, lambda: PreparedDataset(root).folds())
+    labelled = {c: s for c, s in parts.items() if c not in allowed}
     for cid in tqdm(ids, desc=f"check {dataset}"):
         paths = case_paths(root, cid)
         try:
@@ -191,8 +205,8 @@ def check_user_dataset(path: Path) -> list[Problem]:
     Raw: ``dataset.json`` (a problem there stops the check), the file listing (every listed
     but missing image or label, missing channel file), then every complete case (each case's
     first problem: undeclared or non-integer label values, channel count, image/label grid,
-    unreadable files). Store: as for the paper datasets, with the
-    store's own spec.
+    unreadable files). A prepared store (of any dataset): as :func:`check_dataset`, with the
+    store's own plan.
     """
     from sam3dlib.data.prepare import check_declared_labels
     from sam3dlib.data.preprocess import crop_case
@@ -206,10 +220,11 @@ def check_user_dataset(path: Path) -> list[Problem]:
             meta = read_meta(root)
         except StoreError as exc:
             return [Problem(*_split_message(str(exc), root))]
-        if not is_user_meta(meta):
-            return [Problem(str(root / META_FILE), f"a store of the paper dataset {meta.get('dataset')!r}: "
-                                                   "give its name to check it")]
-        return _check_store(spec_from_meta(meta), root)
+        try:
+            spec = spec_from_meta(meta)
+        except ValueError as exc:
+            return [Problem(str(root / META_FILE), str(exc))]
+        return _check_store(spec, root)
     probs: list[Problem] = []
     try:  # dataset.json problems stop the check; each case's missing files are one problem each
         ds = load_user_dataset(root, report=lambda exc: probs.append(Problem(*_split_message(str(exc), root))))
@@ -217,11 +232,14 @@ def check_user_dataset(path: Path) -> list[Problem]:
         return probs + [Problem(*_split_message(str(exc), root))]
     values = sorted(ds.labels)
     for case in tqdm(ds.cases, desc=f"check {ds.name}"):
-        try:
-            check_declared_labels(case.label, values, root / META_FILE)
-            crop_case(case.images, case.label, len(ds.channel_names), values)
-        except (OSError, ValueError) as exc:
-            probs.append(Problem(*_split_message(str(exc), case.images[0]), case.case_id))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HeaderWarning)  # listed as problems instead
+            probs += _header_problems(case)
+            try:
+                check_declared_labels(case.label, values, root / META_FILE)
+                crop_case(case.images, case.label, len(ds.channel_names), values)
+            except (OSError, ValueError) as exc:
+                probs.append(Problem(*_split_message(str(exc), case.images[0]), case.case_id))
     return probs
 
 

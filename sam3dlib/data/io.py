@@ -3,7 +3,14 @@
 Geometry rules (docs/DATA.md, "Geometry"):
 
 * **spacing** of a voxel axis is the header's ``pixdim`` (what SimpleITK's ``GetSpacing`` and
-  hence nnU-Net use); it is the spacing used for resampling;
+  hence nnU-Net use); it is the spacing used for resampling. Without a qform, where ``pixdim``
+  disagrees with the sform (``pixdim`` 0, which nibabel reads as 1.0, or other values), the
+  sform's voxel sizes are used and a :class:`HeaderWarning` names the file (:func:`mm_geometry`);
+* **units**: sizes and positions are millimetres. A header whose ``xyzt_units`` says micrometres
+  or metres is converted to mm (affine and spacing), as ITK's NIfTI reader does; unknown units
+  are taken as mm (ITK's and nibabel's convention);
+* **data type**: a real-valued scalar per voxel (integers, floats). RGB, RGBA and complex files
+  are refused with one line naming the file and its NIfTI data type;
 * **orientation** of the voxel axes is read from nibabel's affine (sform if its code > 0, else
   qform if its code > 0, else the pixdim-only ANALYZE affine), as axis codes (``nib.aff2axcodes``);
 * **the output header is the input's header**: qform, sform, their codes, quaternion, pixdim
@@ -16,7 +23,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import re
+import warnings
 import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -25,7 +34,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from sam3dlib.utils.errors import UserInputError
+from sam3dlib.utils.errors import InputNote, UserInputError
 from sam3dlib.utils.fileio import atomic_write
 
 #: file name endings of NIfTI files (the one list every reader and command uses)
@@ -44,6 +53,67 @@ _READ_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedim
 
 class DataFileError(UserInputError, ValueError):
     """A data file that cannot be read; the message names the file."""
+
+
+class HeaderWarning(InputNote):
+    """A header that was read with a correction (voxel sizes taken from the affine); names the file."""
+
+
+#: ``xyzt_units`` spatial units -> factor to millimetres (ITK's NIfTI reader converts the same way;
+#: ``unknown`` is read as mm, as ITK and nibabel do)
+UNIT_TO_MM = {"unknown": 1.0, "mm": 1.0, "micron": 1e-3, "meter": 1e3}
+#: relative tolerance between the header's ``pixdim`` and the affine's voxel sizes
+SPACING_RTOL = 1e-3
+
+
+def check_scalar_dtype(img: nib.Nifti1Image, path: Path) -> None:
+    """A NIfTI file must hold one real number per voxel (each channel in its own file or the 4th axis).
+
+    Raises:
+        DataFileError: RGB/RGBA (structured), complex or otherwise non-numeric data, naming the
+            file and the NIfTI data type.
+    """
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "iufb":
+        label = img.header.get_value_label("datatype") if hasattr(img.header, "get_value_label") else str(dtype)
+        raise DataFileError(f"{path}: NIfTI data type {label} ({dtype}) is not a real-valued scalar image; save "
+                            "one intensity (or label) per voxel, e.g. a single grey-level channel")
+
+
+def unit_scale(header: nib.Nifti1Header, path: Path) -> float:
+    """Factor from the header's spatial units (``xyzt_units``) to millimetres (:data:`UNIT_TO_MM`)."""
+    unit = header.get_xyzt_units()[0]
+    if unit not in UNIT_TO_MM:
+        raise DataFileError(f"{path}: spatial unit {unit!r} in xyzt_units is not a length (mm, micron, meter)")
+    return UNIT_TO_MM[unit]
+
+
+def mm_geometry(img: nib.Nifti1Image, path: Path) -> tuple[np.ndarray, tuple[float, float, float], str | None]:
+    """The affine (mm) and voxel sizes (mm) of a NIfTI image, and a note when the header was corrected.
+
+    Voxel sizes are ``pixdim`` (SimpleITK's rule), scaled by :func:`unit_scale`. A qform (code > 0)
+    is built from ``pixdim``, so with one ``pixdim`` stands (also when an sform disagrees: ACDC's
+    unit sform beside its 0.8 x 0.8 x 2.5 mm qform). Without a qform, an sform (code > 0) is the
+    only geometry besides ``pixdim``: where they disagree (norms of the sform's columns, relative
+    :data:`SPACING_RTOL`; e.g. a ``pixdim`` of 0, which nibabel reads as 1.0) the sform's are used.
+    """
+    scale = unit_scale(img.header, path)
+    affine = np.asarray(img.affine, dtype=np.float64).copy()
+    affine[:3] *= scale
+    pix = np.array([float(z) for z in img.header.get_zooms()[:3]]) * scale
+    pix = np.concatenate([pix, np.ones(3 - len(pix))]) if len(pix) < 3 else pix
+    from_affine = np.linalg.norm(affine[:3, :3], axis=0)
+    sform_only = int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) > 0
+    if not sform_only or np.allclose(pix, from_affine, rtol=SPACING_RTOL, atol=1e-6):
+        return affine, (float(pix[0]), float(pix[1]), float(pix[2])), None
+    note = (f"{path}: header voxel sizes (pixdim) {_fmt_sizes(pix)} mm disagree with its "
+            f"sform {_fmt_sizes(from_affine)} mm (qform code 0) "
+            "(a pixdim of 0 is read as 1.0); the affine's voxel sizes are used")
+    return affine, (float(from_affine[0]), float(from_affine[1]), float(from_affine[2])), note
+
+
+def _fmt_sizes(v) -> str:
+    return "[" + ", ".join(f"{float(x):.4g}" for x in v) + "]"
 
 
 def nifti_stem(name: str) -> str | None:
@@ -99,8 +169,9 @@ class NiftiVolume:
     Attributes:
         path: the file.
         data: the array in the file's own axis order (x, y, z[, channel]).
-        affine: nibabel's affine (4 x 4, mm; sform > qform > pixdim).
-        spacing: voxel sizes of the first three axes (mm), the header's ``pixdim``.
+        affine: nibabel's affine (4 x 4, mm; sform > qform > pixdim), converted to mm.
+        spacing: voxel sizes of the first three axes (mm), the header's ``pixdim`` (or the
+            affine's where they disagree; :func:`mm_geometry`).
         geometry: the header's :data:`GEOMETRY_FIELDS` (JSON-ready), for :func:`save_label_like`.
     """
 
@@ -140,7 +211,14 @@ def read_header_shape(path: str | Path) -> tuple[int, ...]:
 def read_axcodes(path: str | Path) -> str:
     """:func:`axcodes_of` a NIfTI file's affine, reading its header only."""
     path = Path(path)
-    return axcodes_of(_load(path).affine, path)
+    return axcodes_of(mm_geometry(_load(path), path)[0], path)
+
+
+def read_header_note(path: str | Path) -> str | None:
+    """Reading the header only: the correction :func:`read_nifti` makes to the file's voxel sizes
+    (:func:`mm_geometry`), or None (``sam3d check-data`` lists these files)."""
+    path = Path(path)
+    return mm_geometry(_load(path), path)[2]
 
 
 def header_geometry(header: nib.Nifti1Header) -> dict:
@@ -154,13 +232,17 @@ def header_geometry(header: nib.Nifti1Header) -> dict:
 
 def _load(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
+        if path.is_symlink():
+            raise DataFileError(f"{path}: a link to {os.readlink(path)}, which does not exist (a dangling link)")
         raise DataFileError(f"{path}: file not found")
     try:
-        img = nib.load(str(path))
+        with nib.imageglobals.LoggingOutputSuppressor():  # its pixdim note names no file: see mm_geometry
+            img = nib.load(str(path))
     except _READ_ERRORS as exc:
         raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataFileError(f"{path}: not a NIfTI file ({type(img).__name__})")
+    check_scalar_dtype(img, path)
     return img
 
 
@@ -172,7 +254,11 @@ def read_nifti(path: str | Path, dtype: type | None = np.float32) -> NiftiVolume
         dtype: the array's dtype (scaling applied); None keeps the stored one.
 
     Raises:
-        DataFileError: the file is missing, truncated or not NIfTI (message names the file).
+        DataFileError: the file is missing (or a dangling link), truncated, not NIfTI, or not a
+            real-valued scalar image (message names the file).
+
+    Warns:
+        HeaderWarning: the header's voxel sizes disagree with its affine (:func:`mm_geometry`).
     """
     path = Path(path)
     img = _load(path)
@@ -180,8 +266,10 @@ def read_nifti(path: str | Path, dtype: type | None = np.float32) -> NiftiVolume
         arr = np.asarray(img.dataobj, dtype=dtype) if dtype is not None else np.asanyarray(img.dataobj)
     except _READ_ERRORS as exc:
         raise DataFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
-    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return NiftiVolume(path, arr, np.asarray(img.affine, dtype=np.float64), spacing, header_geometry(img.header))
+    affine, spacing, note = mm_geometry(img, path)
+    if note:
+        warnings.warn(note, HeaderWarning, stacklevel=2)
+    return NiftiVolume(path, arr, affine, spacing, header_geometry(img.header))
 
 
 def _fmt_affine(affine: np.ndarray) -> str:

@@ -1,13 +1,22 @@
-"""``sam3d prepare``: raw layout (or nnU-Net v1 preprocessed folder) -> canonical prepared store.
+"""``sam3d prepare``: a raw folder plus a plan -> the canonical prepared store (one road for every dataset).
 
-Two passes, as nnU-Net v1's planning + preprocessing:
+:func:`prepare_dataset` is the one entry point. The plan comes from a :class:`PlanSource`:
+
+* :class:`CommittedPlan` (``dataset`` names a paper dataset): its committed plan
+  (:mod:`sam3dlib.data.plans`), raw layouts BTCV / ACDC / MSD or an nnU-Net v1 preprocessed
+  folder, and the statistics nnU-Net v1 measured on the data;
+* :class:`PlannedFromData` (``dataset=None``): a user's MSD / nnU-Net v2 folder, planned by
+  :func:`sam3dlib.data.planning.make_plan`, with its folds written to ``splits_final.json``.
+
+Then the same two passes for every dataset, as nnU-Net's planning + preprocessing:
 
 1. *analysis* over all labelled cases found: spacings and cropped shapes (-> target spacing by
    nnU-Net's ``ExperimentPlanner3D_v21`` rule unless given), CT foreground intensity statistics
    (every 10th foreground voxel of the cropped images, pooled over all labelled cases, exactly
    as nnU-Net did, which for Synapse includes the 12 test cases), and the MRI nonzero-mask rule
    (use the mask for a channel iff cropping shrinks the median case by more than 25 %);
-   written to ``dataset.json`` first, so an interrupted run resumes with the same settings;
+   written to ``dataset.json`` (with the plan) first, so an interrupted run resumes with the
+   same settings;
 2. *per case* :func:`~sam3dlib.data.preprocess.preprocess_case`, each output written atomically,
    the properties JSON last; finished cases are skipped on a rerun.
 """
@@ -21,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sam3dlib.data.io import DataFileError, affine_geometry, axcodes_of, load_label_nifti
+from sam3dlib.data import nnunet_v1
+from sam3dlib.data.io import DataFileError, load_label_nifti
 from sam3dlib.data.planning import (
     ANALYSIS_SAMPLE_EVERY,
     NUM_FOLDS,
@@ -36,20 +46,23 @@ from sam3dlib.data.planning import (
     target_spacing_v21,
     use_nonzero_mask,
 )
+from sam3dlib.data.plans import committed_plan
 from sam3dlib.data.preprocess import canonical_orientation, crop_case, preprocess_case
-from sam3dlib.data.readers import (
-    RawCase,
-    find_raw_cases,
-    load_pickle,
-    nnunet_v1_plans,
-    nnunet_v1_splits,
-)
-from sam3dlib.data.specs import get_spec
+from sam3dlib.data.readers import RawCase, find_raw_cases
+from sam3dlib.data.specs import PLAN_KEY, get_spec
 from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
-from sam3dlib.data.store import CASES_DIR, META_FILE, SPLITS_FILE, PreparedDataset, case_paths, read_meta
-from sam3dlib.data.user_dataset import UserDataset
+from sam3dlib.data.store import (
+    CASES_DIR,
+    META_FILE,
+    SPLITS_FILE,
+    PreparedDataset,
+    case_paths,
+    check_store_target,
+    read_meta,
+)
+from sam3dlib.data.user_dataset import UserDataset, load_user_dataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
-from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json
+from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, check_output_dir
 
 ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
 
@@ -136,7 +149,8 @@ def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
     return {"dataset": spec.name, "num_channels": spec.num_channels, "num_classes": spec.num_classes,
             "labels": {str(k): v for k, v in spec.labels.items()}, "target_spacing": target,
             "target_spacing_source": t_src, "normalization": norm, "orientation": orientation,
-            "orientation_source": ORIENTATION_SOURCE, "sam3dlib_version": _version()}
+            "orientation_source": ORIENTATION_SOURCE, "sam3dlib_version": _version(),
+            PLAN_KEY: committed_plan(spec.name)}
 
 
 def _prepare_one(args) -> str:
@@ -162,167 +176,154 @@ def missing_labels_message(missing: dict[str, str]) -> str:
     return f"{len(missing)} case(s) the split lists as labelled have no label: {listed}{' ...' if len(missing) > 10 else ''}"
 
 
-# ---------------------------------------------------------------- nnU-Net v1 preprocessed input
+
+# ---------------------------------------------------------------- where a store's plan comes from
 
 
-def _itk_affine(origin, spacing, direction) -> np.ndarray:
-    """SimpleITK (LPS) origin/spacing/direction of an (x, y, z) image -> NIfTI (RAS) affine."""
-    d = np.asarray(direction, float).reshape(3, 3)
-    aff = np.eye(4)
-    aff[:3, :3] = d * np.asarray(spacing, float)[None, :]
-    aff[:3, 3] = origin
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff
-
-
-def _nnunet_meta(dataset: str, cases: Sequence[RawCase]) -> dict:
-    spec = get_spec(dataset)
-    stage = Path(cases[0].extra["stage_dir"])
-    plans = nnunet_v1_plans(stage)
-    first = load_pickle(Path(cases[0].extra["properties"]))
-    orientation = axcodes_of(_itk_affine(first["itk_origin"], first["itk_spacing"], first["itk_direction"]))
-    target = [float(x) for x in first["spacing_after_resampling"]]
-    norm: dict = {"scheme": "unknown", "note": f"no plans file next to {stage}; cannot preprocess new scans"}
-    transpose_fwd = [0, 1, 2]
-    if plans is not None:
-        schemes = plans.get("normalization_schemes", {})
-        ip = plans.get("dataset_properties", {}).get("intensityproperties") or {}
-        transpose_fwd = list(plans.get("transpose_forward", [0, 1, 2]))
-        if schemes.get(0) == "CT" and 0 in ip:
-            norm = {"scheme": "CT", **{k: float(ip[0][k]) for k in ("percentile_00_5", "percentile_99_5", "mean", "sd")}}
-        elif schemes:
-            mask = plans.get("use_mask_for_norm", {})
-            norm = {"scheme": "nonCT", "use_nonzero_mask": [bool(mask.get(c, False)) for c in range(spec.num_channels)]}
-        norm["computed_on"] = "nnU-Net v1 plans file"
-    splits = nnunet_v1_splits(stage)
-    meta = {"dataset": spec.name, "num_channels": spec.num_channels, "num_classes": spec.num_classes,
-            "labels": {str(k): v for k, v in spec.labels.items()}, "target_spacing": target,
-            "target_spacing_source": f"spacing_after_resampling of {stage.name}", "normalization": norm,
-            "nnunet_transpose_forward": transpose_fwd, "orientation": orientation,
-            "orientation_source": "the first case's (nnU-Net v1 does not reorient; new scans are brought to it)",
-            "sam3dlib_version": _version()}
-    if splits:
-        meta["nnunet_splits_final_fold0"] = {k: sorted(map(str, v)) for k, v in splits[0].items()}
-        meta["nnunet_splits_final_note"] = ("ignored: the authors' trainers overwrite fold 0 with the hard-coded "
-                                            "lists shipped in splits.json")
-    return meta
-
-
-def _convert_nnunet_one(args) -> str:
-    case, meta, out = args
-    src = case.images[0]
-    try:
-        arr = np.load(src)["data"] if src.suffix == ".npz" else np.load(src, mmap_mode="r")
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise DataFileError(f"{src}: cannot read nnU-Net array ({type(exc).__name__}: {exc})") from exc
-    if arr.ndim != 4 or arr.shape[0] != meta["num_channels"] + 1:
-        raise DataFileError(f"{src}: expected (channels + seg) x Z x Y x X with {meta['num_channels'] + 1} "
-                         f"channels, got shape {arr.shape}")
-    p = load_pickle(Path(case.extra["properties"]))
-    img = np.asarray(arr[:-1], dtype=np.float32)
-    seg = np.asarray(arr[-1])
-    lab = np.where(seg < 0, 0, seg).astype(np.uint8)
-    tf = list(meta.get("nnunet_transpose_forward", [0, 1, 2]))
-    sitk_zyx = list(p["original_size_of_raw_data"])
-    affine = _itk_affine(p["itk_origin"], p["itk_spacing"], p["itk_direction"])
-    props = {"case_id": case.case_id, "original_shape": [int(s) for s in sitk_zyx[::-1]],
-             "original_affine": affine.tolist(), "nifti_header": affine_geometry(affine),
-             "original_orientation": axcodes_of(affine), "orientation": axcodes_of(affine),
-             "original_spacing": [float(p["original_spacing"][t]) for t in tf],
-             "transpose": [[2, 1, 0][t] for t in tf],
-             "crop_bbox": [[int(a), int(b)] for a, b in (p["crop_bbox"][t] for t in tf)],
-             "shape_after_crop": [int(p["size_after_cropping"][t]) for t in tf],
-             "spacing_after_resampling": [float(s) for s in p["spacing_after_resampling"]],
-             "shape_after_resampling": list(img.shape[1:]),
-             "separate_axis": None, "image_files": [str(x) for x in p.get("list_of_data_files", [])],
-             "label_file": str(p.get("seg_file")) if p.get("seg_file") else None, "nnunet_source": str(src)}
-    from sam3dlib.data.preprocess import separate_axis
-    props["separate_axis"] = separate_axis(props["original_spacing"], props["spacing_after_resampling"])
-    paths = case_paths(out, case.case_id)
-    atomic_save_npy(paths["image"], img)
-    atomic_save_npy(paths["label"], lab)
-    atomic_write_json(paths["properties"], props)
-    return case.case_id
-
-
-# ---------------------------------------------------------------- entry point
-
-
-def prepare_dataset(dataset: str, raw: Path, out: Path, num_workers: int = 0,
-                    target_spacing: Sequence[float] | str | None = None, layout: str | None = None,
-                    allow_missing_labels: bool = False) -> PreparedDataset:
-    """Convert ``raw`` into the prepared store ``out`` (resumable).
+class CommittedPlan:
+    """A paper dataset: its committed plan, its raw layouts (or an nnU-Net v1 folder), and the
+    statistics measured on the data as nnU-Net v1 did (:func:`analyse`).
 
     Args:
         dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
-        raw: raw data root (BTCV, ACDC, MSD/nnFormer layout) or nnU-Net v1 preprocessed task/stage folder.
-        out: store folder (created).
-        num_workers: worker processes (0 = in this process).
-        target_spacing: ``None`` (nnU-Net v21 rule on the data, what the code did), ``"spec"``
-            (the value recorded in datasets.json) or (z, y, x) in mm. Ignored when resuming or
-            reading an nnU-Net v1 folder.
-        layout: force a layout instead of autodetecting it.
-        allow_missing_labels: prepare cases that the shipped split lists as labelled (train or
-            test) although their label file is missing; they are recorded in ``dataset.json``
-            (``unlabelled_split_cases``). Without it such a case is an error.
-
-    Returns:
-        The :class:`PreparedDataset` at ``out``.
+        target_spacing: ``None`` (nnU-Net v21 rule on the data), ``"spec"`` (datasets.json's
+            value) or (z, y, x) mm. Ignored when resuming or reading an nnU-Net v1 folder.
+        layout: force a raw layout instead of autodetecting it.
+        allow_missing_labels: prepare cases that the shipped split lists as labelled although
+            their label file is missing (recorded in ``dataset.json`` ``unlabelled_split_cases``).
     """
-    from sam3dlib.data.store import check_store_target
-    from sam3dlib.utils.fileio import check_output_dir
 
-    spec = get_spec(dataset)
-    raw, out = Path(raw), Path(out)
-    check_output_dir(out, "prepared store folder (--out)")
-    check_store_target(out)
-    cases = find_raw_cases(spec.name, raw, layout)
-    layout = cases[0].layout
-    missing_img = [c for c in cases if not c.images]
-    if missing_img:
-        raise MissingFileError(f"{raw}: no image file for case(s) {', '.join(c.case_id for c in missing_img[:5])}; "
-                                f"run `sam3d check-data {spec.name} {raw}`")
-    unlabelled = unlabelled_split_cases(spec.name, cases)
-    if unlabelled and not allow_missing_labels:
-        raise MissingFileError(f"{raw}: {missing_labels_message(unlabelled)}; restore the label file(s), or pass "
-                                "--allow-missing-labels (allow_missing_labels=True) to prepare them unlabelled")
-    meta_path = out / META_FILE
-    if meta_path.is_file():
-        meta = read_meta(out)
-        if meta.get("dataset") != spec.name:
-            raise DataFileError(f"{meta_path}: store is for {meta.get('dataset')!r}, not {spec.name!r}; use another --out")
-    else:
-        meta = _nnunet_meta(spec.name, cases) if layout == "nnunet_v1" else analyse(spec.name, cases, num_workers, target_spacing)
+    def __init__(self, dataset: str, target_spacing: Sequence[float] | str | None = None,
+                 layout: str | None = None, allow_missing_labels: bool = False) -> None:
+        self.name = get_spec(dataset).name
+        self.target_spacing, self.layout, self.allow_missing_labels = target_spacing, layout, allow_missing_labels
+
+    def find_cases(self, raw: Path) -> list[RawCase]:
+        """The raw cases, checked: each has an image; the split's labelled cases have labels."""
+        cases = find_raw_cases(self.name, raw, self.layout)
+        missing_img = [c for c in cases if not c.images]
+        if missing_img:
+            raise MissingFileError(f"{raw}: no image file for case(s) {', '.join(c.case_id for c in missing_img[:5])}; "
+                                   f"run `sam3d check-data {self.name} {raw}`")
+        self.unlabelled = unlabelled_split_cases(self.name, cases)
+        if self.unlabelled and not self.allow_missing_labels:
+            raise MissingFileError(f"{raw}: {missing_labels_message(self.unlabelled)}; restore the label file(s), or "
+                                   "pass --allow-missing-labels (allow_missing_labels=True) to prepare them unlabelled")
+        return cases
+
+    def new_store(self, raw: Path, cases: Sequence[RawCase], out: Path, num_workers: int, progress: bool) -> dict:
+        """Analyse the cases and write ``out/dataset.json`` (with the committed plan)."""
+        layout = cases[0].layout
+        meta = (nnunet_v1.nnunet_meta(self.name, cases, _version()) | {PLAN_KEY: committed_plan(self.name)}
+                if layout == nnunet_v1.LAYOUT else analyse(self.name, cases, num_workers, self.target_spacing))
         meta["source_layout"] = layout
         meta["source_root"] = str(raw.resolve())
         meta["phantom"] = (raw / "PHANTOM.json").is_file()
-        meta["unlabelled_split_cases"] = unlabelled
-        atomic_write_json(meta_path, meta)
-    (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]
-    fn = _convert_nnunet_one if layout == "nnunet_v1" else _prepare_one
-    for _ in _imap(fn, [(c, meta, out) for c in todo], num_workers, f"prepare {spec.name}"):
-        pass
-    return PreparedDataset(out)
+        meta["unlabelled_split_cases"] = self.unlabelled
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / META_FILE, meta)
+        return meta
+
+    def resume(self, raw: Path, out: Path) -> dict:
+        """The stored ``dataset.json``, refused when it is of another dataset."""
+        meta = read_meta(out)
+        if meta.get("dataset") != self.name:
+            raise DataFileError(f"{out / META_FILE}: store is for {meta.get('dataset')!r}, not {self.name!r}; "
+                                "use another --out")
+        return meta
+
+
+class PlannedFromData:
+    """A user's MSD / nnU-Net v2 folder, planned from its data (:func:`plan_user_dataset`).
+
+    Args:
+        settings: memory model and budget of the planner.
+        overrides: plan values to impose (:data:`sam3dlib.data.planning.OVERRIDABLE`).
+    """
+
+    def __init__(self, settings: PlannerSettings, overrides: dict | None = None) -> None:
+        self.settings, self.overrides = settings, overrides
+
+    def find_cases(self, raw: Path) -> list[RawCase]:
+        """The cases ``raw/dataset.json`` lists (its checks: :func:`load_user_dataset`)."""
+        self.ds = load_user_dataset(raw)
+        return list(self.ds.cases)
+
+    def new_store(self, raw: Path, cases: Sequence[RawCase], out: Path, num_workers: int, progress: bool) -> dict:
+        """Plan; write ``out/splits_final.json`` and ``out/dataset.json`` (with the raw files' record)."""
+        meta, folds = plan_user_dataset(self.ds, self.settings, self.overrides, num_workers, progress)
+        meta[SOURCE_FILES_KEY] = source_record(self.ds)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / SPLITS_FILE, folds)
+        atomic_write_json(out / META_FILE, meta)
+        return meta
+
+    def resume(self, raw: Path, out: Path) -> dict:
+        """The stored plan, refused if the store is of another folder or the raw data changed."""
+        meta_path = out / META_FILE
+        meta = read_meta(out)
+        if meta.get("source_root") != str(raw.resolve()):
+            raise DataFileError(f"{meta_path}: this store was prepared from {meta.get('source_root')!r}, not {raw}; "
+                                "use another --out, or --force to rebuild it from this folder")
+        if self.overrides:
+            raise ConfigError(f"{meta_path}: the store already has a plan; plan settings apply to a new store only "
+                              "(use another --out, or --force to rebuild it)")
+        if SOURCE_FILES_KEY in meta:  # stores of sam3dlib <= 0.x lack the record: resumed as they are
+            changes = source_changes(meta[SOURCE_FILES_KEY], source_record(self.ds))
+            if changes:
+                listed = "; ".join(changes[:8]) + (f"; ... ({len(changes)} in all)" if len(changes) > 8 else "")
+                raise DataFileError(f"{raw}: the raw data changed since {out} was prepared ({listed}); prepare into "
+                                    "a new --out, or pass --force to rebuild the store from scratch")
+        return meta
+
+
+#: what :func:`prepare_dataset` asks of a plan's source
+PlanSource = CommittedPlan | PlannedFromData
+
+
+def plan_source(dataset: str | None, settings: PlannerSettings | None = None, overrides: dict | None = None,
+                target_spacing: Sequence[float] | str | None = None, layout: str | None = None,
+                allow_missing_labels: bool = False) -> PlanSource:
+    """The plan's source: ``dataset``'s committed plan, or (``None``) the planner on the raw folder.
+
+    Raises:
+        ConfigError: settings that do not apply to that source (plan overrides for a paper
+            dataset; a layout, ``target_spacing="spec"`` or missing labels for a user's).
+    """
+    if dataset is not None:
+        if overrides:
+            raise ConfigError(f"{dataset} has a committed plan (the paper's settings); plan overrides apply to "
+                              "your own datasets")
+        return CommittedPlan(dataset, target_spacing, layout, allow_missing_labels)
+    if layout is not None or allow_missing_labels or isinstance(target_spacing, str):
+        raise ConfigError("layout, allow_missing_labels and target_spacing='spec' apply to the paper datasets; your "
+                          "own dataset's layout and labels are told by its dataset.json")
+    overrides = dict(overrides or {})
+    if target_spacing is not None:
+        overrides["target_spacing"] = list(target_spacing)
+    if settings is None:
+        raise ConfigError("planning your own dataset needs the planner's settings (memory model and budget); "
+                          "sam3dlib.pipeline.prepare passes the decoder's")
+    return PlannedFromData(settings, overrides)
 
 
 # ---------------------------------------------------------------- a user's dataset (MSD / nnU-Net v2)
 
 
-def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | None = None,
-                      num_workers: int = 0, progress: bool = True) -> tuple[dict, list[dict], UserDataset]:
-    """Read and check every case of a user's raw folder, then plan (nothing is written).
+def plan_user_dataset(ds: UserDataset, settings: PlannerSettings, overrides: dict | None = None,
+                      num_workers: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
+    """Read and check every case of a user's raw folder ``ds``, then plan (nothing is written).
 
     Returns:
-        ``(dataset-level meta with the plan, folds, the UserDataset)``.
+        ``(dataset-level meta with the plan, folds)``.
 
     Raises:
         DatasetFormatError / DataFileError: the first bad file, named.
         ConfigError: a plan override that does not fit the data (e.g. ``num_folds``).
     """
     from sam3dlib.data.planning import is_ct
-    from sam3dlib.data.user_dataset import load_user_dataset
 
-    ds = load_user_dataset(raw)
+    raw = ds.root
     if "num_folds" in (overrides or {}):
         check_num_folds(int(overrides["num_folds"]), len(ds.cases), f"{raw} (--plan num_folds)")
     if ds.splits is None:  # before reading any voxel: too few cases for any split
@@ -346,7 +347,7 @@ def plan_user_dataset(raw: Path, settings: PlannerSettings, overrides: dict | No
     folds = check_folds(folds, ds.case_ids, meta["split_source"])
     meta.update(source_layout=ds.layout, source_root=str(Path(raw).resolve()), channel_names=list(ds.channel_names),
                 orientation=orientation, orientation_source=ORIENTATION_SOURCE, sam3dlib_version=_version())
-    return meta, folds, ds
+    return meta, folds
 
 
 #: ``dataset.json`` key of a user store: what its raw files were when it was prepared
@@ -389,39 +390,8 @@ def source_changes(recorded: dict, current: dict) -> list[str]:
     return changes
 
 
-def _resume_user_store(raw: Path, out: Path, overrides: dict | None) -> tuple[dict, Sequence[RawCase]]:
-    """The stored plan and the raw cases of an existing store, refused if the raw data changed."""
-    from sam3dlib.data.specs import is_user_meta
-    from sam3dlib.data.user_dataset import load_user_dataset
 
-    meta_path = out / META_FILE
-    meta = read_meta(out)
-    if not is_user_meta(meta) or meta.get("source_root") != str(raw.resolve()):
-        raise DataFileError(f"{meta_path}: this store was prepared from {meta.get('source_root')!r}, not {raw}; "
-                            "use another --out, or --force to rebuild it from this folder")
-    if overrides:
-        raise ConfigError(f"{meta_path}: the store already has a plan; plan settings apply to a new store only "
-                          "(use another --out, or --force to rebuild it)")
-    ds = load_user_dataset(raw)
-    if SOURCE_FILES_KEY in meta:  # stores of sam3dlib <= 0.x lack the record: resumed as they are
-        changes = source_changes(meta[SOURCE_FILES_KEY], source_record(ds))
-        if changes:
-            listed = "; ".join(changes[:8]) + (f"; ... ({len(changes)} in all)" if len(changes) > 8 else "")
-            raise DataFileError(f"{raw}: the raw data changed since {out} was prepared ({listed}); prepare into a "
-                                "new --out, or pass --force to rebuild the store from scratch")
-    return meta, ds.cases
-
-
-def _new_user_store(raw: Path, out: Path, settings: PlannerSettings, overrides: dict | None, num_workers: int,
-                    progress: bool) -> tuple[dict, Sequence[RawCase]]:
-    """Plan ``raw`` and write the store's ``splits_final.json`` and ``dataset.json`` (cases follow)."""
-
-    meta, folds, ds = plan_user_dataset(raw, settings, overrides, num_workers, progress)
-    meta[SOURCE_FILES_KEY] = source_record(ds)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / SPLITS_FILE, folds)
-    atomic_write_json(out / META_FILE, meta)
-    return meta, ds.cases
+# ---------------------------------------------------------------- the one entry point
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -437,66 +407,86 @@ def _swap_in(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def prepare_user_dataset(raw: str | Path, out: str | Path, settings: PlannerSettings, overrides: dict | None = None,
-                         num_workers: int = 0, progress: bool = True, force: bool = False) -> PreparedDataset:
-    """``sam3d prepare --raw DIR --out data/NAME``: plan and prepare a user's MSD or nnU-Net v2 dataset.
+def prepare_dataset(dataset: str | None, raw: str | os.PathLike, out: str | os.PathLike, num_workers: int = 0,
+                    target_spacing: Sequence[float] | str | None = None, layout: str | None = None,
+                    allow_missing_labels: bool = False, *, settings: PlannerSettings | None = None,
+                    overrides: dict | None = None, progress: bool = True, force: bool = False) -> PreparedDataset:
+    """Convert the raw folder ``raw`` with its plan into the prepared store ``out`` (resumable).
 
-    Every case is read and checked before anything is written (a bad file leaves ``out``
-    untouched); then ``splits_final.json`` and ``dataset.json`` (with the plan and the raw
-    files' :func:`source_record`) are written, then the cases. A rerun resumes an interrupted
-    prepare with the stored plan; it is refused when the raw data changed since (a case's
-    files added, removed or modified, ``dataset.json`` or ``splits_final.json`` edited) or
-    plan ``overrides`` are given. ``force`` rebuilds the store from scratch in a temporary
-    folder beside ``out`` and swaps it in when complete (a failure leaves ``out`` as it was).
+    Every case is read and checked before anything is written; then ``dataset.json`` (with the
+    plan; and ``splits_final.json`` when the plan's split is the store's folds), then the cases,
+    each atomically. A rerun resumes an interrupted prepare with the stored plan (refused when
+    the store is of another dataset or folder, or a user's raw data changed since). ``force``
+    rebuilds the store from scratch in a temporary folder beside ``out`` and swaps it in when
+    complete (a failure leaves ``out`` as it was).
 
     Args:
-        raw: the raw folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
+        dataset: a paper dataset (``synapse``, ``acdc``, ``lung``, ``brats``: its committed
+            plan), or ``None``: a user's MSD / nnU-Net v2 folder, planned from its data.
+        raw: the raw folder (BTCV, ACDC, MSD/nnFormer layout, an nnU-Net v1 preprocessed task or
+            stage folder; or a user's folder with ``dataset.json``, ``imagesTr/``, ``labelsTr/``).
         out: the store folder (absent, empty, or a store).
-        settings: memory model and budget of the planner.
-        overrides: plan values to impose (:data:`sam3dlib.data.planning.OVERRIDABLE`).
         num_workers: worker processes (0 = in this process).
+        target_spacing: ``None`` (nnU-Net's rule on the data), ``"spec"`` (a paper dataset's
+            datasets.json value) or (z, y, x) mm. Ignored when resuming or reading an nnU-Net v1 folder.
+        layout: force a paper layout instead of autodetecting it.
+        allow_missing_labels: a paper dataset: prepare cases that the shipped split lists as
+            labelled although their label file is missing (recorded in ``dataset.json``).
+        settings: the planner's memory model and budget (a user's dataset;
+            ``sam3dlib.pipeline.planner_settings()`` gives the decoder's).
+        overrides: plan values to impose on a user's dataset (:data:`sam3dlib.data.planning.OVERRIDABLE`).
         progress: progress bars.
         force: rebuild ``out`` from scratch even if it is a store.
 
+    Returns:
+        The :class:`PreparedDataset` at ``out``.
+
     Raises:
-        DatasetFormatError, DataFileError, ConfigError: bad input, naming the file or setting;
-            a store from another raw folder or from changed raw data.
+        DatasetFormatError, DataFileError, MissingFileError, ConfigError: bad input, naming the
+            file or setting; a store of another dataset or folder, or of changed raw data.
         OutputError: ``out`` cannot be written, or is a non-empty folder that is not a store.
     """
+    import shutil
     import tempfile
 
-    from sam3dlib.data.store import check_store_target
-    from sam3dlib.utils.fileio import check_output_dir
-
+    source = plan_source(dataset, settings, overrides, target_spacing, layout, allow_missing_labels)
     raw, out = Path(raw), Path(out)
     check_output_dir(out, "prepared store folder (--out)")
     check_store_target(out)
+    cases = source.find_cases(raw)
     if force:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
         try:
-            meta, cases = _new_user_store(raw, tmp, settings, overrides, num_workers, progress)
+            meta = source.new_store(raw, cases, tmp, num_workers, progress)
             _prepare_cases(cases, meta, tmp, num_workers, progress)
             _swap_in(tmp, out)
         finally:
             if tmp.exists():
-                import shutil
                 shutil.rmtree(tmp, ignore_errors=True)
         return PreparedDataset(out)
     if (out / META_FILE).is_file():
-        meta, cases = _resume_user_store(raw, out, overrides)
+        meta = source.resume(raw, out)
     else:
-        meta, cases = _new_user_store(raw, out, settings, overrides, num_workers, progress)
+        meta = source.new_store(raw, cases, out, num_workers, progress)
     _prepare_cases(cases, meta, out, num_workers, progress)
     return PreparedDataset(out)
 
 
 def _prepare_cases(cases: Sequence[RawCase], meta: dict, out: Path, num_workers: int, progress: bool) -> None:
-    """Preprocess the cases not yet complete in ``out`` (a case is complete when its properties exist)."""
+    """Preprocess (or, from an nnU-Net v1 folder, convert) the cases not yet complete in ``out``
+    (a case is complete when its properties exist)."""
     (out / CASES_DIR).mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases if not case_paths(out, c.case_id)["properties"].is_file()]
-    for _ in _imap(_prepare_one, [(c, meta, out) for c in todo], num_workers, f"prepare {meta['dataset']}", progress):
+    jobs = [(c, meta, out) for c in todo]
+    for _ in _imap(_case_step(meta), jobs, num_workers, f"prepare {meta['dataset']}", progress):
         pass
 
 
-__all__ = ["describe_plan", "plan_user_dataset", "prepare_dataset", "prepare_user_dataset", "target_spacing_v21"]
+def _case_step(meta: dict):
+    """The per-case step of a store's source layout: preprocess, or copy nnU-Net v1's arrays."""
+    return nnunet_v1.convert_case if meta.get("source_layout") == nnunet_v1.LAYOUT else _prepare_one
+
+
+__all__ = ["CommittedPlan", "PlannedFromData", "describe_plan", "plan_source", "plan_user_dataset",
+           "prepare_dataset", "target_spacing_v21"]

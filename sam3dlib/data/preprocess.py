@@ -19,6 +19,7 @@ with the input's own header.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -131,8 +132,15 @@ def read_image(image_paths: Sequence[Path] | Path, num_channels: int | None = No
             "reoriented_shape": [int(s) for s in img.shape[1:][::-1]],
             "original_spacing": [round(float(spacing_xyz[i]), 6) for i in TRANSPOSE],
             "spacing_source": SPACING_SOURCE, "nifti_header": first.geometry, "transpose": list(TRANSPOSE),
-            "image_files": [str(p) for p in paths]}
+            "image_files": [recorded_path(p) for p in paths]}
     return img, geom
+
+
+def recorded_path(path: str | os.PathLike) -> str:
+    """How a source file is recorded in a case's properties: absolute and resolved (links
+    followed), so that a store's ``image_files``/``label_file`` survive a change of working
+    directory (a store prepared with a relative ``--raw`` is used from anywhere)."""
+    return str(Path(path).resolve())
 
 
 def read_label(label_path: Path, properties: dict | None = None,
@@ -191,6 +199,27 @@ def separate_axis(spacing: Sequence[float], target: Sequence[float]) -> int | No
 def new_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
     """Shape after resampling ``shape`` from ``spacing`` to ``target`` (rounded, at least 1)."""
     return tuple(max(1, int(round(s * sp / t))) for s, sp, t in zip(shape, spacing, target))
+
+
+#: the most voxels a resampled volume may have (2**30: 4 GiB per float32 channel; a whole-body CT
+#: at 0.5 mm has ~0.3e9); more means the voxel sizes are wrong, not that the scan is large
+MAX_RESAMPLED_VOXELS = 2**30
+
+
+def check_resampled_size(shape: Sequence[int], channels: int, spacing: Sequence[float], target: Sequence[float],
+                         path: str | Path) -> None:
+    """Stop before allocating a resampled volume of absurd size (:data:`MAX_RESAMPLED_VOXELS`).
+
+    Raises:
+        DataFileError: naming the file, its voxel sizes, the target and the size it would take.
+    """
+    voxels = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if voxels > MAX_RESAMPLED_VOXELS:
+        gib = voxels * max(1, channels) * 4 / 2**30
+        raise DataFileError(
+            f"{path}: resampling from voxel sizes {[round(float(x), 6) for x in spacing]} mm to "
+            f"{[round(float(x), 6) for x in target]} mm would make a {tuple(int(s) for s in shape)} volume "
+            f"({gib:.0f} GiB); the header's voxel sizes or units (xyzt_units) look wrong")
 
 
 def _zoom(a: np.ndarray, shape: Sequence[int], order: int, axis: int | None, order_axis: int = 0) -> np.ndarray:
@@ -312,7 +341,7 @@ def crop_case(image_paths: Sequence[Path] | Path, label_path: Path | None, num_c
     img = _crop(img, bbox)
     lab = _crop(lab, bbox) if lab is not None else None
     props.update(crop_bbox=bbox, shape_after_crop=list(img.shape[1:]),
-                 label_file=str(label_path) if label_path is not None else None)
+                 label_file=recorded_path(label_path) if label_path is not None else None)
     return img, lab, props
 
 
@@ -340,6 +369,7 @@ def preprocess_case(image_paths: list[Path] | Path, meta: dict, label_path: Path
     spacing = props["original_spacing"]
     target = [float(t) for t in meta["target_spacing"]]
     shape = new_shape(img.shape[1:], spacing, target)
+    check_resampled_size(shape, img.shape[0], spacing, target, props["image_files"][0])
     axis = separate_axis(spacing, target)
     nonzero = np.any(img != 0, axis=0)
     img = resample_image(img, shape, axis)

@@ -7,9 +7,11 @@ One :class:`DatasetSpec` type for every dataset:
   source; the ``sam3dlib_spec`` block of each entry holds the scored regions, batch size and
   batch-Dice flag). Where the paper's text and the code that produced its numbers disagree,
   the code's value is the default and the text's is kept alongside;
-* a user's dataset gets its spec from the plan that ``sam3d prepare --raw`` writes into the
-  prepared store's ``dataset.json`` (:mod:`sam3dlib.data.planning`); :func:`spec_from_meta`
-  picks the right one for a store.
+* a user's dataset gets its spec from the planner (:mod:`sam3dlib.data.planning`).
+
+Every prepared store carries its spec as the plan in its ``dataset.json``
+(:mod:`sam3dlib.data.plans` reads it; the paper's four have committed plans built from
+``datasets.json``).
 """
 from __future__ import annotations
 
@@ -22,8 +24,12 @@ from typing import Any
 from sam3dlib.utils.errors import ConfigError
 
 DATASETS = ("synapse", "acdc", "lung", "brats")
-#: key of the spec block in a prepared store's ``dataset.json`` (user datasets only)
+#: key of the spec block (the plan) in a prepared store's ``dataset.json``
 PLAN_KEY = "plan"
+#: where a store's split comes from: the paper's shipped lists, or the store's ``splits_final.json``
+SPLIT_SOURCES = ("shipped", "folds")
+#: HD95 units a dataset's test scores report (:func:`sam3dlib.evaluation.evaluator.evaluate_pairs`)
+HD95_CONVENTIONS = ("paper", "both")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,11 @@ class DatasetSpec:
     batch_dice: bool = False
     #: name of each input channel (``dataset.json``'s ``modality`` / ``channel_names``)
     channel_names: tuple[str, ...] = ()
+    #: ``shipped`` (the paper's split lists, protocols ``paper``/``clean``) or ``folds`` (the
+    #: store's ``splits_final.json``; the chosen fold's ``val`` cases are the test cases)
+    split: str = "folds"
+    #: ``paper``: HD95 in voxels only (the authors' scripts); ``both``: also in mm (``HD95_strict``)
+    hd95: str = "both"
 
     @property
     def label_values(self) -> tuple[int, ...]:
@@ -63,7 +74,8 @@ class DatasetSpec:
                 "patch_size": list(self.patch_size), "batch_size": self.batch_size, "modality": self.modality,
                 "target_spacing": list(self.target_spacing) if self.target_spacing else None,
                 "paper_text_patch_size": list(self.paper_text_patch_size) if self.paper_text_patch_size else None,
-                "ct_stats": self.ct_stats, "batch_dice": self.batch_dice, "channel_names": list(self.channel_names)}
+                "ct_stats": self.ct_stats, "batch_dice": self.batch_dice, "channel_names": list(self.channel_names),
+                "split": self.split, "hd95": self.hd95}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DatasetSpec:
@@ -81,9 +93,13 @@ class DatasetSpec:
                 target_spacing=tuple(float(x) for x in d["target_spacing"]) if d.get("target_spacing") else None,
                 paper_text_patch_size=_ints3(d["paper_text_patch_size"]) if d.get("paper_text_patch_size") else None,
                 extra_regions=_regions(d.get("extra_regions") or {}), ct_stats=d.get("ct_stats") or None,
-                batch_dice=bool(d.get("batch_dice", False)), channel_names=tuple(d.get("channel_names") or ()))
+                batch_dice=bool(d.get("batch_dice", False)), channel_names=tuple(d.get("channel_names") or ()),
+                split=str(d.get("split", "folds")), hd95=str(d.get("hd95", "both")))
         except KeyError as exc:
             raise ValueError(f"dataset spec of {d.get('name', '?')!r} lacks {exc.args[0]!r}") from None
+        if spec.split not in SPLIT_SOURCES or spec.hd95 not in HD95_CONVENTIONS:
+            raise ValueError(f"dataset spec of {spec.name!r}: split must be one of {SPLIT_SOURCES} and hd95 one of "
+                             f"{HD95_CONVENTIONS}, got {spec.split!r} / {spec.hd95!r}")
         for name, values in {**spec.regions, **spec.extra_regions}.items():
             unknown = sorted(set(values) - set(spec.labels) | ({0} & set(values)))
             if unknown or not values:
@@ -120,24 +136,15 @@ def paper_spec_dict(name: str) -> dict[str, Any]:
             "patch_size": f["patch_size_zyx"], "batch_size": s["batch_size"], "modality": modality,
             "target_spacing": f.get("target_spacing_zyx"), "paper_text_patch_size": s.get("paper_text_patch_size"),
             "ct_stats": stats if modality == "CT" else None, "batch_dice": s["batch_dice"],
-            "channel_names": list(channels)}
+            "channel_names": list(channels), "split": "shipped", "hd95": "paper"}
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``synapse``, ``acdc``, ``lung`` or ``brats`` (from ``datasets.json``)."""
+    """The :class:`DatasetSpec` of ``synapse``, ``acdc``, ``lung`` or ``brats`` (their committed plans)."""
+    from sam3dlib.data.plans import committed_plan
+
     key = name.lower()
     if key not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (a dataset of your own "
                          "is prepared with `sam3d prepare --raw DIR --out data/NAME`; its spec lives in that store)")
-    return DatasetSpec.from_dict(paper_spec_dict(key))
-
-
-def is_user_meta(meta: dict) -> bool:
-    """Whether a store's ``dataset.json`` is of a user's dataset (it carries its own plan)."""
-    return PLAN_KEY in meta
-
-
-def spec_from_meta(meta: dict) -> DatasetSpec:
-    """The spec of a prepared store from its ``dataset.json``: the store's plan for a user's
-    dataset, :func:`get_spec` of the named paper dataset otherwise."""
-    return DatasetSpec.from_dict(meta[PLAN_KEY]) if is_user_meta(meta) else get_spec(meta["dataset"])
+    return DatasetSpec.from_dict(committed_plan(key))

@@ -5,20 +5,22 @@
 <root>/cases/<id>_image.npy         float32 C x D x H x W
 <root>/cases/<id>_label.npy         uint8 D x H x W (absent for unlabelled cases)
 <root>/cases/<id>.json              per-case properties (written last: a case is complete when it exists)
-<root>/splits_final.json            user datasets only: nnU-Net's folds [{"train": [...], "val": [...]}]
+<root>/splits_final.json            when the plan's split is ``folds``: nnU-Net's folds [{"train": [...], "val": [...]}]
 ```
-A user's dataset (``sam3d prepare --raw``) carries its spec in ``dataset.json`` (``plan``).
+Every store carries its spec in ``dataset.json`` (``plan``; :mod:`sam3dlib.data.plans` reads it).
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from sam3dlib.data.specs import DatasetSpec, is_user_meta, spec_from_meta
-from sam3dlib.data.splits import Split, check_folds, get_split, user_split
-from sam3dlib.utils.errors import ConfigError, UnknownCaseError, UserInputError
+from sam3dlib.data.plans import data_label, missing_split_cases, spec_from_meta, store_split
+from sam3dlib.data.specs import DatasetSpec
+from sam3dlib.data.splits import Split, check_folds
+from sam3dlib.utils.errors import UnknownCaseError, UserInputError
 from sam3dlib.utils.fileio import read_json
 
 #: nnU-Net's file names, the same in a raw user dataset and in a store: the dataset's description
@@ -92,7 +94,7 @@ class PreparedDataset:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))  # the store works after a change of working directory
         meta_path = self.root / META_FILE
         if not meta_path.is_file():
             raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; create it with "
@@ -114,13 +116,9 @@ class PreparedDataset:
         self._props: dict[str, dict] = {}
 
     @property
-    def is_phantom(self) -> bool:
-        """True when the store was made from sam3dlib's phantoms (its ``dataset.json`` says so,
-        or, for stores prepared before that key existed, its raw root holds ``PHANTOM.json``)."""
-        if self.meta.get("phantom"):
-            return True
-        root = self.meta.get("source_root")
-        return bool(root) and (Path(root) / "PHANTOM.json").is_file()
+    def data_label(self) -> str:
+        """How outputs name this store's data (``"PHANTOM synapse data"`` for phantoms)."""
+        return data_label(self.spec, self.meta)
 
     def __repr__(self) -> str:
         return f"PreparedDataset({str(self.root)!r}, dataset={self.spec.name!r}, cases={len(self.case_ids)})"
@@ -168,13 +166,35 @@ class PreparedDataset:
                 "them out (recorded in provenance.json / results.json)")
         return have, missing
 
-    @property
-    def is_user_dataset(self) -> bool:
-        """True for a user's dataset (its spec and splits live in the store, not in sam3dlib)."""
-        return is_user_meta(self.meta)
+    def source_label(self, case_id: str) -> Path | None:
+        """The original label file a case was prepared from (``label_file`` of its properties,
+        recorded absolute by :func:`~sam3dlib.data.preprocess.recorded_path`), or None."""
+        gt = self.properties(case_id).get("label_file")
+        return Path(gt) if gt else None
+
+    def check_source_labels(self, case_ids: list[str], why: str) -> None:
+        """Every case of ``case_ids`` has its original label file (evaluation scores against it).
+
+        Called before work that will need them (training a run that is scored afterwards), so
+        that a moved or relative path stops the command at once, not after the last epoch.
+
+        Raises:
+            MissingFileError: naming the first cases, their recorded paths, the store and ``why``.
+        """
+        from sam3dlib.utils.errors import MissingFileError
+
+        bad = [(c, self.source_label(c)) for c in case_ids]
+        bad = [(c, p) for c, p in bad if p is None or not p.is_absolute() or not p.is_file()]
+        if bad:
+            listed = ", ".join(f"{c} ({'none recorded' if p is None else p if p.is_absolute() else f'relative path {p}'})"
+                               for c, p in bad[:3])
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise MissingFileError(
+                f"{self.root}: original label file(s) of {len(bad)} case(s) not found: {listed}{more}; {why}. "
+                "Prepare the store again from the raw folder (`sam3d prepare ... --out` a new folder)")
 
     def folds(self) -> list[dict]:
-        """The store's ``splits_final.json`` (user datasets).
+        """The store's ``splits_final.json`` (its plan's split is ``folds``).
 
         Raises:
             StoreError: the file is missing or not a list of folds.
@@ -191,10 +211,11 @@ class PreparedDataset:
         return check_folds(folds, self.case_ids, str(path))
 
     def split(self, protocol: str = "paper", test_set: str = "paper", fold: int | None = None) -> Split:
-        """The split of this store's cases: the shipped split of a paper dataset, or fold
-        ``fold`` (default 0) of a user dataset's ``splits_final.json``."""
-        if self.is_user_dataset:
-            return user_split(self.spec.name, self.folds(), 0 if fold is None else fold, protocol, self.case_ids)
-        if fold is not None:
-            raise ConfigError(f"{self.spec.name} has the paper's fixed split; fold={fold} applies to your own datasets")
-        return get_split(self.spec.name, protocol, available=self.case_ids, test_set=test_set)
+        """The split the store's plan names (:func:`~sam3dlib.data.plans.store_split`): the
+        shipped lists, or fold ``fold`` (default 0) of ``splits_final.json``."""
+        return store_split(self.spec, self.case_ids, self.folds, protocol, test_set, fold)
+
+    def missing_split_cases(self, split: Split) -> list[str]:
+        """Cases the full split lists for train or test that this store lacks
+        (:func:`~sam3dlib.data.plans.missing_split_cases`)."""
+        return missing_split_cases(self.spec, self.meta, self.case_ids, split)

@@ -1,7 +1,7 @@
 """The one evaluator of a folder (or list) of NIfTI predictions against ground-truth label files.
 
 Used by ``sam3d evaluate`` and by the test-set evaluation of a run
-(:func:`sam3dlib.study.experiment.evaluate_run`), so both score the same arrays the same way:
+(:func:`sam3dlib.pipeline.evaluate_run`), so both score the same arrays the same way:
 
 * files are read by the one label reader (:func:`sam3dlib.data.io.load_label_nifti`: integer
   values within its tolerance, only the dataset's labels);
@@ -56,8 +56,8 @@ def find_cases(folder: str | os.PathLike, role: str) -> dict[str, Path]:
         raise EvaluationError(f"{role} folder {folder} does not exist or is not a folder")
     cases: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or nifti_stem(path.name) is None:
-            continue
+        if path.is_dir() or nifti_stem(path.name) is None:
+            continue  # a dangling link is kept: reading it names it (links that resolve are followed)
         case_id = case_id_from_filename(path.name)
         if case_id in cases:
             raise EvaluationError(f"{role} files {cases[case_id].name} and {path.name} both map to case {case_id}")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError, channel_case_id, nifti_stem, read_header_shape
-from sam3dlib.data.specs import get_spec, is_user_meta, spec_from_meta
+from sam3dlib.data.plans import spec_from_meta
 from sam3dlib.modeling.constants import RANDOM_WEIGHTS
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
@@ -58,13 +58,15 @@ class LoadedRun:
         return iter((self.model, self.config, self.meta))
 
 
-def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "best") -> LoadedRun:
+def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "best",
+             device_flag: str = "--device ") -> LoadedRun:
     """Rebuild a run's model (encoder from its config, decoder from ``checkpoints/<which>.pt``).
 
     Args:
         run_dir: a folder written by :func:`sam3dlib.training.train`.
         device: ``auto``, ``cpu`` or ``cuda``.
         which: ``best`` (the paper's ``--valbest``) or ``latest``.
+        device_flag: how the calling command sets the device (named in a device error).
 
     Raises:
         RunError: missing or unreadable files (invalid JSON), or the encoder weights file changed
@@ -95,10 +97,10 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         if sha != prov.get("encoder_sha256"):
             raise RunError(f"{weights} has sha256 {sha[:12]}..., the run was trained with "
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
-    dev = resolve_device(device)
+    dev = resolve_device(device, flag=device_flag)
     reuse_freed_host_memory(dev.type)
-    # a user dataset's spec is the plan kept in the run's dataset_meta.json
-    model = build_model(config, spec_from_meta(meta) if is_user_meta(meta) else get_spec(config.dataset))
+    # the dataset's spec is the plan kept in the run's copy of the store's dataset.json
+    model = build_model(config, spec_from_meta(meta))
     from sam3dlib.modeling.fingerprint import encoder_fingerprint
 
     if prov.get("encoder_fingerprint") and encoder_fingerprint(model) != prov["encoder_fingerprint"]:
@@ -214,7 +216,8 @@ def group_inputs(folder: str | os.PathLike, num_channels: int = 1, channel_rule:
     Every case's channel count is checked from the headers before anything is predicted.
 
     Raises:
-        MissingFileError: no folder, or no NIfTI file in it.
+        MissingFileError: no folder, no NIfTI file in it, or a NIfTI name that cannot be read (a
+            dangling link; all such are named before any work).
         DataFileError: a case's channels do not match the model's ``num_channels`` (names the
             files), or two files name one case.
     """
@@ -222,7 +225,13 @@ def group_inputs(folder: str | os.PathLike, num_channels: int = 1, channel_rule:
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"input folder {folder} does not exist")
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and nifti_stem(p.name) is not None]
+    named = [p for p in sorted(folder.iterdir()) if nifti_stem(p.name) is not None and not p.is_dir()]
+    dangling = [p for p in named if not p.is_file()]  # a link whose target is gone: named, never skipped
+    if dangling:
+        listed = ", ".join(f"{p.name} -> {os.readlink(p)}" if p.is_symlink() else p.name for p in dangling[:5])
+        raise MissingFileError(f"{folder}: {len(dangling)} input(s) cannot be read (links to files that do not "
+                               f"exist): {listed}{' ...' if len(dangling) > 5 else ''}; fix or remove them")
+    files = named  # links that resolve are followed like files
     if not files:
         raise MissingFileError(f"no .nii.gz/.nii files in input folder {folder}")
     cases: dict[str, list[Path]] = {}
@@ -283,25 +292,39 @@ def check_not_overwriting_inputs(inputs: Sequence[str | os.PathLike], output: st
 
 
 def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   device: str = "auto", progress: bool = True) -> list[Path]:
+                   device: str = "auto", progress: bool = True, overwrite: bool = False) -> list[Path]:
     """Segment every case of ``in_dir`` (:func:`group_inputs`) into ``out_dir/<case>.nii.gz``.
 
     The inputs are grouped and their channel counts checked before anything is written; each
-    output is written atomically. If ``out_dir`` did not exist and nothing was written, it is
+    output is written atomically, so an output that exists is complete. A rerun after an
+    interruption removes the temporary files a killed writer left in ``out_dir`` and skips the
+    cases whose output exists (``overwrite=True`` predicts them again), as nnU-Net's
+    ``--continue_prediction`` does. If ``out_dir`` did not exist and nothing was written, it is
     removed again on failure. A run on an nnU-Net v2 store names the outputs after the case
     (``X_0000.nii.gz`` -> ``X.nii.gz``, :func:`uses_channel_rule`).
+
+    Returns:
+        The outputs of every case (also those skipped as complete).
 
     Raises:
         OutputError: ``out_dir`` is ``in_dir``.
     """
+    from sam3dlib.utils.fileio import remove_stale_temps
+
     check_not_overwriting_inputs([in_dir], out_dir, output_is_folder=True)
     loaded = _as_loaded(run, device)
     cases = group_inputs(in_dir, loaded.model.in_channels, uses_channel_rule(loaded.meta, loaded.model.in_channels))
     out = Path(out_dir)
     created = not out.exists()
-    written = []
+    if out.is_dir():
+        remove_stale_temps(out)
+    todo = {c: f for c, f in cases.items() if overwrite or not (out / f"{c}.nii.gz").is_file()}
+    if progress and len(todo) < len(cases):
+        print(f"{len(cases) - len(todo)} of {len(cases)} case(s) already have an output in {out}: skipped "
+              "(--overwrite predicts them again)")
+    written = [out / f"{c}.nii.gz" for c in cases if c not in todo]
     try:
-        for case_id, files in tqdm(cases.items(), desc="predict", disable=not progress):
+        for case_id, files in tqdm(todo.items(), desc="predict", disable=not progress):
             written.append(predict_file(loaded, files, out / f"{case_id}.nii.gz"))
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):

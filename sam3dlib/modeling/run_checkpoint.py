@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam3dlib.modeling.weights_file import CheckpointError
+from sam3dlib.modeling.weights_file import CheckpointError, load_problem
 from sam3dlib.utils.errors import MissingFileError
 from sam3dlib.utils.fileio import atomic_torch_save
+from sam3dlib.utils.version import package_version
 
 CHECKPOINT_FORMAT = 1
 LATEST = "latest.pt"
@@ -47,7 +48,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
     """Write ``state`` (plus the format version and RNG states) atomically."""
-    payload = {"format": CHECKPOINT_FORMAT, "rng": rng_state(), **state}
+    payload = {"format": CHECKPOINT_FORMAT, "sam3dlib_version": package_version(), "rng": rng_state(), **state}
     return atomic_torch_save(path, payload)
 
 
@@ -59,7 +60,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be read as a sam3dlib training checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "decoder" not in state:
-        raise CheckpointError(f"{path}: not a sam3dlib training checkpoint (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path}: cannot be read as a sam3dlib training checkpoint: {load_problem(path, exc)}") from exc
+    if not isinstance(state, dict) or "decoder" not in state or "format" not in state:
+        keys = ", ".join(map(str, list(state)[:4])) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a sam3dlib training checkpoint (no 'format' and 'decoder' entries; "
+                              f"it holds {keys or 'nothing'})")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: a sam3dlib training checkpoint of format {state['format']!r} (written by sam3dlib "
+            f"{state.get('sam3dlib_version', 'of an unrecorded version')}); sam3dlib {package_version()} reads "
+            f"format {CHECKPOINT_FORMAT}: use the sam3dlib version that wrote it")
     return state

@@ -92,7 +92,7 @@ def run_demo(
         :class:`DemoResult` with the measured mean foreground DSC and wall time.
     """
     from sam3dlib.data.specs import get_spec
-    from sam3dlib.study.experiment import run_experiment
+    from sam3dlib.pipeline import run_experiment
     from sam3dlib.study.notebook_params import NotebookParams
     from sam3dlib.study.phantom_data import ensure_phantom_data
     from sam3dlib.study.seed_runs import conditions_from_run

@@ -5,7 +5,7 @@ One place for the facts that name the paper's experiments:
 * :data:`EXPERIMENTS`: each configuration (``table1_synapse`` ...), its dataset, its table and
   whether the decoder has skip connections; :func:`get_config` turns one into an
   :class:`~sam3dlib.config.ExperimentConfig` (dataset values, then a budget profile, then overrides).
-* :func:`custom_config`: the ``custom`` experiment of a user's dataset (spec from its prepared store).
+* :func:`sam3dlib.config.store_config`: the ``custom`` experiment of any prepared store (spec from its plan).
 * :data:`TABLES`: each paper table's rows of ours (Table 5 = 5a ACDC and 5b Synapse, with and
   without skip connections) and the paper's method each row reproduces.
 * :data:`NOTEBOOKS`: the notebook that regenerates each table (``sam3d reproduce N``).
@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sam3dlib.config import CUSTOM, ExperimentConfig, check_overrides, did_you_mean, profile_values
-from sam3dlib.data.specs import DatasetSpec, get_spec
+from sam3dlib.config import CUSTOM, ExperimentConfig, check_overrides, dataset_values, did_you_mean, profile_values
+from sam3dlib.data.specs import get_spec
 from sam3dlib.utils.errors import ConfigError
 
 
@@ -117,13 +117,6 @@ def table_datasets(table: int | str) -> list[str]:
     return list(dict.fromkeys(row.dataset for row in experiments(table)))
 
 
-def dataset_values(spec: DatasetSpec, skip: bool = True) -> dict[str, Any]:
-    """The settings an experiment takes from its dataset's spec: crop, batch size, batch Dice
-    (``sam3dlib_spec`` of ``resources/datasets.json`` for the paper's datasets, the store's plan
-    for a user's), and the decoder's skips."""
-    return dict(patch_size=tuple(spec.patch_size), batch_size=spec.batch_size, batch_dice=spec.batch_dice, skip=skip)
-
-
 def get_config(name: str, profile: str = "smoke", **overrides: Any) -> ExperimentConfig:
     """The configuration of one paper experiment.
 
@@ -149,22 +142,5 @@ def get_config(name: str, profile: str = "smoke", **overrides: Any) -> Experimen
     return ExperimentConfig(name=name, table=entry.table, dataset=entry.dataset, profile=profile, **values)
 
 
-def custom_config(spec: DatasetSpec, profile: str = "smoke", fold: int = 0, **overrides: Any) -> ExperimentConfig:
-    """The configuration for a user's dataset (experiment ``custom``): its planned crop and batch
-    size under ``profile``.
-
-    Args:
-        spec: the dataset's spec (``PreparedDataset(root).spec``, from the store's plan).
-        profile: ``paper``, ``quick`` or ``smoke`` (as for the paper's experiments).
-        fold: the fold of the store's ``splits_final.json`` to train on.
-        **overrides: any :class:`~sam3dlib.config.ExperimentConfig` field but the fixed ones.
-
-    Raises:
-        ConfigError: unknown profile/setting or a value of the wrong type.
-    """
-    values = {**dataset_values(spec), **profile_values(profile), **check_overrides(CUSTOM, overrides)}
-    return ExperimentConfig(name=CUSTOM, table=CUSTOM, dataset=spec.name, profile=profile, fold=fold, **values)
-
-
 __all__ = ["CUSTOM", "EXPERIMENTS", "NOTEBOOKS", "TABLES", "Experiment", "TableInfo", "dataset_values",
-           "custom_config", "experiments", "get_config", "table_datasets", "table_key"]
+           "experiments", "get_config", "table_datasets", "table_key"]

@@ -69,7 +69,7 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
 
 def finished_same(run_dir: Path, cfg: ExperimentConfig, store: Path) -> bool:
     """Whether ``run_dir`` holds a finished, scored run of exactly ``cfg`` on ``store``."""
-    from sam3dlib.study.experiment import is_scored
+    from sam3dlib.pipeline import is_scored
 
     if not is_scored(run_dir):
         return False
@@ -86,7 +86,7 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
     Raises:
         RuntimeError: the experiment finished without writing its result files (a bug).
     """
-    from sam3dlib.study.experiment import is_scored, run_experiment
+    from sam3dlib.pipeline import is_scored, run_experiment
 
     cfg = experiment_config(info.config, p, seed)
     store = data_dir / info.dataset

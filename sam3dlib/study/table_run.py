@@ -65,7 +65,7 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_dirs = {ds: _data_dir(ds, p, cache_root) for ds in dict.fromkeys(i.dataset for i in infos)}
-    phantoms = {ds: PreparedDataset(d / ds).is_phantom for ds, d in data_dirs.items()}
+    phantoms = {ds: bool(PreparedDataset(d / ds).meta.get("phantom")) for ds, d in data_dirs.items()}
     ours, per_case, run_dirs, cond = [], [], {}, None
     for info in infos:
         run_dirs[info.config] = []

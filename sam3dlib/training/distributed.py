@@ -33,6 +33,14 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` on every rank (picklable; single process: ``obj``)."""
+        if not self.initialized:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def close(self) -> None:
         if self.initialized and dist.is_initialized():
             dist.destroy_process_group()

@@ -65,7 +65,8 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "seed": config.seed,
         "data_dir": str(Path(store.root).resolve()),
         "dataset": store.spec.name,
-        "phantom": store.is_phantom,
+        "phantom": bool(store.meta.get("phantom")),
+        "data": store.data_label,
         "split": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -26,27 +26,23 @@ from sam3dlib.training.distributed import DistContext, init_distributed
 from sam3dlib.training.feature_source import feature_source
 from sam3dlib.training.logging import plot_curve, write_log
 from sam3dlib.training.optim import make_optimizer, poly_lr
-from sam3dlib.training.run_dir import check_run_dir, clear_run
+from sam3dlib.training.run_dir import (
+    DATA_FINGERPRINT,
+    DATASET_META,
+    check_resume_data,
+    check_run_dir,
+    clear_run,
+    data_fingerprint,
+)
 from sam3dlib.training.step import decoder_update, make_loss
 from sam3dlib.training.step import validate as validation_dice
+from sam3dlib.utils import folder_lock
 from sam3dlib.utils.devices import resolve_device
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text, check_output_dir, remove_stale_temps
 from sam3dlib.utils.finished import is_finished, mark_finished
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.utils.oom import is_oom_error, training_oom_error
-
-
-def missing_split_cases(store, split) -> list[str]:
-    """Cases the full shipped split lists for train or test that the store lacks (none for a user
-    dataset: its folds were made from the cases it has)."""
-    from sam3dlib.data.splits import get_split
-
-    if store.is_user_dataset:
-        return []
-    full = get_split(store.spec.name, split.protocol, test_set=split.test_set)
-    have = set(store.case_ids)
-    return sorted((set(full.train) | set(full.test)) - have)
 
 
 def seed_everything(seed: int) -> None:
@@ -74,6 +70,7 @@ class Trainer:
                  ctx: DistContext, progress: bool = True) -> None:
         self.config, self.data_dir, self.run, self.ctx = config, Path(data_dir), Path(run), ctx
         self.progress = progress
+        self.allow_data_change = False
         self.source = feature_source(config, data_dir)
         self.history: list[dict] = []
         self.start_epoch, self.best, self.best_epoch, self.ema = 0, -1.0, None, None
@@ -96,7 +93,7 @@ class Trainer:
         if store.spec.name != config.dataset:
             raise ConfigError(f"{data_dir} holds {store.spec.name!r} data but {config.name} trains on {config.dataset!r}")
         split = store.split(config.protocol, fold=config.fold)
-        missing = [] if store.is_phantom else missing_split_cases(store, split)
+        missing = store.missing_split_cases(split)
         if missing and not allow_missing_cases:
             raise DataFileError(
                 f"{data_dir}: the {config.protocol} split of {store.spec.name} lists {len(missing)} case(s) that the "
@@ -119,13 +116,46 @@ class Trainer:
         """
         check_output_dir(self.run, "run folder (--out)")
         self.source.check_output()
+        self.hold_run()
         if force:
             if self.ctx.is_main:
                 clear_run(self.run)
             self.ctx.barrier()
             resume = False
         self.resuming = check_run_dir(self.run, self.config, resume)
+        self.data_changes = []
+        if self.resuming and not is_finished(self.run):
+            self.data_changes = check_resume_data(self.run, self.store, self.case_ids, self.allow_data_change)
         return not (resume and is_finished(self.run))
+
+    @property
+    def case_ids(self) -> list[str]:
+        """The cases this run trains and validates on (their data is fingerprinted)."""
+        return [*self.train_ids, *self.val_ids]
+
+    def hold_run(self) -> None:
+        """Own the run folder for this process's life (rank 0 takes it, every rank learns whether it did).
+
+        Raises:
+            FolderInUseError: another live process (a training, an evaluation) owns the folder;
+                ``force`` cannot take it from a live owner.
+        """
+        refusal = None
+        if self.ctx.is_main:
+            try:
+                folder_lock.acquire(self.run, "run folder (--out)")
+                self.held = True
+            except folder_lock.FolderInUseError as exc:
+                refusal = str(exc)
+        refusal = self.ctx.broadcast_object(refusal)
+        if refusal is not None:
+            raise folder_lock.FolderInUseError(refusal)
+
+    def release_run(self) -> None:
+        """Give the run folder back (the end of :func:`train`, also after an error)."""
+        if getattr(self, "held", False):
+            folder_lock.release(self.run)
+            self.held = False
 
     def build(self) -> None:
         """Device, model, run files (config, dataset meta, provenance), DDP, optimizer, loss."""
@@ -151,10 +181,15 @@ class Trainer:
         remove_stale_temps(run)
         remove_stale_temps(run / "checkpoints")
         atomic_write_text(run / "config.json", self.config.to_json() + "\n")
-        atomic_write_json(run / "dataset_meta.json", self.store.meta)
+        if not (run / DATASET_META).is_file() or not self.resuming:  # what earlier epochs used is kept
+            atomic_write_json(run / DATASET_META, self.store.meta)
+        if not (run / DATA_FINGERPRINT).is_file() or not self.resuming:
+            atomic_write_json(run / DATA_FINGERPRINT, data_fingerprint(self.store, self.case_ids))
         prov = provenance.collect(self.config, self.model, self.device, self.store, self.split, self.ctx.world_size)
         prov["missing_split_cases"] = self.missing
         prov["dropped_unlabelled_cases"] = self.dropped_unlabelled
+        if self.data_changes:
+            prov["resumed_on_changed_data"] = self.data_changes
         atomic_write_json(run / "provenance.json", prov)
 
     def prepare_features(self) -> None:
@@ -266,8 +301,7 @@ class Trainer:
         config = self.config
         enc = (f"RANDOM {config.encoder} encoder (not SAM weights)" if self.model.random_encoder
                else f"SAM {config.encoder}")
-        data = f"PHANTOM {config.dataset} data" if self.store.is_phantom else config.dataset
-        return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {data}"
+        return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {self.store.data_label}"
 
     # ------------------------------------------------------------------ end
     def finalize(self) -> None:
@@ -297,7 +331,8 @@ class Trainer:
 
 def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike, resume: bool = False,
           progress: bool = True, max_epochs: int | None = None, force: bool = False,
-          allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> Path:
+          allow_missing_cases: bool = False, allow_missing_labels: bool = False,
+          allow_data_change: bool = False) -> Path:
     """Train SAM3D's decoder as the paper's code does; write the run directory.
 
     Args:
@@ -314,21 +349,27 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
             that the shipped split lists; they are recorded in ``provenance.json``.
         allow_missing_labels: leave out train/val cases whose label is missing (recorded in
             ``provenance.json`` ``dropped_unlabelled_cases``); without it they are an error.
+        allow_data_change: resume although the store's data changed since the run started
+            (recorded in ``provenance.json``; the run's ``dataset_meta.json`` is kept as it was).
 
     Returns:
         The run directory.
 
     Raises:
         RunExistsError: ``out_dir`` holds a finished run and ``force`` is False, holds an
-            unfinished one and neither ``resume`` nor ``force`` is set, or the config differs.
+            unfinished one and neither ``resume`` nor ``force`` is set, the config differs, or the
+            data changed since the run started (without ``allow_data_change``).
+        FolderInUseError: another live process owns ``out_dir``.
         ValueError: the store is of another dataset, has no labelled training case, or lacks
             split cases (real data, without ``allow_missing_cases``).
         OutputError: ``out_dir`` cannot be written (a file in the way, read-only, disk full).
         TrainingOOMError: out of memory; the message names the settings to lower.
     """
     ctx = init_distributed(config.device)
+    trainer = None
     try:
         trainer = Trainer(config, data_dir, out_dir, ctx, progress)
+        trainer.allow_data_change = allow_data_change
         trainer.load_data(allow_missing_cases, allow_missing_labels)
         if not trainer.open_run(resume, force):
             return trainer.run  # nothing left to do; a finished run is never touched again
@@ -339,4 +380,6 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
         trainer.finalize()
         return trainer.run
     finally:
+        if trainer is not None:
+            trainer.release_run()
         ctx.close()

@@ -44,12 +44,14 @@ def is_cuda(device: str) -> bool:
     return name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
 
 
-def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
+def resolve_device(device: str, local_rank: int | None = None, flag: str = "--set device=") -> torch.device:
     """The torch device of a device name.
 
     Args:
         device: see :func:`parse_device`; ``auto`` -> ``cuda`` when available, else ``cpu``.
         local_rank: under DDP, the process's GPU (``cuda``/``auto`` map to ``cuda:<local_rank>``).
+        flag: how the calling command sets the device, completed by a value in the messages
+            (``--set device=`` for train, ``--device `` for predict and reproduce).
 
     Raises:
         ConfigError: an unknown name, a GPU asked for but absent, an index past the GPU count, or
@@ -63,11 +65,11 @@ def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was requested but no CUDA GPU is available; use --set device=cpu")
+        raise ConfigError(f"device {name!r} was requested but no CUDA GPU is available; use {flag}cpu")
     if ":" in name:
         index = int(name.split(":")[1])
         if local_rank is not None:
-            raise ConfigError(f"device {name!r}: under torchrun each process uses its own GPU (LOCAL_RANK); use device=cuda")
+            raise ConfigError(f"device {name!r}: under torchrun each process uses its own GPU (LOCAL_RANK); use {flag}cuda")
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible (cuda:0..)")
         return torch.device("cuda", index)

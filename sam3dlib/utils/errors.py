@@ -34,4 +34,10 @@ class UnknownCaseError(UserInputError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-__all__ = ["ConfigError", "MissingFileError", "UnknownCaseError", "UserInputError"]
+class InputNote(UserWarning):
+    """A user's input read with a correction (a header's voxel sizes taken from its affine, a
+    checkpoint's DataParallel ``module.`` prefix removed): ``sam3d`` prints it as one line
+    ``sam3d CMD: warning: ...``; the message names the file and what was done."""
+
+
+__all__ = ["ConfigError", "InputNote", "MissingFileError", "UnknownCaseError", "UserInputError"]

@@ -107,7 +107,7 @@ def build_tinyvit() -> nn.Module:
 
 def encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``image_encoder.*`` tensors of a LiteMedSAM file (``weights_only=True``), prefix removed."""
-    return image_encoder_state(path, "a LiteMedSAM checkpoint")
+    return image_encoder_state(path, "LiteMedSAM image encoder")
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:

@@ -53,7 +53,6 @@ VIT_H = ViTConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31), "sam_vit_h_4b8939.pth"
 VIT_TINY = ViTConfig("vit_tiny", 64, 2, 2, (1,))
 #: Every size above, to name what a weights file holds in error messages.
 KNOWN_SIZES = (VIT_B, VIT_L, VIT_H, VIT_TINY)
-_OFFICIAL_HINT = " Official files: " + ", ".join(c.official_file for c in KNOWN_SIZES if c.official_file)
 
 
 def build_vit(cfg: ViTConfig, image_size: tuple[int, int]) -> ImageEncoderViT:
@@ -121,7 +120,7 @@ def load_vit_state(path: str | os.PathLike, cfg: ViTConfig, image_size: tuple[in
         FileNotFoundError: the file does not exist.
         CheckpointError: unreadable, holds no SAM image encoder, or one of another ViT size than ``cfg``.
     """
-    state = image_encoder_state(path, "a Segment-Anything checkpoint", _OFFICIAL_HINT)
+    state = image_encoder_state(path, "SAM image encoder", ("patch_embed.proj.weight", "pos_embed"))
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
         raise CheckpointError(f"{path}: the image encoder lacks patch_embed.proj.weight or pos_embed")
     width, depth = _size_of(state)
