@@ -97,6 +97,10 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         if sha != prov.get("encoder_sha256"):
             raise RunError(f"{weights} has sha256 {sha[:12]}..., the run was trained with "
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
+    try:  # the checkpoint is read (weights only) before anything is built from the run's files
+        state = load_checkpoint(ckpt, map_location="cpu")
+    except ValueError as exc:
+        raise RunError(str(exc)) from exc
     dev = resolve_device(device, flag=device_flag)
     reuse_freed_host_memory(dev.type)
     # the dataset's spec is the plan kept in the run's copy of the store's dataset.json
@@ -105,10 +109,6 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
 
     if prov.get("encoder_fingerprint") and encoder_fingerprint(model) != prov["encoder_fingerprint"]:
         raise RunError(f"the rebuilt {config.encoder} encoder differs from the one {run} was trained with")
-    try:
-        state = load_checkpoint(ckpt, map_location="cpu")
-    except ValueError as exc:
-        raise RunError(str(exc)) from exc
     try:
         model.decoder.load_state_dict(state["decoder"])
     except RuntimeError as exc:
