@@ -15,9 +15,17 @@ $(error SAM_CHECKPOINT was renamed: use ENCODER_WEIGHTS=$(SAM_CHECKPOINT))
 endif
 SEEDS ?= 0
 FORCE ?=
+# PHANTOMS=1: run on the built-in phantoms (a stand-in, e.g. with PROFILE=smoke) instead of DATA_DIR.
+PHANTOMS ?=
 OUT ?= results
+## LAUNCHER=slurm: one SLURM job per experiment x seed (docs/CLUSTER.md); CLUSTER_CONFIG=cluster.toml holds the
+## job settings, CLUSTER_ARGS="--partition gpu --dry-run" passes further flags of `sam3d reproduce`.
+LAUNCHER ?= local
+CLUSTER_CONFIG ?=
+CLUSTER_ARGS ?=
 
-.PHONY: setup lock lint demo test test-system test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5)
+.PHONY: setup lock lint demo test test-system test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5) \
+	$(addprefix prepare-,synapse acdc lung brats)
 
 ## Reproducible install: the locked versions (core + study + dev + lab extras), then sam3dlib itself.
 $(STAMP): pyproject.toml $(LOCK)
@@ -58,8 +66,9 @@ lint: setup
 test-fast: setup
 	MPLBACKEND=agg $(PY) -m pytest -q -m "not slow" tests
 
+## JupyterLab (pinned in the lock, installed by setup) on the repository root: notebooks/ and results/.
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
 
 bench: setup
 	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
@@ -67,6 +76,14 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--encoder-weights $(ENCODER_WEIGHTS) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force)
+		--encoder-weights $(ENCODER_WEIGHTS) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force) \
+		$(if $(PHANTOMS),--phantoms) --launcher $(LAUNCHER) $(if $(CLUSTER_CONFIG),--cluster-config $(CLUSTER_CONFIG)) \
+		$(CLUSTER_ARGS)
+
+## Prepare a paper dataset from its raw folder into DATA_DIR/<dataset>: make prepare-synapse RAW=/path/to/raw
+## (resumes an interrupted prepare; FORCE=1 rebuilds a broken or outdated store from scratch).
+RAW ?=
+$(addprefix prepare-,synapse acdc lung brats): prepare-%: setup
+	$(PY) -m sam3dlib prepare $* --raw "$(RAW)" --out "$(DATA_DIR)/$*" $(if $(FORCE),--force)
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5

@@ -2,6 +2,7 @@
 
     python notebooks/_build.py            # write the .ipynb files without outputs
     python notebooks/_build.py --execute  # also run them (smoke defaults) to store outputs for nbval
+    python notebooks/_build.py --keep-outputs  # rebuild, keeping the stored outputs of unchanged cells
 
 The executed copies are made with papermill in a temporary folder and only the cell outputs
 are copied back; outputs of cells tagged ``nbval-ignore-output`` (training logs, numbers that
@@ -22,6 +23,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 IGNORE = ["nbval-ignore-output"]
+#: Tags the builder gives (their meaning is owned by sam3dlib.study.report_page): a cell that draws a
+#: figure (nbval checks it displays a PNG; its output is not stored), a cell left out of the HTML report.
+FIGURE_TAG = "figure"
+REPORT_HIDE_TAG = "report-hide"
 
 PARAMS = '''# Parameters: the same names in every notebook; papermill / `make reproduce-tableN` override them.
 # Defaults: the smoke profile on built-in phantoms (a random stand-in encoder; runs in seconds on a CPU).
@@ -36,7 +41,9 @@ seed = 0  # int
 seeds = None  # list[int] | None: several seeds; tables then show mean ± sd
 device = "cpu"  # str: auto, cpu, cuda, cuda:N
 out_dir = {out_dir!r}  # str: where the CSVs, tables and figures go
-overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}'''
+overrides = {{}}  # dict: extra ExperimentConfig settings, e.g. {{"epochs": 4}}
+launcher = "local"  # str: local (every experiment x seed here) or slurm (one cluster job each, docs/CLUSTER.md)
+cluster = {{}}  # dict: slurm job settings, e.g. {{"partition": "gpu", "gpus_per_job": 1, "time_min": 1440}}'''
 
 SETUP = """from IPython.display import Image, Markdown, display
 
@@ -48,16 +55,25 @@ params = from_namespace(globals())  # checks every parameter; a wrong type stops
 print(params.profile, "profile,", "built-in phantoms" if params.data_dir is None else "data from data_dir")"""
 
 
-def code(src: str, ignore: bool = False, tags: list[str] | None = None) -> nbformat.NotebookNode:
+def code(src: str, ignore: bool = False, tags: list[str] | None = None, hide: bool = False) -> nbformat.NotebookNode:
+    """A code cell; ``ignore``: nbval does not compare (nor store) its output; ``hide``: not in the HTML report."""
     cell = new_code_cell(src)
-    t = list(tags or []) + (IGNORE if ignore else [])
+    t = list(tags or []) + (IGNORE if ignore else []) + ([REPORT_HIDE_TAG] if hide else [])
     if t:
         cell.metadata["tags"] = t
     return cell
 
 
-def md(src: str) -> nbformat.NotebookNode:
-    return new_markdown_cell(src)
+def md(src: str, hide: bool = False) -> nbformat.NotebookNode:
+    cell = new_markdown_cell(src)
+    if hide:
+        cell.metadata["tags"] = [REPORT_HIDE_TAG]
+    return cell
+
+
+def figure(src: str) -> nbformat.NotebookNode:
+    """A cell that displays figures: its output is a PNG (checked under nbval), never stored in the file."""
+    return code(src, ignore=True, tags=[FIGURE_TAG])
 
 
 def params_cell(results: str, dataset: str | None, extra: str = "") -> nbformat.NotebookNode:
@@ -78,25 +94,26 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
         params_cell(f"table{n}", dataset),
         code(SETUP),
         md("## The paper's numbers\n\nAs printed in the paper (Bui et al., ISBI 2024), shipped in "
-           "`sam3dlib/resources/paper_tables.csv`."),
-        code("\n".join(f"display(report.comparison_table({t!r}))" for t in (["5a", "5b"] if n == "5" else [n]))),
+           "`sam3dlib/resources/paper_tables.csv`.", hide=True),
+        code("\n".join(f"display(report.comparison_table({t!r}))" for t in (["5a", "5b"] if n == "5" else [n])), hide=True),
         md("## Train and evaluate\n\nEvery experiment of the table, for every seed (`seeds`), writes its own "
            "run folder under `out_dir/experiments/` (config, provenance, log, checkpoint, predictions, "
-           "per-case metrics)."),
-        code(f"result = run_table({table}, params)", ignore=True),
+           "per-case metrics). Progress: one line per epoch (loss, ETA), then prediction and scoring.", hide=True),
+        code(f"result = run_table({table}, params, progress=True)", ignore=True, hide=True),
         code("print(result.conditions.describe())\n"
              "for t in result.tables:\n"
              "    print(f\"Table {t.table} rows:\", list(t.values.index))\n"
-             "print(\"files:\", sorted(result.relpath(k) for k in result.files))"),
-        md("## This run next to the paper\n\nOur cells are `mean ± sd` when several seeds ran; the "
-           "`difference` row is this run minus the paper's row of the same method."),
+             "print(\"files:\", sorted(result.relpath(k) for k in result.files))", hide=True),
+        md("## This run next to the paper\n\nOur rows (highlighted) are `mean ± sd` when several seeds ran; the "
+           "`difference` row is this run minus the paper's row of the same method. DSC in %, HD95 in voxels of "
+           "the original grid; a structure this run never predicted is marked *missed*."),
         code("for t in result.tables:\n    display(t)", ignore=True),
         code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_weights\", \"data\", \"profile\"]]",
-             ignore=True),
+             ignore=True, hide=True),
         md("## Figures"),
-        code("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
-             "    if key in result.files:\n"
-             "        display(Image(filename=str(result.files[key])))"),
+        figure("for key in (\"fig_dsc_bars\", \"fig_per_case_dsc\", \"fig_params_vs_dsc\", \"fig_training_curves\", \"fig_overlays\"):\n"
+               "    if key in result.files:\n"
+               "        display(Image(filename=str(result.files[key])))"),
     ]
     return _nb(cells)
 
@@ -110,7 +127,9 @@ def quickstart() -> nbformat.NotebookNode:
            "This notebook runs the whole pipeline on **built-in phantoms** (synthetic abdominal CT in the "
            "Synapse layout): write raw files, prepare them, look at slices, train, evaluate, and put the "
            "result in Table 1's layout. The defaults use the smoke profile and a random tiny stand-in "
-           "encoder so that it finishes in seconds; `make demo` runs the same with a ViT-B for a few minutes."),
+           "encoder so that it finishes in seconds. `make demo` is the other first step: SAM3D with LiteMedSAM, a "
+           "pretrained medical encoder, on a real brain MRI (nilearn's MNI152 template) in a few minutes, with a "
+           "one-page summary (README)."),
         params_cell("table1", "synapse"),
         code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.data.store import PreparedDataset\n"
              "from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_size_for"),
@@ -122,28 +141,31 @@ def quickstart() -> nbformat.NotebookNode:
              "split = store.split(params.protocol)\n"
              "print(\"train:\", list(split.train), \"test:\", list(split.test))", ignore=True),
         code("case = store.case_ids[0]\n"
-             "print(case, \"image\", store.image(case).shape, \"label\", store.label(case).shape)\n"
-             "fig = rf.plot_case(store.image(case), store.label(case), None, store.spec, f\"{case} (phantom)\" if params.data_dir is None else case)\n"
-             "display(fig)", ignore=True),
+             "print(case, \"image\", store.image(case).shape, \"label\", store.label(case).shape)", ignore=True),
+        figure("display(rf.plot_case(store.image(case), store.label(case), None, store.spec,\n"
+               "                     f\"{case} (phantom)\" if params.data_dir is None else case))"),
         md("## The model\n\nThe encoder is frozen; only the decoder trains (the paper's 1.88M)."),
         code("from sam3dlib import build_sam3d\n"
              "model = build_sam3d(num_classes=store.spec.num_classes, image_size=(48, 48), encoder=params.encoder or \"vit_tiny\")\n"
              "print(\"trainable parameters (M):\", round(model.trainable_parameters() / 1e6, 2))\n"
              "print(\"encoder:\", model.encoder_name, \"-\", model.encoder_source)"),
         md("## Train, evaluate, compare with Table 1"),
-        code("result = run_table(1, params)", ignore=True),
+        code("result = run_table(1, params, progress=True)", ignore=True),
         code("print(result.conditions.describe())\nprint(\"rows:\", list(result.tables[0].values.index))"),
         code("display(result.tables[0])\nprint({k: round(v, 1) for k, v in result.mean_dsc().items()})", ignore=True),
-        code("display(Image(filename=str(result.files[\"fig_overlays\"])))"),
+        figure("display(result.figures[\"overlays\"])"),
     ]
     return _nb(cells)
 
 
 FIGURE_PARAMS = ("table = 1  # int: which paper table's experiment to draw (1-5)\n"
                  "slices = None  # list[int] | None: slice indices for the overlays")
-EXPLORE_PARAMS = ("table = 1  # int: the paper table whose experiment is explored (1-5)\n"
+EXPLORE_PARAMS = ("table = 1  # int: the paper table whose run is explored (1-5)\n"
+                  "run_dir = None  # str | None: a table run folder (results/tableN/runs/<id>, any profile); "
+                  "None: the latest reproduction of `table` (../results/tableN/latest), else a smoke run made here\n"
                   "case_id = None  # str | None: a test case id (None: the first test case)\n"
-                  "slices = None  # list[int] | None: slice indices (None: spread over the foreground)")
+                  "slices = None  # list[int] | None: slice indices (None: spread over the foreground)\n"
+                  "mode = \"fill\"  # str: fill or contour (how the labels are drawn)")
 
 
 def figures_nb() -> nbformat.NotebookNode:
@@ -156,39 +178,48 @@ def figures_nb() -> nbformat.NotebookNode:
         code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.study.table_figures import overlay_arrays\n"
              "from sam3dlib.data.specs import get_spec\n"
              "table = registry.table_key(table)\nprint(\"Table\", table)"),
-        code("result = run_table(table, params, figures=False)", ignore=True),
+        code("result = run_table(table, params, figures=False, progress=True)", ignore=True),
         code("info = registry.experiments(table)[0]\n"
              "data = result.run_dirs[info.config][0]\n"
-             "arrays = overlay_arrays(data, store_root(result, info.dataset))\n"
-             "image, gt, pred, case = arrays\n"
-             "display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))", ignore=True),
-        code("display(rf.plot_dsc_bars(result.ours(), report.paper_rows(table), result.conditions))", ignore=True),
-        code("display(rf.plot_per_case_dsc(result.per_case, result.conditions))", ignore=True),
-        code("display(rf.plot_params_vs_dsc(report.load_paper_tables(), result.ours(), result.conditions))", ignore=True),
-        code("logs = [rd / \"log.csv\" for rds in result.run_dirs.values() for rd in rds]\n"
-             "display(rf.plot_training_curves(logs, result.conditions))", ignore=True),
+             "image, gt, pred, case = overlay_arrays(data, store_root(result, info.dataset))", ignore=True),
+        figure("display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))"),
+        figure("display(rf.plot_dsc_bars(result.ours(), report.paper_rows(table), result.conditions))"),
+        figure("display(rf.plot_per_case_dsc(result.per_case, result.conditions))"),
+        figure("display(rf.plot_params_vs_dsc(report.paper_rows(table), result.ours(), result.conditions))"),
+        figure("logs = [rd / \"log.csv\" for rds in result.run_dirs.values() for rd in rds]\n"
+               "display(rf.plot_training_curves(logs, result.conditions))"),
     ]
     return _nb(cells)
 
 
 def explore_nb() -> nbformat.NotebookNode:
     cells = [
-        md("# Explore a case (JupyterLab)\n\nBrowse one case: its slices and labels, the prediction of a run, "
-           "and its per-case metrics. Change `case_id` and `slices` and re-run the cells below them "
-           "(`make lab` opens JupyterLab here)."),
+        md("# Explore a case (JupyterLab)\n\nBrowse the test cases of a finished run: per-case DSC, the "
+           "image with ground truth and prediction, slice by slice. By default it opens the latest "
+           "reproduction of `table` (`make reproduce-tableN`, any profile); `run_dir` names another run "
+           "folder. Without any, it makes a smoke run here first. `make lab` opens JupyterLab with "
+           "`notebooks/` and `results/`."),
         params_cell("table1", "synapse", EXPLORE_PARAMS),
-        code(SETUP + "\nfrom sam3dlib.study import report_figures as rf\nfrom sam3dlib.study.table_figures import overlay_arrays\n"
-             "from sam3dlib.data.specs import get_spec\n"
+        code(SETUP + "\nfrom sam3dlib.study import explore\nfrom sam3dlib.study import report_figures as rf\n"
              "table = registry.table_key(table)\nprint(\"Table\", table)"),
-        code("result = run_table(table, params, figures=False)", ignore=True),
-        code("info = registry.experiments(table)[0]\n"
-             "run_dir = result.run_dirs[info.config][0]\n"
-             "image, gt, pred, case = overlay_arrays(run_dir, store_root(result, info.dataset), case_id)\n"
-             "print(\"case\", case, \"shape (z, y, x)\", image.shape)", ignore=True),
-        code("display(rf.plot_overlays(image, gt, pred, slices, get_spec(info.dataset), result.conditions, case_id=case))", ignore=True),
-        md("Per-case metrics of this case (DSC in [0, 1], HD95 in voxels):"),
-        code("pc = result.per_case\n"
-             "pc[pc[\"case_id\"] == case].pivot_table(index=\"region\", columns=\"metric\", values=\"value\", sort=False)", ignore=True),
+        code("if run_dir is None:\n"
+             "    run_dir = explore.latest_reproduction(table, \"../results\")\n"
+             "if run_dir is None:  # no reproduction yet: a smoke run of the table here\n"
+             "    print(\"no reproduction of Table\", table, \"under ../results: a smoke run here\")\n"
+             "    run_dir = run_table(table, params, figures=False, progress=True).out_dir\n"
+             "ex = explore.open_run(run_dir, explore.first_experiment(table))\n"
+             "print(ex.describe())", ignore=True),
+        md("## Per-case metrics\n\nDSC in % per region and their mean, HD95 in voxels of the original grid (the "
+           "paper's convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
+           "HD95 of 0 is the convention for an empty prediction, not a perfect border)."),
+        code("cases = explore.case_table(ex)\ncases", ignore=True),
+        md("## One case\n\n`case_id`, `slices` and `mode` choose what is drawn."),
+        figure("case = case_id or ex.cases[0]\n"
+               "image, gt, pred = ex.arrays(case)\n"
+               "display(rf.plot_overlays(image, gt, pred, slices, ex.spec, ex.conditions, case_id=case, mode=mode))"),
+        md("## Interactive\n\nPick a case (its mean DSC is in the list), move through its slices, switch between "
+           "filled and contour labels (ipywidgets: live in JupyterLab)."),
+        code("explore.explorer(ex, mode)", ignore=True, hide=True),
     ]
     return _nb(cells)
 
@@ -234,8 +265,8 @@ def custom_nb() -> nbformat.NotebookNode:
         code("store = pipeline.prepare(raw, store_dir, plan, progress=False)\nprint(describe_plan(store.meta))"),
         code("split = store.split(fold=fold)\n"
              "print(f\"fold {fold}: {len(split.train)} training cases, {len(split.test)} test cases\")\n"
-             "case = split.test[0]\n"
-             "display(rf.plot_case(store.image(case), store.label(case), None, store.spec, case))", ignore=True),
+             "case = split.test[0]", ignore=True),
+        figure("display(rf.plot_case(store.image(case), store.label(case), None, store.spec, case))"),
         md("## Train and score the test cases"),
         code("settings = dict(overrides, device=device)\n"
              "if encoder:\n    settings[\"encoder\"] = encoder\n"
@@ -243,12 +274,12 @@ def custom_nb() -> nbformat.NotebookNode:
              "run = pipeline.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
              "print(\"run written to\", run)", ignore=True),
         md("Training curve (loss, validation Dice):"),
-        code("display(Image(filename=str(run / \"training_curve.png\")))"),
+        figure("display(Image(filename=str(run / \"training_curve.png\")))"),
         md("Per class on the test cases: DSC in %, HD95 in voxels (the paper's tables) and in mm."),
         code("pipeline.per_class_table(run).round(2)", ignore=True),
         md("## Overlays\n\nImage, ground truth and prediction of a test case on its original grid."),
-        code("image, gt, pred, case = overlay_arrays(run, store_dir)\n"
-             "display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))", ignore=True),
+        code("image, gt, pred, case = overlay_arrays(run, store_dir)", ignore=True),
+        figure("display(rf.plot_overlays(image, gt, pred, None, store.spec, case_id=case))"),
     ]
     return _nb(cells)
 
@@ -317,12 +348,12 @@ out.mkdir(parents=True, exist_ok=True)
 atomic_write_csv(out / "encoders.csv", result.table)
 display(result.table)""", ignore=True),
         md("## Overlays on a test slab (each encoder's prediction)"),
-        code("""for i, run in enumerate(result.runs):
+        figure("""for i, run in enumerate(result.runs):
     cid = sorted(result.test)[0]
     image, label = result.test[cid]
     fig = plot_overlays(image, label, run.predictions[cid], None, result.spec, case_id=f"{cid} ({run.label})")
     save_figure(fig, out / f"overlay_{i}.png")
-print("figures written:", sorted(p.name for p in out.glob("overlay_*.png")))""", ignore=True),
+    display(fig)"""),
     ])
 
 
@@ -368,6 +399,8 @@ def _execute(path: Path) -> nbformat.NotebookNode:
 
 
 _ABS = re.compile(r"/(root|home|tmp|work)/")
+#: What an output that failed to render looks like (``<Figure size ...>``, ``<IPython...Image object>``).
+OBJECT_REPR = re.compile(r"<Figure size \d|<[A-Za-z_][\w.]* object( at 0x[0-9a-fA-F]+)?>")
 
 
 def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -389,13 +422,14 @@ def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNo
             o.pop("execution_count", None) if o.get("output_type") != "execute_result" else None
             if o.get("output_type") == "execute_result":
                 o["execution_count"] = count
-            if "data" in o:  # figures are not compared by nbval and would bloat the repository
-                for k in [k for k in o["data"] if k.startswith("image/")]:
-                    del o["data"][k]
+            if any(k.startswith("image/") for k in o.get("data", {})):  # stored, it would show as a bare repr
+                raise SystemExit(f"cell {count} displays an image; build it with figure(): {cell.source[:60]!r}")
             outputs.append(o)
         text = nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=outputs)]))
         if _ABS.search(text):
             raise SystemExit(f"absolute machine path in outputs of cell {count}: {cell.source[:60]!r}")
+        if OBJECT_REPR.search(text):
+            raise SystemExit(f"object repr in outputs of cell {count} (the notebook would look broken): {cell.source[:60]!r}")
         cell.outputs = outputs
     return nb
 
@@ -407,14 +441,39 @@ def stable_ids(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def _keep_outputs(template: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """The stored outputs of ``path`` copied into ``template`` where a code cell's source is unchanged.
+
+    Only for edits that do not change any output (e.g. a comment or a new parameter with its
+    old default): a changed cell that had outputs stops the build (run ``--execute`` instead).
+    """
+    old = nbformat.read(path, as_version=4)
+    nb = copy.deepcopy(template)
+    if len(old.cells) != len(nb.cells):
+        raise SystemExit(f"{path.name}: the cells changed; rebuild with --execute")
+    for new, was in zip(nb.cells, old.cells):
+        if new.cell_type != "code":
+            continue
+        new.execution_count = was.get("execution_count")
+        if new.source == was.source:
+            new.outputs = was.outputs
+        elif was.get("outputs"):
+            raise SystemExit(f"{path.name}: cell {new.source[:40]!r} changed and had outputs; rebuild with --execute")
+    return nb
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--execute", action="store_true", help="run each notebook and store its deterministic outputs")
+    ap.add_argument("--keep-outputs", action="store_true",
+                    help="keep the stored outputs of code cells whose source did not change (no execution)")
     ap.add_argument("names", nargs="*", help="notebooks to build (default: all)")
     args = ap.parse_args(argv)
     for name in args.names or NOTEBOOKS:
         nb = stable_ids(NOTEBOOKS[name]())
         path = HERE / f"{name}.ipynb"
+        if args.keep_outputs and path.is_file():
+            nb = _keep_outputs(nb, path)
         nbformat.write(nb, path)
         if args.execute:
             nb = _copy_outputs(nb, _execute(path))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front end)
 
 from sam3dlib.config import ExperimentConfig, store_config
 from sam3dlib.data.io import DataFileError

@@ -12,7 +12,6 @@ import pytest
 from sam3dlib.cli import main as cli_main
 from sam3dlib.study import report
 from sam3dlib.study.inputs import ENCODER_WEIGHTS_URL, MissingInputError, check_inputs
-from sam3dlib.study.phantom_data import ensure_phantom_data
 from sam3dlib.study.reproduce import MissingDependencyError, notebooks_dir, render_html, reproduce_table
 from sam3dlib.study.run_folders import select_run_dir
 from sam3dlib.utils.finished import FINISHED, mark_finished
@@ -125,14 +124,30 @@ def test_papermill_wrong_parameter_type(tmp_path):
 
 @pytest.mark.slow
 def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
-    """``make reproduce-table1 PROFILE=smoke DATA_DIR=<phantoms> SEEDS="0 1"``, then the same again."""
-    data = ensure_phantom_data("synapse", tmp_path / "cache", size="tiny")  # the smoke profile's phantoms
+    """A user without data in a fresh folder: ``make reproduce-table1 PROFILE=smoke`` prints how to make
+    phantom data; the exact printed commands, then the same make command (``SEEDS="0 1"``) reproduce
+    the table; a second time it is refused, naming ``FORCE=1``."""
+    import re
+
+    work = tmp_path  # relative paths everywhere, as typed by the user (the notebook runs elsewhere)
     before = sorted(p.name for p in notebooks_dir().iterdir())
-    cmd = ["make", "-s", "reproduce-table1", "PROFILE=smoke", f"DATA_DIR={data}", "SEEDS=0 1", f"OUT={tmp_path / 'results'}"]
-    env = {**os.environ, "MPLBACKEND": "agg"}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    venv = REPO / ".venv"
+    cmd = ["make", "-s", "-f", str(REPO / "Makefile"), "-o", str(venv / ".installed"), f"VENV={venv}",
+           "reproduce-table1", "PROFILE=smoke", "SEEDS=0 1"]
+    env = {**os.environ, "MPLBACKEND": "agg", "PYTHONPATH": str(REPO), "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    first = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode != 0 and "missing prepared dataset folder data/synapse" in first.stderr, first.stderr[-2000:]
+    printed = re.search(r"without the data: (sam3d phantom .*?);", first.stderr).group(1)
+    assert printed == ("sam3d phantom synapse --size tiny --out phantoms/synapse && "
+                       "sam3d prepare synapse --raw phantoms/synapse --out data/synapse")
+    route = subprocess.run(["bash", "-c", printed], cwd=work, capture_output=True, text=True, env=env, timeout=300)
+    assert route.returncode == 0, route.stderr[-2000:]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    latest = tmp_path / "results" / "table1" / "latest"
+    progress = proc.stdout + proc.stderr
+    assert re.search(r"table1_synapse seed 1: epoch 2/2, loss \d\.\d{4}.*ETA", progress), progress[-2000:]
+    assert "test cases" in progress  # prediction and scoring
+    latest = work / "results" / "table1" / "latest"
     run = latest.resolve()
     assert (run / "01_synapse_table1.ipynb").is_file() and (run / FINISHED).is_file()
     table = pd.read_csv(run / "table1.csv", dtype={"table": str})
@@ -148,9 +163,10 @@ def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
         p.name for p in (run / "figures").iterdir()}
     report_html = (run / "table1_report.html").read_text()
     assert "STAND-IN RUN" in report_html and "data:image/png;base64," in report_html
+    assert "Run information" in report_html and "run_table(" not in report_html  # a results page: no code
     per_case = pd.read_csv(run / "per_case.csv")
     assert {"case_id", "region", "metric", "value", "seed"} <= set(per_case.columns)
     assert json.loads((run / FINISHED).read_text())["profile"] == "smoke"
     assert sorted(p.name for p in notebooks_dir().iterdir()) == before  # nothing written into notebooks/
-    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
-    assert again.returncode != 0 and "already holds a finished run" in again.stderr
+    again = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode != 0 and "already holds a finished run" in again.stderr and "FORCE=1" in again.stderr

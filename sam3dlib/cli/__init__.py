@@ -14,7 +14,7 @@ DESCRIPTION = ("SAM3D: segment 3D medical volumes with a frozen Segment Anything
                "NIfTI scans, evaluate, and reproduce the paper's tables. `sam3d COMMAND --help` for details.")
 #: Subcommand modules under ``sam3dlib.cli``; each defines ``register(subparsers)``,
 #: which adds its parser and sets ``func`` (returning an exit code).
-COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce")
+COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce", "status")
 
 
 class UserError(UserInputError):

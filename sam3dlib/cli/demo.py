@@ -66,4 +66,7 @@ def _run_mri(args: argparse.Namespace) -> int:
         print(f"mean foreground DSC on the test slabs, {label}: {dsc:.3f}")
     print(f"wall time {record['seconds']:.0f} s on {record['threads']} threads; written to {args.out}: table.csv, "
           "table.md, overlays_*.png, curves.png, log_*.csv, demo.json")
+    from sam3dlib.study.demo_summary import write_demo_summary
+
+    print(f"one-page summary: {write_demo_summary(args.out)}")
     return 0

@@ -1,5 +1,8 @@
 """`sam3d predict --run RUN_DIR -i IN -o OUT`: segment scans with a trained run.
 
+`--num-parts K --part-id I` predicts the I-th of K shares of a folder (sorted cases, every K-th
+from the I-th), so K jobs, e.g. a SLURM array, cover it without overlap (nnU-Net's way).
+
 IN is a NIfTI file (BraTS: one 4D file), one file per modality, or a folder. In a folder each
 file is one case and gets one output named after it (``scan_0001.nii.gz`` ->
 ``OUT/scan_0001.nii.gz``); for a model with more than one channel ``X_0000.nii.gz``,
@@ -36,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="folder input: predict cases whose output already exists again (default: skip them, "
                         "so a rerun after an interruption finishes the rest)")
+    p.add_argument("--num-parts", type=int, default=1, metavar="K",
+                   help="split a folder input into K shares (sorted case ids, every K-th) for K parallel jobs (default 1)")
+    p.add_argument("--part-id", type=int, default=0, metavar="I",
+                   help="which share this job predicts, 0..K-1 (default 0); the K jobs cover the folder without overlap")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from sam3dlib.inference.predictor import (
         UnfinishedRunWarning,
         check_not_overwriting_inputs,
+        check_part,
         load_run,
         predict_file,
         predict_folder,
@@ -54,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = args.input
     folder_in = len(inputs) == 1 and inputs[0].is_dir()
+    check_part(args.num_parts, args.part_id)
+    if args.num_parts > 1 and not folder_in:
+        raise UserError(f"--num-parts {args.num_parts} splits a folder input; {inputs[0]} is not a folder")
     if not folder_in:
         for p in inputs:
             if not p.is_file():
@@ -68,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_run(args.run, args.device, args.which)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress,
-                                 overwrite=args.overwrite)
-        print(f"wrote {len(written)} label map(s) to {args.output}")
+                                 overwrite=args.overwrite, num_parts=args.num_parts, part_id=args.part_id)
+        share = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
+        print(f"wrote {len(written)} label map(s) to {args.output}{share}")
         return 0
     predict_file(loaded, inputs if len(inputs) > 1 else inputs[0], args.output)
     print(f"wrote {args.output}")

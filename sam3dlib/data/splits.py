@@ -27,6 +27,13 @@ from sam3dlib.data.specs import DATASETS
 from sam3dlib.utils.errors import ConfigError
 
 PROTOCOLS = ("paper", "clean")
+#: Each protocol in one sentence, for reports (what a reader must know to judge the scores).
+PROTOCOL_SENTENCES = {
+    "paper": ("paper protocol (the authors' code): the validation cases are the test cases, so the checkpoint "
+              "kept (best online validation Dice) is selected on the test cases and the scores are optimistic"),
+    "clean": ("clean protocol: a fixed ~20 % of the training cases validate and pick the checkpoint; the test "
+              "cases are seen only by the final evaluation"),
+}
 TEST_SETS = ("paper", "nnformer")
 #: fraction of the training cases held out for validation by the ``clean`` protocol
 CLEAN_VAL_FRACTION = 0.2

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front end)
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError, channel_case_id, nifti_stem, read_header_shape
@@ -291,9 +291,41 @@ def check_not_overwriting_inputs(inputs: Sequence[str | os.PathLike], output: st
                                             "replace the scan(s); give another output")
 
 
+def check_part(num_parts: int, part_id: int) -> None:
+    """``num_parts >= 1`` and ``0 <= part_id < num_parts``.
+
+    Raises:
+        ConfigError: naming ``--num-parts`` / ``--part-id`` and the fault.
+    """
+    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
+        raise ConfigError(f"--num-parts must be an integer >= 1; got {num_parts!r}")
+    if isinstance(part_id, bool) or not isinstance(part_id, int) or not 0 <= part_id < num_parts:
+        raise ConfigError(f"--part-id must be an integer in 0..{num_parts - 1} (--num-parts {num_parts}); got {part_id!r}")
+
+
+def select_part(case_ids: Sequence[str], num_parts: int = 1, part_id: int = 0) -> list[str]:
+    """The share of ``case_ids`` that job ``part_id`` of ``num_parts`` predicts (nnU-Net's way).
+
+    The case ids are sorted and every ``num_parts``-th one is taken, starting at ``part_id``
+    (``sorted(case_ids)[part_id::num_parts]``), so the same folder gives every job the same
+    list, the K parts are disjoint and together cover every case, and their sizes differ by at
+    most one.
+
+    Raises:
+        ConfigError: a bad ``num_parts`` / ``part_id`` (:func:`check_part`).
+    """
+    check_part(num_parts, part_id)
+    return sorted(case_ids)[part_id::num_parts]
+
+
 def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   device: str = "auto", progress: bool = True, overwrite: bool = False) -> list[Path]:
+                   device: str = "auto", progress: bool = True, overwrite: bool = False, num_parts: int = 1,
+                   part_id: int = 0) -> list[Path]:
     """Segment every case of ``in_dir`` (:func:`group_inputs`) into ``out_dir/<case>.nii.gz``.
+
+    With ``num_parts`` > 1 only the share :func:`select_part` gives ``part_id`` is predicted, so
+    ``num_parts`` jobs (``part_id`` 0 .. ``num_parts - 1``) writing into one ``out_dir`` cover the
+    folder without overlap (each removes only its own cases' stale temporaries).
 
     The inputs are grouped and their channel counts checked before anything is written; each
     output is written atomically, so an output that exists is complete. A rerun after an
@@ -311,13 +343,15 @@ def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike
     """
     from sam3dlib.utils.fileio import remove_stale_temps
 
+    check_part(num_parts, part_id)
     check_not_overwriting_inputs([in_dir], out_dir, output_is_folder=True)
     loaded = _as_loaded(run, device)
     cases = group_inputs(in_dir, loaded.model.in_channels, uses_channel_rule(loaded.meta, loaded.model.in_channels))
+    cases = {case_id: cases[case_id] for case_id in select_part(list(cases), num_parts, part_id)}
     out = Path(out_dir)
     created = not out.exists()
-    if out.is_dir():
-        remove_stale_temps(out)
+    if out.is_dir():  # only this share's: the other parts' jobs may be writing theirs now
+        remove_stale_temps(out, targets=[f"{c}.nii.gz" for c in cases])
     todo = {c: f for c, f in cases.items() if overwrite or not (out / f"{c}.nii.gz").is_file()}
     if progress and len(todo) < len(cases):
         print(f"{len(cases) - len(todo)} of {len(cases)} case(s) already have an output in {out}: skipped "

@@ -40,16 +40,21 @@ def has_store(data_dir: str | os.PathLike, dataset: str) -> bool:
     return (Path(data_dir) / dataset / "dataset.json").is_file()
 
 
-def missing_data_message(dataset: str, data_dir: Path) -> str:
-    """How to get and prepare ``dataset`` into ``<data_dir>/<dataset>`` (or try phantoms)."""
+def missing_data_message(dataset: str, data_dir: Path, profile: str | None = None) -> str:
+    """How to get and prepare ``dataset`` into ``<data_dir>/<dataset>`` (or try phantoms, of the size
+    the ``profile`` uses: :func:`~sam3dlib.study.phantom_data.phantom_size_for`)."""
+    from sam3dlib.study.phantom_data import phantom_size_for
+
     store = Path(data_dir) / dataset
     name, url = DATA_SOURCES[dataset]
+    size = " --size tiny" if profile is not None and phantom_size_for(profile) == "tiny" else ""
     return (
         f"missing prepared dataset folder {store} (no {store / 'dataset.json'}).\n"
         f"    Get {name} from {url},\n"
         f"    then run: sam3d prepare {dataset} --raw /path/to/raw/{dataset} --out {store}\n"
-        f"    (to try the pipeline without the data: sam3d phantom {dataset} --out phantoms/{dataset} && "
-        f"sam3d prepare {dataset} --raw phantoms/{dataset} --out {store})"
+        f"    (to try the pipeline without the data: sam3d phantom {dataset}{size} --out phantoms/{dataset} && "
+        f"sam3d prepare {dataset} --raw phantoms/{dataset} --out {store}; a broken store is rebuilt by "
+        f"adding --force, or make prepare-{dataset} RAW=... FORCE=1)"
     )
 
 
@@ -79,11 +84,16 @@ def check_inputs(table: int | str, profile: str, data_dir: str | os.PathLike | N
     """
     problems = []
     if data_dir is not None:
-        problems += [missing_data_message(ds, Path(data_dir)) for ds in table_datasets(table) if not has_store(data_dir, ds)]
+        problems += [missing_data_message(ds, Path(data_dir), profile) for ds in table_datasets(table) if not has_store(data_dir, ds)]
     if profile != "smoke" and (encoder_weights is None or not Path(encoder_weights).is_file()):
         problems.append(missing_weights_message(encoder_weights, profile))
     if problems:
-        raise MissingInputError(f"cannot reproduce Table {table_key(table)}:\n  - " + "\n  - ".join(problems))
+        key = table_key(table)
+        hint = ""
+        if data_dir is not None and any(not has_store(data_dir, ds) for ds in table_datasets(table)):
+            hint = (f"\n  Or run on the built-in phantoms directly (a stand-in): make reproduce-table{key} PROFILE=smoke "
+                    f"PHANTOMS=1 (sam3d reproduce {key} --profile smoke --phantoms)")
+        raise MissingInputError(f"cannot reproduce Table {key}:\n  - " + "\n  - ".join(problems) + hint)
 
 
 __all__ = ["DATA_SOURCES", "DEFAULT_ENCODER_WEIGHTS", "ENCODER_WEIGHTS_URL", "MissingInputError", "check_inputs",

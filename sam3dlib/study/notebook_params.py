@@ -4,7 +4,7 @@ All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
 reproduce-tableN`` work the same everywhere::
 
     dataset, data_dir, encoder, encoder_weights, profile, encoder_mode, protocol,
-    seed, seeds, device, out_dir, overrides
+    seed, seeds, device, out_dir, overrides, launcher, cluster
 
 A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
 first library call with a message naming the parameter, the value and what is allowed.
@@ -30,6 +30,9 @@ from sam3dlib.modeling.encoders import ENCODERS
 from sam3dlib.utils import values
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import UserInputError
+
+#: how a table's experiment x seed jobs run: one after another in this process, or as SLURM jobs
+LAUNCHERS = ("local", "slurm")
 
 
 class ParameterError(UserInputError, ValueError):
@@ -103,6 +106,10 @@ class NotebookParams:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         out_dir: where results go.
         overrides: extra ``ExperimentConfig`` overrides (``{"epochs": 2}``).
+        launcher: ``local`` (every experiment x seed in this process) or ``slurm`` (one job each,
+            :mod:`sam3dlib.study.launcher`; the table is made when all are done).
+        cluster: the job settings of ``slurm`` (:class:`sam3dlib.study.launcher.ClusterSettings`
+            fields: ``partition``, ``gpus_per_job``, ``cpus_per_job``, ``mem_gb``, ``time_min``, ``sbatch`` ...).
     """
 
     dataset: str | None = None
@@ -117,6 +124,8 @@ class NotebookParams:
     device: str = "cpu"
     out_dir: Path = Path("results")
     overrides: dict[str, Any] = field(default_factory=dict)
+    launcher: str = "local"
+    cluster: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> NotebookParams:
@@ -139,6 +148,9 @@ class NotebookParams:
         if enc is not None:
             enc = _choice("encoder", enc, tuple(ENCODERS))
         out_dir = _path("out_dir", p.get("out_dir", "results"), allow_none=False)
+        cluster = p.get("cluster") or {}
+        if not isinstance(cluster, Mapping) or not all(isinstance(k, str) for k in cluster):
+            raise values.fail(_where("cluster"), cluster, "a dict of job setting -> value", ParameterError)
         return cls(
             dataset=_choice("dataset", p.get("dataset"), DATASETS, allow_none=True),
             data_dir=_path("data_dir", p.get("data_dir")),
@@ -152,6 +164,8 @@ class NotebookParams:
             device=as_device("device", p.get("device", "cpu")),
             out_dir=out_dir,  # type: ignore[arg-type]
             overrides=dict(overrides),
+            launcher=_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
+            cluster=dict(cluster),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -188,4 +202,4 @@ def from_namespace(namespace: Mapping[str, Any]) -> NotebookParams:
     return NotebookParams.from_mapping({k: namespace[k] for k in PARAMETER_NAMES if k in namespace})
 
 
-__all__ = ["PARAMETER_NAMES", "NotebookParams", "ParameterError", "check_params", "from_namespace"]
+__all__ = ["LAUNCHERS", "PARAMETER_NAMES", "NotebookParams", "ParameterError", "check_params", "from_namespace"]

@@ -28,6 +28,13 @@ def phantom_size_for(profile: str) -> str:
     return "tiny" if profile == "smoke" else "small"
 
 
+def phantom_data_dir(dataset: str, cache_root: str | os.PathLike | None = None, seed: int = 0,
+                     n_cases: int | None = None, size: str = "small") -> Path:
+    """Where :func:`ensure_phantom_data` keeps this phantom store (nothing is built)."""
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    return root / _phantom_key(dataset, seed, n_cases, size)
+
+
 def ensure_phantom_data(
     dataset: str,
     cache_root: str | os.PathLike | None = None,
@@ -43,8 +50,7 @@ def ensure_phantom_data(
     from sam3dlib.data.phantoms import write_phantom
     from sam3dlib.data.prepare import prepare_dataset
 
-    root = Path(cache_root) if cache_root is not None else default_cache_root()
-    data_dir = root / _phantom_key(dataset, seed, n_cases, size)
+    data_dir = phantom_data_dir(dataset, cache_root, seed, n_cases, size)
     target = data_dir / dataset
     if (target / "dataset.json").is_file() and (data_dir / "READY").is_file():
         return data_dir
@@ -61,4 +67,4 @@ def ensure_phantom_data(
     return data_dir
 
 
-__all__ = ["default_cache_root", "ensure_phantom_data", "phantom_size_for"]
+__all__ = ["default_cache_root", "ensure_phantom_data", "phantom_data_dir", "phantom_size_for"]

@@ -46,6 +46,19 @@ LONG_COLUMNS = ["table", "dataset", "method", "group", "params_m", "metric", "re
 #: Columns we add: where a row comes from and under which conditions it was measured.
 CONDITION_COLUMNS = ["source", "sd", "n_seeds", "seeds", "encoder", "encoder_weights", "data", "profile", "protocol"]
 ALL_COLUMNS = LONG_COLUMNS + CONDITION_COLUMNS
+#: Put after a cell of a structure this run never predicted (DSC 0).
+MISSED_MARK = "(missed)"
+#: Style of the comparison tables: our rows highlighted beside the paper's, differences in italics.
+TABLE_CSS = (
+    ".sam3d-table table{border-collapse:collapse;font:13px/1.4 system-ui,sans-serif;margin:0.5em 0 1.5em}"
+    ".sam3d-table th,.sam3d-table td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}"
+    ".sam3d-table thead th{border-bottom:2px solid #444;background:#f4f4f4}"
+    ".sam3d-table tbody th,.sam3d-table thead th:first-child{text-align:left;font-weight:normal}"
+    ".sam3d-table tr.ours{background:#fff3c4;font-weight:bold}"
+    ".sam3d-table tr.difference{color:#555;font-style:italic}"
+    ".sam3d-table .caption{max-width:60em;font:13px/1.4 system-ui,sans-serif;color:#333}"
+)
+PAGE_CSS = "body{font:14px/1.5 system-ui,sans-serif;margin:2em auto;max-width:75em;padding:0 1em;color:#222}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,8 +287,22 @@ class ComparisonTable:
     table: str
     difference_rows: list[str] = field(default_factory=list)
 
+    def ours_rows(self) -> list[str]:
+        """The rows measured by this run (method ending in :data:`OURS_SUFFIX`)."""
+        return [str(r) for r in self.values.index if str(r).endswith(OURS_SUFFIX)]
+
+    def missed(self, row: str, column: str) -> bool:
+        """Whether a cell of our ``row`` belongs to a structure this run never predicted: its DSC is 0
+        (then a region's HD95 of 0 is the convention for an empty prediction, not a perfect border)."""
+        if row not in self.ours_rows() or column == "Params (M)":
+            return False
+        region = column.split(" ", 1)[1] if " " in column else column
+        dsc = f"DSC {region}"
+        return dsc in self.values.columns and self.values.at[row, dsc] == 0
+
     def formatted(self, digits: int = 2) -> pd.DataFrame:
-        """Strings for display: ``mean ± sd`` where an sd exists, blanks for missing cells."""
+        """Strings for display: ``mean ± sd`` where an sd exists, blanks for missing cells, and
+        ``(missed)`` after a cell of a structure this run never predicted (:meth:`missed`)."""
         out = pd.DataFrame(index=self.values.index, columns=self.values.columns, dtype=object)
         for r in self.values.index:
             for c in self.values.columns:
@@ -287,7 +314,8 @@ class ComparisonTable:
                 else:
                     sign = "+" if r in self.difference_rows and v > 0 else ""
                     text = f"{sign}{v:.{digits}f}"
-                    out.at[r, c] = text + (f" ± {s:.{digits}f}" if not pd.isna(s) else "")
+                    out.at[r, c] = text + (f" ± {s:.{digits}f}" if not pd.isna(s) else "") + (
+                        f" {MISSED_MARK}" if self.missed(r, c) else "")
         out.index.name = "method"
         return out
 
@@ -303,9 +331,22 @@ class ComparisonTable:
         return "\n".join(lines) + "\n"
 
     def to_html(self, digits: int = 2) -> str:
-        """An HTML table (paper rows, ours, differences) with the caption."""
-        body = self.formatted(digits).to_html(escape=True)
-        return f"<p><b>Table {self.table}.</b> {html.escape(self.caption)}</p>\n{body}"
+        """An HTML table with the caption: paper rows plain, our rows (class ``ours``) highlighted,
+        ``difference`` rows (class ``difference``) in italics; styled by :data:`TABLE_CSS`."""
+        f = self.formatted(digits)
+        ours, diffs = set(self.ours_rows()), set(self.difference_rows)
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["method", *f.columns])
+        rows = []
+        for name, row in f.iterrows():
+            cls = "ours" if name in ours else "difference" if name in diffs else "paper"
+            cells = "".join(f"<td>{html.escape(str(x))}</td>" for x in row)
+            rows.append(f'<tr class="{cls}"><th>{html.escape(str(name))}</th>{cells}</tr>')
+        return (f'<div class="sam3d-table"><p class="caption"><b>Table {html.escape(self.table)}.</b> '
+                f'{html.escape(self.caption)}</p>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+                + "\n".join(rows) + "\n</tbody>\n</table></div>")
+
+    def _repr_html_(self) -> str:  # Jupyter rich display (Lab, the HTML report): our rows highlighted
+        return f"<style>{TABLE_CSS}</style>\n{self.to_html()}"
 
     def _repr_markdown_(self) -> str:  # Jupyter rich display
         return self.to_markdown()
@@ -332,6 +373,9 @@ def _caption(table: str, ours: pd.DataFrame) -> str:
         if cond.stand_in:
             parts.append("Stand-in conditions: the differences measure nothing about the paper's claims.")
     parts.append("DSC in %, HD95 in voxels of the original grid (the paper's convention).")
+    if not ours.empty:
+        parts.append(f"'{MISSED_MARK}': a structure this run never predicted (DSC 0; its HD95 of 0 is the "
+                     "convention for an empty prediction, not a perfect border).")
     return " ".join(parts)
 
 
@@ -408,8 +452,14 @@ def write_table_files(out_dir: str | os.PathLike, name: str, long: pd.DataFrame,
     return {
         "csv": atomic_write_csv(out / f"{name}.csv", long),
         "md": atomic_write_text(out / f"{name}.md", md),
-        "html": atomic_write_text(out / f"{name}.html", f"<html><body>\n{page}\n</body></html>\n"),
+        "html": atomic_write_text(out / f"{name}.html", html_page(name, page)),
     }
+
+
+def html_page(title: str, body: str) -> str:
+    """A standalone HTML page (UTF-8, :data:`TABLE_CSS`) around ``body``."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+            f"<style>{PAGE_CSS}{TABLE_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
 def mean_foreground_dsc(summary: pd.DataFrame) -> float:
@@ -424,7 +474,10 @@ __all__ = [
     "ALL_COLUMNS",
     "LONG_COLUMNS",
     "PAPER",
+    "MISSED_MARK",
+    "TABLE_CSS",
     "ComparisonTable",
+    "html_page",
     "RunConditions",
     "comparison_table",
     "load_paper_tables",

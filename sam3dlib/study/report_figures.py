@@ -1,9 +1,9 @@
 """Figures for the reports: overlays, DSC bars, per-case DSC distributions, params-vs-DSC,
 training curves.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global
-state; display it with ``IPython.display.display(fig)`` or save it with
-:func:`sam3dlib.study.report.save_figure`). Each takes ``conditions`` and puts their description in
+Every function returns a figure of :func:`sam3dlib.utils.figures.new_figure`: built without pyplot
+(no global state) and shown as a PNG by ``IPython.display.display(fig)`` in any kernel (Lab,
+papermill, the HTML report); save it with :func:`sam3dlib.study.report.save_figure`. Each takes ``conditions`` and puts their description in
 the title, so a stand-in run (random encoder, phantom data) says so on every figure; the
 paper's numbers are always labelled as the paper's.
 """
@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 
 from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.study.report import AVERAGE, OURS_SUFFIX, PAPER, RunConditions, load_paper_tables
+from sam3dlib.utils.figures import new_figure
 
 _PALETTE = [
     (0.90, 0.10, 0.10), (0.10, 0.60, 0.10), (0.10, 0.30, 0.90), (0.95, 0.75, 0.05),
@@ -39,6 +42,26 @@ def _label_cmap(num_classes: int) -> ListedColormap:
     return ListedColormap(colours)
 
 
+#: How :func:`plot_overlays` draws labels: filled (translucent) or as outlines.
+OVERLAY_MODES = ("fill", "contour")
+
+
+def scored_labels(spec: DatasetSpec) -> list[int]:
+    """The label values that the dataset's tables score (union of its regions' labels), sorted."""
+    return sorted({int(v) for values in spec.regions.values() for v in values})
+
+
+def _draw_labels(ax, lab: np.ndarray, spec: DatasetSpec, classes: Sequence[int], mode: str) -> None:
+    if mode == "fill":
+        shown = np.where(np.isin(lab, classes), lab, 0)
+        ax.imshow(shown, cmap=_label_cmap(spec.num_classes), vmin=0, vmax=spec.num_classes - 1, interpolation="nearest")
+        return
+    for k in classes:
+        mask = lab == k
+        if mask.any() and not mask.all():
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors=[_PALETTE[(k - 1) % len(_PALETTE)]], linewidths=1.2)
+
+
 def plot_overlays(
     image: np.ndarray,
     gt: np.ndarray,
@@ -47,21 +70,34 @@ def plot_overlays(
     spec: DatasetSpec,
     conditions: RunConditions | None = None,
     case_id: str = "",
+    mode: str = "fill",
+    slice_offset: int = 0,
+    note: str = "",
 ) -> Figure:
-    """Image / ground truth / prediction on chosen slices, labels coloured per class.
+    """Image / ground truth / prediction on chosen slices, the scored classes coloured.
+
+    Only the classes the dataset's tables score (:func:`scored_labels`) are drawn and listed in
+    the legend; other label values are left out.
 
     Args:
         image: ``D x H x W`` (or ``C x D x H x W``; the first channel is shown).
         gt: ``D x H x W`` label map on the same grid.
         pred: ``D x H x W`` label map on the same grid.
-        slices: slice (z) indices; None picks up to three slices with the most foreground.
-        spec: the dataset's spec (class names, class count).
+        slices: slice (z) indices of these arrays; None picks up to three slices with the most foreground.
+        spec: the dataset's spec (class names, class count, scored regions).
         conditions: the run's conditions, shown in the title.
         case_id: shown in the title.
+        mode: ``"fill"`` (translucent colours) or ``"contour"`` (outlines): :data:`OVERLAY_MODES`.
+        slice_offset: added to the slice numbers shown, so that a part of a volume (a slab) is
+            labelled in the volume's coordinates.
+        note: a line added under the title (e.g. the slab's DSC).
 
     Raises:
-        ValueError: if the three arrays do not share a grid or a slice index is out of range.
+        ValueError: if the three arrays do not share a grid, a slice index is out of range, or
+            ``mode`` is unknown.
     """
+    if mode not in OVERLAY_MODES:
+        raise ValueError(f"overlay mode {mode!r}: choose one of {', '.join(OVERLAY_MODES)}")
     img = np.asarray(image)
     if img.ndim == 4:
         img = img[0]
@@ -74,22 +110,23 @@ def plot_overlays(
     bad = [s for s in slices if not 0 <= s < img.shape[0]]
     if bad:
         raise ValueError(f"slices {bad} out of range 0..{img.shape[0] - 1}")
-    cmap = _label_cmap(spec.num_classes)
-    fig = Figure(figsize=(9, 3 * len(slices) + 0.9), layout="constrained")
+    scored = scored_labels(spec)
+    fig = new_figure(figsize=(9, 3 * len(slices) + 0.9 + 0.3 * bool(note)), layout="constrained")
     axes = fig.subplots(len(slices), 3, squeeze=False)
     for row, z in enumerate(slices):
         for col, (name, lab) in enumerate((("image", None), ("ground truth", gt), ("prediction", pred))):
             ax = axes[row, col]
             ax.imshow(img[z], cmap="gray")
             if lab is not None:
-                ax.imshow(lab[z], cmap=cmap, vmin=0, vmax=spec.num_classes - 1, interpolation="nearest")
-            ax.set_title(f"{name}, slice {z}", fontsize=9)
+                _draw_labels(ax, lab[z], spec, scored, mode)
+            ax.set_title(f"{name}, slice {z + slice_offset}", fontsize=9)
             ax.axis("off")
-    present = sorted(set(np.unique(gt)) | set(np.unique(pred)) - {0})
-    handles = [Patch(color=_PALETTE[(int(k) - 1) % len(_PALETTE)], label=spec.labels.get(int(k), str(k))) for k in present if k]
+    present = sorted((set(np.unique(gt).tolist()) | set(np.unique(pred).tolist())) & set(scored))
+    handles = [Patch(color=_PALETTE[(int(k) - 1) % len(_PALETTE)], label=spec.labels.get(int(k), str(k))) for k in present]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=8)
-    fig.suptitle(_title(f"{spec.name} {case_id}: image / ground truth / prediction (this run)", conditions), fontsize=10)
+    title = f"{spec.name} {case_id}: image / ground truth / prediction (this run)" + (f"\n{note}" if note else "")
+    fig.suptitle(_title(title, conditions), fontsize=10)
     return fig
 
 
@@ -112,7 +149,7 @@ def plot_dsc_bars(ours: pd.DataFrame, paper: pd.DataFrame, conditions: RunCondit
         conditions: the run's conditions, shown in the title.
     """
     groups = list(dict.fromkeys(zip(ours["table"].astype(str), ours["method"])))
-    fig = Figure(figsize=(max(6.0, 1.1 * 10), 3.2 * max(1, len(groups)) + 0.6), layout="constrained")
+    fig = new_figure(figsize=(max(6.0, 1.1 * 10), 3.2 * max(1, len(groups)) + 0.6), layout="constrained")
     axes = fig.subplots(max(1, len(groups)), 1, squeeze=False)[:, 0]
     for ax, (table, method) in zip(axes, groups):
         ref = method[: -len(OURS_SUFFIX)] if method.endswith(OURS_SUFFIX) else method
@@ -130,15 +167,38 @@ def plot_dsc_bars(ours: pd.DataFrame, paper: pd.DataFrame, conditions: RunCondit
         ax.set_ylim(0, 100)
         ax.set_ylabel("DSC (%)")
         ax.set_title(f"Table {table}", fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars
     fig.suptitle(_title("Per-region DSC: this run vs the paper", conditions), fontsize=10)
     return fig
+
+
+#: A thin line from a moved point label back to its point.
+_LEADER = dict(arrowstyle="-", color="0.6", lw=0.5, shrinkA=0, shrinkB=2)
+
+
+def _spread_labels(fig: Figure, labels: Sequence) -> None:
+    """Move overlapping point labels (annotations with offsets in points) apart vertically."""
+    if len(labels) < 2:
+        return
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    placed = []
+    for ann in sorted(labels, key=lambda a: -a.xy[1]):
+        for _ in range(40):
+            box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
+            if not any(box.overlaps(other) for other in placed):
+                break
+            dx, dy = ann.xyann
+            ann.xyann = (dx, dy - 0.6 * ann.get_fontsize())
+        placed.append(Text.get_window_extent(ann, renderer))
 
 
 def plot_params_vs_dsc(
     paper_tables: pd.DataFrame | None = None, ours: pd.DataFrame | None = None, conditions: RunConditions | None = None
 ) -> Figure:
-    """Trainable parameters vs average DSC for every method with a parameter count, per table.
+    """Trainable parameters vs average DSC for every method with a parameter count, one panel per
+    table present in ``paper_tables`` (pass :func:`sam3dlib.study.report.paper_rows` of one table for
+    that table alone); point labels are moved apart so that none overlaps another.
 
     Args:
         paper_tables: the paper's rows (default: all of :func:`sam3dlib.study.report.load_paper_tables`).
@@ -146,25 +206,35 @@ def plot_params_vs_dsc(
         conditions: the run's conditions, shown in the title.
     """
     paper = load_paper_tables() if paper_tables is None else paper_tables
-    tables = [t for t in ("1", "2", "3", "4") if (paper["table"].astype(str) == t).any()]
-    fig = Figure(figsize=(4.2 * max(1, len(tables)), 4.2), layout="constrained")
+    keys = paper["table"].astype(str)
+    has_params = pd.to_numeric(paper["params_m"], errors="coerce").notna()
+    tables = list(dict.fromkeys(keys[has_params & (paper["region"] == AVERAGE)]))
+    fig = new_figure(figsize=(5.2 * max(1, len(tables)), 4.6), layout="constrained")
     axes = fig.subplots(1, max(1, len(tables)), squeeze=False)[0]
+    labels = []
     for ax, t in zip(axes, tables):
-        sub = paper[(paper["table"].astype(str) == t) & (paper["metric"] == "DSC") & (paper["region"] == AVERAGE)]
+        sub = paper[(keys == t) & (paper["metric"] == "DSC") & (paper["region"] == AVERAGE)]
         sub = sub[pd.to_numeric(sub["params_m"], errors="coerce").notna()]
         for _, r in sub.iterrows():
             ax.scatter(float(r["params_m"]), float(r["value"]), color="0.45", s=25)
-            ax.annotate(r["method"], (float(r["params_m"]), float(r["value"])), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            labels.append(ax.annotate(r["method"], (float(r["params_m"]), float(r["value"])), fontsize=7,
+                                      xytext=(4, 0), textcoords="offset points", va="center", arrowprops=_LEADER))
         if ours is not None:
             o = ours[(ours["table"].astype(str) == t) & (ours["metric"] == "DSC") & (ours["region"] == AVERAGE)]
             for _, r in o.iterrows():
                 ax.errorbar(float(r["params_m"]), float(r["value"]), yerr=np.nan_to_num(float(r["sd"])), fmt="*", color="tab:red", ms=12)
-                ax.annotate(r["method"], (float(r["params_m"]), float(r["value"])), fontsize=7, color="tab:red", xytext=(4, -9), textcoords="offset points")
+                labels.append(ax.annotate(r["method"], (float(r["params_m"]), float(r["value"])), fontsize=7,
+                                          color="tab:red", xytext=(4, 0), textcoords="offset points", va="center",
+                                          arrowprops=_LEADER))
         ds = sub["dataset"].iloc[0] if len(sub) else ""
         ax.set_xscale("log")
+        ax.margins(x=0.35, y=0.12)
         ax.set_xlabel("trainable parameters (M, log)")
         ax.set_ylabel("average DSC (%)")
         ax.set_title(f"Table {t} ({ds}); grey = paper", fontsize=9)
+    for ann in labels:
+        ann.set_in_layout(False)
+    _spread_labels(fig, labels)
     fig.suptitle(_title(f"Parameters vs DSC: the paper's methods ({PAPER}) and this run (red)", conditions), fontsize=10)
     return fig
 
@@ -191,7 +261,10 @@ def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike
         if missing:
             raise ValueError(f"{p}: training log lacks columns {sorted(missing)}")
         runs.append((label, log.to_dict("records")))
-    return curve_figure(runs, _title("Training curves (this run)", conditions))
+    fig = curve_figure(runs, _title("Training curves (this run)", conditions))
+    if conditions is not None and conditions.protocol == "paper":  # say what "validation" is here
+        fig.axes[1].set_ylabel("online validation Dice (EMA dashed)\n= the test cases (paper protocol)")
+    return fig
 
 
 def plot_per_case_dsc(per_case: pd.DataFrame, conditions: RunConditions | None = None) -> Figure:
@@ -219,7 +292,7 @@ def plot_per_case_dsc(per_case: pd.DataFrame, conditions: RunConditions | None =
             dsc[col] = default
     dsc["seed"] = dsc["seed"].astype(str)
     groups = list(dict.fromkeys(zip(dsc["table"].astype(str), dsc["method"])))
-    fig = Figure(figsize=(11, 3.2 * len(groups) + 0.6), layout="constrained")
+    fig = new_figure(figsize=(11, 3.2 * len(groups) + 0.6), layout="constrained")
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
     for ax, (table, method) in zip(axes, groups):
         sub = dsc[(dsc["table"].astype(str) == table) & (dsc["method"] == method)]
@@ -231,7 +304,7 @@ def plot_per_case_dsc(per_case: pd.DataFrame, conditions: RunConditions | None =
     return fig
 
 
-__all__ = ["pick_slices", "plot_case", "plot_dsc_bars", "plot_overlays", "plot_params_vs_dsc", "plot_per_case_dsc",
+__all__ = ["OVERLAY_MODES", "pick_slices", "plot_case", "scored_labels", "plot_dsc_bars", "plot_overlays", "plot_params_vs_dsc", "plot_per_case_dsc",
            "plot_training_curves"]
 
 
@@ -250,7 +323,7 @@ def plot_case(image: np.ndarray, label: np.ndarray | None, slices: Sequence[int]
     if slices is None:
         slices = pick_slices(label) if label is not None else [img.shape[1] // 2]
     cols = img.shape[0] + (label is not None)
-    fig = Figure(figsize=(2.6 * cols, 2.6 * len(slices) + 0.8), layout="constrained")
+    fig = new_figure(figsize=(2.6 * cols, 2.6 * len(slices) + 0.8), layout="constrained")
     axes = fig.subplots(len(slices), cols, squeeze=False)
     cmap = _label_cmap(spec.num_classes)
     for r, z in enumerate(slices):

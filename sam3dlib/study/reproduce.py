@@ -17,15 +17,19 @@ import os
 import sys
 import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from sam3dlib.study.grid import table_jobs
 from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, check_inputs
+from sam3dlib.study.launcher import JOBS_DIR, grid_plan, load_settings, run_grid
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
 from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
+from sam3dlib.study.table_run import data_dir_for, select_rows
 from sam3dlib.utils.errors import UserInputError
-from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
+from sam3dlib.utils.fileio import atomic_write_json
 from sam3dlib.utils.finished import mark_finished
 
 #: Where a wheel install puts the notebooks (``[tool.setuptools.data-files]`` in pyproject.toml).
@@ -65,12 +69,12 @@ def require_study_packages() -> None:
                                      f"{sys.executable} -m pip install 'sam3dlib[study]' (or make setup)")
 
 
-def render_html(notebook: Path, target: Path) -> Path:
-    """The executed ``notebook`` as one standalone HTML page (figures embedded), written atomically."""
-    from nbconvert import HTMLExporter
+def render_html(notebook: Path, target: Path, run_dir: Path | None = None, seconds: float | None = None) -> Path:
+    """The executed ``notebook`` as one standalone results page (figures embedded, no code), with the
+    run-info block of ``run_dir`` when given (:mod:`sam3dlib.study.report_page`); written atomically."""
+    from sam3dlib.study.report_page import render_report, run_info
 
-    body, _ = HTMLExporter().from_filename(os.fspath(notebook))
-    return atomic_write_text(target, body)
+    return render_report(notebook, target, run_info(run_dir, seconds) if run_dir is not None else None)
 
 
 def _notebook_for(key: str, out: Path) -> Path:
@@ -82,7 +86,8 @@ def _notebook_for(key: str, out: Path) -> Path:
     return nb_dir / NOTEBOOKS[key]
 
 
-def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path) -> dict:
+def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
+                launcher: str = "local", cluster: dict | None = None) -> dict:
     return {
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
         "encoder_weights": os.fspath(weights.resolve()) if (weights is not None and profile != "smoke") else None,
@@ -91,16 +96,61 @@ def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tu
         "seed": int(seeds[0]),
         "device": device,
         "out_dir": os.fspath(run_dir.resolve()),
+        "launcher": launcher,
+        "cluster": dict(cluster or {}),
     }
 
 
-def _execute(nb: Path, run_dir: Path, params: dict, log_output: bool) -> float:
+def _execute(nb: Path, run_dir: Path, params: dict, progress: bool) -> float:
+    """Run the notebook; with ``progress`` the kernel's output (one line per epoch: loss, ETA; then
+    prediction and scoring) streams to this process's stdout/stderr as it comes."""
     import papermill as pm
 
     t0 = time.perf_counter()
+    streams = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if progress else {}
     pm.execute_notebook(os.fspath(nb), os.fspath(run_dir / nb.name), parameters=params, cwd=os.fspath(run_dir),
-                        progress_bar=False, log_output=log_output, kernel_name="python3")
+                        progress_bar=False, kernel_name="python3", **streams)
     return time.perf_counter() - t0
+
+
+def _grid(key: str, params: dict, build: bool) -> list:
+    """The table's experiment x seed jobs under ``params`` (phantom stores built once when ``build``)."""
+    p = NotebookParams.from_mapping(params)
+    infos = select_rows(key, p.dataset)
+    data_dirs = {ds: data_dir_for(ds, p, build=build) for ds in dict.fromkeys(i.dataset for i in infos)}
+    return table_jobs(infos, p, data_dirs)
+
+
+def table_run_jobs(run_dir: str | os.PathLike) -> list:
+    """The job grid of a table run folder, from the ``params.json`` that ``reproduce`` wrote (empty without)."""
+    import json
+
+    try:
+        saved = json.loads((Path(run_dir) / "params.json").read_text())
+    except (OSError, ValueError):
+        return []
+    key = saved.pop("table")
+    saved["out_dir"] = os.fspath(Path(run_dir).resolve())
+    return _grid(key, saved, build=False)
+
+
+def grid_status(results_dir: str | os.PathLike) -> list[tuple[Path, list[dict[str, str]]]]:
+    """For ``sam3d status``: each table run under ``results_dir`` (a ``results/tableN`` folder or one
+    run folder) that has jobs, newest first, with :func:`~sam3dlib.study.launcher.status_rows`.
+
+    Raises:
+        MissingFileError: ``results_dir`` does not exist.
+    """
+    from sam3dlib.study.launcher import status_rows
+    from sam3dlib.utils.errors import MissingFileError
+
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise MissingFileError(f"{root}: no such results folder")
+    runs = [root] if (root / "params.json").is_file() or (root / JOBS_DIR).is_dir() else \
+        sorted((d for d in (root / "runs").glob("*") if (d / JOBS_DIR).is_dir()), key=lambda d: d.stat().st_mtime,
+               reverse=True)
+    return [(run, status_rows(table_run_jobs(run), run / JOBS_DIR)) for run in runs]
 
 
 def reproduce_table(
@@ -112,7 +162,13 @@ def reproduce_table(
     out: str | os.PathLike = "results/table1",
     force: bool = False,
     device: str = "auto",
-    log_output: bool = False,
+    progress: bool = False,
+    launcher: str = "local",
+    cluster: Mapping[str, Any] | None = None,
+    cluster_config: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    wait: bool = True,
+    tflops: float | None = None,
 ) -> Path:
     """Execute the table's notebook with papermill into ``<out>/runs/<run id>/``.
 
@@ -125,7 +181,16 @@ def reproduce_table(
         out: results folder of this table (``results/tableN``).
         force: run again even if a finished run with the same inputs exists.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        log_output: stream the notebook's output while it runs.
+        progress: stream the notebook's output while it runs (per experiment and seed: epoch,
+            loss, ETA; then prediction and scoring).
+        launcher: ``local`` (every experiment x seed in the notebook's process) or ``slurm`` (one
+            job each through submitit; the notebook runs when all are done and reads their runs).
+        cluster: job settings (:class:`~sam3dlib.study.launcher.ClusterSettings` fields), over
+            those of ``cluster_config`` (a TOML file).
+        dry_run: print the job grid (state, expected GPU-hours and memory, sbatch lines) and stop.
+        wait: ``slurm``: wait for the jobs and render the table; False: submit and return (a
+            rerun of the same command submits only what is missing or failed, then renders).
+        tflops: the device's sustained TFLOP/s for the dry run's estimate (default: the stated model's).
 
     Returns:
         The run folder: the executed notebook, ``tableN_report.html`` (the notebook rendered),
@@ -136,9 +201,10 @@ def reproduce_table(
         FinishedRunError: a finished run with the same inputs exists and ``force`` is False.
         ParameterError: a bad table/profile/seeds/device.
         MissingDependencyError: papermill/nbconvert/ipykernel not installed.
+        ClusterConfigError: a bad job setting; GridFailedError: some jobs failed (named with their logs).
     """
     key = table_key(n)
-    checked = NotebookParams.from_mapping({"profile": profile, "device": device})  # clear errors first
+    checked = NotebookParams.from_mapping({"profile": profile, "device": device, "launcher": launcher})  # clear errors first
     seeds_t = as_seeds("seeds", seeds) or (0,)
     data = Path(data_dir) if data_dir is not None else None
     weights = Path(encoder_weights) if encoder_weights is not None else None
@@ -146,17 +212,33 @@ def reproduce_table(
     nb = _notebook_for(key, out)
     require_study_packages()
     check_inputs(key, profile, data, weights)
+    settings = load_settings(cluster_config, cluster) if checked.launcher == "slurm" else None
     run_dir = select_run_dir(out, run_id(key, profile, data, weights if profile != "smoke" else None, seeds_t, checked.device), force)
+    params = _parameters(data, weights, profile, seeds_t, checked.device, run_dir, checked.launcher,
+                         settings.as_dict() if settings else None)
+    if dry_run or settings is not None:
+        jobs = _grid(key, params, build=not dry_run)
+        if dry_run:
+            print(grid_plan(jobs, settings, run_dir / JOBS_DIR, tflops))
+            return run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "params.json", {"table": key, **params})
+        states = run_grid(jobs, settings, run_dir / JOBS_DIR, wait=wait)
+        if not wait:
+            print(f"{sum(v == 'done' for v in states.values())} of {len(jobs)} jobs done; `sam3d status {out}` shows "
+                  "them; rerun this command to wait for them and render the table")
+            return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    params = _parameters(data, weights, profile, seeds_t, checked.device, run_dir)
     atomic_write_json(run_dir / "params.json", {"table": key, **params})
-    seconds = _execute(nb, run_dir, params, log_output)
+    if progress:
+        print(f"Table {key}: running {nb.name} into {run_dir}", flush=True)
+    seconds = _execute(nb, run_dir, params, progress)
     if not (run_dir / f"table{key}.csv").is_file():
         raise RuntimeError(f"{run_dir / nb.name}: the notebook ran but wrote no table{key}.csv")
-    render_html(run_dir / nb.name, run_dir / f"table{key}_report.html")
+    render_html(run_dir / nb.name, run_dir / f"table{key}_report.html", run_dir, seconds)
     mark_finished(run_dir, {"table": key, "seconds": round(seconds, 1), **params})
     point_latest(out, run_dir)
     return run_dir
 
 
-__all__ = ["MissingDependencyError", "notebooks_dir", "render_html", "reproduce_table", "require_study_packages"]
+__all__ = ["MissingDependencyError", "grid_status", "table_run_jobs", "notebooks_dir", "render_html", "reproduce_table", "require_study_packages"]

@@ -53,7 +53,7 @@ def select_run_dir(out: Path, base: str, force: bool = False) -> Path:
         if finished and not force:
             raise FinishedRunError(
                 f"{run_dir} already holds a finished run with these inputs (see {Path(out) / LATEST}); "
-                "pass --force to run again under a new id"
+                "to run again under a new id: make ... FORCE=1 (sam3d reproduce --force)"
             )
         if not finished and not force:
             break

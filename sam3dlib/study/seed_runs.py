@@ -14,6 +14,7 @@ from sam3dlib.modeling.constants import RANDOM_INIT, RANDOM_WEIGHTS
 from sam3dlib.study.notebook_params import NotebookParams
 from sam3dlib.study.registry import TableInfo, get_config
 from sam3dlib.study.report import RunConditions
+from sam3dlib.training.provenance import recorded_weights
 
 
 def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConfig:
@@ -50,8 +51,7 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
     cfg = cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
     encoder = str(prov.get("encoder") or cfg.get("encoder") or p.encoder or "vit_b")
     saved = upgrade_saved_values(cfg).get("encoder_weights")
-    # runs written before the rename recorded the weights under "encoder_checkpoint"
-    ckpt = prov.get("encoder_weights") or prov.get("encoder_checkpoint") or saved or p.encoder_weights
+    ckpt = recorded_weights(prov) or saved or p.encoder_weights
     sha = prov.get("encoder_sha256")
     if prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT, RANDOM_WEIGHTS):
         ck = RANDOM_INIT
@@ -96,6 +96,9 @@ def run_seed(info: TableInfo, p: NotebookParams, data_dir: Path, seed: int, out:
     resume = (out / "checkpoints" / "latest.pt").is_file() and _same_config(out / "config.json", cfg)
     if out.exists() and not resume:
         shutil.rmtree(out)  # an earlier run of another config in this notebook's output folder
+    if progress:
+        print(f"{info.config} seed {seed}: {'resuming' if resume else 'training'} ({cfg.epochs} epochs), "
+              "then prediction and scoring of the test cases", flush=True)
     run_dir = Path(run_experiment(cfg, store, out, resume=resume, progress=progress))
     if not is_scored(run_dir):
         raise RuntimeError(f"{run_dir}: run_experiment returned without a finished, scored run")

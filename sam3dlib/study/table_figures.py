@@ -68,7 +68,7 @@ def draw_figures(result: TableResult) -> dict[str, Path]:
     figs = {
         "dsc_bars": rf.plot_dsc_bars(ours, report.paper_rows(result.table), result.conditions),
         "per_case_dsc": rf.plot_per_case_dsc(result.per_case, result.conditions),
-        "params_vs_dsc": rf.plot_params_vs_dsc(report.load_paper_tables(), ours, result.conditions),
+        "params_vs_dsc": rf.plot_params_vs_dsc(report.paper_rows(result.table), ours, result.conditions),
     }
     logs = [(label, rd / "log.csv") for label, rds in result.run_dirs.items() for rd in rds if (rd / "log.csv").is_file()]
     if logs:

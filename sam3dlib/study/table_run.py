@@ -17,9 +17,10 @@ import pandas as pd
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.study import report
+from sam3dlib.study.grid import experiment_dir, table_jobs
 from sam3dlib.study.inputs import MissingInputError, has_store, missing_data_message
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError
-from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_size_for
+from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_data_dir, phantom_size_for
 from sam3dlib.study.registry import TableInfo, experiments, table_key
 from sam3dlib.study.seed_runs import conditions_from_run, run_seed
 from sam3dlib.study.table_figures import draw_figures
@@ -27,7 +28,7 @@ from sam3dlib.study.table_result import TableResult, store_root
 from sam3dlib.utils.fileio import atomic_write_csv
 
 
-def _select(key: str, dataset: str | None) -> tuple[TableInfo, ...]:
+def select_rows(key: str, dataset: str | None) -> tuple[TableInfo, ...]:
     infos = experiments(key)
     if dataset is not None:
         infos = tuple(i for i in infos if i.dataset == dataset)
@@ -36,16 +37,26 @@ def _select(key: str, dataset: str | None) -> tuple[TableInfo, ...]:
     return infos
 
 
-def _data_dir(dataset: str, p: NotebookParams, cache_root: str | os.PathLike | None) -> Path:
+def data_dir_for(dataset: str, p: NotebookParams, cache_root: str | os.PathLike | None = None,
+                 build: bool = True) -> Path:
+    """The folder holding ``dataset``'s store for a table run: ``p.data_dir``, or the built-in phantoms
+    (built once when ``build``; else only their folder is named).
+
+    Raises:
+        MissingInputError: ``p.data_dir`` has no prepared store of ``dataset``.
+    """
     if p.data_dir is None:
-        return ensure_phantom_data(dataset, cache_root, seed=0, size=phantom_size_for(p.profile))
+        size = phantom_size_for(p.profile)
+        if not build:
+            return phantom_data_dir(dataset, cache_root, seed=0, size=size)
+        return ensure_phantom_data(dataset, cache_root, seed=0, size=size)
     if not has_store(p.data_dir, dataset):
-        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir)))
+        raise MissingInputError(missing_data_message(dataset, Path(p.data_dir), p.profile))
     return Path(p.data_dir)
 
 
 def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
-              cache_root: str | os.PathLike | None = None, figures: bool = True) -> TableResult:
+              cache_root: str | os.PathLike | None = None, figures: bool = True, progress: bool = False) -> TableResult:
     """Run every experiment of a paper table and write its tables and figures.
 
     Args:
@@ -53,25 +64,34 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
         params: the notebook's parameters (checked with :class:`NotebookParams`).
         cache_root: where phantom stores are built when ``params.data_dir`` is None.
         figures: also draw and save the PNG figures.
+        progress: print per experiment and seed one line per epoch (loss, ETA), then prediction
+            and scoring (plain text bars: no widgets).
 
     Returns:
         :class:`TableResult`; files under ``params.out_dir``: ``tableN.csv`` (paper's long
         format + our rows), ``tableN.md``, ``tableN.html``, ``per_case.csv``, ``figures/*.png``,
-        ``experiments/<config>-seed<k>/`` (each run's own files).
+        ``experiments/<config>-seed<k>/`` (each run's own files). With ``params.launcher ==
+        "slurm"`` every experiment x seed first runs as its own job
+        (:func:`sam3dlib.study.launcher.run_grid`, settings from ``params.cluster``; waits for all).
     """
     p = params if isinstance(params, NotebookParams) else NotebookParams.from_mapping(params)
     key = table_key(table)
-    infos = _select(key, p.dataset)
+    infos = select_rows(key, p.dataset)
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data_dirs = {ds: _data_dir(ds, p, cache_root) for ds in dict.fromkeys(i.dataset for i in infos)}
+    data_dirs = {ds: data_dir_for(ds, p, cache_root) for ds in dict.fromkeys(i.dataset for i in infos)}
     phantoms = {ds: bool(PreparedDataset(d / ds).meta.get("phantom")) for ds, d in data_dirs.items()}
+    if p.launcher != "local":  # every experiment x seed as its own job; below, their finished runs are read
+        from sam3dlib.study.launcher import JOBS_DIR, load_settings, run_grid
+
+        run_grid(table_jobs(infos, p, data_dirs), load_settings(overrides=p.cluster), out / JOBS_DIR)
     ours, per_case, run_dirs, cond = [], [], {}, None
     for info in infos:
         run_dirs[info.config] = []
         summaries = []
         for seed in p.seeds:
-            rd = run_seed(info, p, data_dirs[info.dataset], seed, out / "experiments" / f"{info.config}-seed{seed}")
+            rd = run_seed(info, p, data_dirs[info.dataset], seed, experiment_dir(out, info.config, seed),
+                          progress=progress)
             run_dirs[info.config].append(rd)
             summaries.append(report.read_summary(rd / "summary.csv"))
             pc = pd.read_csv(rd / "per_case.csv")
@@ -91,4 +111,4 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
     return result
 
 
-__all__ = ["TableResult", "run_table", "store_root"]
+__all__ = ["TableResult", "data_dir_for", "run_table", "select_rows", "store_root"]

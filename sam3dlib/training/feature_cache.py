@@ -30,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front end)
 
 from sam3dlib.modeling.sam3d import SAM3D
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, remove_stale_temps
 
 CACHE_FORMAT_VERSION = 1
+#: a temporary file this old was left by a killed writer (younger ones may belong to a job sharing the cache)
+STALE_TEMP_S = 3600.0
 ZERO_SLICE = "_zero_slice.npy"
 
 
@@ -162,8 +164,8 @@ class FeatureCache:
         """
         from sam3dlib.data.store import case_paths
 
-        if world_size == 1:  # temp files of a killed build (no other writer can be running now)
-            remove_stale_temps(self.root)
+        if world_size == 1:  # temp files of a killed build; another job (another seed) may be writing now
+            remove_stale_temps(self.root, older_than_s=STALE_TEMP_S)
         mine = [cid for i, cid in enumerate(case_ids) if i % world_size == rank]
         todo = [cid for cid in mine if not self.is_current(cid, case_paths(store.root, cid)["image"])]
         if rank == 0:

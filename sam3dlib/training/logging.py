@@ -39,9 +39,9 @@ def curve_figure(runs: Sequence[tuple[str, Sequence[Mapping]]], title: str):
     Returns:
         A :class:`matplotlib.figure.Figure` (built without pyplot: no global state).
     """
-    from matplotlib.figure import Figure
+    from sam3dlib.utils.figures import new_figure
 
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    fig = new_figure(figsize=(10, 3.6), layout="constrained")
     ax_loss, ax_dice = fig.subplots(1, 2)
     for label, history in runs:
         line = ax_loss.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], "o-", ms=3, label=label)[0]
@@ -49,6 +49,10 @@ def curve_figure(runs: Sequence[tuple[str, Sequence[Mapping]]], title: str):
         ax_dice.plot([r["epoch"] for r in val], [r["val_dice"] for r in val], "s-", ms=3, color=line.get_color(), label=label)
         ema = [r for r in val if _measured(r.get("val_dice_ema"))]
         ax_dice.plot([r["epoch"] for r in ema], [r["val_dice_ema"] for r in ema], "--", color=line.get_color())
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_dice):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_loss.set(xlabel="epoch", ylabel="training loss (Dice + CE)")
     ax_dice.set(xlabel="epoch", ylabel="online validation Dice (EMA dashed)", ylim=(0, 1))
     if len(runs) > 1:

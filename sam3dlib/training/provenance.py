@@ -45,6 +45,12 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def recorded_weights(prov: dict[str, Any]) -> str | None:
+    """The encoder weights a ``provenance.json`` records (runs written before the rename recorded
+    them under ``encoder_checkpoint``)."""
+    return prov.get("encoder_weights") or prov.get("encoder_checkpoint")
+
+
 def collect(config, model, device: torch.device, store, split, world_size: int) -> dict[str, Any]:
     """The ``provenance.json`` of a run."""
     return {

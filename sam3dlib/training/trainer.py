@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front end)
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError
@@ -235,8 +235,20 @@ class Trainer:
         self.history.append(row)
         if self.ctx.is_main:
             self.save(is_best)
+            if self.progress:
+                tqdm.write(self.epoch_line(row))
         self.ctx.barrier()
         return row
+
+    def epoch_line(self, row: dict) -> str:
+        """One progress line per epoch: ``<name> seed <k>: epoch e/E, loss L[, val Dice D], ETA ...``
+        (the ETA extrapolates this session's mean epoch time)."""
+        done = [r["seconds"] for r in self.history[self.start_epoch:]]
+        left = (self.config.epochs - row["epoch"]) * (sum(done) / max(len(done), 1))
+        val = f", val Dice {row['val_dice']:.3f}" if row.get("val_dice") is not None else ""
+        eta = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"
+        return (f"{self.config.name} seed {self.config.seed}: epoch {row['epoch']}/{self.config.epochs}, "
+                f"loss {row['train_loss']:.4f}{val}, ETA {eta}")
 
     def _loader(self, case_ids: list[str], iterations: int, epoch: int, stream: int, augment: bool):
         return epoch_loader(self.config, self.source, self.store, case_ids, iterations, epoch, stream, self.ctx,

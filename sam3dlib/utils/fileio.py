@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import io
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,20 +65,27 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     return path
 
 
-def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = 0.0, recursive: bool = False) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = 0.0, recursive: bool = False,
+                       targets: Iterable[str] | None = None) -> list[Path]:
     """Delete temporary files that a killed writer left in ``folder``; returns those removed.
 
     A process killed with SIGKILL between creating its temporary file and renaming it cannot
     clean up. The target files themselves are never touched (they are either the old or the
     new complete version). Only call this where no other process is writing at the same time,
-    or pass ``older_than_s`` to spare files younger than that.
+    or pass ``older_than_s`` to spare files younger than that, or ``targets`` (file names) to
+    remove only the temporaries of those files (what this process alone writes, e.g. its share
+    of a folder that several jobs fill).
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
     now = time.time()
-    for p in folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}"):
+    if targets is not None:
+        found = [p for name in targets for p in folder.glob(f".{glob.escape(name)}.*{TEMP_SUFFIX}")]
+    else:
+        found = folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}")
+    for p in found:
         try:
             if p.is_file() and now - p.stat().st_mtime >= older_than_s:
                 p.unlink()
