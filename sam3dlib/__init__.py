@@ -24,6 +24,7 @@ _LAZY = {
     "get_config": "study.registry",
     "run_experiment": "pipeline",
     "predict_file": "inference.predictor",
+    "load_run": "inference.predictor",
 }
 
 

@@ -7,7 +7,6 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 
 from sam3dlib import CheckpointError, build_sam3d
@@ -55,7 +54,8 @@ def test_full_size_load_is_lossless(sam_vit_b_checkpoint):
     state = load_encoder_state(sam_vit_b_checkpoint, "vit_b", (1024, 1024))
     original = torch.load(sam_vit_b_checkpoint, weights_only=True)
     assert all(torch.equal(v, original["image_encoder." + k]) for k, v in state.items())
-    assert set(state) == set(sam_model_registry["vit_b"]().image_encoder.state_dict())
+    # the file was written from segment-anything's own vit_b (conftest): its encoder keys are SAM's
+    assert set(state) == {k[len("image_encoder."):] for k in original if k.startswith("image_encoder.")}
 
 
 def test_resized_shapes(sam_vit_b_checkpoint):
