@@ -15,6 +15,9 @@ $(error SAM_CHECKPOINT was renamed: use ENCODER_WEIGHTS=$(SAM_CHECKPOINT))
 endif
 SEEDS ?= 0
 FORCE ?=
+# The authors' released files for the ladder's middle columns (README, "Check the paper"); empty: "not run".
+RELEASED_WEIGHTS ?=
+RELEASED_PREDICTIONS ?=
 # PHANTOMS=1: run on the built-in phantoms (a stand-in, e.g. with PROFILE=smoke) instead of DATA_DIR.
 PHANTOMS ?=
 OUT ?= results
@@ -77,6 +80,8 @@ bench: setup
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
 		--encoder-weights $(ENCODER_WEIGHTS) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force) \
+		$(if $(RELEASED_WEIGHTS),--released-weights $(RELEASED_WEIGHTS)) \
+		$(if $(RELEASED_PREDICTIONS),--released-predictions $(RELEASED_PREDICTIONS)) \
 		$(if $(PHANTOMS),--phantoms) --launcher $(LAUNCHER) $(if $(CLUSTER_CONFIG),--cluster-config $(CLUSTER_CONFIG)) \
 		$(CLUSTER_ARGS)
 

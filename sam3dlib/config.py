@@ -6,7 +6,7 @@ configuration reproduces which paper table lives in the experiment registry,
 
 Profiles (:func:`profile_values`):
 
-* ``paper``: the paper's code exactly (1000 epochs x 250 iterations, SGD lr 1e-2 momentum
+* ``paper``: the authors' code exactly (1000 epochs x 250 iterations, SGD lr 1e-2 momentum
   0.99 nesterov, poly 0.9, weight decay 3e-5, clip 12, the dataset's crop and batch size,
   deep supervision, online encoder, 50 validation batches per epoch).
 * ``quick``: about an hour on one GPU: 50 epochs x 250 iterations with the encoder output
@@ -75,7 +75,7 @@ class ExperimentConfig:
         lr, momentum, nesterov, weight_decay: SGD settings.
         poly_power: ``lr = lr0 * (1 - epoch/epochs) ** poly_power``.
         grad_clip: global L2 gradient-norm clip (nnU-Net: 12).
-        encoder_mode: ``online`` (encode the augmented patch every step, the paper's way) or
+        encoder_mode: ``online`` (encode the augmented patch every step, the authors' code's way) or
             ``cached`` (encode every case once into a float16 feature store).
         encoder_dtype, decoder_dtype: ``float32`` or ``bfloat16`` autocast.
         protocol: ``paper`` (val = test, as the original code) or ``clean`` (held-out val);

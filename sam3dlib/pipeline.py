@@ -7,7 +7,7 @@ The same steps as ``sam3d prepare`` / ``sam3d train`` / ``sam3d predict`` / ``sa
     run = train("data/heart", "runs/heart", profile="quick", fold=0)
     per_class_table(run)
 
-Test-set evaluation follows the paper's code (``-val --valbest``): the best checkpoint
+Test-set evaluation follows the authors' code (``-val --valbest``): the best checkpoint
 predicts every test case by sliding windows over the preprocessed volume, the softmax is
 mapped back to the original geometry, written as NIfTI, and scored against the ORIGINAL
 label file by the one evaluator, :func:`sam3dlib.evaluation.evaluator.evaluate_pairs` (in the
@@ -46,7 +46,7 @@ PREDICTIONS = "predictions"
 #: what produced ``per_case.csv``/``summary.csv`` of a run (seed, checkpoint, cases)
 RESULTS_FILE = "results.json"
 #: why the test cases' original label files are needed (the reason named when one is missing)
-SCORED_AGAINST = "the test metrics are computed against the original label files, as the paper's scripts do"
+SCORED_AGAINST = "the test metrics are computed against the original label files, as the authors' scripts do"
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_ids: list[str] | None = None,
@@ -86,7 +86,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
         out = run / PREDICTIONS / f"{case_id}.nii.gz"
         save_label_nifti(predict_case(loaded, np.asarray(store.image(case_id)), props), props, out)
         pairs[case_id] = (out, str(store.source_label(case_id)))
-    # HD95 units of the store's plan: voxels (the paper's convention), and mm too (HD95_strict)
+    # HD95 units of the store's plan: voxels (the authors' scripts' convention), and mm too (HD95_strict)
     per_case = evaluate_pairs(pairs, store.spec, store.spec.hd95)
     summary = aggregate(per_case, store.spec)
     atomic_write_csv(run / "per_case.csv", per_case)

@@ -6,7 +6,7 @@ import pytest
 from sam3dlib.config import ExperimentConfig, parse_overrides
 from sam3dlib.study.registry import EXPERIMENTS, get_config
 
-# name -> (dataset, paper patch, paper batch, skip, batch_dice)
+# name -> (dataset, patch and batch of the authors' code, skip, batch_dice); ACDC's depth 16 is the code's (the paper says 14)
 PAPER = {
     "table1_synapse": ("synapse", (64, 176, 176), 2, True, True),
     "table2_acdc": ("acdc", (16, 160, 160), 4, True, False),

@@ -105,7 +105,7 @@ def test_predict_probabilities_falls_back_to_cpu(monkeypatch, tmp_path):
 
     seen = []
 
-    def fake_swp(model, image, patch_size, overlap, mirror_axes, sw_batch_size, device, progress):
+    def fake_swp(model, image, patch_size, overlap, mirror_axes, sw_batch_size, device, progress, **kwargs):
         seen.append((sw_batch_size, torch.device(device).type))
         if torch.device(device).type != "cpu":
             raise _oom()

@@ -85,7 +85,8 @@ def test_comparison_table_differences(tmp_path):
     assert v.at[diff, "DSC avg"] == pytest.approx(80.0 - 79.56)
     assert v.at[diff, "DSC Liv"] == pytest.approx(80.0 - 95.42)
     assert v.at[diff, "HD95 avg"] == pytest.approx(10.0 - 17.87)
-    assert list(v.columns[:3]) == ["Params (M)", "DSC RKid", "DSC LKid"]  # the paper's column order
+    # the printed column order: parameters, the two averages, then the organs
+    assert list(v.columns[:5]) == ["Params (M)", "HD95 avg", "DSC avg", "DSC RKid", "DSC LKid"]
     md = t.to_markdown()
     assert "STAND-IN RUN" in md and "random-init vit_tiny encoder, phantom data" in md
     assert "paper's numbers" in md and "| SAM3D (this run) |" in md and "+0.44" in md

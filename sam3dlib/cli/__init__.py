@@ -14,7 +14,8 @@ DESCRIPTION = ("SAM3D: segment 3D medical volumes with a frozen Segment Anything
                "NIfTI scans, evaluate, and reproduce the paper's tables. `sam3d COMMAND --help` for details.")
 #: Subcommand modules under ``sam3dlib.cli``; each defines ``register(subparsers)``,
 #: which adds its parser and sets ``func`` (returning an exit code).
-COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce", "status")
+COMMANDS = ("demo", "phantom", "prepare", "check_data", "train", "predict", "evaluate", "reproduce", "status",
+            "import_released", "download")
 
 
 class UserError(UserInputError):
@@ -40,6 +41,18 @@ def renamed_option(parser: argparse.ArgumentParser, old: str, new: str) -> None:
             sys.exit(2)
 
     parser.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)
+
+
+def announce_encoder_weights(path) -> None:
+    """Print which official SAM checkpoint ``path`` is (md5-verified under an official name; a
+    ``CheckpointError`` when that file is not the official one), or that it is not verified."""
+    from pathlib import Path
+
+    from sam3dlib.modeling.encoders.sam_vit import official_identity
+
+    if path is None or not Path(path).is_file():
+        return
+    print(f"encoder weights: {official_identity(path) or f'{path} (not an official file name: not verified)'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="split a folder input into K shares (sorted case ids, every K-th) for K parallel jobs (default 1)")
     p.add_argument("--part-id", type=int, default=0, metavar="I",
                    help="which share this job predicts, 0..K-1 (default 0); the K jobs cover the folder without overlap")
+    p.add_argument("--no-mirror", action="store_true",
+                   help="no test-time mirroring (nnU-Net's --disable_tta): one prediction per window instead of 8, "
+                        "several times faster (default: the run's mirror_tta, on unless trained with it off)")
+    p.add_argument("--step-size", type=float, default=None, metavar="F",
+                   help="step between windows as a fraction of the patch, in (0, 1] (nnU-Net's --step_size; "
+                        "default: the run's, 0.5 = 50%% overlap); larger is faster, see docs/PERFORMANCE.md")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         predict_file,
         predict_folder,
     )
+    from sam3dlib.inference.sliding_window import check_step_size
     from sam3dlib.utils.fileio import check_output_dir
 
     inputs = args.input
@@ -75,14 +82,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"input {inputs[0]} is a folder, so --output must be a folder, not {args.output}")
     check_not_overwriting_inputs(inputs, args.output, output_is_folder=folder_in)  # before loading the model
     check_output_dir(args.output if folder_in else args.output.parent, "--output folder")
+    if args.step_size is not None:
+        check_step_size(args.step_size)  # before loading the model
     with warnings_as_lines("predict", UnfinishedRunWarning):  # e.g. an unfinished run: one line
         loaded = load_run(args.run, args.device, args.which)
+    loaded = loaded.with_options(mirror=False if args.no_mirror else None, step_size=args.step_size)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress,
                                  overwrite=args.overwrite, num_parts=args.num_parts, part_id=args.part_id)
         share = f" (part {args.part_id} of {args.num_parts})" if args.num_parts > 1 else ""
         print(f"wrote {len(written)} label map(s) to {args.output}{share}")
         return 0
-    predict_file(loaded, inputs if len(inputs) > 1 else inputs[0], args.output)
+    predict_file(loaded, inputs if len(inputs) > 1 else inputs[0], args.output, progress=not args.no_progress)
     print(f"wrote {args.output}")
     return 0

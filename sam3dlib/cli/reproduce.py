@@ -34,6 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="results folder (default: results/tableN)")
     p.add_argument("--device", default="auto", type=device_type, help=DEVICE_CHOICES)
     p.add_argument("--force", action="store_true", help="run again even if a finished run with the same inputs exists")
+    p.add_argument("--released-weights", default=None,
+                   help="the authors' released weights (.model, .pth, trainer folder or zip): the ladder's "
+                        "'authors' weights, run by sam3dlib' column")
+    p.add_argument("--released-predictions", default=None,
+                   help="the authors' released prediction maps (folder; its dice_pre.txt is compared): the "
+                        "ladder's 'authors' maps, scored by sam3dlib' column")
+    p.add_argument("--estimate", choices=("auto", "yes", "no"), default="auto",
+                   help="print each experiment's expected wall time and peak memory from a few timed steps first "
+                        "(auto: every profile but smoke)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (default: the notebook's output streams: per experiment and seed epoch, loss, "
                         "ETA; then prediction and scoring)")
@@ -72,9 +81,22 @@ def cluster_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.cli import announce_encoder_weights
     from sam3dlib.study.reproduce import reproduce_table
 
     out = args.out or f"results/table{args.table}"
+    if args.profile != "smoke":
+        announce_encoder_weights(args.encoder_weights)
+    local = args.launcher == "local" and not args.dry_run  # a SLURM grid's dry run states its own estimate
+    if local and (args.estimate == "yes" or (args.estimate == "auto" and args.profile != "smoke")):
+        from sam3dlib.study.reproduce import estimate_table
+
+        try:
+            for line in estimate_table(args.table, args.profile, None if args.phantoms else args.data_dir,
+                                       args.encoder_weights, args.seeds, args.device):
+                print(line, flush=True)
+        except MissingInputError:
+            pass  # reproduce_table names every missing input below
     try:
         run_dir = reproduce_table(
             args.table, profile=args.profile, data_dir=None if args.phantoms else args.data_dir,
@@ -82,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             launcher=args.launcher, cluster=cluster_overrides(args), cluster_config=args.cluster_config,
             dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops,
+            released_weights=args.released_weights, released_predictions=args.released_predictions,
         )
     except MissingInputError as exc:
         print(f"sam3d reproduce: {exc}", file=sys.stderr)
@@ -92,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run or not (run_dir / f"table{args.table}.csv").is_file():
         return 0
     print(f"Table {args.table}: results in {run_dir} (also {out}/latest)")
-    for name in (f"table{args.table}.md",):
-        path = run_dir / name
+    for path in [run_dir / f"table{args.table}.md", *sorted((run_dir / "ladder").glob("*/ladder.md"))]:
         if path.is_file():
             print(path.read_text())
     return 0

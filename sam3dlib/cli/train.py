@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared store (sam3d prepare output)")
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
     p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="budget: paper (1000x250, the paper's code; the default), quick (~1 GPU hour), smoke "
+                   help="budget: paper (1000x250, the authors' code; the default), quick (~1 GPU hour), smoke "
                         "(seconds, CPU); with --resume the run's saved profile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 (repeatable)")
@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --resume: continue although the prepared data changed since the run started "
                         "(recorded in provenance.json); default: such a resumption is refused")
     p.add_argument("--no-evaluate", action="store_true", help="skip predicting and scoring the test cases")
+    p.add_argument("--estimate", choices=("auto", "yes", "no"), default="auto",
+                   help="print the expected wall time and peak memory from a few timed steps first (auto: "
+                        "every profile but smoke)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -84,12 +87,18 @@ def resume_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.cli import announce_encoder_weights
+    from sam3dlib.modeling.constants import RANDOM_WEIGHTS
     from sam3dlib.pipeline import run_experiment
     from sam3dlib.training import train
 
     config = resume_config(args) if args.resume else None
     if config is None:
         config = _config(args)
+    if config.encoder_weights != RANDOM_WEIGHTS:
+        announce_encoder_weights(config.encoder_weights)
+    if args.estimate == "yes" or (args.estimate == "auto" and config.profile != "smoke"):
+        print_estimate(config, args.data)
     if args.resume and args.force:
         raise UserError("--resume and --force exclude each other: --resume continues the run in --out, "
                         "--force deletes it and starts over")
@@ -103,6 +112,16 @@ def run(args: argparse.Namespace) -> int:
         run_dir = run_experiment(config, args.data, args.out, **kwargs)
     print(f"run written to {run_dir}")
     return 0
+
+
+def print_estimate(config, data) -> None:
+    """The run's expected wall time and peak memory (:func:`sam3dlib.training.estimate.estimate_training`)."""
+    from sam3dlib.data.store import PreparedDataset
+    from sam3dlib.training.estimate import estimate_training, training_slices
+
+    store = PreparedDataset(data)
+    est = estimate_training(config, store.spec, cache_slices=training_slices(store, config))
+    print(f"{config.name} [{config.profile}]: {est.describe()}", flush=True)
 
 
 def _config(args: argparse.Namespace):

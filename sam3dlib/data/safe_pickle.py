@@ -7,6 +7,7 @@ offending global.
 """
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,8 @@ def safe_load_pickle(path: str | Path) -> Any:
     """Load ``path`` with the restricted unpickler."""
     with open(path, "rb") as fh:
         return _RestrictedUnpickler(fh).load()
+
+
+def safe_load_pickle_bytes(data: bytes) -> Any:
+    """Load a pickle held in memory (e.g. a zip member) with the restricted unpickler."""
+    return _RestrictedUnpickler(io.BytesIO(data)).load()

@@ -78,14 +78,23 @@ def _channel_named(pred: Mapping[str, Path], gt: Mapping[str, Path]) -> dict[str
     return renamed
 
 
-def pair_cases(pred: Mapping[str, Path], gt: Mapping[str, Path]) -> dict[str, tuple[Path, Path]]:
-    """``{case_id: (pred path, gt path)}`` for every case, or an error naming the unmatched cases.
+def match_cases(pred: Mapping[str, Path], gt: Mapping[str, Path]
+                ) -> tuple[dict[str, tuple[Path, Path]], list[str], list[str]]:
+    """``(pairs, ground truths without a prediction, predictions without a ground truth)``.
 
     Paired by case id; a prediction ``X_0000`` (a one-channel nnU-Net input's name) pairs with the
     ground truth ``X`` only when unambiguous (no prediction ``X``, no ground truth ``X_0000``).
     """
     pred = _channel_named(pred, gt)
     only_pred, only_gt = sorted(set(pred) - set(gt)), sorted(set(gt) - set(pred))
+    pairs = {case_id: (pred[case_id], gt[case_id]) for case_id in sorted(set(gt) & set(pred))}
+    return pairs, only_gt, only_pred
+
+
+def pair_cases(pred: Mapping[str, Path], gt: Mapping[str, Path]) -> dict[str, tuple[Path, Path]]:
+    """``{case_id: (pred path, gt path)}`` for every case, or an error naming the unmatched cases
+    (:func:`match_cases`)."""
+    pairs, only_gt, only_pred = match_cases(pred, gt)
     if only_pred or only_gt:
         parts = []
         if only_gt:
@@ -93,7 +102,7 @@ def pair_cases(pred: Mapping[str, Path], gt: Mapping[str, Path]) -> dict[str, tu
         if only_pred:
             parts.append(f"no ground truth for {len(only_pred)} case(s): {', '.join(only_pred)}")
         raise EvaluationError("; ".join(parts))
-    return {case_id: (pred[case_id], gt[case_id]) for case_id in sorted(gt)}
+    return pairs
 
 
 def resample_to_grid(label: NiftiVolume, reference: NiftiVolume) -> np.ndarray:

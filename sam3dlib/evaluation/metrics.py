@@ -54,7 +54,7 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
         gt: ground-truth mask, same shape as ``pred``.
 
     Returns:
-        2|P∩G| / (|P|+|G|) in [0, 1]; 1.0 when both masks are empty (the paper's scripts).
+        2|P∩G| / (|P|+|G|) in [0, 1]; 1.0 when both masks are empty (the authors' evaluation scripts).
 
     Raises:
         ValueError: if the shapes differ. TypeError: for non-boolean, non-integer dtypes.
@@ -122,7 +122,7 @@ def hd95(
         pred: predicted mask (bool or 0/1 integers), any dimension.
         gt: ground-truth mask, same shape.
         spacing: voxel size per axis (same axis order as the arrays), or one value for all.
-            Defaults to None: unit spacing, i.e. voxel units (paper convention only).
+            Defaults to None: unit spacing, i.e. voxel units (the authors' scripts' convention only).
         convention: ``"paper"`` (0 when either mask is empty: the authors' scripts) or
             ``"strict"`` (``spacing`` required; :func:`worst_case_distance` when exactly one mask
             is empty, NaN when both are). Defaults to "paper".
@@ -179,8 +179,8 @@ def evaluate_case(
         spec: the dataset's spec; regions are ``spec.regions`` (table order) and, if
             ``include_extra``, ``spec.extra_regions`` (BraTS ED, NET), each a union of labels.
         spacing: voxel size in the arrays' axis order. Under "paper" HD95 is in voxels when
-            None (the paper's scripts) and in mm when given; required for "strict" and "both"
-            (where it is used for ``HD95_strict`` only: ``HD95`` stays the paper's, in voxels).
+            None (the authors' scripts) and in mm when given; required for "strict" and "both"
+            (where it is used for ``HD95_strict`` only: ``HD95`` stays the authors' scripts', in voxels).
         convention: "paper", "strict", or "both" (paper's DSC and HD95 plus ``HD95_strict``).
             Defaults to "paper".
         include_extra: also score ``spec.extra_regions``. Defaults to True.
@@ -246,7 +246,7 @@ def aggregate(df: pd.DataFrame, spec: DatasetSpec, brats_average: str = "five_re
     """Per-region means over cases and the table's macro "average".
 
     NaNs (strict convention only) are left out of each region's mean and counted in ``n_nan``;
-    the paper convention never produces any, so its means are plain means. The average row is
+    the authors' convention never produces any, so its means are plain means. The average row is
     the plain mean of the per-region means of :func:`average_regions`.
 
     Args:

@@ -12,7 +12,7 @@ import errno
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +53,38 @@ class LoadedRun:
     device: torch.device
     checkpoint: str
     finished: bool = True
+    mirror: bool | None = None  # None: the run's ``mirror_tta``
+    step_size: float | None = None  # None: ``1 - sw_overlap`` of the run (0.5)
 
     def __iter__(self) -> Iterator:
         return iter((self.model, self.config, self.meta))
+
+    def with_options(self, mirror: bool | None = None, step_size: float | None = None) -> LoadedRun:
+        """This run with nnU-Net's inference options set (None keeps the current choice).
+
+        Args:
+            mirror: average the 8 mirrored predictions of each window (nnU-Net's test-time
+                mirroring; False is its ``--disable_tta``).
+            step_size: step between windows as a fraction of the patch (nnU-Net's ``step_size``;
+                0.5 = 50% overlap). Smaller is slower and smoother.
+
+        Raises:
+            ConfigError: ``step_size`` outside (0, 1].
+        """
+        from sam3dlib.inference.sliding_window import check_step_size
+
+        return replace(self, mirror=self.mirror if mirror is None else bool(mirror),
+                       step_size=self.step_size if step_size is None else check_step_size(step_size))
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...] | None:
+        """The spatial axes mirrored at test time (all three, or None)."""
+        return (0, 1, 2) if (self.config.mirror_tta if self.mirror is None else self.mirror) else None
+
+    @property
+    def overlap(self) -> float:
+        """Window overlap, ``1 - step_size``."""
+        return self.config.sw_overlap if self.step_size is None else 1.0 - self.step_size
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "best",
@@ -65,7 +94,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
     Args:
         run_dir: a folder written by :func:`sam3dlib.training.train`.
         device: ``auto``, ``cpu`` or ``cuda``.
-        which: ``best`` (the paper's ``--valbest``) or ``latest``.
+        which: ``best`` (the authors' evaluation, ``--valbest``) or ``latest``.
         device_flag: how the calling command sets the device (named in a device error).
 
     Raises:
@@ -128,8 +157,13 @@ def _as_loaded(run: LoadedRun | str | os.PathLike, device: str = "auto") -> Load
 
 
 def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool = False,
-                          sw_batch_size: int = 2) -> np.ndarray:
+                          sw_batch_size: int = 2, desc: str | None = None, encode_once: bool = True) -> np.ndarray:
     """Softmax ``K x D x H x W`` of a preprocessed case ``C x D x H x W``.
+
+    Windows, mirroring and step follow ``loaded`` (:meth:`LoadedRun.with_options`); a SAM3D
+    model encodes each slice once per in-plane window and flip (``encode_once=False``: the
+    whole model on every window, the reference path; the same probabilities, slower).
+    ``progress`` shows a bar over the windows with an ETA, labelled ``desc``.
 
     On a GPU out-of-memory error the windows are retried with half the ``sw_batch_size``
     (down to 1), then on the CPU, each time with a ``ResourceWarning``
@@ -146,9 +180,9 @@ def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool =
 
     def attempt(batch: int, device: torch.device) -> torch.Tensor:
         return sliding_window_predict(
-            loaded.model, arr, (cfg.patch_size[0], *loaded.model.crop_hw), overlap=cfg.sw_overlap,
-            mirror_axes=(0, 1, 2) if cfg.mirror_tta else None, sw_batch_size=batch, device=device,
-            progress=progress,
+            loaded.model, arr, (cfg.patch_size[0], *loaded.model.crop_hw), overlap=loaded.overlap,
+            mirror_axes=loaded.mirror_axes, sw_batch_size=batch, device=device, progress=progress,
+            encode_once=encode_once, desc=desc,
         )
 
     start = loaded.device
@@ -159,15 +193,17 @@ def predict_probabilities(loaded: LoadedRun, image: np.ndarray, progress: bool =
     return probs.numpy()
 
 
-def predict_case(loaded: LoadedRun, image: np.ndarray, properties: dict, progress: bool = False) -> np.ndarray:
+def predict_case(loaded: LoadedRun, image: np.ndarray, properties: dict, progress: bool = False,
+                 desc: str | None = None) -> np.ndarray:
     """Label map of a preprocessed case on its original grid (NIfTI array order)."""
     from sam3dlib.data.preprocess import restore_label
 
-    return restore_label(predict_probabilities(loaded, image, progress), properties)
+    return restore_label(predict_probabilities(loaded, image, progress, desc=desc), properties)
 
 
 def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike | Sequence[str | os.PathLike],
-                 out_path: str | os.PathLike, device: str = "auto", progress: bool = False) -> Path:
+                 out_path: str | os.PathLike, device: str = "auto", progress: bool = False,
+                 mirror: bool | None = None, step_size: float | None = None, desc: str | None = None) -> Path:
     """Segment one scan and write the label NIfTI on the input's own grid with the input's header
     (qform, sform, codes, pixdim, units; :func:`sam3dlib.data.preprocess.save_label_nifti`).
 
@@ -176,17 +212,20 @@ def predict_file(run: LoadedRun | str | os.PathLike, in_path: str | os.PathLike 
         in_path: one NIfTI file (BraTS: 4D with the modalities last) or one file per modality.
         out_path: the label file to write (``.nii.gz``).
         device: where to run when ``run`` is a path.
+        progress: a bar over the windows with an ETA (labelled ``desc``).
+        mirror, step_size: nnU-Net's inference options (:meth:`LoadedRun.with_options`; None:
+            the run's).
     """
     from sam3dlib.data.preprocess import preprocess_case, save_label_nifti
 
     paths = [Path(in_path)] if isinstance(in_path, (str, os.PathLike)) else [Path(p) for p in in_path]
     check_not_overwriting_inputs(paths, out_path)
-    loaded = _as_loaded(run, device)
+    loaded = _as_loaded(run, device).with_options(mirror, step_size)
     for p in paths:
         if not p.is_file():
             raise MissingFileError(f"input image {p} does not exist")
     image, _, props = preprocess_case(paths if len(paths) > 1 else paths[0], loaded.meta)
-    label = predict_case(loaded, image, props, progress)
+    label = predict_case(loaded, image, props, progress, desc)
     return save_label_nifti(label, props, out_path)
 
 
@@ -320,12 +359,16 @@ def select_part(case_ids: Sequence[str], num_parts: int = 1, part_id: int = 0) -
 
 def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    device: str = "auto", progress: bool = True, overwrite: bool = False, num_parts: int = 1,
-                   part_id: int = 0) -> list[Path]:
+                   part_id: int = 0, mirror: bool | None = None, step_size: float | None = None) -> list[Path]:
     """Segment every case of ``in_dir`` (:func:`group_inputs`) into ``out_dir/<case>.nii.gz``.
 
     With ``num_parts`` > 1 only the share :func:`select_part` gives ``part_id`` is predicted, so
     ``num_parts`` jobs (``part_id`` 0 .. ``num_parts - 1``) writing into one ``out_dir`` cover the
     folder without overlap (each removes only its own cases' stale temporaries).
+
+    ``progress`` shows a bar over the cases and, for each case, one over its windows (both with
+    an ETA). ``mirror`` and ``step_size`` are nnU-Net's inference options
+    (:meth:`LoadedRun.with_options`; None: the run's).
 
     The inputs are grouped and their channel counts checked before anything is written; each
     output is written atomically, so an output that exists is complete. A rerun after an
@@ -345,7 +388,7 @@ def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike
 
     check_part(num_parts, part_id)
     check_not_overwriting_inputs([in_dir], out_dir, output_is_folder=True)
-    loaded = _as_loaded(run, device)
+    loaded = _as_loaded(run, device).with_options(mirror, step_size)
     cases = group_inputs(in_dir, loaded.model.in_channels, uses_channel_rule(loaded.meta, loaded.model.in_channels))
     cases = {case_id: cases[case_id] for case_id in select_part(list(cases), num_parts, part_id)}
     out = Path(out_dir)
@@ -358,8 +401,9 @@ def predict_folder(run: LoadedRun | str | os.PathLike, in_dir: str | os.PathLike
               "(--overwrite predicts them again)")
     written = [out / f"{c}.nii.gz" for c in cases if c not in todo]
     try:
-        for case_id, files in tqdm(todo.items(), desc="predict", disable=not progress):
-            written.append(predict_file(loaded, files, out / f"{case_id}.nii.gz"))
+        for i, (case_id, files) in enumerate(tqdm(todo.items(), desc="cases", unit="case", disable=not progress)):
+            written.append(predict_file(loaded, files, out / f"{case_id}.nii.gz", progress=progress,
+                                        desc=f"case {i + 1}/{len(todo)} {case_id}"))
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()

@@ -12,6 +12,12 @@ top of :func:`monai.inferers.sliding_window_inference`:
 - mirroring is done per window as in nnU-Net v1: every combination of flips of the chosen
   spatial axes (8 for (0, 1, 2)) is predicted, flipped back and averaged with equal weight.
 
+A SAM3D model (frozen 2D encoder + 3D decoder) is not run window by window: its slices are
+encoded once per in-plane window position and in-plane flip and the embeddings reused by every
+depth window and depth flip (:mod:`sam3dlib.inference.encode_once`), giving the same
+probabilities (to float32 rounding) several times faster. Any other predictor, and
+``encode_once=False``, takes the plain path: the whole predictor on every window and flip.
+
 One difference remains: MONAI places the windows at multiples of ``patch * (1 - overlap)``
 with the last one flush with the far border, whereas nnU-Net spreads the steps evenly
 between the two borders. Both cover the volume with at least 50% overlap.
@@ -26,6 +32,11 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
+
+from sam3dlib.inference.encode_once import predict_encoding_once
+from sam3dlib.modeling.sam3d import SAM3D
+from sam3dlib.utils import values
+from sam3dlib.utils.errors import ConfigError
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -105,6 +116,19 @@ class _SoftmaxMirrorPredictor:
         return total / len(self.flips)
 
 
+def check_step_size(step_size: float) -> float:
+    """nnU-Net's ``step_size``: the step between windows as a fraction of the patch, in (0, 1]
+    (0.5 = 50% overlap; the overlap is ``1 - step_size``).
+
+    Raises:
+        ConfigError: not a number in (0, 1].
+    """
+    step = values.as_float(step_size, "--step-size", ConfigError)
+    if not 0.0 < step <= 1.0:
+        raise ConfigError(f"--step-size must be in (0, 1] (a fraction of the patch; 0.5 = 50% overlap), got {step_size}")
+    return step
+
+
 def _as_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
@@ -131,6 +155,8 @@ def sliding_window_predict(
     sw_batch_size: int = 1,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    encode_once: bool = True,
+    desc: str | None = None,
 ) -> torch.Tensor:
     """Softmax probabilities of one preprocessed case by Gaussian-weighted sliding windows.
 
@@ -145,7 +171,12 @@ def sliding_window_predict(
         sw_batch_size: windows per predictor call. Defaults to 1.
         device: where the predictor runs; the stitched output is kept on the CPU.
             Defaults to "cpu".
-        progress: show a progress bar over windows. Defaults to False.
+        progress: show a progress bar over windows (with an ETA). Defaults to False.
+        encode_once: for a :class:`~sam3dlib.modeling.sam3d.SAM3D` predictor, encode each slice
+            once per in-plane window and flip (:mod:`sam3dlib.inference.encode_once`); False
+            runs the whole model on every window (the reference path). Other predictors always
+            take the plain path. Defaults to True.
+        desc: label of the progress bar (e.g. the case).
 
     Returns:
         float32 CPU tensor ``K x D x H x W`` of probabilities (summing to 1 over K).
@@ -160,9 +191,13 @@ def sliding_window_predict(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if int(sw_batch_size) < 1:
         raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
-    wrapped = _SoftmaxMirrorPredictor(predictor, mirror_combinations(mirror_axes))
+    flips = mirror_combinations(mirror_axes)
     device = torch.device(device)
     weights = gaussian_importance_map(size).to(device)
+    if encode_once and isinstance(predictor, SAM3D):
+        return predict_encoding_once(predictor, x, size, float(overlap), flips, weights, int(sw_batch_size), device,
+                                     progress, desc)
+    wrapped = _SoftmaxMirrorPredictor(predictor, flips)
     with torch.no_grad():
         out = sliding_window_inference(
             x[None],

@@ -12,7 +12,7 @@ PATCH_SIZE = 16
 EMBED_CHANNELS = 256
 #: Image side the official SAM checkpoints were trained at (64x64 tokens).
 SAM_IMAGE_SIZE = 1024
-#: Channel widths of the four residual decoder blocks (paper Fig. 2).
+#: Channel widths of the four residual decoder blocks (the authors' code, ``sam3d.py``; the paper's Fig. 2 draws the blocks without widths).
 DECODER_CHANNELS = (128, 64, 32, 16)
 #: Deep-supervision loss weights before normalisation (paper section 2).
 DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)

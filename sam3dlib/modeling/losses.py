@@ -75,7 +75,7 @@ class DiceCELoss(nn.Module):
 
 
 class OneHotDiceCELoss(DiceCELoss):
-    """:class:`DiceCELoss` in nnU-Net's one-hot form, as the paper's code computes it.
+    """:class:`DiceCELoss` in nnU-Net's one-hot form, as the authors' code computes it.
 
     Kept as the reference the label form is tested against (``tests/test_losses.py``) and as
     the benchmark's baseline; it builds two ``B x K x ...`` float tensors per call.

@@ -24,7 +24,7 @@ def prepare_slices(slices: torch.Tensor, input_hw: tuple[int, int] | None = None
     """``N x 1 x h x w`` slices -> the encoder's ``N x 3 x H x W`` input.
 
     Resized bilinearly to ``input_hw`` (the encoder input scale; nothing when equal or None),
-    then ``intensity``: ``as_is`` (the paper's code feeds the preprocessed slice unchanged) or
+    then ``intensity``: ``as_is`` (the authors' code feeds the preprocessed slice unchanged) or
     ``minmax`` (each slice scaled to [0, 1]; a constant slice becomes 0), then the grey
     channel repeated 3 times.
     """
@@ -55,7 +55,7 @@ def encode_slices(
         volume: ``B x C x D x H x W`` normalised intensities (no SAM pixel normalisation).
         chunk_size: slices per encoder call; all ``B*C*D`` slices are batched.
         dtype: run the encoder under autocast with this dtype (e.g. ``torch.bfloat16``).
-        input_hw, intensity: see :func:`prepare_slices` (None, ``as_is``: the paper's input).
+        input_hw, intensity: see :func:`prepare_slices` (None, ``as_is``: the authors' input).
 
     Returns:
         ``B x (C*256) x D x h' x w'`` float32 embeddings, modality-major channels

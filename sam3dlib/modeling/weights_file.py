@@ -36,12 +36,25 @@ class CheckpointNote(InputNote):
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_bytes), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 of a file (hex)."""
+    return file_digests(path, chunk_bytes)["sha256"]
+
+
+_DIGESTS: dict[tuple[str, int, int], dict[str, str]] = {}
+
+
+def file_digests(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> dict[str, str]:
+    """``{"md5": ..., "sha256": ...}`` of a file in one read (remembered per path, size and mtime)."""
+    st = os.stat(path)
+    key = (os.fspath(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk_bytes), b""):
+                md5.update(block)
+                sha.update(block)
+        _DIGESTS[key] = {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+    return dict(_DIGESTS[key])
 
 
 def load_problem(path: Path, exc: BaseException) -> str:
@@ -125,5 +138,5 @@ def image_encoder_state(path: str | os.PathLike, what: str,
     return state
 
 
-__all__ = ["DATA_PARALLEL_PREFIX", "ENCODER_PREFIX", "CheckpointError", "CheckpointNote", "file_sha256",
+__all__ = ["DATA_PARALLEL_PREFIX", "ENCODER_PREFIX", "CheckpointError", "CheckpointNote", "file_digests", "file_sha256",
            "image_encoder_state", "load_problem", "read_state_dict"]

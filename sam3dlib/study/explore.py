@@ -129,7 +129,7 @@ def open_run(run_dir: str | os.PathLike, experiment: str | None = None, seed: in
 
 
 def case_table(ex: Exploration) -> pd.DataFrame:
-    """Per test case: DSC (%) per region and their mean, HD95 (voxels, the paper's convention) per
+    """Per test case: DSC (%) per region and their mean, HD95 (voxels, the authors' evaluation scripts' convention) per
     region, and ``missed``: the regions with DSC 0 (never predicted; their HD95 of 0 is the
     convention for an empty prediction, not a perfect border).
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sam3dlib.modeling.encoders.sam_vit import OFFICIAL_CHECKPOINTS, OFFICIAL_URL_BASE
 from sam3dlib.study.registry import table_datasets, table_key
 from sam3dlib.utils.errors import UserInputError
 
-ENCODER_WEIGHTS_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
+ENCODER_WEIGHTS_URL = OFFICIAL_URL_BASE + OFFICIAL_CHECKPOINTS["vit_b"]
 #: Where ``make``/``sam3d demo``/``sam3d reproduce`` look for the official SAM ViT-B weights.
 DEFAULT_ENCODER_WEIGHTS = Path("checkpoints/sam_vit_b_01ec64.pth")
 
@@ -63,7 +64,7 @@ def missing_weights_message(encoder_weights: str | os.PathLike | None, profile: 
     target = Path(encoder_weights or DEFAULT_ENCODER_WEIGHTS)
     return (
         f"missing encoder weights file {encoder_weights} (profile {profile!r} needs the official ViT-B weights).\n"
-        f"    Download it: mkdir -p {target.parent} && curl -L -o {target} {ENCODER_WEIGHTS_URL}\n"
+        f"    Download it: sam3d download sam-vit-b --to {target.parent} (md5-verified; from {ENCODER_WEIGHTS_URL})\n"
         f"    (or pass another file with ENCODER_WEIGHTS=... / --encoder-weights, or use PROFILE=smoke for the "
         "stand-in encoder)"
     )

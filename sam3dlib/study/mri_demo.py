@@ -375,7 +375,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{split_note}.\n"
         f"Labels: the template's own tissue probability maps, thresholded (not manual segmentations). "
-        f"HD95 in mm, the paper's convention: 0 when a class is absent from the prediction or the reference, "
+        f"HD95 in mm, the authors' evaluation scripts' convention: 0 when a class is absent from the prediction or the reference, "
         f"so read it beside the DSC. Means over the test slabs (per slab: per_slab.csv). {s.steps} decoder steps, batch "
         f"{s.batch_size}, AdamW lr {s.lr}{' with poly decay' if s.poly_lr else ''}.\n\n"
         + _markdown(table)))

@@ -4,7 +4,8 @@ All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
 reproduce-tableN`` work the same everywhere::
 
     dataset, data_dir, encoder, encoder_weights, profile, encoder_mode, protocol,
-    seed, seeds, device, out_dir, overrides, launcher, cluster
+    seed, seeds, device, out_dir, overrides, launcher, cluster, mirror, step_size,
+    released_weights, released_predictions
 
 A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
 first library call with a message naming the parameter, the value and what is allowed.
@@ -27,6 +28,7 @@ from sam3dlib.config import ENCODER_MODES, PROFILES
 from sam3dlib.data.specs import DATASETS
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import ENCODERS
+from sam3dlib.study.paper_tables import TABLE_LAYOUTS
 from sam3dlib.utils import values
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import UserInputError
@@ -88,6 +90,16 @@ def as_device(name: str, value: Any) -> str:
         raise ParameterError(str(exc)) from None
 
 
+def as_step_size(name: str, value: Any) -> float | None:
+    """None, or a fraction of the patch in (0, 1]."""
+    if value is None or value == "":
+        return None
+    step = values.as_float(value, _where(name), ParameterError)
+    if not 0.0 < step <= 1.0:
+        raise values.fail(_where(name), value, "a fraction of the patch in (0, 1], e.g. 0.5", ParameterError)
+    return step
+
+
 @dataclass(frozen=True)
 class NotebookParams:
     """Checked notebook parameters (defaults: the smoke profile on built-in phantoms).
@@ -106,10 +118,20 @@ class NotebookParams:
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         out_dir: where results go.
         overrides: extra ``ExperimentConfig`` overrides (``{"epochs": 2}``).
+        released_weights: the authors' released weights (file, trainer folder or zip) for the
+            ladder's "authors' weights" column (:mod:`sam3dlib.study.ladder`); None: not run.
+        released_predictions: the authors' released prediction maps (a folder) for its
+            "authors' maps" column; None: not run.
+        table_layout: ``reading`` (the paper's layout, our reading of Table 2's header marked) or
+            ``printed`` (the printed header unchanged).
         launcher: ``local`` (every experiment x seed in this process) or ``slurm`` (one job each,
             :mod:`sam3dlib.study.launcher`; the table is made when all are done).
         cluster: the job settings of ``slurm`` (:class:`sam3dlib.study.launcher.ClusterSettings`
             fields: ``partition``, ``gpus_per_job``, ``cpus_per_job``, ``mem_gb``, ``time_min``, ``sbatch`` ...).
+        mirror: test-time mirroring of the test-case prediction (nnU-Net's TTA; False = its
+            ``--disable_tta``); None: the profile's (config ``mirror_tta``).
+        step_size: step between sliding windows as a fraction of the patch, in (0, 1]
+            (nnU-Net's; config ``sw_overlap = 1 - step_size``); None: the profile's (0.5).
     """
 
     dataset: str | None = None
@@ -124,8 +146,13 @@ class NotebookParams:
     device: str = "cpu"
     out_dir: Path = Path("results")
     overrides: dict[str, Any] = field(default_factory=dict)
+    released_weights: Path | None = None
+    released_predictions: Path | None = None
+    table_layout: str = "reading"
     launcher: str = "local"
     cluster: dict[str, Any] = field(default_factory=dict)
+    mirror: bool | None = None
+    step_size: float | None = None
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> NotebookParams:
@@ -164,13 +191,27 @@ class NotebookParams:
             device=as_device("device", p.get("device", "cpu")),
             out_dir=out_dir,  # type: ignore[arg-type]
             overrides=dict(overrides),
+            released_weights=_path("released_weights", p.get("released_weights")),
+            released_predictions=_path("released_predictions", p.get("released_predictions")),
+            table_layout=_choice("table_layout", p.get("table_layout", "reading"), TABLE_LAYOUTS),
             launcher=_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
             cluster=dict(cluster),
+            mirror=None if p.get("mirror") is None else values.as_bool(p["mirror"], _where("mirror"), ParameterError),
+            step_size=as_step_size("step_size", p.get("step_size")),
         )
+
+    def inference_overrides(self) -> dict[str, Any]:
+        """The config fields ``mirror`` and ``step_size`` set (``mirror_tta``, ``sw_overlap``); none when unset."""
+        out: dict[str, Any] = {}
+        if self.mirror is not None:
+            out["mirror_tta"] = self.mirror
+        if self.step_size is not None:
+            out["sw_overlap"] = 1.0 - self.step_size
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("data_dir", "out_dir"):
+        for k in ("data_dir", "out_dir", "released_weights", "released_predictions"):
             d[k] = None if d[k] is None else os.fspath(d[k])
         d["seeds"] = list(self.seeds)
         return d

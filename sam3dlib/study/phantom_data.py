@@ -55,7 +55,7 @@ def ensure_phantom_data(
     if (target / "dataset.json").is_file() and (data_dir / "READY").is_file():
         return data_dir
     # the raw files stay where they are written: the store's properties point at them (the
-    # evaluation scores against the original label files, as the paper's scripts do)
+    # evaluation scores against the original label files, as the authors' scripts do)
     raw = write_phantom(dataset, data_dir / "raw", n_cases=n_cases, seed=seed, size=size)
     tmp = data_dir / f".{dataset}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

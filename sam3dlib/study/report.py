@@ -5,7 +5,8 @@ The paper's Tables 1-5 ship as ``resources/paper_tables.csv`` in a long format
 in the same format, method ``"SAM3D (this run)"`` (Table 5: ``"SAM3D w/o skip connection
 (this run)"`` ...), with condition columns saying what produced them (encoder checkpoint or
 ``"random init"``, ``"phantom"`` data or the dataset, profile, protocol, seeds). DSC is given
-x100 like the paper; HD95 in the paper's units (voxels of the original grid).
+x100 like the paper; HD95 as the authors' evaluation script computes it (voxels of the original grid;
+the paper states no unit).
 
 Figures live in :mod:`sam3dlib.study.report_figures`.
 
@@ -23,29 +24,28 @@ import html
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sam3dlib.data.specs import DatasetSpec
-from sam3dlib.evaluation.metrics import AVERAGE
+from sam3dlib.evaluation.metrics import AVERAGE, BRATS_AVERAGES, average_regions
 from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
+from sam3dlib.study import paper_tables
+from sam3dlib.study.paper_tables import PAPER, PAPER_SOURCE, TABLE_LAYOUTS
 from sam3dlib.study.registry import table_key
 from sam3dlib.utils.fileio import atomic_write, atomic_write_csv, atomic_write_text
 
-#: The paper the reference rows come from; every paper number is labelled with it.
-PAPER = "Bui et al., SAM3D, ISBI 2024"
-PAPER_SOURCE = f"paper ({PAPER})"
 THIS_RUN = "this run"
 OURS_SUFFIX = " (this run)"
 #: The paper's long format.
 LONG_COLUMNS = ["table", "dataset", "method", "group", "params_m", "metric", "region", "value"]
 #: Columns we add: where a row comes from and under which conditions it was measured.
 CONDITION_COLUMNS = ["source", "sd", "n_seeds", "seeds", "encoder", "encoder_weights", "data", "profile", "protocol"]
-ALL_COLUMNS = LONG_COLUMNS + CONDITION_COLUMNS
+#: The paper's cells as printed (empty for our rows): :mod:`sam3dlib.study.paper_tables`.
+PRINTED_COLUMNS = ["printed", "printed_header", "params_printed", "paper_source"]
+ALL_COLUMNS = LONG_COLUMNS + CONDITION_COLUMNS + PRINTED_COLUMNS
 #: Put after a cell of a structure this run never predicted (DSC 0).
 MISSED_MARK = "(missed)"
 #: Style of the comparison tables: our rows highlighted beside the paper's, differences in italics.
@@ -61,26 +61,19 @@ TABLE_CSS = (
 PAGE_CSS = "body{font:14px/1.5 system-ui,sans-serif;margin:2em auto;max-width:75em;padding:0 1em;color:#222}"
 
 
-# --------------------------------------------------------------------------------------------
-# Paper rows
-
-
-@lru_cache(maxsize=1)
-def _paper_csv() -> pd.DataFrame:
-    text = resources.files("sam3dlib.resources").joinpath("paper_tables.csv").read_text()
-    from io import StringIO
-
-    df = pd.read_csv(StringIO(text), dtype={"table": str})
-    return df
-
 
 def load_paper_tables() -> pd.DataFrame:
-    """All of the paper's Tables 1-5 in long format, with ``source`` = the paper.
+    """All of the paper's Tables 1-5 in long format, with ``source`` = the paper and its table.
 
     Returns:
-        DataFrame with :data:`ALL_COLUMNS`; ``table`` is a string (``"1"`` ... ``"5a"``, ``"5b"``).
+        DataFrame with :data:`ALL_COLUMNS`; ``table`` is a string (``"1"`` ... ``"5a"``, ``"5b"``);
+        ``value`` is the printed number, ``printed`` its text (:mod:`sam3dlib.study.paper_tables`).
     """
-    df = _paper_csv().copy()
+    return _with_conditions(paper_tables.load_paper_tables())
+
+
+def _with_conditions(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
     df["source"] = PAPER_SOURCE
     for col in CONDITION_COLUMNS[1:]:
         df[col] = np.nan if col in ("sd", "n_seeds") else ""
@@ -89,12 +82,7 @@ def load_paper_tables() -> pd.DataFrame:
 
 def paper_rows(table: int | str, dataset: str | None = None) -> pd.DataFrame:
     """The paper's rows of one table (``5`` = 5a and 5b), optionally of one dataset only."""
-    key = table_key(table)
-    df = load_paper_tables()
-    keep = df["table"].str.startswith("5") if key == "5" else df["table"] == key
-    if dataset is not None:
-        keep &= df["dataset"] == dataset.lower()
-    return df[keep].reset_index(drop=True)
+    return _with_conditions(paper_tables.paper_rows(table, dataset))
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,9 +253,38 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Comparison table
 
+#: Marks on displayed cells, explained in the table's footnotes.
+READING_MARK = "†"  # a printed header we read differently (Table 2)
+AUDIT_MARK = "‡"  # a printed average that is not the mean of its printed cells
+PARAMS = "Params (M)"
+
 
 def _column_name(metric: str, region: str) -> str:
     return f"{metric} {'avg' if region == AVERAGE else region}"
+
+
+def _variant_label(regions: Sequence[str]) -> str:
+    return f"{AVERAGE} ({', '.join(regions)})"
+
+
+def with_average_variants(summary: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Add a row per alternative "average" of ``spec`` (BraTS: over WT, ET, TC and over five regions).
+
+    Each added row's ``region`` is ``"average (R1, R2, ...)"`` and its ``mean`` the plain mean of
+    those regions' means (the rule of ``metrics.aggregate``), so a table can compare like with like
+    with a printed average of either kind. Datasets with one kind of average are returned as is.
+    """
+    variants = list(dict.fromkeys(average_regions(spec, v) for v in BRATS_AVERAGES))
+    if len(variants) < 2:
+        return summary
+    extra = []
+    for metric in dict.fromkeys(summary["metric"]):
+        sub = summary[summary["metric"] == metric].set_index("region")["mean"]
+        for regions in variants:
+            if all(r in sub.index for r in regions):
+                extra.append({"region": _variant_label(regions), "metric": metric,
+                              "mean": float(np.mean([sub[r] for r in regions]))})
+    return pd.concat([summary, pd.DataFrame(extra)], ignore_index=True)
 
 
 @dataclass(repr=False)
@@ -275,10 +292,17 @@ class ComparisonTable:
     """Paper rows, ours and the differences, one row per method, one column per metric/region.
 
     Attributes:
-        values: numeric wide frame (index: method; columns ``Params (M)``, ``DSC RKid`` ...).
+        values: numeric wide frame (index: method; columns ``Params (M)``, ``DSC avg``,
+            ``DSC RKid`` ... in the paper's printed order).
         sd: same shape, sd over seeds (NaN where there is none).
         caption: says where each row comes from and, for stand-in runs, that they are.
         table: the paper table (``"1"`` ... ``"5b"``).
+        difference_rows: the rows that are differences (this run − paper).
+        printed: same shape, the paper's cell text as printed ("" for our rows and differences).
+        headers: column -> the header displayed (the printed one, marked where we read it otherwise).
+        digits: column -> decimals of our cells (the paper's printed precision in that column).
+        marks: ``(row, column)`` -> mark shown after the cell (:data:`READING_MARK`, :data:`AUDIT_MARK`).
+        footnotes: what each mark and each kind of average means.
     """
 
     values: pd.DataFrame
@@ -286,6 +310,11 @@ class ComparisonTable:
     caption: str
     table: str
     difference_rows: list[str] = field(default_factory=list)
+    printed: pd.DataFrame | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    digits: dict[str, int] = field(default_factory=dict)
+    marks: dict[tuple[str, str], str] = field(default_factory=dict)
+    footnotes: list[str] = field(default_factory=list)
 
     def ours_rows(self) -> list[str]:
         """The rows measured by this run (method ending in :data:`OURS_SUFFIX`)."""
@@ -294,33 +323,39 @@ class ComparisonTable:
     def missed(self, row: str, column: str) -> bool:
         """Whether a cell of our ``row`` belongs to a structure this run never predicted: its DSC is 0
         (then a region's HD95 of 0 is the convention for an empty prediction, not a perfect border)."""
-        if row not in self.ours_rows() or column == "Params (M)":
+        if row not in self.ours_rows() or column == PARAMS:
             return False
         region = column.split(" ", 1)[1] if " " in column else column
         dsc = f"DSC {region}"
         return dsc in self.values.columns and self.values.at[row, dsc] == 0
 
-    def formatted(self, digits: int = 2) -> pd.DataFrame:
-        """Strings for display: ``mean ± sd`` where an sd exists, blanks for missing cells, and
-        ``(missed)`` after a cell of a structure this run never predicted (:meth:`missed`)."""
+    def _cell(self, r: str, c: str, digits: int | None) -> str:
+        v, s = self.values.at[r, c], self.sd.at[r, c]
+        text = "" if self.printed is None else str(self.printed.at[r, c] or "")
+        if not text and not pd.isna(v):
+            d = self.digits.get(c, 2) if digits is None else digits
+            sign = "+" if r in self.difference_rows and v > 0 else ""
+            text = f"{sign}{v:.{d}f}" + (f" ± {s:.{d}f}" if not pd.isna(s) else "")
+            text += f" {MISSED_MARK}" if self.missed(r, c) else ""
+        return text + self.marks.get((r, c), "") if text else ""
+
+    def formatted(self, digits: int | None = None) -> pd.DataFrame:
+        """Strings for display: the paper's cells as printed; ours ``mean ± sd`` at the column's
+        printed precision (or ``digits``) and ``(missed)`` after a cell of a structure this run never
+        predicted (:meth:`missed`); blanks for missing cells; marks appended."""
         out = pd.DataFrame(index=self.values.index, columns=self.values.columns, dtype=object)
         for r in self.values.index:
             for c in self.values.columns:
-                v, s = self.values.at[r, c], self.sd.at[r, c]
-                if pd.isna(v):
-                    out.at[r, c] = ""
-                elif c == "Params (M)":
-                    out.at[r, c] = f"{v:.2f}"
-                else:
-                    sign = "+" if r in self.difference_rows and v > 0 else ""
-                    text = f"{sign}{v:.{digits}f}"
-                    out.at[r, c] = text + (f" ± {s:.{digits}f}" if not pd.isna(s) else "") + (
-                        f" {MISSED_MARK}" if self.missed(r, c) else "")
+                out.at[r, c] = self._cell(r, c, digits)
+        out.columns = [self.headers.get(c, c) for c in self.values.columns]
         out.index.name = "method"
         return out
 
-    def to_markdown(self, digits: int = 2) -> str:
-        """A GitHub-flavoured markdown table with the caption above it."""
+    def notes(self) -> str:
+        return "\n".join(f"- {n}" for n in self.footnotes)
+
+    def to_markdown(self, digits: int | None = None) -> str:
+        """A GitHub-flavoured markdown table with the caption above it and the footnotes below."""
         f = self.formatted(digits)
         header = ["method", *f.columns]
         lines = [f"**Table {self.table}.** {self.caption}", "", "| " + " | ".join(header) + " |"]
@@ -328,11 +363,13 @@ class ComparisonTable:
         for name, row in f.iterrows():
             cells = [str(name).replace("|", "\\|"), *(str(x) for x in row)]
             lines.append("| " + " | ".join(cells) + " |")
+        if self.footnotes:
+            lines += ["", self.notes()]
         return "\n".join(lines) + "\n"
 
-    def to_html(self, digits: int = 2) -> str:
-        """An HTML table with the caption: paper rows plain, our rows (class ``ours``) highlighted,
-        ``difference`` rows (class ``difference``) in italics; styled by :data:`TABLE_CSS`."""
+    def to_html(self, digits: int | None = None) -> str:
+        """An HTML table with the caption and footnotes: paper rows plain, our rows (class ``ours``)
+        highlighted, ``difference`` rows (class ``difference``) in italics; styled by :data:`TABLE_CSS`."""
         f = self.formatted(digits)
         ours, diffs = set(self.ours_rows()), set(self.difference_rows)
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["method", *f.columns])
@@ -341,9 +378,11 @@ class ComparisonTable:
             cls = "ours" if name in ours else "difference" if name in diffs else "paper"
             cells = "".join(f"<td>{html.escape(str(x))}</td>" for x in row)
             rows.append(f'<tr class="{cls}"><th>{html.escape(str(name))}</th>{cells}</tr>')
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.footnotes)
+        foot = f'\n<ul class="footnotes">{notes}</ul>' if notes else ""
         return (f'<div class="sam3d-table"><p class="caption"><b>Table {html.escape(self.table)}.</b> '
                 f'{html.escape(self.caption)}</p>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
-                + "\n".join(rows) + "\n</tbody>\n</table></div>")
+                + "\n".join(rows) + f"\n</tbody>\n</table>{foot}</div>")
 
     def _repr_html_(self) -> str:  # Jupyter rich display (Lab, the HTML report): our rows highlighted
         return f"<style>{TABLE_CSS}</style>\n{self.to_html()}"
@@ -357,8 +396,10 @@ class ComparisonTable:
     __repr__ = __str__
 
 
-def _caption(table: str, ours: pd.DataFrame) -> str:
-    parts = [f"Rows without '{OURS_SUFFIX.strip()}' are the paper's numbers ({PAPER}), copied as printed."]
+def _caption(table: str, ours: pd.DataFrame, layout: str) -> str:
+    shown = "with the printed header unchanged" if layout == "printed" else "with our reading of a header marked"
+    parts = [f"Rows without '{OURS_SUFFIX.strip()}' are the paper's numbers ({PAPER}): values, precision and "
+             f"column order as printed, {shown}."]
     if not ours.empty:
         c = ours.iloc[0]
         seeds = str(c["seeds"]).split()
@@ -372,61 +413,160 @@ def _caption(table: str, ours: pd.DataFrame) -> str:
         parts.append("'difference' rows = this run − the paper's row of the same method.")
         if cond.stand_in:
             parts.append("Stand-in conditions: the differences measure nothing about the paper's claims.")
-    parts.append("DSC in %, HD95 in voxels of the original grid (the paper's convention).")
+    parts.append(
+        "DSC in %. HD95: the paper states no unit; the SAM3D rows come from the authors' evaluation script "
+        "(medpy HD95 in voxels of the original grid, 0 when a mask is empty), rows of other methods are copied "
+        "from their own papers and were computed by their own code; this run follows the authors' script "
+        "(docs/REFERENCE.md, \"Evaluation\")."
+    )
     if not ours.empty:
         parts.append(f"'{MISSED_MARK}': a structure this run never predicted (DSC 0; its HD95 of 0 is the "
                      "convention for an empty prediction, not a perfect border).")
     return " ".join(parts)
 
 
-def comparison_table(table: int | str, ours: pd.DataFrame | None = None) -> ComparisonTable:
-    """Wide table with the paper's rows, ours and ``difference`` rows (ours − paper's same method).
+def _layout_columns(paper: pd.DataFrame, layout: str) -> tuple[list[tuple[str, str]], dict[str, str], list[str]]:
+    """The paper's columns in printed order, their displayed headers and the reading footnote."""
+    cols = list(dict.fromkeys(zip(paper["metric"], paper["region"])))
+    header_of = dict(zip(zip(paper["metric"], paper["region"]), paper["printed_header"]))
+    both = {m for m, r in cols if r != AVERAGE} == {"DSC", "HD95"}
+    headers, moved = {PARAMS: "Params"}, []
+    for metric, region in cols:
+        printed = header_of[(metric, region)]
+        if region == AVERAGE:
+            name = f"Average {metric}"
+        else:
+            name = printed if layout == "printed" or printed == region else f"{region}{READING_MARK}"
+            if printed != region:
+                moved.append(f"{region} (printed {printed})")
+            name = f"{name} {metric}" if both else name
+        headers[_column_name(metric, region)] = name
+    notes = []
+    if moved and layout == "reading":
+        notes.append(
+            f"{READING_MARK} The paper prints the header {' | '.join(dict.fromkeys(header_of[c] for c in cols if c[1] != AVERAGE))}"
+            f" over values in {' | '.join(r for _, r in cols if r != AVERAGE)} order: its rows match their source "
+            "papers in that order and its SAM3D row matches Table 5a, so we read the columns as "
+            f"{', '.join(moved)}. layout='printed' shows the printed header."
+        )
+    elif moved:
+        notes.append(
+            "Printed header unchanged: our rows are placed under the header of their region's name, so in the "
+            f"columns {', '.join(moved)} they are compared with the cells printed under that header."
+        )
+    return cols, headers, notes
+
+
+def _our_region_key(paper: pd.DataFrame, layout: str) -> dict[tuple[str, str], str]:
+    """Where an our-row cell goes: by region, or under the printed header of that name (printed layout)."""
+    keys = {(m, r): _column_name(m, r) for m, r in zip(paper["metric"], paper["region"])}
+    if layout == "printed":
+        for m, r, h in zip(paper["metric"], paper["region"], paper["printed_header"]):
+            if r != AVERAGE:
+                keys[(m, h)] = _column_name(m, r)
+    return keys
+
+
+def comparison_table(table: int | str, ours: pd.DataFrame | None = None, layout: str = "reading") -> ComparisonTable:
+    """Wide table with the paper's rows as printed, ours and ``difference`` rows (ours − paper's same method).
 
     Args:
         table: paper table (``1`` ... ``4``, ``"5a"``, ``"5b"``); for Table 5 pass the sub-table.
         ours: rows from :func:`our_rows` (any tables; only ``table``'s are used). None: paper only.
+        layout: ``"reading"`` (default: Table 2's header as we read it, marked) or ``"printed"``.
 
     Returns:
-        :class:`ComparisonTable`. Columns follow the paper's order for that table; our extra
-        regions (e.g. Lung's ``tumour``) are not shown there but stay in the long CSV.
+        :class:`ComparisonTable`: columns in the paper's printed order (averages first where the
+        paper puts them first), the paper's cells as printed, a printed average that is not the mean
+        of its printed cells marked with its recomputed value in a footnote
+        (:func:`sam3dlib.study.paper_tables.inconsistent_averages`). Where the paper's averages are of
+        more than one kind (Table 4), each our-row "Average" is the kind of the paper row it is
+        compared with, and both kinds of ours follow in extra columns.
     """
     key = table_key(table)
     if key == "5":
         raise ValueError("Table 5 has two sub-tables; build '5a' (ACDC) and '5b' (Synapse) separately")
+    if layout not in TABLE_LAYOUTS:
+        raise ValueError(f"unknown table layout {layout!r}; choose one of {', '.join(TABLE_LAYOUTS)}")
     paper = paper_rows(key)
     ours = pd.DataFrame(columns=ALL_COLUMNS) if ours is None else ours[ours["table"].astype(str) == key]
-    cols: list[tuple[str, str]] = list(dict.fromkeys(zip(paper["metric"], paper["region"])))
-    # order: per-region DSC in the paper's order, DSC avg, then HD95 columns
-    dsc = [c for c in cols if c[0] == "DSC" and c[1] != AVERAGE] + [c for c in cols if c == ("DSC", AVERAGE)]
-    cols = dsc + [c for c in cols if c[0] != "DSC"]
-    names = ["Params (M)"] + [_column_name(*c) for c in cols]
+    cols, headers, notes = _layout_columns(paper, layout)
+    variants = [r for r in dict.fromkeys(ours["region"]) if str(r).startswith(f"{AVERAGE} (")]
+    extra = [(m, v) for m in dict.fromkeys(m for m, r in cols if r == AVERAGE) for v in variants]
+    for m, v in extra:
+        headers[_column_name(m, v)] = f"{m} {v}"
+    names = [PARAMS] + [_column_name(*c) for c in cols + extra]
+    digits = {_column_name(m, r): max(paper_tables.decimals(p) for p in sub["printed"])
+              for (m, r), sub in paper.groupby(["metric", "region"], sort=False)}
+    digits[PARAMS] = 2
+    our_key = _our_region_key(paper, layout)
+    our_key.update({(m, v): _column_name(m, v) for m, v in extra})
 
-    def wide(rows: pd.DataFrame, value_col: str) -> pd.DataFrame:
+    def wide(rows: pd.DataFrame, value_col: str, placement: dict[tuple[str, str], str]) -> pd.DataFrame:
         methods = list(dict.fromkeys(rows["method"]))
-        out = pd.DataFrame(np.nan, index=methods, columns=names, dtype=float)
+        out = pd.DataFrame(np.nan if value_col != "printed" else "", index=methods, columns=names,
+                           dtype=float if value_col != "printed" else object)
+        for rec in rows.itertuples(index=False):
+            col = placement.get((rec.metric, rec.region))
+            if col is not None:
+                out.at[rec.method, col] = getattr(rec, value_col)
+        params = "params_printed" if value_col == "printed" else "params_m"
         for m in methods:
-            sub = rows[rows["method"] == m]
-            if value_col == "value":
-                out.at[m, "Params (M)"] = pd.to_numeric(sub["params_m"], errors="coerce").max()
-            for metric, region in cols:
-                hit = sub[(sub["metric"] == metric) & (sub["region"] == region)]
-                if len(hit):
-                    out.at[m, _column_name(metric, region)] = float(hit[value_col].iloc[0])
+            p = rows.loc[rows["method"] == m, params]
+            out.at[m, PARAMS] = p.iloc[0] if value_col == "printed" else pd.to_numeric(p, errors="coerce").max()
         return out
 
-    values = pd.concat([wide(paper, "value"), wide(ours, "value")]) if len(ours) else wide(paper, "value")
-    sd = pd.concat([wide(paper, "sd"), wide(ours, "sd")]) if len(ours) else wide(paper, "sd")
+    paper_key = {(m, r): _column_name(m, r) for m, r in cols}
+    values, sd, printed = (wide(paper, c, paper_key) for c in ("value", "sd", "printed"))
+    if len(ours):
+        values = pd.concat([values, wide(ours, "value", our_key)])
+        sd = pd.concat([sd, wide(ours, "sd", our_key)])
+        printed = pd.concat([printed, pd.DataFrame("", index=list(dict.fromkeys(ours["method"])), columns=names)])
+    checks = paper_tables.average_checks(paper)
+    marks: dict[tuple[str, str], str] = {}
+    for rec in checks[~checks["consistent"]].itertuples(index=False):
+        marks[(rec.method, _column_name(rec.metric, AVERAGE))] = AUDIT_MARK
+        notes.append(f"{AUDIT_MARK} " + paper_tables.average_note(pd.Series(rec._asdict())))
     diffs = []
     for m in dict.fromkeys(ours["method"]):
         ref = m[: -len(OURS_SUFFIX)] if m.endswith(OURS_SUFFIX) else m
+        if extra:
+            notes.append(_match_average(values, sd, checks, m, ref, extra))
         if ref in values.index:
             name = f"difference ({ref}: this run − paper)"
             values.loc[name] = values.loc[m] - values.loc[ref]
-            values.at[name, "Params (M)"] = np.nan
+            values.at[name, PARAMS] = np.nan
             sd.loc[name] = np.nan
+            printed.loc[name] = ""
             diffs.append(name)
-    values.index.name = sd.index.name = "method"
-    return ComparisonTable(values, sd, _caption(key, ours), key, diffs)
+    for frame in (values, sd, printed):
+        frame.index.name = "method"
+    return ComparisonTable(values, sd, _caption(key, ours, layout), key, diffs, printed, headers, digits, marks, notes)
+
+
+def _match_average(values: pd.DataFrame, sd: pd.DataFrame, checks: pd.DataFrame, mine: str, ref: str,
+                   extra: list[tuple[str, str]]) -> str:
+    """Set our row's "Average" cells to the kind of average of the paper row it is compared with.
+
+    A printed average equal to the mean of its printed region cells is compared with our mean over
+    the same regions; any other is taken to be the authors' evaluation script's average (our
+    default ``average`` row). Returns the footnote saying which was used.
+    """
+    said = []
+    for metric in dict.fromkeys(m for m, _ in extra):
+        hit = checks[(checks["method"] == ref) & (checks["metric"] == metric)]
+        if hit.empty:
+            continue
+        regions = str(hit["regions"].iloc[0]).split(", ")
+        same = _column_name(metric, _variant_label(regions))
+        avg = _column_name(metric, AVERAGE)
+        if bool(hit["consistent"].iloc[0]) and same in values.columns:
+            values.at[mine, avg], sd.at[mine, avg] = values.at[mine, same], sd.at[mine, same]
+            said.append(f"{metric} over {', '.join(regions)} (the paper's {ref} average is their mean)")
+        else:
+            said.append(f"{metric} as the authors' evaluation script averages (the paper's {ref} average is not "
+                        f"the mean of its printed {', '.join(regions)}; presumably that script's)")
+    return f"'{mine}' Average: " + "; ".join(said) + ". Both of our averages are in the last columns."
 
 
 def long_table(table: int | str, ours: pd.DataFrame) -> pd.DataFrame:

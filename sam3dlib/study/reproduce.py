@@ -87,8 +87,10 @@ def _notebook_for(key: str, out: Path) -> Path:
 
 
 def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
-                launcher: str = "local", cluster: dict | None = None) -> dict:
-    return {
+                launcher: str = "local", cluster: dict | None = None,
+                released: dict[str, Path | None] | None = None) -> dict:
+    extra = {k: (os.fspath(Path(v).resolve()) if v is not None else None) for k, v in (released or {}).items()}
+    return {**extra,
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
         "encoder_weights": os.fspath(weights.resolve()) if (weights is not None and profile != "smoke") else None,
         "profile": profile,
@@ -99,6 +101,53 @@ def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tu
         "launcher": launcher,
         "cluster": dict(cluster or {}),
     }
+
+
+def estimate_table(n: int | str, profile: str, data_dir: str | os.PathLike | None, encoder_weights: str | os.PathLike | None,
+                   seeds: Sequence[int] | str | int = (0,), device: str = "auto") -> list[str]:
+    """One line per experiment of the table: its expected wall time and peak memory on ``device``
+    (:func:`sam3dlib.training.estimate.estimate_training`, a few timed steps), times the seeds."""
+    from sam3dlib.data.specs import get_spec
+    from sam3dlib.data.store import PreparedDataset
+    from sam3dlib.study.inputs import has_store
+    from sam3dlib.study.registry import experiments
+    from sam3dlib.study.seed_runs import experiment_config
+    from sam3dlib.training.estimate import estimate_training, training_slices
+
+    key = table_key(n)
+    seeds_t = as_seeds("seeds", seeds) or (0,)
+    check_inputs(key, profile, Path(data_dir) if data_dir is not None else None,
+                 Path(encoder_weights) if encoder_weights is not None else None)
+    p = NotebookParams.from_mapping({"profile": profile, "device": device, "data_dir": data_dir,
+                                     "encoder_weights": encoder_weights if profile != "smoke" else None})
+    lines = []
+    for info in experiments(key):
+        cfg = experiment_config(info.config, p, seeds_t[0])
+        store = PreparedDataset(Path(data_dir) / info.dataset) if data_dir and has_store(data_dir, info.dataset) else None
+        est = estimate_training(cfg, get_spec(info.dataset), cache_slices=training_slices(store, cfg) if store else 0)
+        times = f" (x {len(seeds_t)} seeds)" if len(seeds_t) > 1 else ""
+        lines.append(f"Table {info.table} {info.paper_method} [{profile}]{times}: {est.describe()}")
+    return lines
+
+
+def check_released(key: str, weights: str | os.PathLike | None, maps: str | os.PathLike | None) -> dict[str, Path | None]:
+    """The released inputs, checked before any work (they must exist; Table 5 has none).
+
+    Raises:
+        MissingInputError: a given path does not exist, or one is given for Table 5.
+    """
+    from sam3dlib.study.inputs import MissingInputError
+
+    given = {"released_weights": weights, "released_predictions": maps}
+    out = {k: (Path(v) if v not in (None, "") else None) for k, v in given.items()}
+    if key.startswith("5") and any(out.values()):
+        raise MissingInputError("Table 5 (the skip ablation) has no released weights or prediction maps; "
+                                "drop RELEASED_WEIGHTS / RELEASED_PREDICTIONS")
+    for k, v in out.items():
+        if v is not None and not v.exists():
+            raise MissingInputError(f"{k.upper()} {v} does not exist (sam3d download authors-{k.split('_')[1]} says where "
+                                    "the authors' files are)")
+    return out
 
 
 def _execute(nb: Path, run_dir: Path, params: dict, progress: bool) -> float:
@@ -169,6 +218,8 @@ def reproduce_table(
     dry_run: bool = False,
     wait: bool = True,
     tflops: float | None = None,
+    released_weights: str | os.PathLike | None = None,
+    released_predictions: str | os.PathLike | None = None,
 ) -> Path:
     """Execute the table's notebook with papermill into ``<out>/runs/<run id>/``.
 
@@ -191,6 +242,8 @@ def reproduce_table(
         wait: ``slurm``: wait for the jobs and render the table; False: submit and return (a
             rerun of the same command submits only what is missing or failed, then renders).
         tflops: the device's sustained TFLOP/s for the dry run's estimate (default: the stated model's).
+        released_weights, released_predictions: the authors' released weights / prediction maps for
+            the ladder's middle columns (:mod:`sam3dlib.study.ladder`); None: "not run".
 
     Returns:
         The run folder: the executed notebook, ``tableN_report.html`` (the notebook rendered),
@@ -213,9 +266,11 @@ def reproduce_table(
     require_study_packages()
     check_inputs(key, profile, data, weights)
     settings = load_settings(cluster_config, cluster) if checked.launcher == "slurm" else None
-    run_dir = select_run_dir(out, run_id(key, profile, data, weights if profile != "smoke" else None, seeds_t, checked.device), force)
+    released = check_released(key, released_weights, released_predictions)
+    run_dir = select_run_dir(out, run_id(key, profile, data, weights if profile != "smoke" else None, seeds_t, checked.device,
+                                         **released), force)
     params = _parameters(data, weights, profile, seeds_t, checked.device, run_dir, checked.launcher,
-                         settings.as_dict() if settings else None)
+                         settings.as_dict() if settings else None, released)
     if dry_run or settings is not None:
         jobs = _grid(key, params, build=not dry_run)
         if dry_run:

@@ -23,12 +23,17 @@ class FinishedRunError(UserInputError, FileExistsError):
     """A finished run with the same inputs exists and ``force`` was not given."""
 
 
-def run_id(table: str, profile: str, data_dir: Path | None, encoder_weights: Path | None, seeds: Sequence[int], device: str) -> str:
-    """``<profile>-seeds<a_b>-<8 hex digits>``: a hash of every input (the weights file's size and mtime too)."""
+def run_id(table: str, profile: str, data_dir: Path | None, encoder_weights: Path | None, seeds: Sequence[int], device: str,
+           **released: Path | None) -> str:
+    """``<profile>-seeds<a_b>-<8 hex digits>``: a hash of every input (the weights file's size and mtime too;
+    the released weights / predictions when given)."""
     h = hashlib.sha256()
     for part in (table, profile, os.fspath(data_dir.resolve()) if data_dir else "phantom",
                  os.fspath(encoder_weights.resolve()) if encoder_weights else "none", " ".join(map(str, seeds)), device):
         h.update(part.encode() + b"\0")
+    for key, path in sorted(released.items()):
+        if path is not None:
+            h.update(f"{key}={os.fspath(Path(path).resolve())}".encode() + b"\0")
     if encoder_weights is not None and encoder_weights.is_file():
         st = encoder_weights.stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())

@@ -26,6 +26,7 @@ def experiment_config(name: str, p: NotebookParams, seed: int) -> ExperimentConf
         overrides["encoder_mode"] = p.encoder_mode
     if p.encoder_weights is not None:
         overrides["encoder_weights"] = p.encoder_weights
+    overrides.update(p.inference_overrides())
     overrides.update(p.overrides)
     return get_config(name, profile=p.profile, **overrides)
 

@@ -97,11 +97,13 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
             pc = pd.read_csv(rd / "per_case.csv")
             per_case.append(pc.assign(table=info.table, method=info.paper_method + report.OURS_SUFFIX, seed=seed))
         cond = conditions_from_run(run_dirs[info.config][0], p, info.dataset, phantoms[info.dataset], p.seeds)
-        ours.append(report.our_rows(report.seeds_summary(summaries), get_spec(info.dataset), cond,
+        spec = get_spec(info.dataset)
+        summaries = [report.with_average_variants(s, spec) for s in summaries]
+        ours.append(report.our_rows(report.seeds_summary(summaries), spec, cond,
                                     table=info.table, method=info.paper_method, skip=info.skip))
     ours_df = pd.concat(ours, ignore_index=True)
     long = report.long_table(key, ours_df)
-    tables = [report.comparison_table(t, ours_df) for t in dict.fromkeys(sorted(i.table for i in infos))]
+    tables = [report.comparison_table(t, ours_df, layout=p.table_layout) for t in dict.fromkeys(sorted(i.table for i in infos))]
     per_case_df = pd.concat(per_case, ignore_index=True)
     files = report.write_table_files(out, f"table{key}", long, tables)
     files["per_case"] = atomic_write_csv(out / "per_case.csv", per_case_df)

@@ -4,7 +4,7 @@ The frozen SAM encoder turns image patches into ``B x (C*256) x D x H/16 x W/16`
 A :class:`FeatureSource` decides how a training or validation batch gets them, and with it
 which patches exist and how they are augmented:
 
-* :class:`OnlineEncoder` (``encoder_mode="online"``, the paper's way): the stream yields image
+* :class:`OnlineEncoder` (``encoder_mode="online"``, the authors' code's way): the stream yields image
   patches (:class:`~sam3dlib.data.sampling.PatchDataset`: nnU-Net's sampling and full moreDA
   augmentation) and every step encodes the augmented patch.
 * :class:`CachedFeatures` (``encoder_mode="cached"``): every train/val case is encoded once
@@ -62,7 +62,7 @@ class FeatureSource(ABC):
 
 
 class OnlineEncoder(FeatureSource):
-    """Encode each (augmented) image patch at every step: the paper's training."""
+    """Encode each (augmented) image patch at every step: the authors' training."""
 
     mode = "online"
 
@@ -86,7 +86,7 @@ class CachedFeatures(FeatureSource):
     oversampling keeps nnU-Net's rule but picks a tile and z range holding the drawn voxel;
     the only augmentation is mirroring along z (slice order). In-plane mirroring, rotation,
     scaling, elastic and every intensity augmentation would need re-encoding and are not
-    applied: cached mode is a cheaper, less augmented variant of the paper's training.
+    applied: cached mode is a cheaper, less augmented variant of the authors' training.
 
     Args:
         config: the experiment.

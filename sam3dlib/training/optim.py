@@ -5,7 +5,8 @@ import torch
 
 
 def make_optimizer(config, params) -> torch.optim.Optimizer:
-    """nnU-Net's SGD (the paper's: lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5).
+    """nnU-Net's SGD: lr 1e-2, momentum 0.99, weight decay 3e-5 (the paper, Section 3B); Nesterov
+    momentum (the authors' code, nnU-Net v1's trainer: the paper does not say).
 
     ``optimizer="adamw"`` (same lr/weight-decay settings) is offered for few-minute CPU runs
     such as ``make demo``, where SGD with momentum 0.99 has not left the all-background

@@ -345,7 +345,7 @@ def train(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | 
           progress: bool = True, max_epochs: int | None = None, force: bool = False,
           allow_missing_cases: bool = False, allow_missing_labels: bool = False,
           allow_data_change: bool = False) -> Path:
-    """Train SAM3D's decoder as the paper's code does; write the run directory.
+    """Train SAM3D's decoder as the authors' code does; write the run directory.
 
     Args:
         config: the experiment (see :func:`sam3dlib.study.registry.get_config`).

@@ -61,7 +61,7 @@ from sam3dlib.utils.errors import ConfigError
 #: ``build(input_hw, weights, fast_attention) -> (module in eval mode, source, sha256)``.
 EncoderBuilder = Callable[[tuple[int, int], "Path | str | None", bool], "tuple[nn.Module, str | None, str | None]"]
 
-#: Decoder upsampling stages (x2 each): blocks 2-4 and the head (paper Fig. 2).
+#: Decoder upsampling stages (x2 each): blocks 2-4 and the head (the authors' code; the paper's Fig. 2 draws them).
 MAX_UPSAMPLINGS = 4
 
 
@@ -215,11 +215,17 @@ def build_encoder(name: str, input_hw: tuple[int, int], weights: str | os.PathLi
     return spec.build(input_hw, weights, fast_attention)
 
 
-def _vit_config(name: str) -> ViTConfig:
+def vit_config(name: str) -> ViTConfig | None:
+    """The SAM ViT size of encoder ``name`` (its entry's numbers), or None for another network."""
     build = get_encoder_spec(name).build
-    if not isinstance(build, SamViT):
+    return build.config if isinstance(build, SamViT) else None
+
+
+def _vit_config(name: str) -> ViTConfig:
+    cfg = vit_config(name)
+    if cfg is None:
         raise ConfigError(f"encoder {name!r} is not a Segment-Anything ViT")
-    return build.config
+    return cfg
 
 
 def build_image_encoder(name: str, image_size: tuple[int, int]) -> nn.Module:
@@ -259,4 +265,5 @@ __all__ = [
     "get_encoder_spec",
     "load_encoder_state",
     "save_random_sam_weights",
+    "vit_config",
 ]

@@ -29,13 +29,19 @@ from segment_anything.modeling import ImageEncoderViT
 
 from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE, RANDOM_WEIGHTS, SAM_IMAGE_SIZE
 from sam3dlib.modeling.fast_attention import enable_fast_attention
-from sam3dlib.modeling.weights_file import ENCODER_PREFIX, CheckpointError, file_sha256, image_encoder_state
+from sam3dlib.modeling.weights_file import (
+    ENCODER_PREFIX,
+    CheckpointError,
+    file_digests,
+    file_sha256,
+    image_encoder_state,
+)
 from sam3dlib.utils.fileio import atomic_torch_save
 
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """One SAM ViT size: width, depth, heads, the global-attention blocks, the official file."""
+    """One SAM ViT size: width, depth, heads, the global-attention blocks, the official file and its md5."""
 
     name: str
     embed_dim: int
@@ -43,16 +49,22 @@ class ViTConfig:
     num_heads: int
     global_attn_indexes: tuple[int, ...]
     official_file: str | None = None
+    official_md5: str | None = None
     window_size: int = 14
 
 
-VIT_B = ViTConfig("vit_b", 768, 12, 12, (2, 5, 8, 11), "sam_vit_b_01ec64.pth")
-VIT_L = ViTConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23), "sam_vit_l_0b3195.pth")
-VIT_H = ViTConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31), "sam_vit_h_4b8939.pth")
+VIT_B = ViTConfig("vit_b", 768, 12, 12, (2, 5, 8, 11), "sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8")
+VIT_L = ViTConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23), "sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c")
+VIT_H = ViTConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31), "sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6")
 #: Not a SAM model: a tiny random ViT so that tests run in seconds on a CPU.
 VIT_TINY = ViTConfig("vit_tiny", 64, 2, 2, (1,))
 #: Every size above, to name what a weights file holds in error messages.
 KNOWN_SIZES = (VIT_B, VIT_L, VIT_H, VIT_TINY)
+#: Official file names and their md5 (the 6 hex characters in each name are its first 6), by size name.
+OFFICIAL_CHECKPOINTS = {c.name: c.official_file for c in KNOWN_SIZES if c.official_file}
+OFFICIAL_MD5 = {c.name: c.official_md5 for c in KNOWN_SIZES if c.official_md5}
+#: Where Segment Anything publishes them (its README's model checkpoints).
+OFFICIAL_URL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
 def build_vit(cfg: ViTConfig, image_size: tuple[int, int]) -> ImageEncoderViT:
@@ -141,6 +153,29 @@ def load_vit_state(path: str | os.PathLike, cfg: ViTConfig, image_size: tuple[in
     return state
 
 
+def official_identity(path: str | os.PathLike) -> str | None:
+    """Which official SAM checkpoint ``path`` is, verified by md5 when its file name is an official one.
+
+    Returns:
+        e.g. ``"official SAM ViT-B checkpoint sam_vit_b_01ec64.pth (md5 01ec64d29a2f... verified)"``;
+        None when the file has another name (MedSAM's, a user's file: not verified).
+
+    Raises:
+        CheckpointError: an official file name whose md5 differs from the official one (a partial
+            or corrupted download, or another file under that name).
+    """
+    name = Path(path).name
+    cfg = next((c for c in KNOWN_SIZES if c.official_file == name), None)
+    if cfg is None:
+        return None
+    md5 = file_digests(path)["md5"]
+    if md5 != cfg.official_md5:
+        raise CheckpointError(f"{path}: md5 {md5} is not that of the official {name} ({cfg.official_md5}); the "
+                              f"file is incomplete or another one: sam3d download sam-{cfg.name.replace('_', '-')} "
+                              "fetches and verifies it")
+    return f"official SAM ViT-{cfg.name[-1].upper()} checkpoint {name} (md5 {md5[:12]}... verified)"
+
+
 def load_vit_weights(vit: ImageEncoderViT, path: str | os.PathLike, cfg: ViTConfig,
                      image_size: tuple[int, int]) -> str:
     """Load a SAM/MedSAM file's image encoder into ``vit`` (resized); return the file's sha256.
@@ -149,6 +184,7 @@ def load_vit_weights(vit: ImageEncoderViT, path: str | os.PathLike, cfg: ViTConf
         FileNotFoundError: no such file.
         CheckpointError: unreadable, not a SAM checkpoint, another ViT size, or tensors that do not fit.
     """
+    official_identity(path)  # an official file name must hold the official file (md5)
     state = load_vit_state(path, cfg, image_size)
     try:
         result = vit.load_state_dict(state, strict=False)
