@@ -38,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.overrides, experiment_of(args.dataset))
     enc = args.encoder_weights
+    if "encoder_weights" in overrides:  # --set encoder_weights=... says the same as --encoder-weights
+        given = overrides.pop("encoder_weights")
+        enc = Path(given) if given is not None else None
     if overrides.get("encoder", "vit_b") == "vit_tiny":  # the tests' stand-in encoder has no weights file
         enc = None
-    elif not enc.is_file():
+    elif enc is None or not enc.is_file():
         raise UserError(f"--encoder-weights {enc} does not exist; sam3d download sam-vit-b --to {enc.parent}")
     else:
         announce_encoder_weights(enc)

@@ -78,7 +78,7 @@ class Ladder:
         for r in self.rungs:
             lines.append(f"- {RUNGS[r.key]}: {r.label}")
             lines += [f"    {n}" for n in r.notes]
-        lines.append("DSC in %, HD95 in voxels (the paper's convention); 'Δ' columns = that column − the paper.")
+        lines.append("DSC in %, HD95 in voxels (the authors' scripts' convention; the paper states no unit); 'Δ' columns = that column − the paper.")
         return "\n".join(lines)
 
     def status(self) -> str:
@@ -285,14 +285,14 @@ def ladder_for(result, info: TableInfo, p: NotebookParams) -> Ladder:
 
 def write_ladder(ladder: Ladder, out: Path) -> dict[str, Path]:
     """``ladder.csv`` / ``ladder.md`` and one ``per_case_<rung>.csv`` per rung that ran, in ``out``."""
-    from sam3dlib.utils.fileio import atomic_write_text
+    from sam3dlib.utils.fileio import atomic_write_csv, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    files = {"ladder_csv": report.write_csv_atomic(ladder.frame.reset_index(), out / "ladder.csv"),
+    files = {"ladder_csv": atomic_write_csv(out / "ladder.csv", ladder.frame.reset_index()),
              "ladder_md": atomic_write_text(out / "ladder.md", ladder.to_markdown())}
     for r in ladder.rungs:
         if r.per_case is not None:
-            files[f"per_case_{r.key}"] = report.write_csv_atomic(r.per_case, out / f"per_case_{r.key}.csv")
+            files[f"per_case_{r.key}"] = atomic_write_csv(out / f"per_case_{r.key}.csv", r.per_case)
     return files
 
 
