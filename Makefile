@@ -14,7 +14,11 @@ ifdef SAM_CHECKPOINT
 $(error SAM_CHECKPOINT was renamed: use ENCODER_WEIGHTS=$(SAM_CHECKPOINT))
 endif
 SEEDS ?= 0
+## models to train beside the paper's rows: sam3d and/or the baselines unetr, nnunet, swinunetr
+MODELS ?= sam3d
 FORCE ?=
+# a Jupyter kernel to run the table notebooks in (default: the venv's Python, whatever kernel is named python3)
+KERNEL ?=
 # The authors' released files for the ladder's middle columns (README, "Check the paper"); empty: "not run".
 RELEASED_WEIGHTS ?=
 RELEASED_PREDICTIONS ?=
@@ -52,7 +56,7 @@ lock:
 ## DEMO_ARGS="--task phantoms" runs the Table 1 demo on Synapse-like phantoms.
 DEMO_ARGS ?=
 demo: setup
-	$(PY) -m sam3dlib demo --out $(OUT)/demo $(DEMO_ARGS)
+	$(PY) -m sam3dlib demo --out "$(OUT)/demo" $(DEMO_ARGS)
 
 ## The whole test suite: unit tests and every notebook under nbval.
 test: setup
@@ -74,16 +78,16 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
 
 bench: setup
-	$(PY) benchmarks/run_bench.py --out $(OUT)/bench
-	$(PY) benchmarks/bench_encoders.py --out $(OUT)/bench
+	$(PY) benchmarks/run_bench.py --out "$(OUT)/bench"
+	$(PY) benchmarks/bench_encoders.py --out "$(OUT)/bench"
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
-	$(PY) -m sam3dlib reproduce $* --profile $(PROFILE) --data-dir $(DATA_DIR) \
-		--encoder-weights $(ENCODER_WEIGHTS) --seeds "$(SEEDS)" --out $(OUT)/table$* $(if $(FORCE),--force) \
-		$(if $(RELEASED_WEIGHTS),--released-weights $(RELEASED_WEIGHTS)) \
-		$(if $(RELEASED_PREDICTIONS),--released-predictions $(RELEASED_PREDICTIONS)) \
-		$(if $(PHANTOMS),--phantoms) --launcher $(LAUNCHER) $(if $(CLUSTER_CONFIG),--cluster-config $(CLUSTER_CONFIG)) \
-		$(CLUSTER_ARGS)
+	$(PY) -m sam3dlib reproduce $* --profile "$(PROFILE)" --data-dir "$(DATA_DIR)" \
+		--encoder-weights "$(ENCODER_WEIGHTS)" --seeds "$(SEEDS)" --models "$(MODELS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
+		$(if $(RELEASED_WEIGHTS),--released-weights "$(RELEASED_WEIGHTS)") \
+		$(if $(RELEASED_PREDICTIONS),--released-predictions "$(RELEASED_PREDICTIONS)") \
+		$(if $(PHANTOMS),--phantoms) --launcher "$(LAUNCHER)" $(if $(CLUSTER_CONFIG),--cluster-config "$(CLUSTER_CONFIG)") \
+		$(CLUSTER_ARGS) $(if $(KERNEL),--kernel "$(KERNEL)")
 
 ## Prepare a paper dataset from its raw folder into DATA_DIR/<dataset>: make prepare-synapse RAW=/path/to/raw
 ## (resumes an interrupted prepare; FORCE=1 rebuilds a broken or outdated store from scratch).

@@ -48,7 +48,8 @@ cluster = {{}}  # dict: slurm job settings, e.g. {{"partition": "gpu", "gpus_per
 mirror = None  # bool | None: test-time mirroring of the test cases (False: nnU-Net's --disable_tta; None: the profile's)
 step_size = None  # float | None: sliding-window step, a fraction of the patch in (0, 1] (None: the profile's, 0.5)
 released_weights = None  # str | None: the authors' released weights (.model, .pth, trainer folder or zip)
-released_predictions = None  # str | None: the authors' released prediction maps (folder, with dice_pre.txt)'''
+released_predictions = None  # str | None: the authors' released prediction maps (folder, with dice_pre.txt)
+models = None  # list[str] | None: models to train, e.g. ["sam3d", "unetr", "nnunet"] (None: sam3d only)'''
 
 SETUP = """from IPython.display import Image, Markdown, display
 
@@ -118,6 +119,11 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
            "`difference` row is this run minus the paper's row of the same method. DSC in %, HD95 in voxels of "
            "the original grid; a structure this run never predicted is marked *missed*."),
         code("for t in result.tables:\n    display(t)", ignore=True),
+        md("## What each model cost\n\nWith `models` naming the paper's baselines (`unetr`, `nnunet`, "
+           "`swinunetr`: MONAI's networks retrained under this protocol), their rows join the table above "
+           "beside the paper's row of the same method. Trainable parameters, seconds per training step and "
+           "peak memory on the device used, per model:"),
+        code("display(result.cost)", ignore=True),
         code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_weights\", \"data\", \"profile\"]]",
              ignore=True, hide=True),
         *ladder_cells(n),

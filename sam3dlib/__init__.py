@@ -22,6 +22,7 @@ _LAZY = {
     "evaluate_case": "evaluation.metrics",
     "sliding_window_predict": "inference.sliding_window",
     "get_config": "study.registry",
+    "MODELS": "modeling.models",
     "run_experiment": "pipeline",
     "predict_file": "inference.predictor",
     "load_run": "inference.predictor",

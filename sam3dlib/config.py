@@ -33,8 +33,10 @@ from typing import Any, Literal
 
 from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.data.splits import PROTOCOLS
+from sam3dlib.modeling.baselines import round_up
 from sam3dlib.modeling.constants import RANDOM_WEIGHTS
 from sam3dlib.modeling.encoders import check_crop_size
+from sam3dlib.modeling.models import MODELS, SAM3D_MODEL, get_model_entry
 from sam3dlib.utils.devices import parse_device
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import read_json
@@ -101,6 +103,14 @@ class ExperimentConfig:
         fold: the fold of the store's ``splits_final.json`` (stores whose plan splits by folds;
             None for the paper's fixed splits).
         profile: the profile the values came from.
+        model: the network to train, a key of :data:`sam3dlib.modeling.models.MODELS`: ``sam3d`` (the
+            paper's) or a baseline retrained under the same protocol (``unetr``, ``nnunet``,
+            ``swinunetr``). A baseline takes the volume directly: no frozen encoder, so
+            ``encoder_mode`` is always ``online`` and the encoder settings are unused.
+        time_budget_s: stop training once this many seconds of training (steps and validation,
+            summed over resumed sessions) have passed, finishing cleanly (validation, checkpoint,
+            finished marker); None: train all ``epochs``. The same budget gives models of
+            different speeds equal wall-clock time.
     """
 
     name: str
@@ -145,6 +155,8 @@ class ExperimentConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
     fold: int | None = None
     profile: str = "paper"
+    model: str = SAM3D_MODEL
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -209,7 +221,8 @@ WRITER_KEYS = ("sam3dlib_version", "config_format")
 #: ``optimizer``: SGD, the only one; ``fold``: the paper's fixed splits). A format-1 file lacking
 #: one of these is read with this value; lacking any other setting it is refused, never read with
 #: today's default
-EARLIER_VALUES: dict[str, Any] = {"fast_attention": False, "optimizer": "sgd", "fold": None}
+EARLIER_VALUES: dict[str, Any] = {"fast_attention": False, "optimizer": "sgd", "fold": None, "model": SAM3D_MODEL,
+                                   "time_budget_s": None}
 
 
 def complete_saved_settings(values: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
@@ -278,6 +291,16 @@ def dataset_values(spec: DatasetSpec, skip: bool = True) -> dict[str, Any]:
     return dict(patch_size=tuple(spec.patch_size), batch_size=spec.batch_size, batch_dice=spec.batch_dice, skip=skip)
 
 
+def fit_crop(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the crop rounded up per axis to the model's multiple (UNETR 16, Swin UNETR 32)
+    when the crop comes from the dataset or profile; a crop given in ``overrides`` is kept (and
+    checked as given). E.g. the smoke crop (8, 48, 48) becomes (16, 48, 48) for ``unetr``."""
+    multiple = get_model_entry(values.get("model", SAM3D_MODEL)).crop_multiple
+    if multiple and "patch_size" not in overrides and "patch_size" in values:
+        values = {**values, "patch_size": round_up(values["patch_size"], multiple)}
+    return values
+
+
 def store_config(spec: DatasetSpec, profile: str = "smoke", fold: int | None = 0,
                  **overrides: Any) -> ExperimentConfig:
     """The experiment ``custom`` on a prepared store: its plan's crop and batch size under ``profile``.
@@ -292,7 +315,8 @@ def store_config(spec: DatasetSpec, profile: str = "smoke", fold: int | None = 0
     Raises:
         ConfigError: unknown profile/setting or a value of the wrong type.
     """
-    values = {**dataset_values(spec), **profile_values(profile), **check_overrides(CUSTOM, overrides)}
+    checked = check_overrides(CUSTOM, overrides)
+    values = fit_crop({**dataset_values(spec), **profile_values(profile), **checked}, checked)
     return ExperimentConfig(name=CUSTOM, table=CUSTOM, dataset=spec.name, profile=profile, fold=fold, **values)
 
 
@@ -377,6 +401,7 @@ def _base(typ):
 _FIELD_RULES = {
     "device": lambda value, where: parse_device(value, where),
     "protocol": lambda value, where: as_choice(value, PROTOCOLS, where),
+    "model": lambda value, where: as_choice(value, tuple(MODELS), where),
 }
 
 
@@ -401,6 +426,23 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     return converters[base](value, where) if base in converters else value
 
 
+def _check_model(cfg: ExperimentConfig) -> None:
+    """The crop fits the model (SAM3D: its encoder; a baseline: its network); a baseline trains online."""
+    entry = get_model_entry(cfg.model)
+    try:
+        if entry.frozen_encoder:
+            check_crop_size(cfg.encoder, tuple(cfg.patch_size[1:]), cfg.encoder_scale, cfg.encoder_pool)
+        else:
+            entry.check_crop(tuple(cfg.patch_size))  # the spacing is the store's: the builder checks with it
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    if not entry.frozen_encoder:
+        if cfg.encoder_weights is not None:
+            raise ConfigError(f"{cfg.name}: model {cfg.model!r} has no encoder; it takes no encoder weights "
+                              f"(got {cfg.encoder_weights!r})")
+        cfg.encoder_mode = "online"  # the volume is the network's input: nothing to cache
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Convert every field to its type and check value ranges.
 
@@ -414,10 +456,9 @@ def validate(cfg: ExperimentConfig) -> None:
     d, h, w = cfg.patch_size
     if d < 1:
         raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size} must have depth D >= 1")
-    try:
-        check_crop_size(cfg.encoder, (h, w), cfg.encoder_scale, cfg.encoder_pool)
-    except ValueError as exc:
-        raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
+    _check_model(cfg)
+    if cfg.time_budget_s is not None and cfg.time_budget_s <= 0:
+        raise ConfigError(f"{cfg.name}: time_budget_s must be > 0 seconds (or none), got {cfg.time_budget_s}")
     if cfg.encoder_weights == "pretrained":
         raise ConfigError(f"{cfg.name}: encoder_weights='pretrained' is no value: leave it unset (none) for the "
                           "encoder's default weights, or give a weights file")
@@ -440,4 +481,4 @@ def validate(cfg: ExperimentConfig) -> None:
 
 
 __all__ = ["CUSTOM", "ENCODER_MODES", "PROFILES", "ConfigError", "ExperimentConfig", "check_overrides", "dataset_values",
-           "parse_overrides", "profile_values", "store_config", "validate"]
+           "fit_crop", "parse_overrides", "profile_values", "store_config", "validate"]

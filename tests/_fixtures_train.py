@@ -66,6 +66,63 @@ def smoke_run(synapse_store, tmp_path_factory) -> dict:
         torch.set_num_threads(n)
 
 
+#: the retrained baselines' smoke budget in the tests (a few steps)
+BASELINE_OVERRIDES = {"epochs": 3, "iterations_per_epoch": 4, "val_iterations": 1}
+#: the smallest crop each baseline takes (UNETR: sides of 16; Swin UNETR: 32; DynUNet: 2 halvings)
+BASELINE_CROPS = {"nnunet": (8, 32, 32), "unetr": (16, 32, 32), "swinunetr": (32, 32, 32)}
+
+
+def baseline_params(model: str, **values):
+    """Notebook parameters that train ``model`` on Table 1 with :data:`BASELINE_OVERRIDES` on its
+    :data:`BASELINE_CROPS` crop."""
+    from sam3dlib.study.notebook_params import NotebookParams
+
+    overrides = {**BASELINE_OVERRIDES, "patch_size": BASELINE_CROPS[model]}
+    return NotebookParams.from_mapping({"models": [model], "overrides": overrides, **values})
+
+
+@pytest.fixture(scope="session")
+def baseline_run(synapse_store, tmp_path_factory):
+    """``baseline_run(model)``: the run folder of ``model`` trained and scored once per session on the
+    phantom store, with the config a Table 1 notebook gives it (:func:`baseline_params`)."""
+    from sam3dlib.pipeline import run_experiment
+    from sam3dlib.study.seed_runs import experiment_config
+
+    def get(model: str) -> Path:
+        key = f"baseline-{model}"
+        if key not in _MEMO:
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                cfg = experiment_config("table1_synapse", baseline_params(model), 0, model)
+                out = tmp_path_factory.mktemp("baselines") / model
+                run_experiment(cfg, synapse_store, out, progress=False)
+                _MEMO[key] = out
+            finally:
+                torch.set_num_threads(n)
+        return _MEMO[key]
+
+    return get
+
+
+def foreground_dice_and_chance(run: Path, store_root: Path) -> list[tuple[float, float]]:
+    """Per predicted test case: (foreground Dice, the Dice of a random prediction with the case's
+    true foreground rate, i.e. that rate)."""
+    import nibabel as nib
+    import numpy as np
+
+    from sam3dlib.data.store import PreparedDataset
+
+    store = PreparedDataset(store_root)
+    scores = []
+    for pred_path in sorted((Path(run) / "predictions").glob("*.nii.gz")):
+        props = store.properties(pred_path.name[: -len(".nii.gz")])
+        pred = np.asanyarray(nib.load(pred_path).dataobj) > 0
+        gt = np.asanyarray(nib.load(props["label_file"]).dataobj) > 0
+        scores.append((float(2 * (pred & gt).sum() / (pred.sum() + gt.sum())), float(gt.mean())))
+    return scores
+
+
 def copy_store(store: Path, dest: Path) -> Path:
     shutil.copytree(store, dest, ignore=shutil.ignore_patterns("feature_cache"))
     return dest

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 # Session-wide fixtures of the training tests (one prepared phantom store, one smoke run).
-from _fixtures_train import one_thread, smoke_run, synapse_store  # noqa: F401,E402
+from _fixtures_train import baseline_run, one_thread, smoke_run, synapse_store  # noqa: F401,E402
 
 from sam3dlib.modeling.encoders import save_random_sam_weights
 

@@ -31,6 +31,8 @@ from sam3dlib.study.notebook_params import NotebookParams, ParameterError
 from sam3dlib.study.registry import experiments, get_config
 from sam3dlib.utils.finished import mark_finished
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _jobs(tmp_path: Path, data_dir: Path, seeds=(0, 1), table="1") -> list[GridJob]:
     p = NotebookParams.from_mapping({"profile": "smoke", "seeds": list(seeds), "out_dir": str(tmp_path / "run"),
@@ -222,3 +224,28 @@ def test_a_part_removes_only_its_own_stale_temporaries(tmp_path):
         p.write_bytes(b"half")
     assert remove_stale_temps(tmp_path, targets=["a.nii.gz"]) == [mine]
     assert theirs.exists() and not mine.exists()
+
+
+def test_an_experiment_folder_held_by_another_process_is_left_alone(tmp_path):
+    """A second job (or a local run) on a run folder that a live job holds stops naming it, deleting nothing."""
+    import subprocess
+    import sys
+
+    from sam3dlib.study.seed_runs import run_seed
+    from sam3dlib.utils.folder_lock import FolderInUseError
+
+    job = _jobs(tmp_path, tmp_path / "data", seeds=(0,))[0]
+    run = Path(job.run_dir)
+    run.mkdir(parents=True)
+    (run / "log.csv").write_text("epoch\n")  # the holder's work in progress
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sam3dlib.utils import folder_lock; "
+                               f"folder_lock.acquire({str(run)!r}); print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderInUseError, match=f"in use by .*pid {holder.pid}"):
+            run_seed(job.info, job.notebook_params(), Path(job.data_dir), 0, run)
+        assert (run / "log.csv").read_text() == "epoch\n"
+    finally:
+        holder.kill()
+        holder.wait()

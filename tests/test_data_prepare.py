@@ -49,7 +49,7 @@ def store_digest(root: Path, raw: Path) -> dict[str, str]:
             data = data.replace(str(raw.resolve()).encode(), b"<RAW>").replace(str(raw).encode(), b"<RAW>")
         out[f.name] = hashlib.sha256(data).hexdigest()
     meta = {k: v for k, v in json.loads((root / "dataset.json").read_text()).items()
-            if k not in ("sam3dlib_version", "source_root", "plan")}
+            if k not in ("sam3dlib_version", "source_root", "plan", "expected_cases")}  # bookkeeping, not settings
     out["dataset.json"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     return out
 

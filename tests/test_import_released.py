@@ -70,3 +70,17 @@ def test_official_name_with_other_content_refused(tmp_path, name):
     with pytest.raises(CheckpointError, match=f"{name}: md5 .* is not that of the official"):
         official_identity(fake)
     assert official_identity(tmp_path / "medsam_vit_b.pth") is None
+
+
+def test_every_encoder_build_verifies_an_official_name(tmp_path):
+    """The encoder builder (train, predict, reproduce, import-released all use it) refuses a file named as an
+    official checkpoint whose md5 is not the official one, before reading it."""
+    from sam3dlib import build_sam3d
+    from sam3dlib.modeling.encoders import save_random_sam_weights
+    from sam3dlib.modeling.weights_file import CheckpointError
+
+    fake = save_random_sam_weights(tmp_path / "sam_vit_b_01ec64.pth", "vit_tiny")
+    with pytest.raises(CheckpointError, match="is not that of the official sam_vit_b_01ec64.pth"):
+        build_sam3d(num_classes=4, image_size=(32, 32), encoder="vit_tiny", encoder_weights=fake)
+    renamed = fake.rename(tmp_path / "my_vit_tiny.pth")
+    build_sam3d(num_classes=4, image_size=(32, 32), encoder="vit_tiny", encoder_weights=renamed)  # not an official name

@@ -431,3 +431,195 @@ def test_checkpoint_refusals_are_one_accurate_line(sam_vit_tiny_checkpoint, tmp_
     text = str(info.value)
     assert "\x1b" not in text and "\n" not in text and "weights_only" not in text and "incomplete" not in text
     assert "holds Python objects besides tensors" in text
+
+
+def test_an_unfinished_prepare_is_reported_as_such_not_as_bad_folds(tmp_path, capsys):
+    """prepare killed after its plan and folds were written: check-data and train say that
+    prepare did not finish (and that a rerun resumes), not that splits_final.json is wrong."""
+    from sam3dlib.cli import main
+    from sam3dlib.data.check import check_user_dataset
+    from sam3dlib.data.planning import PlannerSettings
+    from sam3dlib.data.prepare import prepare_dataset
+    from sam3dlib.data.user_phantoms import write_user_phantom
+    from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
+
+    raw = write_user_phantom(tmp_path / "raw", "msd", n_cases=3)
+    store = tmp_path / "store"
+    prepare_dataset(None, raw, store, settings=PlannerSettings(training_bytes_per_voxel, decoder_state_bytes),
+                    progress=False)
+    (store / "cases" / "phantom_001.json").unlink()  # as if killed before this case finished
+    problems = [str(p) for p in check_user_dataset(store)]
+    assert problems == [f"{store}: sam3d prepare did not finish: 1 of 3 case(s) are missing (phantom_001); rerun "
+                        "the same `sam3d prepare` command to resume (finished cases are kept)"], problems
+    assert main(["train", "custom", "--data", str(store), "--out", str(tmp_path / "run"), "--profile", "smoke",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "sam3d prepare did not finish" in err and "splits_final" not in err
+
+
+def test_an_unfinished_paper_store_is_reported_as_such(synapse_store, tmp_path):
+    from _fixtures_train import copy_store
+
+    from sam3dlib.data.store import PreparedDataset, StoreError
+
+    store = copy_store(synapse_store, tmp_path / "store")
+    first = PreparedDataset(store).case_ids[0]
+    (store / "cases" / f"{first}.json").unlink()
+    with pytest.raises(StoreError, match=rf"sam3d prepare did not finish: 1 of 4 case\(s\) are missing \({first}\)"):
+        PreparedDataset(store).split("paper")
+
+
+def test_a_full_disk_during_prepare_says_no_space_left_on_the_device_while_writing_the_file(tmp_path, monkeypatch):
+    """numpy reports a full disk as 'N requested and M written' (no errno): the message says the disk is full."""
+    import numpy as np
+
+    from sam3dlib.utils.fileio import OutputError, atomic_save_npy, mount_point
+
+    def short_write(fh, *args, **kwargs):
+        fh.write(b"\x93NUMPY")
+        raise OSError("1198080 requested and 623584 written")
+
+    monkeypatch.setattr(np, "save", short_write)
+    target = tmp_path / "cases" / "img0001_image.npy"
+    with pytest.raises(OutputError) as info:
+        atomic_save_npy(target, np.zeros(3))
+    assert str(info.value).startswith(f"cannot write {target}: no space left on {mount_point(tmp_path)} (")
+    assert f"while writing {target}: the disk is full" in str(info.value)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_a_killed_worker_stops_the_map_with_one_line_naming_the_case():
+    """A pool worker killed (OOM killer): no hang; one line naming the case(s) in flight and memory."""
+    import time
+
+    from _worker_jobs import killed_on_two
+
+    from sam3dlib.utils.pool import WorkerLostError, map_in_processes
+
+    t0 = time.monotonic()
+    got = []
+    with pytest.raises(WorkerLostError, match=r"a worker process died while processing case (c2|one of .*c2.*): "
+                                              r"most likely the system ran out of memory .*--workers 1"):
+        for value in map_in_processes(killed_on_two, [0, 1, 2, 3], 2, "test", progress=False,
+                                      name=lambda i: f"c{i}", what="case"):
+            got.append(value)
+    assert got[:1] == [0] and 20 not in got and time.monotonic() - t0 < 60
+
+
+# ---------------------------------------------------------------- paths with spaces, values as typed
+
+
+def _make_dry_run(target: str, **variables: str) -> list[list[str]]:
+    """The commands ``make`` would run for ``target`` (setup taken as done), each split as the shell would."""
+    import shlex
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["make", "-s", "-n", "-o", ".venv/.installed", target, *(f"{k}={v}" for k, v in variables.items())]
+    out = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=60, check=True).stdout
+    return [shlex.split(line) for line in out.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_make_targets_keep_paths_with_spaces_whole():
+    """`make reproduce-table1 DATA_DIR="/data/my data"` passes each path as one argument."""
+    from sam3dlib.cli import build_parser
+
+    (cmd,) = _make_dry_run("reproduce-table1", DATA_DIR="/data/my data", SAM_CHECKPOINT="/w/sam weights.pth",
+                           OUT="/tmp/my results", SEEDS="0 1", PROFILE="smoke")
+    args = build_parser().parse_args(cmd[cmd.index("sam3dlib") + 1:])
+    assert (args.data_dir, args.checkpoint, args.out, args.seeds) == ("/data/my data", "/w/sam weights.pth",
+                                                                      "/tmp/my results/table1", "0 1")
+    (demo,) = _make_dry_run("demo", OUT="/tmp/my results")
+    assert demo[demo.index("--out") + 1] == "/tmp/my results/demo"
+    bench = _make_dry_run("bench", OUT="/tmp/my results")
+    assert all(c[c.index("--out") + 1] == "/tmp/my results/bench" for c in bench)
+
+
+def test_printed_next_commands_work_with_paths_with_spaces(tmp_path, capsys):
+    """The `next:` hint of `sam3d phantom` pasted into a shell gives prepare the same folder."""
+    import shlex
+
+    from sam3dlib.cli import build_parser, main
+    from sam3dlib.study.inputs import missing_data_message
+
+    out = tmp_path / "my phantoms" / "synapse"
+    assert main(["phantom", "synapse", "--out", str(out), "--cases", "2", "--size", "tiny"]) == 0
+    hint = capsys.readouterr().out.split("next: ", 1)[1].strip()
+    args = build_parser().parse_args(shlex.split(hint)[1:])
+    assert str(args.raw) == str(out)
+    message = missing_data_message("synapse", tmp_path / "my data")
+    route = message.split("without the data: ", 1)[1].split("; ", 1)[0]
+    first, second = (shlex.split(part) for part in route.split(" && "))
+    assert build_parser().parse_args(second[1:]).out == str(tmp_path / "my data" / "synapse")
+
+
+def test_seeds_given_as_a_list_on_the_papermill_command_line():
+    """`papermill -p seeds "[0, 1]"` hands the notebook the text "[0, 1]"."""
+    from sam3dlib.study.notebook_params import ParameterError, as_seeds
+
+    assert as_seeds("seeds", "[0, 1]") == (0, 1)
+    with pytest.raises(ParameterError, match=r"got '\[0, x\]'"):
+        as_seeds("seeds", "[0, x]")
+
+
+# ---------------------------------------------------------------- the notebook kernel
+
+
+@pytest.fixture
+def foreign_python3(tmp_path, monkeypatch) -> Path:
+    """A Jupyter path whose kernel 'python3' is another Python, one without sam3dlib."""
+    python = tmp_path / "other-env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'sam3dlib'\" >&2\nexit 1\n")
+    python.chmod(0o755)
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [str(python), "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"], "display_name": "Python 3",
+                                                  "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return python
+
+
+def test_a_kernel_that_cannot_import_sam3dlib_is_refused_in_one_line_before_any_work(foreign_python3, tmp_path):
+    from sam3dlib.study.kernel import KernelError
+    from sam3dlib.study.reproduce import reproduce_table
+
+    out = tmp_path / "results"
+    with pytest.raises(KernelError, match=rf"^--kernel python3: its Python {foreign_python3} cannot import sam3dlib "
+                                          r"\(ModuleNotFoundError: No module named 'sam3dlib'\)"):
+        reproduce_table(1, profile="smoke", data_dir=None, out=out, kernel="python3")
+    assert not out.exists()
+    with pytest.raises(KernelError, match="no Jupyter kernel of that name"):
+        reproduce_table(1, profile="smoke", data_dir=None, out=out, kernel="no-such-kernel")
+
+
+def test_the_default_kernel_is_the_running_interpreter_whatever_python3_is(foreign_python3):
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from sam3dlib.study.kernel import check_kernel, kernel_for
+
+    with kernel_for(None) as name:
+        assert name != "python3"
+        assert KernelSpecManager().get_kernel_spec(name).argv[0] == sys.executable
+        assert check_kernel(name) == sys.executable
+
+
+def test_a_failed_execution_leaves_no_notebook_that_looks_like_a_result(tmp_path, monkeypatch):
+    import papermill
+
+    from sam3dlib.study import reproduce
+
+    def dies_half_way(src, dest, **kwargs):
+        Path(dest).write_text("{}")
+        raise RuntimeError("kernel died")
+
+    monkeypatch.setattr(papermill, "execute_notebook", dies_half_way)
+    nb = tmp_path / "01_table.ipynb"
+    nb.write_text("{}")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(RuntimeError, match="kernel died"):
+        reproduce._execute(nb, tmp_path / "run", {}, False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["01_table.failed.ipynb"]

@@ -61,7 +61,7 @@ def test_reproduce_stops_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"profile": "fast"}, "'profile': unknown value 'fast'"),
-    ({"seeds": "0 x"}, "'seeds' must be an integer"),
+    ({"seeds": "0 x"}, "'seeds' must be integers"),
     ({"n": 7}, "unknown paper table"),
 ])
 def test_reproduce_bad_arguments(tmp_path, kwargs, message):

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _fixtures_train import tiny_config
+from _fixtures_train import foreground_dice_and_chance, tiny_config
 
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.modeling.run_checkpoint import load_checkpoint
 from sam3dlib.study.registry import get_config
 from sam3dlib.training import RunExistsError, poly_lr, train
+from sam3dlib.training.logging import LOG_COLUMNS
 
 
 def test_poly_lr_schedule():
@@ -26,16 +26,10 @@ def test_poly_lr_schedule():
 def test_smoke_run_learns(smoke_run, synapse_store):
     run = smoke_run["run"]
     log = pd.read_csv(run / "log.csv")
-    assert list(log.columns) == ["epoch", "train_loss", "val_dice", "val_dice_ema", "lr", "seconds"]
+    assert list(log.columns) == list(LOG_COLUMNS)
+    assert (log["steps"] == 8).all() and (log["step_seconds"] > 0).all() and (log["peak_memory_gib"] > 0).all()
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
-    store = PreparedDataset(synapse_store)
-    scores = []  # (foreground Dice, chance) per test case
-    for pred_path in sorted((run / "predictions").glob("*.nii.gz")):
-        props = store.properties(pred_path.name[: -len(".nii.gz")])
-        pred = np.asanyarray(nib.load(pred_path).dataobj) > 0
-        gt = np.asanyarray(nib.load(props["label_file"]).dataobj) > 0
-        chance = gt.mean()  # Dice of a random prediction with the case's true foreground rate
-        scores.append((2 * (pred & gt).sum() / (pred.sum() + gt.sum()), chance))
+    scores = foreground_dice_and_chance(run, synapse_store)  # (foreground Dice, chance) per test case
     assert len(scores) == 2 and all(dice > 3 * chance for dice, chance in scores), scores
     summary = pd.read_csv(run / "summary.csv")
     assert {"region", "metric", "mean"} <= set(summary.columns) and "average" in set(summary["region"])

@@ -20,10 +20,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sam3dlib.data.phantoms import write_phantom
+    from sam3dlib.utils.shell import shell_command
 
     names = DATASETS if args.dataset == "all" else (args.dataset,)
     for name in names:
         out = Path(args.out) / name if args.dataset == "all" else Path(args.out)
         root = write_phantom(name, out, n_cases=args.cases, seed=args.seed, size=args.size)
-        print(f"wrote {name} phantom to {root}; next: sam3d prepare {name} --raw {root} --out data/{name}")
+        print(f"wrote {name} phantom to {root}; next: "
+              + shell_command("sam3d", "prepare", name, "--raw", root, "--out", f"data/{name}"))
     return 0

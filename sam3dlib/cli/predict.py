@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sam3dlib.cli import announce_encoder_weights
     from sam3dlib.cli._errors import warnings_as_lines
     from sam3dlib.data.io import is_nifti
     from sam3dlib.inference.predictor import (
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         check_step_size(args.step_size)  # before loading the model
     with warnings_as_lines("predict", UnfinishedRunWarning):  # e.g. an unfinished run: one line
         loaded = load_run(args.run, args.device, args.which)
+    announce_encoder_weights(loaded.config.encoder_weights)
     loaded = loaded.with_options(mirror=False if args.no_mirror else None, step_size=args.step_size)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress,

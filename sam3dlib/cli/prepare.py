@@ -102,5 +102,8 @@ def _prepare_user(args: argparse.Namespace, ts) -> int:
     print(describe_plan(store.meta))
     print(f"prepared {len(store.case_ids)} cases in {store.root} (layout {store.meta.get('source_layout')}, "
           f"splits {store.meta.get('split_source')})")
-    print(f"next: sam3d train custom --data {store.root} --out runs/{store.root.name} --profile quick")
+    from sam3dlib.utils.shell import shell_command
+
+    print("next: " + shell_command("sam3d", "train", "custom", "--data", store.root, "--out",
+                                   f"runs/{store.root.name}", "--profile", "quick"))
     return 0

@@ -6,6 +6,7 @@ import sys
 
 from sam3dlib.cli import device_type, renamed_option
 from sam3dlib.config import PROFILES
+from sam3dlib.modeling.models import MODELS
 from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, MissingInputError
 from sam3dlib.study.notebook_params import LAUNCHERS
 from sam3dlib.utils.devices import DEVICE_CHOICES
@@ -31,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="SAM ViT-B weights file (default: %(default)s; not used by --profile smoke)")
     renamed_option(p, "--checkpoint", "--encoder-weights FILE")
     p.add_argument("--seeds", default="0", help='seeds, e.g. "0 1 2" (the table shows mean ± sd)')
+    p.add_argument("--models", default="sam3d",
+                   help='models to train, e.g. "sam3d unetr nnunet" (the paper\'s baselines retrained under the same '
+                        'protocol; choices: ' + ", ".join(MODELS) + ")")
     p.add_argument("--out", default=None, help="results folder (default: results/tableN)")
     p.add_argument("--device", default="auto", type=device_type, help=DEVICE_CHOICES)
     p.add_argument("--force", action="store_true", help="run again even if a finished run with the same inputs exists")
@@ -46,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no progress (default: the notebook's output streams: per experiment and seed epoch, loss, "
                         "ETA; then prediction and scoring)")
+    p.add_argument("--kernel", default=None, metavar="NAME",
+                   help="Jupyter kernel to run the notebook in (default: this Python, whatever kernel is named "
+                        "python3); it must be able to import sam3dlib (checked before any work)")
     add_launcher_arguments(p)
     p.set_defaults(func=run)
 
@@ -103,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
             encoder_weights=args.encoder_weights, seeds=args.seeds, out=out, force=args.force, device=args.device,
             progress=not args.quiet,
             launcher=args.launcher, cluster=cluster_overrides(args), cluster_config=args.cluster_config,
-            dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops,
+            dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops, kernel=args.kernel,
             released_weights=args.released_weights, released_predictions=args.released_predictions,
+            models=args.models,
         )
     except MissingInputError as exc:
         print(f"sam3d reproduce: {exc}", file=sys.stderr)

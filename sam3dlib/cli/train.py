@@ -7,6 +7,8 @@ Examples::
 
     sam3d train table1_synapse --data data/synapse --out runs/t1 --profile paper --set encoder_weights=checkpoints/sam_vit_b_01ec64.pth
     sam3d train table2_acdc --data data/acdc --out runs/t2 --profile quick --set patch_size=14,160,160
+    sam3d train table1_synapse --data data/synapse --out runs/t1-unetr --set model=unetr   # a retrained baseline
+    sam3d train table1_synapse --data data/synapse --out runs/t1-nnunet --set model=nnunet --set time_budget_s=3600
     sam3d train table1_synapse --data data/synapse --out runs/t1 --resume
     sam3d train table1_synapse --data data/synapse --out runs/t1 --force    # delete the run there, start over
     torchrun --nproc_per_node=4 -m sam3dlib train table1_synapse --data data/synapse --out runs/t1
@@ -27,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from sam3dlib.config import CUSTOM, PROFILES
     from sam3dlib.study.registry import EXPERIMENTS
 
-    p = sub.add_parser("train", help="train a paper experiment or your own dataset (decoder only; frozen SAM encoder)",
+    p = sub.add_parser("train", help="train a paper experiment or your own dataset (SAM3D: decoder only, frozen SAM encoder; "
+                       "--set model=unetr|nnunet|swinunetr: a baseline, trained whole)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", choices=[*EXPERIMENTS, CUSTOM], metavar="CONFIG",
                    help=f"experiment: {', '.join(EXPERIMENTS)}, or {CUSTOM} (your own dataset prepared with "
@@ -38,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="budget: paper (1000x250, the authors' code; the default), quick (~1 GPU hour), smoke "
                         "(seconds, CPU); with --resume the run's saved profile")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 (repeatable)")
+                   help="override a config value, e.g. --set lr=0.005 --set patch_size=16,96,96 --set model=nnunet "
+                        "--set time_budget_s=600 (repeatable)")
     p.add_argument("--fold", type=int, default=None,
                    help="the fold of the store's splits_final.json to train on (stores planned with folds; default 0); its "
                         "validation cases are the test cases")

@@ -23,6 +23,7 @@ from sam3dlib.data.readers import RawCase, find_raw_cases
 from sam3dlib.data.specs import DatasetSpec, get_spec
 from sam3dlib.data.splits import all_case_ids, labelled_split_of
 from sam3dlib.data.store import CASES_DIR, META_FILE, PreparedDataset, StoreError, case_paths, read_meta
+from sam3dlib.utils.shell import shell_command
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,18 @@ def _stale_store(root: Path, meta: dict) -> list[Problem]:
     if not changes:
         return []
     return [Problem(str(root / META_FILE), f"the raw data in {raw} changed since this store was prepared "
-                                           f"({'; '.join(changes[:8])}); rebuild it: `sam3d prepare --raw {raw} "
-                                           f"--out {root} --force`")]
+                                           f"({'; '.join(changes[:8])}); rebuild it: "
+                                           f"`{shell_command('sam3d', 'prepare', '--raw', raw, '--out', root, '--force')}`")]
+
+
+def _unfinished(root: Path) -> str | None:
+    """The message of a store whose prepare did not finish, else None."""
+
+    try:
+        PreparedDataset(root).check_finished()
+    except StoreError as exc:
+        return str(exc) if "did not finish" in str(exc) else None
+    return None
 
 
 def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
@@ -141,8 +152,13 @@ def _check_store(spec: DatasetSpec, root: Path) -> list[Problem]:
     probs += _stale_store(root, meta)
     ids = sorted(p.name[:-5] for p in (root / CASES_DIR).glob("*.json"))
     allowed = set(meta.get("unlabelled_split_cases") or {})  # prepared with --allow-missing-labels
-    parts = labelled_parts(spec, ids, lambda: PreparedDataset(root).folds())
-    labelled = {c: s for c, s in parts.items() if c not in allowed}
+    unfinished = _unfinished(root)
+    if unfinished:  # the folds name cases not written yet: that is the unfinished prepare, not the folds
+        probs.append(Problem(str(root), unfinished.split(": ", 1)[1]))
+        labelled = {}
+    else:
+        parts = labelled_parts(spec, ids, lambda: PreparedDataset(root).folds())
+        labelled = {c: s for c, s in parts.items() if c not in allowed}
     for cid in tqdm(ids, desc=f"check {dataset}"):
         paths = case_paths(root, cid)
         try:

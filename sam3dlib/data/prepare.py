@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sam3dlib.data import nnunet_v1
 from sam3dlib.data.io import DataFileError, load_label_nifti
@@ -53,6 +51,7 @@ from sam3dlib.data.specs import PLAN_KEY, get_spec
 from sam3dlib.data.splits import check_folds, check_num_folds, labelled_split_of
 from sam3dlib.data.store import (
     CASES_DIR,
+    EXPECTED_CASES_KEY,
     META_FILE,
     SPLITS_FILE,
     PreparedDataset,
@@ -63,6 +62,8 @@ from sam3dlib.data.store import (
 from sam3dlib.data.user_dataset import UserDataset, load_user_dataset
 from sam3dlib.utils.errors import ConfigError, MissingFileError
 from sam3dlib.utils.fileio import atomic_save_npy, atomic_write_json, check_output_dir
+from sam3dlib.utils.pool import map_in_processes
+from sam3dlib.utils.shell import shell_command
 
 ORIENTATION_SOURCE = "the axis codes most cases have (ties: the first case's); others are flipped/permuted to it"
 
@@ -108,12 +109,9 @@ def check_declared_labels(label_path: Path, label_values, declared: Path) -> Non
 
 
 def _imap(fn, items, num_workers: int, desc: str, progress: bool = True):
-    if num_workers > 0 and len(items) > 1:
-        with get_context("spawn").Pool(num_workers) as pool:
-            yield from tqdm(pool.imap(fn, items), total=len(items), desc=desc, disable=not progress)
-    else:
-        for it in tqdm(items, desc=desc, disable=not progress):
-            yield fn(it)
+    """``fn`` over ``(case, ...)`` items in order, in ``num_workers`` processes; a worker that dies
+    (out of memory) stops it with one line naming the case (:func:`~sam3dlib.utils.pool.map_in_processes`)."""
+    return map_in_processes(fn, items, num_workers, desc, progress, name=lambda args: args[0].case_id, what="case")
 
 
 def analyse(dataset: str, cases: Sequence[RawCase], num_workers: int = 0,
@@ -204,7 +202,7 @@ class CommittedPlan:
         missing_img = [c for c in cases if not c.images]
         if missing_img:
             raise MissingFileError(f"{raw}: no image file for case(s) {', '.join(c.case_id for c in missing_img[:5])}; "
-                                   f"run `sam3d check-data {self.name} {raw}`")
+                                   f"run `{shell_command('sam3d', 'check-data', self.name, raw)}`")
         self.unlabelled = unlabelled_split_cases(self.name, cases)
         if self.unlabelled and not self.allow_missing_labels:
             raise MissingFileError(f"{raw}: {missing_labels_message(self.unlabelled)}; restore the label file(s), or "
@@ -220,6 +218,7 @@ class CommittedPlan:
         meta["source_root"] = str(raw.resolve())
         meta["phantom"] = (raw / "PHANTOM.json").is_file()
         meta["unlabelled_split_cases"] = self.unlabelled
+        meta[EXPECTED_CASES_KEY] = sorted(c.case_id for c in cases)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / META_FILE, meta)
         return meta

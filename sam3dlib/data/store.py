@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,18 @@ from sam3dlib.utils.fileio import read_json
 META_FILE = "dataset.json"
 SPLITS_FILE = "splits_final.json"
 CASES_DIR = "cases"
+
+
+#: ``dataset.json`` key: the case ids ``sam3d prepare`` writes (recorded before the first case, so
+#: that an interrupted prepare is told apart from a finished store)
+EXPECTED_CASES_KEY = "expected_cases"
+
+
+def unfinished_message(root: Path, left: list[str], total: int) -> str:
+    """``<root>: sam3d prepare did not finish: N of M cases are missing (...); rerun it to resume``."""
+    listed = ", ".join(left[:5]) + (" ..." if len(left) > 5 else "")
+    return (f"{root}: sam3d prepare did not finish: {len(left)} of {total} case(s) are missing ({listed}); "
+            "rerun the same `sam3d prepare` command to resume (finished cases are kept)")
 
 
 class StoreError(UserInputError, FileNotFoundError):
@@ -98,8 +111,9 @@ class PreparedDataset:
         meta_path = self.root / META_FILE
         if not meta_path.is_file():
             raise StoreError(f"{meta_path} not found: {self.root} is not a prepared store; create it with "
-                             f"`sam3d prepare --raw RAW --out {self.root}` (your own MSD / nnU-Net v2 folder) or "
-                             f"`sam3d prepare DATASET --raw RAW --out {self.root}` (a paper dataset)")
+                             f"`sam3d prepare --raw RAW --out {shlex.quote(str(self.root))}` (your own MSD / nnU-Net v2 "
+                             f"folder) or `sam3d prepare DATASET --raw RAW --out {shlex.quote(str(self.root))}` (a paper "
+                             "dataset)")
         self.meta: dict = read_meta(self.root)
         try:
             self.spec: DatasetSpec = spec_from_meta(self.meta)
@@ -111,6 +125,9 @@ class PreparedDataset:
         self.case_ids: list[str] = sorted(p.name[:-5] for p in cases.glob("*.json")
                                           if case_paths(self.root, p.name[:-5])["image"].is_file())
         if not self.case_ids:
+            expected = self.expected_cases()
+            if expected:
+                raise StoreError(unfinished_message(self.root, expected, len(expected)))
             raise StoreError(f"{cases} holds no complete case; run `sam3d prepare` to (re)build {self.root}")
         self._case_set = frozenset(self.case_ids)
         self._props: dict[str, dict] = {}
@@ -193,6 +210,28 @@ class PreparedDataset:
                 f"{self.root}: original label file(s) of {len(bad)} case(s) not found: {listed}{more}; {why}. "
                 "Prepare the store again from the raw folder (`sam3d prepare ... --out` a new folder)")
 
+    def expected_cases(self) -> list[str] | None:
+        """The cases ``sam3d prepare`` set out to write (recorded in ``dataset.json`` before the
+        first case), or None for a store that did not record them."""
+        listed = self.meta.get(EXPECTED_CASES_KEY)
+        if listed is None and isinstance(self.meta.get("source_files"), dict):
+            listed = list(self.meta["source_files"].get("cases", {}))  # a user store's raw record
+        return sorted(map(str, listed)) if isinstance(listed, list) else None
+
+    def unfinished_cases(self) -> list[str]:
+        """Cases prepare set out to write that are not complete (an interrupted prepare)."""
+        return sorted(set(self.expected_cases() or ()) - self._case_set)
+
+    def check_finished(self) -> None:
+        """Refuse a store whose prepare did not finish (before its splits are read).
+
+        Raises:
+            StoreError: naming the missing cases and how to resume.
+        """
+        left = self.unfinished_cases()
+        if left:
+            raise StoreError(unfinished_message(self.root, left, len(self.expected_cases() or ())))
+
     def folds(self) -> list[dict]:
         """The store's ``splits_final.json`` (its plan's split is ``folds``).
 
@@ -201,6 +240,7 @@ class PreparedDataset:
             DataFileError: a fold breaks :func:`~sam3dlib.data.splits.check_folds`' rules (no
                 ``train``/``val`` list, overlap, a case that is not in the store).
         """
+        self.check_finished()
         path = self.root / SPLITS_FILE
         try:
             folds = json.loads(path.read_text())
@@ -212,7 +252,12 @@ class PreparedDataset:
 
     def split(self, protocol: str = "paper", test_set: str = "paper", fold: int | None = None) -> Split:
         """The split the store's plan names (:func:`~sam3dlib.data.plans.store_split`): the
-        shipped lists, or fold ``fold`` (default 0) of ``splits_final.json``."""
+        shipped lists, or fold ``fold`` (default 0) of ``splits_final.json``.
+
+        Raises:
+            StoreError: prepare did not finish (:meth:`check_finished`).
+        """
+        self.check_finished()
         return store_split(self.spec, self.case_ids, self.folds, protocol, test_set, fold)
 
     def missing_split_cases(self, split: Split) -> list[str]:

@@ -20,3 +20,5 @@ DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
 RANDOM_WEIGHTS = "random"
 #: Recorded in place of a checkpoint hash when the encoder is randomly initialised.
 RANDOM_INIT = "random init"
+#: Recorded in place of the encoder's name, weights and hash by a model without one (a retrained baseline).
+NO_ENCODER = "none"

@@ -49,14 +49,14 @@ MANUAL = {
             "sam3d prepare acdc --raw {to}/acdc/training --out data/acdc",
     "authors-weights": "The authors' trained models are Google Drive files (a browser is needed): "
                        + ", ".join(f"{k} {v}" for k, v in AUTHORS_DRIVE["weights"].items())
-                       + "; put each at {to}/released/<dataset>/weights.zip, then sam3d import-released <dataset> "
-                       "--weights {to}/released/<dataset>/weights.zip --out runs/released_<dataset> (or RELEASED_WEIGHTS=)",
+                       + "; put each at {to}/<dataset>/weights.zip, then sam3d import-released <dataset> "
+                       "--weights {to}/<dataset>/weights.zip --out runs/released_<dataset> (or RELEASED_WEIGHTS=)",
     "authors-predictions": "The authors' prediction maps are Google Drive files (a browser is needed): "
                            + ", ".join(f"{k} {v}" for k, v in AUTHORS_DRIVE["predictions"].items())
-                           + "; unzip each to {to}/released/<dataset>/predictions/, then make reproduce-tableN "
-                           "RELEASED_PREDICTIONS={to}/released/<dataset>/predictions",
+                           + "; unzip each to {to}/<dataset>/predictions/, then make reproduce-tableN "
+                           "RELEASED_PREDICTIONS={to}/<dataset>/predictions",
     "authors-data": "The authors' preprocessed data is a Google Drive folder (a browser is needed): "
-                    + AUTHORS_DRIVE["data"]["all"] + "; put it under {to}/authors_data/",
+                    + AUTHORS_DRIVE["data"]["all"] + "; put it under {to}/data/",
 }
 SAM_ITEMS = {f"sam-{vit.replace('_', '-')}": vit for vit in OFFICIAL_CHECKPOINTS}
 ITEMS = (*SAM_ITEMS, *MSD_TASKS, *MANUAL)
@@ -98,7 +98,10 @@ def source_of(item: str) -> Source:
 
 
 def default_dir(item: str) -> Path:
-    return Path("checkpoints") if item in SAM_ITEMS else Path("raw")
+    """Where an item goes without ``--to``: checkpoints/, released/ (the authors' files) or raw/."""
+    if item in SAM_ITEMS:
+        return Path("checkpoints")
+    return Path("released") if item.startswith("authors-") else Path("raw")
 
 
 def _recorded(folder: Path) -> dict:

@@ -1,8 +1,9 @@
-"""What one training run is expected to cost before it runs: GPU-hours and peak device memory.
+"""What one job of a grid is expected to cost, from the machine that submits it: GPU-hours and memory.
 
-The one place where a run's cost is estimated (``sam3d reproduce --dry-run`` lists it per job;
-``train`` and ``reproduce`` may print it before a long run). Two bases, always named in
-:attr:`RunEstimate.basis`:
+``sam3d reproduce --dry-run`` lists it per job. The submitting machine (a login node) usually has
+no GPU of the nodes' kind, so nothing is timed here; a run's cost timed on the device you are on
+is :func:`sam3dlib.training.estimate.estimate_training` (what ``train`` and a local
+``reproduce`` print). Two bases, always named in :attr:`RunEstimate.basis`:
 
 * **measured**: the run folder already holds epochs of this run (``log.csv``, seconds per
   epoch on the device it ran on): the remaining epochs at their mean speed.

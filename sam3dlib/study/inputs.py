@@ -12,6 +12,7 @@ from pathlib import Path
 from sam3dlib.modeling.encoders.sam_vit import OFFICIAL_CHECKPOINTS, OFFICIAL_URL_BASE
 from sam3dlib.study.registry import table_datasets, table_key
 from sam3dlib.utils.errors import UserInputError
+from sam3dlib.utils.shell import shell_command
 
 ENCODER_WEIGHTS_URL = OFFICIAL_URL_BASE + OFFICIAL_CHECKPOINTS["vit_b"]
 #: Where ``make``/``sam3d demo``/``sam3d reproduce`` look for the official SAM ViT-B weights.
@@ -52,10 +53,11 @@ def missing_data_message(dataset: str, data_dir: Path, profile: str | None = Non
     return (
         f"missing prepared dataset folder {store} (no {store / 'dataset.json'}).\n"
         f"    Get {name} from {url},\n"
-        f"    then run: sam3d prepare {dataset} --raw /path/to/raw/{dataset} --out {store}\n"
-        f"    (to try the pipeline without the data: sam3d phantom {dataset}{size} --out phantoms/{dataset} && "
-        f"sam3d prepare {dataset} --raw phantoms/{dataset} --out {store}; a broken store is rebuilt by "
-        f"adding --force, or make prepare-{dataset} RAW=... FORCE=1)"
+        f"    then run: {shell_command('sam3d', 'prepare', dataset, '--raw', f'/path/to/raw/{dataset}', '--out', store)}\n"
+        f"    (to try the pipeline without the data: "
+        f"{shell_command('sam3d', 'phantom', dataset, *size.split(), '--out', f'phantoms/{dataset}')} && "
+        f"{shell_command('sam3d', 'prepare', dataset, '--raw', f'phantoms/{dataset}', '--out', store)}; a broken "
+        f"store is rebuilt by adding --force, or make prepare-{dataset} RAW=... FORCE=1)"
     )
 
 
@@ -64,7 +66,8 @@ def missing_weights_message(encoder_weights: str | os.PathLike | None, profile: 
     target = Path(encoder_weights or DEFAULT_ENCODER_WEIGHTS)
     return (
         f"missing encoder weights file {encoder_weights} (profile {profile!r} needs the official ViT-B weights).\n"
-        f"    Download it: sam3d download sam-vit-b --to {target.parent} (md5-verified; from {ENCODER_WEIGHTS_URL})\n"
+        f"    Download it: {shell_command('sam3d', 'download', 'sam-vit-b', '--to', target.parent)} (md5-verified; from "
+        f"{ENCODER_WEIGHTS_URL})\n"
         f"    (or pass another file with ENCODER_WEIGHTS=... / --encoder-weights, or use PROFILE=smoke for the "
         "stand-in encoder)"
     )

@@ -5,7 +5,7 @@ reproduce-tableN`` work the same everywhere::
 
     dataset, data_dir, encoder, encoder_weights, profile, encoder_mode, protocol,
     seed, seeds, device, out_dir, overrides, launcher, cluster, mirror, step_size,
-    released_weights, released_predictions
+    released_weights, released_predictions, models
 
 A wrong type (``-p seed abc``) or an unknown value (``-p profile fast``) stops the notebook in its
 first library call with a message naming the parameter, the value and what is allowed.
@@ -28,6 +28,7 @@ from sam3dlib.config import ENCODER_MODES, PROFILES
 from sam3dlib.data.specs import DATASETS
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.encoders import ENCODERS
+from sam3dlib.modeling.models import MODELS, SAM3D_MODEL
 from sam3dlib.study.paper_tables import TABLE_LAYOUTS
 from sam3dlib.utils import values
 from sam3dlib.utils.devices import parse_device
@@ -51,11 +52,18 @@ def as_int(name: str, value: Any) -> int:
 
 
 def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
-    """``None``, one int, a list of ints, or a string like ``"0 1 2"`` / ``"0,1,2"``."""
+    """``None``, one int, a list of ints, or a string like ``"0 1 2"`` / ``"0,1,2"`` / ``"[0, 1]"``."""
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, (int, str)) and not isinstance(value, bool):
-        seeds = tuple(as_int(name, p) for p in str(value).replace(",", " ").split())
+        text = str(value).strip()
+        if text[:1] + text[-1:] in ("[]", "()"):  # papermill -p seeds "[0, 1]" passes the list as text
+            text = text[1:-1]
+        try:
+            seeds = tuple(as_int(name, p) for p in text.replace(",", " ").split())
+        except ParameterError:  # name the whole value, not the fragment that failed
+            raise values.fail(_where(name), value, 'integers like "0 1 2", "0,1,2" or "[0, 1, 2]"',
+                              ParameterError) from None
     elif isinstance(value, (list, tuple)):
         seeds = tuple(as_int(name, v) for v in value)
     else:
@@ -69,6 +77,23 @@ def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
 
 def _choice(name: str, value: Any, choices: tuple[str, ...], allow_none: bool = False) -> str | None:
     return values.as_choice(value, choices, _where(name), ParameterError, allow_none)
+
+
+def as_models(name: str, value: Any) -> tuple[str, ...]:
+    """``None`` (SAM3D only), one name, a list, or a string like ``"sam3d unetr nnunet"``; each a
+    key of :data:`sam3dlib.modeling.models.MODELS`, no repeats."""
+    if value is None or value == "" or value == []:
+        return (SAM3D_MODEL,)
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise values.fail(_where(name), value, 'a list of model names or a string like "sam3d unetr"', ParameterError)
+    models = tuple(_choice(name, m, tuple(MODELS)) for m in items)
+    if len(set(models)) != len(models):
+        raise values.fail(_where(name), value, "distinct model names", ParameterError)
+    return models
 
 
 def _path(name: str, value: Any, allow_none: bool = True) -> Path | None:
@@ -132,6 +157,8 @@ class NotebookParams:
             ``--disable_tta``); None: the profile's (config ``mirror_tta``).
         step_size: step between sliding windows as a fraction of the patch, in (0, 1]
             (nnU-Net's; config ``sw_overlap = 1 - step_size``); None: the profile's (0.5).
+        models: the models to train (:data:`sam3dlib.modeling.models.MODELS`): ``sam3d`` and/or the
+            paper's baselines retrained under the same protocol (``unetr``, ``nnunet``, ``swinunetr``).
     """
 
     dataset: str | None = None
@@ -153,6 +180,7 @@ class NotebookParams:
     cluster: dict[str, Any] = field(default_factory=dict)
     mirror: bool | None = None
     step_size: float | None = None
+    models: tuple[str, ...] = (SAM3D_MODEL,)
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> NotebookParams:
@@ -198,6 +226,7 @@ class NotebookParams:
             cluster=dict(cluster),
             mirror=None if p.get("mirror") is None else values.as_bool(p["mirror"], _where("mirror"), ParameterError),
             step_size=as_step_size("step_size", p.get("step_size")),
+            models=as_models("models", p.get("models")),
         )
 
     def inference_overrides(self) -> dict[str, Any]:
@@ -214,6 +243,7 @@ class NotebookParams:
         for k in ("data_dir", "out_dir", "released_weights", "released_predictions"):
             d[k] = None if d[k] is None else os.fspath(d[k])
         d["seeds"] = list(self.seeds)
+        d["models"] = list(self.models)
         return d
 
 

@@ -22,7 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sam3dlib.config import CUSTOM, ExperimentConfig, check_overrides, dataset_values, did_you_mean, profile_values
+from sam3dlib.config import (
+    CUSTOM,
+    ExperimentConfig,
+    check_overrides,
+    dataset_values,
+    did_you_mean,
+    fit_crop,
+    profile_values,
+)
 from sam3dlib.data.specs import get_spec
 from sam3dlib.utils.errors import ConfigError
 
@@ -137,8 +145,9 @@ def get_config(name: str, profile: str = "smoke", **overrides: Any) -> Experimen
         raise ConfigError(f"unknown experiment {name!r}{did_you_mean(name, EXPERIMENTS)}; "
                           f"choose one of {', '.join(EXPERIMENTS)}")
     entry = EXPERIMENTS[name]
-    values = {**dataset_values(get_spec(entry.dataset), entry.skip), **profile_values(profile),
-              **check_overrides(name, overrides)}
+    checked = check_overrides(name, overrides)
+    values = fit_crop({**dataset_values(get_spec(entry.dataset), entry.skip), **profile_values(profile), **checked},
+                      checked)
     return ExperimentConfig(name=name, table=entry.table, dataset=entry.dataset, profile=profile, **values)
 
 

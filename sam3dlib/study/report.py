@@ -31,7 +31,7 @@ import pandas as pd
 
 from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.evaluation.metrics import AVERAGE, BRATS_AVERAGES, average_regions
-from sam3dlib.modeling.constants import EMBED_CHANNELS, RANDOM_INIT
+from sam3dlib.modeling.constants import EMBED_CHANNELS, NO_ENCODER, RANDOM_INIT
 from sam3dlib.study import paper_tables
 from sam3dlib.study.paper_tables import PAPER, PAPER_SOURCE, TABLE_LAYOUTS
 from sam3dlib.study.registry import table_key
@@ -124,7 +124,9 @@ class RunConditions:
 
     def describe(self) -> str:
         """Short human description, e.g. ``"random-init vit_tiny encoder, phantom data, smoke profile"``."""
-        if self.random_encoder:
+        if self.encoder == NO_ENCODER:
+            enc = "no encoder (trained from scratch)"
+        elif self.random_encoder:
             enc = f"random-init {self.encoder} encoder"
         else:
             enc = f"{self.encoder} encoder from {self.encoder_weights}"
@@ -396,6 +398,17 @@ class ComparisonTable:
     __repr__ = __str__
 
 
+def _baselines_note(ours: pd.DataFrame, described: RunConditions) -> list[str]:
+    """A sentence naming the retrained baselines among ``ours`` (no encoder) when the caption's
+    conditions describe another row (SAM3D's)."""
+    names = list(dict.fromkeys(str(m).removesuffix(OURS_SUFFIX)
+                               for m, e in zip(ours["method"], ours["encoder"]) if str(e) == NO_ENCODER))
+    if not names or described.encoder == NO_ENCODER:
+        return []
+    return [f"{', '.join(names)} (this run): retrained from scratch with the same data, split, sampling, "
+            "augmentation, loss, schedule and evaluation; no encoder."]
+
+
 def _caption(table: str, ours: pd.DataFrame, layout: str) -> str:
     shown = "with the printed header unchanged" if layout == "printed" else "with our reading of a header marked"
     parts = [f"Rows without '{OURS_SUFFIX.strip()}' are the paper's numbers ({PAPER}): values, precision and "
@@ -408,6 +421,7 @@ def _caption(table: str, ours: pd.DataFrame, layout: str) -> str:
             str(c["protocol"]), tuple(int(s) for s in seeds) or (0,),
         )
         parts.append(f"'{OURS_SUFFIX.strip()}' rows: {cond.describe()}.")
+        parts += _baselines_note(ours, cond)
         if len(seeds) > 1:
             parts.append(f"Our cells are mean ± sd over seeds {' '.join(seeds)}.")
         parts.append("'difference' rows = this run − the paper's row of the same method.")

@@ -21,10 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.study.grid import table_jobs
 from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, check_inputs
+from sam3dlib.study.kernel import check_kernel, kernel_for
 from sam3dlib.study.launcher import JOBS_DIR, grid_plan, load_settings, run_grid
-from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_seeds
+from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_models, as_seeds
 from sam3dlib.study.registry import NOTEBOOKS, table_key
 from sam3dlib.study.run_folders import point_latest, run_id, select_run_dir
 from sam3dlib.study.table_run import data_dir_for, select_rows
@@ -57,13 +59,14 @@ def notebooks_dir() -> Path:
                             "(installed package); reinstall sam3dlib or run from a checkout")
 
 
-def require_study_packages() -> None:
-    """Check that papermill, nbconvert, nbformat and ipykernel are installed.
+def require_study_packages(also: Sequence[str] = ()) -> None:
+    """Check that papermill, nbconvert, nbformat and ipykernel (and ``also``: ``submitit`` for
+    ``--launcher slurm``) are installed.
 
     Raises:
         MissingDependencyError: naming the missing packages and the install command.
     """
-    missing = [name for name in STUDY_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = [name for name in (*STUDY_PACKAGES, *also) if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingDependencyError(f"sam3d reproduce needs {', '.join(missing)} (the 'study' extra): "
                                      f"{sys.executable} -m pip install 'sam3dlib[study]' (or make setup)")
@@ -88,9 +91,12 @@ def _notebook_for(key: str, out: Path) -> Path:
 
 def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
                 launcher: str = "local", cluster: dict | None = None,
-                released: dict[str, Path | None] | None = None) -> dict:
+                released: dict[str, Path | None] | None = None,
+                models: tuple[str, ...] = (SAM3D_MODEL,)) -> dict:
     extra = {k: (os.fspath(Path(v).resolve()) if v is not None else None) for k, v in (released or {}).items()}
-    return {**extra,
+    return {
+        **extra,
+        "models": list(models),
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
         "encoder_weights": os.fspath(weights.resolve()) if (weights is not None and profile != "smoke") else None,
         "profile": profile,
@@ -150,15 +156,28 @@ def check_released(key: str, weights: str | os.PathLike | None, maps: str | os.P
     return out
 
 
-def _execute(nb: Path, run_dir: Path, params: dict, progress: bool) -> float:
-    """Run the notebook; with ``progress`` the kernel's output (one line per epoch: loss, ETA; then
-    prediction and scoring) streams to this process's stdout/stderr as it comes."""
+#: the name an executed notebook is given when its execution failed (never taken for a result)
+FAILED_SUFFIX = ".failed.ipynb"
+
+
+def _execute(nb: Path, run_dir: Path, params: dict, progress: bool, kernel: str | None = None) -> float:
+    """Run the notebook in ``kernel`` (None: this Python, :func:`~sam3dlib.study.kernel.kernel_for`);
+    with ``progress`` the kernel's output (one line per epoch: loss, ETA; then prediction and
+    scoring) streams to this process's stdout/stderr as it comes. A failed or interrupted
+    execution leaves its partial notebook as ``<name>.failed.ipynb``."""
     import papermill as pm
 
     t0 = time.perf_counter()
+    target = run_dir / nb.name
     streams = dict(stdout_file=sys.stdout, stderr_file=sys.stderr) if progress else {}
-    pm.execute_notebook(os.fspath(nb), os.fspath(run_dir / nb.name), parameters=params, cwd=os.fspath(run_dir),
-                        progress_bar=False, kernel_name="python3", **streams)
+    try:
+        with kernel_for(kernel) as kernel_name:
+            pm.execute_notebook(os.fspath(nb), os.fspath(target), parameters=params, cwd=os.fspath(run_dir),
+                                progress_bar=False, kernel_name=kernel_name, **streams)
+    except BaseException:
+        if target.is_file():
+            os.replace(target, target.with_name(target.name[: -len(".ipynb")] + FAILED_SUFFIX))
+        raise
     return time.perf_counter() - t0
 
 
@@ -220,6 +239,8 @@ def reproduce_table(
     tflops: float | None = None,
     released_weights: str | os.PathLike | None = None,
     released_predictions: str | os.PathLike | None = None,
+    kernel: str | None = None,
+    models: Sequence[str] | str | None = None,
 ) -> Path:
     """Execute the table's notebook with papermill into ``<out>/runs/<run id>/``.
 
@@ -244,6 +265,11 @@ def reproduce_table(
         tflops: the device's sustained TFLOP/s for the dry run's estimate (default: the stated model's).
         released_weights, released_predictions: the authors' released weights / prediction maps for
             the ladder's middle columns (:mod:`sam3dlib.study.ladder`); None: "not run".
+        kernel: the Jupyter kernel to execute the notebook in; None (default): this Python
+            (:mod:`sam3dlib.study.kernel`). A named kernel must import sam3dlib (checked first).
+        models: the models to train (``"sam3d unetr nnunet"``; None: SAM3D only): the paper's
+            baselines retrained under the same protocol get rows beside the paper's
+            (:mod:`sam3dlib.study.model_comparison`).
 
     Returns:
         The run folder: the executed notebook, ``tableN_report.html`` (the notebook rendered),
@@ -254,23 +280,27 @@ def reproduce_table(
         FinishedRunError: a finished run with the same inputs exists and ``force`` is False.
         ParameterError: a bad table/profile/seeds/device.
         MissingDependencyError: papermill/nbconvert/ipykernel not installed.
+        KernelError: ``kernel`` does not exist or cannot import sam3dlib (before any work).
         ClusterConfigError: a bad job setting; GridFailedError: some jobs failed (named with their logs).
     """
     key = table_key(n)
     checked = NotebookParams.from_mapping({"profile": profile, "device": device, "launcher": launcher})  # clear errors first
     seeds_t = as_seeds("seeds", seeds) or (0,)
+    models_t = as_models("models", models)
     data = Path(data_dir) if data_dir is not None else None
     weights = Path(encoder_weights) if encoder_weights is not None else None
     out = Path(out)
     nb = _notebook_for(key, out)
-    require_study_packages()
+    require_study_packages(("submitit",) if checked.launcher == "slurm" else ())
     check_inputs(key, profile, data, weights)
+    if kernel is not None:
+        check_kernel(kernel)
     settings = load_settings(cluster_config, cluster) if checked.launcher == "slurm" else None
     released = check_released(key, released_weights, released_predictions)
     run_dir = select_run_dir(out, run_id(key, profile, data, weights if profile != "smoke" else None, seeds_t, checked.device,
-                                         **released), force)
+                                         models=models_t, **released), force)
     params = _parameters(data, weights, profile, seeds_t, checked.device, run_dir, checked.launcher,
-                         settings.as_dict() if settings else None, released)
+                         settings.as_dict() if settings else None, released, models_t)
     if dry_run or settings is not None:
         jobs = _grid(key, params, build=not dry_run)
         if dry_run:
@@ -287,7 +317,7 @@ def reproduce_table(
     atomic_write_json(run_dir / "params.json", {"table": key, **params})
     if progress:
         print(f"Table {key}: running {nb.name} into {run_dir}", flush=True)
-    seconds = _execute(nb, run_dir, params, progress)
+    seconds = _execute(nb, run_dir, params, progress, kernel)
     if not (run_dir / f"table{key}.csv").is_file():
         raise RuntimeError(f"{run_dir / nb.name}: the notebook ran but wrote no table{key}.csv")
     render_html(run_dir / nb.name, run_dir / f"table{key}_report.html", run_dir, seconds)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.fileio import atomic_write_text
 from sam3dlib.utils.finished import is_finished
@@ -24,13 +25,15 @@ class FinishedRunError(UserInputError, FileExistsError):
 
 
 def run_id(table: str, profile: str, data_dir: Path | None, encoder_weights: Path | None, seeds: Sequence[int], device: str,
-           **released: Path | None) -> str:
+           models: Sequence[str] = (SAM3D_MODEL,), **released: Path | None) -> str:
     """``<profile>-seeds<a_b>-<8 hex digits>``: a hash of every input (the weights file's size and mtime too;
-    the released weights / predictions when given)."""
+    the models when other than SAM3D alone; the released weights / predictions when given)."""
     h = hashlib.sha256()
     for part in (table, profile, os.fspath(data_dir.resolve()) if data_dir else "phantom",
                  os.fspath(encoder_weights.resolve()) if encoder_weights else "none", " ".join(map(str, seeds)), device):
         h.update(part.encode() + b"\0")
+    if tuple(models) != (SAM3D_MODEL,):
+        h.update(("models:" + " ".join(models)).encode() + b"\0")
     for key, path in sorted(released.items()):
         if path is not None:
             h.update(f"{key}={os.fspath(Path(path).resolve())}".encode() + b"\0")

@@ -12,6 +12,7 @@ import numpy as np
 
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import PreparedDataset
+from sam3dlib.modeling.models import MODELS
 from sam3dlib.study import report
 from sam3dlib.study import report_figures as rf
 from sam3dlib.study.registry import experiments
@@ -75,7 +76,7 @@ def draw_figures(result: TableResult) -> dict[str, Path]:
         figs["training_curves"] = rf.plot_training_curves(
             [p for _, p in logs], result.conditions, labels=[f"{lab} ({p.parent.name})" for lab, p in logs])
     first_label, first_runs = next(iter(result.run_dirs.items()))
-    info = next(i for i in experiments(result.table) if i.config == first_label)
+    info = next(i for i in experiments(result.table) if first_label in (i.config, *(f"{i.config}-{m}" for m in MODELS)))
     arrays = overlay_arrays(first_runs[0], store_root(result, info.dataset))
     if arrays is not None:
         image, gt, pred, case = arrays

@@ -26,6 +26,10 @@ class TableResult:
     data_dirs: dict[str, Path] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
+    #: each model's training cost (:func:`sam3dlib.study.model_comparison.cost_table`)
+    cost: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: ``cost_csv`` (``tableN_cost.csv``) and ``md`` (``tableN.md``, the cost table appended)
+    cost_files: dict[str, Path] = field(default_factory=dict)
 
     def ours(self) -> pd.DataFrame:
         return self.long[self.long["source"] == report.THIS_RUN].reset_index(drop=True)

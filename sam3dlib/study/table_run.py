@@ -16,9 +16,11 @@ import pandas as pd
 
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import PreparedDataset
+from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.study import report
 from sam3dlib.study.grid import experiment_dir, table_jobs
 from sam3dlib.study.inputs import MissingInputError, has_store, missing_data_message
+from sam3dlib.study.model_comparison import cost_table, model_runs, trainable_params_m, write_cost_files
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError
 from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_data_dir, phantom_size_for
 from sam3dlib.study.registry import TableInfo, experiments, table_key
@@ -57,7 +59,7 @@ def data_dir_for(dataset: str, p: NotebookParams, cache_root: str | os.PathLike 
 
 def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
               cache_root: str | os.PathLike | None = None, figures: bool = True, progress: bool = False) -> TableResult:
-    """Run every experiment of a paper table and write its tables and figures.
+    """Run every experiment of a paper table (for each of ``params.models``) and write its tables and figures.
 
     Args:
         table: paper table 1-5 (5 = 5a ACDC + 5b Synapse).
@@ -69,8 +71,10 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
 
     Returns:
         :class:`TableResult`; files under ``params.out_dir``: ``tableN.csv`` (paper's long
-        format + our rows), ``tableN.md``, ``tableN.html``, ``per_case.csv``, ``figures/*.png``,
-        ``experiments/<config>-seed<k>/`` (each run's own files). With ``params.launcher ==
+        format + our rows), ``tableN.md`` (with the training-cost table), ``tableN.html``,
+        ``tableN_cost.csv``, ``per_case.csv``, ``figures/*.png``,
+        ``experiments/<config>-seed<k>/`` (each run's own files; a baseline's:
+        ``<config>-<model>-seed<k>/``). With ``params.launcher ==
         "slurm"`` every experiment x seed first runs as its own job
         (:func:`sam3dlib.study.launcher.run_grid`, settings from ``params.cluster``; waits for all).
     """
@@ -86,28 +90,35 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
 
         run_grid(table_jobs(infos, p, data_dirs), load_settings(overrides=p.cluster), out / JOBS_DIR)
     ours, per_case, run_dirs, cond = [], [], {}, None
-    for info in infos:
-        run_dirs[info.config] = []
+    runs = model_runs(infos, p.models)
+    for run in runs:
+        info = run.info
+        run_dirs[run.label] = []
         summaries = []
         for seed in p.seeds:
-            rd = run_seed(info, p, data_dirs[info.dataset], seed, experiment_dir(out, info.config, seed),
-                          progress=progress)
-            run_dirs[info.config].append(rd)
+            rd = run_seed(info, p, data_dirs[info.dataset], seed, experiment_dir(out, run.label, seed),
+                          progress=progress, model=run.model)
+            run_dirs[run.label].append(rd)
             summaries.append(report.read_summary(rd / "summary.csv"))
             pc = pd.read_csv(rd / "per_case.csv")
-            per_case.append(pc.assign(table=info.table, method=info.paper_method + report.OURS_SUFFIX, seed=seed))
-        cond = conditions_from_run(run_dirs[info.config][0], p, info.dataset, phantoms[info.dataset], p.seeds)
+            per_case.append(pc.assign(table=info.table, method=run.method + report.OURS_SUFFIX, seed=seed))
+        run_cond = conditions_from_run(run_dirs[run.label][0], p, info.dataset, phantoms[info.dataset], p.seeds)
+        cond = cond or run_cond
         spec = get_spec(info.dataset)
         summaries = [report.with_average_variants(s, spec) for s in summaries]
-        ours.append(report.our_rows(report.seeds_summary(summaries), spec, cond,
-                                    table=info.table, method=info.paper_method, skip=info.skip))
+        params = None if run.model == SAM3D_MODEL else trainable_params_m(run_dirs[run.label][0])
+        ours.append(report.our_rows(report.seeds_summary(summaries), spec, run_cond,
+                                    table=info.table, method=run.method, skip=info.skip, params_m=params))
     ours_df = pd.concat(ours, ignore_index=True)
     long = report.long_table(key, ours_df)
     tables = [report.comparison_table(t, ours_df, layout=p.table_layout) for t in dict.fromkeys(sorted(i.table for i in infos))]
     per_case_df = pd.concat(per_case, ignore_index=True)
     files = report.write_table_files(out, f"table{key}", long, tables)
     files["per_case"] = atomic_write_csv(out / "per_case.csv", per_case_df)
-    result = TableResult(key, out, cond, long, tables, per_case_df, run_dirs, data_dirs, files)
+    cost = cost_table(runs, run_dirs)
+    cost_files = write_cost_files(out, f"table{key}", cost)
+    result = TableResult(key, out, cond, long, tables, per_case_df, run_dirs, data_dirs, files, cost=cost,
+                         cost_files=cost_files)
     if figures:
         draw_figures(result)
     return result

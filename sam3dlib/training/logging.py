@@ -9,7 +9,9 @@ from pathlib import Path
 
 from sam3dlib.utils.fileio import atomic_write, atomic_write_text
 
-LOG_COLUMNS = ("epoch", "train_loss", "val_dice", "val_dice_ema", "lr", "seconds")
+LOG_COLUMNS = ("epoch", "train_loss", "val_dice", "val_dice_ema", "lr", "steps", "seconds", "step_seconds", "peak_memory_gib")
+#: columns measured on the clock or the machine (they differ between identical runs)
+TIMING_COLUMNS = ("seconds", "step_seconds", "peak_memory_gib")
 
 
 def write_log(path: str | os.PathLike, history: Sequence[dict]) -> Path:

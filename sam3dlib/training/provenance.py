@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from sam3dlib.modeling.constants import RANDOM_INIT
+from sam3dlib.modeling.constants import NO_ENCODER, RANDOM_INIT
 from sam3dlib.modeling.fingerprint import encoder_fingerprint, state_digest  # noqa: F401 (re-used by the trainer)
 
 PACKAGES = ("torch", "monai", "segment-anything", "numpy", "nibabel", "scipy", "sam3dlib")
@@ -51,6 +51,22 @@ def recorded_weights(prov: dict[str, Any]) -> str | None:
     return prov.get("encoder_weights") or prov.get("encoder_checkpoint")
 
 
+def encoder_fields(config, model) -> dict[str, Any]:
+    """The frozen encoder a run used (name, weights file, sha256, fingerprint); ``none`` for a model
+    without one (a retrained baseline)."""
+    if model.encoder is None:
+        return {"encoder": NO_ENCODER, "encoder_weights": NO_ENCODER, "encoder_sha256": NO_ENCODER,
+                "random_encoder": False}
+    return {
+        "encoder": config.encoder,
+        "encoder_weights": model.encoder_source or RANDOM_INIT,
+        "encoder_input_hw": list(model.input_hw),
+        "encoder_sha256": model.encoder_sha256 or RANDOM_INIT,
+        "random_encoder": model.encoder_sha256 is None,
+        "encoder_fingerprint": encoder_fingerprint(model),
+    }
+
+
 def collect(config, model, device: torch.device, store, split, world_size: int) -> dict[str, Any]:
     """The ``provenance.json`` of a run."""
     return {
@@ -58,12 +74,9 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         **git_commit(),
         "packages": package_versions(),
         "python": platform.python_version(),
-        "encoder": config.encoder,
-        "encoder_weights": model.encoder_source or RANDOM_INIT,
-        "encoder_input_hw": list(model.input_hw),
-        "encoder_sha256": model.encoder_sha256 or RANDOM_INIT,
-        "random_encoder": model.encoder_sha256 is None,
-        "encoder_fingerprint": encoder_fingerprint(model),
+        "model": config.model,
+        "trainable_parameters": int(model.trainable_parameters()),
+        **encoder_fields(config, model),
         "device": device_description(device),
         "world_size": world_size,
         "protocol": config.protocol,
@@ -76,4 +89,3 @@ def collect(config, model, device: torch.device, store, split, world_size: int) 
         "split": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-

@@ -43,6 +43,7 @@ from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text, check_ou
 from sam3dlib.utils.finished import is_finished, mark_finished
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
 from sam3dlib.utils.oom import is_oom_error, training_oom_error
+from sam3dlib.utils.peak_memory import PeakMemory
 
 
 def seed_everything(seed: int) -> None:
@@ -63,7 +64,10 @@ class Trainer:
     ``missing`` (:meth:`load_data`); ``resuming`` (:meth:`open_run`); ``device``, ``model``,
     ``decoder``, ``net`` (the decoder or its DDP wrapper), ``optimizer``, ``loss_fn``,
     ``dtype`` (:meth:`build`). Progress: ``history``, ``start_epoch``, ``best``,
-    ``best_epoch``, ``ema`` (the smoothed validation Dice that picks ``best.pt``).
+    ``best_epoch``, ``ema`` (the smoothed validation Dice that picks ``best.pt``),
+    ``stopped_by_budget`` (``config.time_budget_s`` ended training before ``config.epochs``).
+    Every log row records its optimizer ``steps``, ``step_seconds`` (their mean compute time) and
+    ``peak_memory_gib`` on the device (:class:`~sam3dlib.utils.peak_memory.PeakMemory`).
     """
 
     def __init__(self, config: ExperimentConfig, data_dir: str | os.PathLike, run: str | os.PathLike,
@@ -74,6 +78,7 @@ class Trainer:
         self.source = feature_source(config, data_dir)
         self.history: list[dict] = []
         self.start_epoch, self.best, self.best_epoch, self.ema = 0, -1.0, None, None
+        self.stopped_by_budget, self.prepare_seconds = False, 0.0
 
     # ------------------------------------------------------------------ setup
     def load_data(self, allow_missing_cases: bool = False, allow_missing_labels: bool = False) -> None:
@@ -164,6 +169,7 @@ class Trainer:
         reuse_freed_host_memory(self.device.type)
         self.pin = self.device.type == "cuda"  # page-locked batches make the non-blocking copies asynchronous
         self.model = build_model(config, self.store.spec).to(self.device)
+        self.peak_memory = PeakMemory(self.device)
         if ctx.is_main:
             self._write_run_files()
         self.decoder = self.model.decoder
@@ -194,8 +200,10 @@ class Trainer:
 
     def prepare_features(self) -> None:
         """The feature source's one-off work (cached mode: encode the train and val cases)."""
+        t0 = time.perf_counter()
         self.source.prepare(self.model, self.store, [*self.train_ids, *self.val_ids], self.device, self.ctx,
                             progress=self.progress)
+        self.prepare_seconds = time.perf_counter() - t0
 
     def resume(self) -> None:
         """Seed this rank; continue from ``checkpoints/latest.pt`` when resuming."""
@@ -215,15 +223,34 @@ class Trainer:
         end = self.config.epochs if max_epochs is None else min(self.config.epochs, self.start_epoch + max_epochs)
         for epoch in range(self.start_epoch, end):
             self.run_epoch(epoch)
+            if self.stopped_by_budget:
+                break
+
+    def trained_seconds(self) -> float:
+        """Seconds of training (steps, validation) so far, over every session of this run."""
+        done = sum(float(r.get("seconds") or 0.0) for r in self.history)
+        return done + (time.perf_counter() - self._epoch_t0 if getattr(self, "_epoch_t0", None) else 0.0)
+
+    def budget_spent(self) -> bool:
+        """Whether ``config.time_budget_s`` has passed (the same answer on every rank)."""
+        budget = self.config.time_budget_s
+        spent = budget is not None and self.trained_seconds() >= budget
+        if self.ctx.world_size > 1:
+            flag = torch.tensor([float(spent)], device=self.device)
+            spent = bool(self.ctx.all_reduce_sum(flag).item() > 0)
+        return spent
 
     def run_epoch(self, epoch: int) -> dict:
         """Train, validate (when due), pick the best, log and checkpoint one epoch; returns its log row."""
-        t0 = time.perf_counter()
+        t0 = self._epoch_t0 = time.perf_counter()
         lr = poly_lr(self.config, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.peak_memory.start()
         loss = self.train_epoch(epoch)
-        val = self.validate(epoch)
+        peak = self.peak_memory.stop()
+        self.stopped_by_budget = self.config.time_budget_s is not None and self.budget_spent()
+        val = self.validate(epoch, force=self.stopped_by_budget)
         if val is not None:
             self.ema = val if self.ema is None else self.config.ema_alpha * self.ema + (1 - self.config.ema_alpha) * val
         metric = self.ema if self.ema is not None else (-loss if not self.val_ids else None)
@@ -231,7 +258,10 @@ class Trainer:
         if is_best:
             self.best, self.best_epoch = float(metric), epoch + 1
         row = {"epoch": epoch + 1, "train_loss": loss, "val_dice": val,
-               "val_dice_ema": self.ema if val is not None else None, "lr": lr, "seconds": time.perf_counter() - t0}
+               "val_dice_ema": self.ema if val is not None else None, "lr": lr, "seconds": time.perf_counter() - t0,
+               "steps": self._steps, "step_seconds": self._step_seconds / max(self._steps, 1),
+               "peak_memory_gib": None if peak is None else peak / 2**30}
+        self._epoch_t0 = None
         self.history.append(row)
         if self.ctx.is_main:
             self.save(is_best)
@@ -255,27 +285,34 @@ class Trainer:
                             augment=augment, pin_memory=self.pin)
 
     def train_epoch(self, epoch: int) -> float:
-        """``iterations_per_epoch`` steps; the mean loss over steps and ranks.
+        """``iterations_per_epoch`` steps (fewer when ``config.time_budget_s`` runs out); the mean
+        loss over steps and ranks. Sets ``_steps`` and ``_step_seconds`` (their summed compute time).
 
         Raises:
             TrainingOOMError: out of memory in a step; the message names the settings to lower.
         """
         self.model.train()
         loader = self._loader(self.train_ids, self.config.iterations_per_epoch, epoch, TRAIN_STREAM, True)
-        total, n = 0.0, 0
+        total, n, self._step_seconds = 0.0, 0, 0.0
+        budget = self.config.time_budget_s is not None
         with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
                   disable=not (self.progress and self.ctx.is_main)) as bar:
             for batch in loader:
+                if budget and self.budget_spent():
+                    break
+                t0 = time.perf_counter()
                 try:
                     loss = self.step(batch)
                 except (RuntimeError, MemoryError) as exc:
                     if is_oom_error(exc):
                         raise training_oom_error(exc, self.config) from exc
                     raise
-                total += float(loss.detach())
+                total += float(loss.detach())  # waits for the device: the step's time is complete
+                self._step_seconds += time.perf_counter() - t0
                 n += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / n:.4f}")
+        self._steps = n
         mean = torch.tensor([total / max(n, 1)], dtype=torch.float64, device=self.device)
         return float(self.ctx.all_reduce_sum(mean).item()) / self.ctx.world_size
 
@@ -285,10 +322,12 @@ class Trainer:
         target = batch["label"].to(self.device, non_blocking=True)
         return decoder_update(self.net, feats, target, self.optimizer, self.loss_fn, self.config.grad_clip, self.dtype)
 
-    def validate(self, epoch: int) -> float | None:
-        """The online validation Dice when due (every ``val_every`` epochs and the last), else None."""
+    def validate(self, epoch: int, force: bool = False) -> float | None:
+        """The online validation Dice when due (every ``val_every`` epochs and the last, or ``force``:
+        the last epoch of a time budget), else None."""
         config = self.config
-        if not self.val_ids or not ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+        due = force or (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+        if not self.val_ids or not due:
             return None
         self.model.eval()
         loader = self._loader(self.val_ids, config.val_iterations, epoch, VAL_STREAM, False)
@@ -311,7 +350,8 @@ class Trainer:
 
     def curve_title(self) -> str:
         config = self.config
-        enc = (f"RANDOM {config.encoder} encoder (not SAM weights)" if self.model.random_encoder
+        enc = (f"{config.model}, trained from scratch (no encoder)" if self.model.encoder is None
+               else f"RANDOM {config.encoder} encoder (not SAM weights)" if self.model.random_encoder
                else f"SAM {config.encoder}")
         return f"{config.name} [{config.profile}, {self.source.mode}] - {enc} - {self.store.data_label}"
 
@@ -321,11 +361,26 @@ class Trainer:
         ctx, config = self.ctx, self.config
         if ctx.world_size > 1:
             self._check_replicas()
-        done = self.history and self.history[-1]["epoch"] == config.epochs
+        done = self.history and (self.history[-1]["epoch"] == config.epochs or self.stopped_by_budget)
         if ctx.is_main and done and not is_finished(self.run):
             mark_finished(self.run, {"epochs": config.epochs, "seed": config.seed,
                                      "decoder_sha256": provenance.state_digest(self.decoder),
-                                     "checkpoint": str(Path("checkpoints") / LATEST)})
+                                     "checkpoint": str(Path("checkpoints") / LATEST), **self.cost_record()})
+
+    def cost_record(self) -> dict:
+        """What the run cost: model, trainable parameters, epochs and steps done, training seconds (steps
+        and validation, over every session), seconds per step, peak device memory, and why it stopped."""
+        steps = sum(int(r.get("steps") or 0) for r in self.history)
+        step_time = sum(float(r.get("step_seconds") or 0.0) * int(r.get("steps") or 0) for r in self.history)
+        peaks = [float(r["peak_memory_gib"]) for r in self.history if r.get("peak_memory_gib") is not None]
+        return {"model": self.config.model, "trainable_parameters": int(self.model.trainable_parameters()),
+                "epochs_done": int(self.history[-1]["epoch"]) if self.history else 0, "steps": steps,
+                "train_seconds": round(self.trained_seconds(), 3), "feature_seconds": round(self.prepare_seconds, 3),
+                "seconds_per_step": step_time / steps if steps else None,
+                "peak_memory_gib": max(peaks) if peaks else None, "memory_measure": self.peak_memory.measure,
+                "device": provenance.device_description(self.device),
+                "stopped_by": "time_budget_s" if self.stopped_by_budget else "epochs",
+                "time_budget_s": self.config.time_budget_s}
 
     def _check_replicas(self) -> None:
         """Every rank's decoder must be identical after DDP training; rank 0 records the hashes."""

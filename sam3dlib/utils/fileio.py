@@ -11,6 +11,7 @@ import glob
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,9 +31,39 @@ class OutputError(UserInputError, OSError):
         return self.strerror or super().__str__()
 
 
-def _reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return ("no space left on device: the disk is full; free some space or write elsewhere "
+#: what numpy's ``tofile``/``np.save`` says when the disk filled up mid-write (no errno)
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+
+
+def mount_point(path: str | os.PathLike) -> Path:
+    """The mount point of the file system that holds ``path`` (or its nearest existing parent)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """ENOSPC, or a short write without an errno (numpy's ``N requested and M written``)."""
+    return exc.errno == errno.ENOSPC or (exc.errno is None and bool(_SHORT_WRITE.match(str(exc))))
+
+
+def _free(path: Path) -> str:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "?"
+    return f"{st.f_bavail * st.f_frsize / 2**20:.0f} MiB free"
+
+
+def _reason(exc: OSError, path: Path | None = None) -> str:
+    if is_disk_full(exc):
+        where = mount_point(path.parent) if path is not None else "device"
+        file = f" while writing {path}" if path is not None else ""
+        free = f" ({_free(where)})" if path is not None else ""
+        return (f"no space left on {where}{free}{file}: the disk is full; free some space or write elsewhere "
                 "(the previous version of the file, if any, is unchanged)")
     if exc.errno == errno.EDQUOT:
         return "disk quota exceeded (the previous version of the file, if any, is unchanged)"
@@ -111,7 +142,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
     except OSError as exc:
-        raise OutputError(exc.errno, f"cannot write {path}: {_reason(exc)}") from exc
+        raise OutputError(exc.errno, f"cannot write {path}: {_reason(exc, path)}") from exc
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -122,7 +153,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise OutputError(exc.errno, f"cannot write {path}: {_reason(exc)}") from exc
+            raise OutputError(exc.errno or (errno.ENOSPC if is_disk_full(exc) else None),
+                              f"cannot write {path}: {_reason(exc, path)}") from exc
         raise
 
 
