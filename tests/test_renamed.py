@@ -75,4 +75,4 @@ def test_old_make_variable_names_the_new_one():
     assert done.returncode != 0 and "SAM_CHECKPOINT was renamed: use ENCODER_WEIGHTS=x.pth" in done.stderr
     done = subprocess.run(["make", "-n", "-o", ".venv/.installed", "reproduce-table1", "ENCODER_WEIGHTS=x.pth"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "--encoder-weights x.pth" in done.stdout
+    assert done.returncode == 0 and "--encoder-weights \"x.pth\"" in done.stdout
