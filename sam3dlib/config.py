@@ -1,4 +1,4 @@
-"""The typed experiment configuration, its validation and the three budget profiles.
+"""The typed experiment configuration, its validation and the budget profiles.
 
 This is a low layer (training and inference read a run's ``config.json`` through it); which
 configuration reproduces which paper table lives in the experiment registry,
@@ -14,6 +14,8 @@ Profiles (:func:`profile_values`):
 * ``smoke``: seconds on a CPU for tests and notebook defaults: the random ``vit_tiny``
   stand-in encoder (not SAM), a (8, 48, 48) crop, 2 epochs x 4 iterations, cached mode,
   no mirroring TTA.
+* ``demo``: ``make demo`` in minutes on 2 CPU cores (:data:`DEMO_PROFILE`): LiteMedSAM, cached
+  features, 150 AdamW steps with the poly decay per step, no augmentation.
 
 Every field can be overridden: ``get_config("table1_synapse", "quick", lr=5e-3)`` or, on
 the command line, ``--set lr=5e-3 --set patch_size=16,96,96``. Values are checked by the
@@ -42,7 +44,7 @@ from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import read_json
 from sam3dlib.utils.values import as_bool, as_choice, as_float, as_int, as_int_tuple, as_str, is_none_word
 
-PROFILES = ("paper", "quick", "smoke")
+PROFILES = ("paper", "quick", "smoke", "demo")
 EncoderMode = Literal["online", "cached"]
 ENCODER_MODES: tuple[str, ...] = typing.get_args(EncoderMode)
 #: Settings that name the experiment; ``get_config`` fixes them, overrides may not change them.
@@ -99,6 +101,9 @@ class ExperimentConfig:
         sw_overlap: sliding-window overlap at test time.
         encoder_chunk_size: slices per encoder call.
         optimizer: ``sgd`` (the paper's) or ``adamw`` (for few-minute CPU demos).
+        poly_per_step: the poly learning-rate decay advances after every optimizer step
+            (``lr * (1 - step / all steps) ** poly_power``) instead of after every epoch (nnU-Net's);
+            for runs of a few epochs, where per-epoch steps would be coarse.
         fast_attention: the exact, faster attention path for the encoder (sam3dlib.modeling.fast_attention).
         fold: the fold of the store's ``splits_final.json`` (stores whose plan splits by folds;
             None for the paper's fixed splits).
@@ -153,6 +158,7 @@ class ExperimentConfig:
     encoder_chunk_size: int = 32
     fast_attention: bool = True
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    poly_per_step: bool = False
     fold: int | None = None
     profile: str = "paper"
     model: str = SAM3D_MODEL
@@ -222,7 +228,7 @@ WRITER_KEYS = ("sam3dlib_version", "config_format")
 #: one of these is read with this value; lacking any other setting it is refused, never read with
 #: today's default
 EARLIER_VALUES: dict[str, Any] = {"fast_attention": False, "optimizer": "sgd", "fold": None, "model": SAM3D_MODEL,
-                                   "time_budget_s": None}
+                                   "time_budget_s": None, "poly_per_step": False}
 
 
 def complete_saved_settings(values: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
@@ -263,6 +269,15 @@ def complete_saved_settings(values: dict[str, Any], path: str | os.PathLike) -> 
 
 #: smoke crop (D, H, W): fits the phantoms; H, W fit the smoke encoder (multiples of 16).
 SMOKE_PATCH = (8, 48, 48)
+#: ``make demo``'s budget: LiteMedSAM, cached features, 150 AdamW steps (lr 2e-3, poly decay per
+#: step) in 3 epochs of 50, validation (a monitor: the demo predicts with ``latest.pt``) after
+#: each epoch, no augmentation (cached mode could only flip the slice order), a CPU. In so few
+#: steps the paper's SGD (momentum 0.99) has not left the all-background solution (docs/NOTEBOOKS.md).
+DEMO_PROFILE: dict[str, Any] = dict(
+    encoder="litemedsam", encoder_mode="cached", batch_size=2, epochs=3, iterations_per_epoch=50, val_iterations=2,
+    val_every=1, optimizer="adamw", lr=2e-3, poly_per_step=True, augment=False, num_workers=0, device="cpu",
+    mirror_tta=False,
+)
 #: the experiment name of a user's dataset (its spec comes from the prepared store)
 CUSTOM = "custom"
 
@@ -277,6 +292,8 @@ def profile_values(profile: str) -> dict[str, Any]:
         return dict(epochs=1000, iterations_per_epoch=250, val_iterations=50, encoder_mode="online")
     if profile == "quick":
         return dict(epochs=50, iterations_per_epoch=250, val_iterations=50, encoder_mode="cached", val_every=5)
+    if profile == "demo":
+        return DEMO_PROFILE.copy()
     if profile == "smoke":
         return dict(
             encoder="vit_tiny", patch_size=SMOKE_PATCH, batch_size=2, epochs=2, iterations_per_epoch=4,

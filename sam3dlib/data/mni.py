@@ -138,20 +138,28 @@ def mni152_slabs(label: np.ndarray, slab: int = 8, gap: int = 4, test_fraction: 
     return [Slab(f"mni152_{i:03d}", s.z0, s.z1, s.role) for i, s in enumerate(slabs)]
 
 
-def write_mni152_task(out: str | os.PathLike, resolution: int = 2, slab: int = 8, gap: int = 4) -> Path:
+def write_mni152_task(out: str | os.PathLike, resolution: int = 2, slab: int = 8, gap: int = 4,
+                      train_block: bool = False, test_slabs: int | None = None) -> Path:
     """Write the MNI152 tissue task as an MSD-layout raw dataset; return ``out``.
 
     ``out/imagesTr/<case>.nii.gz`` (T1 slab, float32), ``out/labelsTr/<case>.nii.gz`` (uint8),
     ``out/dataset.json`` (MSD keys: name, description, reference, licence, modality, labels,
-    numTraining, training) and ``out/split.json`` (``{"train": [...], "test": [...]}``, the
-    inferior/superior split). Each slab keeps the template's affine, shifted to its first slice.
-    Files are written atomically; an existing ``dataset.json`` in ``out`` is replaced.
+    numTraining, training), ``out/split.json`` (``{"train": [...], "test": [...]}``, the
+    inferior/superior split) and the same split as nnU-Net's ``out/splits_final.json`` (one
+    fold: train = the inferior cases, val = the superior test slabs), which ``sam3d prepare
+    --raw`` takes as the store's folds. ``train_block``: one training case of every brain slice
+    below the gap (:func:`mni152_slabs`); ``test_slabs``: keep only the first (most inferior) test
+    slabs (None: all). Each case keeps the template's affine, shifted to its
+    first slice. Files are written atomically; an existing ``dataset.json`` in ``out`` is replaced.
     """
     from sam3dlib.data.io import atomic_save_nifti
 
     out = Path(out)
     tissue = mni152_tissue(resolution)
-    slabs = mni152_slabs(tissue.label, slab, gap)
+    slabs = mni152_slabs(tissue.label, slab, gap, train_block=train_block)
+    if test_slabs is not None:
+        test = [s for s in slabs if s.role == "test"][:test_slabs]
+        slabs = [s for s in slabs if s.role == "train"] + test
     for folder in ("imagesTr", "labelsTr"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     for s in slabs:
@@ -166,6 +174,7 @@ def write_mni152_task(out: str | os.PathLike, resolution: int = 2, slab: int = 8
              "test": [s.case_id for s in slabs if s.role == "test"],
              "slices": {s.case_id: [s.z0, s.z1] for s in slabs}}
     atomic_write_json(out / "split.json", split)
+    atomic_write_json(out / "splits_final.json", [{"train": split["train"], "val": split["test"]}])
     atomic_write_json(out / "dataset.json", {
         "name": "MNI152Tissue",
         "description": (f"Grey/white-matter segmentation of the MNI152 2009a template at {resolution} mm; cases are "

@@ -53,8 +53,8 @@ TABLE_CSS = (
     ".sam3d-table table{border-collapse:collapse;font:13px/1.4 system-ui,sans-serif;margin:0.5em 0 1.5em}"
     ".sam3d-table th,.sam3d-table td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}"
     ".sam3d-table thead th{border-bottom:2px solid #444;background:#f4f4f4}"
-    ".sam3d-table tbody th,.sam3d-table thead th:first-child{text-align:left;font-weight:normal}"
-    ".sam3d-table tr.ours{background:#fff3c4;font-weight:bold}"
+    ".sam3d-table table tbody th,.sam3d-table table thead th:first-child{text-align:left;font-weight:normal}"
+    ".sam3d-table table tr.ours{background:#fff3c4;font-weight:bold}"
     ".sam3d-table tr.difference{color:#555;font-style:italic}"
     ".sam3d-table .caption{max-width:60em;font:13px/1.4 system-ui,sans-serif;color:#333}"
 )
@@ -524,6 +524,8 @@ def comparison_table(table: int | str, ours: pd.DataFrame | None = None, layout:
             col = placement.get((rec.metric, rec.region))
             if col is not None:
                 out.at[rec.method, col] = getattr(rec, value_col)
+        if value_col == "sd":  # a parameter count has no spread over seeds
+            return out
         params = "params_printed" if value_col == "printed" else "params_m"
         for m in methods:
             p = rows.loc[rows["method"] == m, params]

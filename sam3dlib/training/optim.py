@@ -26,3 +26,9 @@ def poly_decay(lr0: float, done: int, total: int, power: float = 0.9) -> float:
 def poly_lr(config, epoch: int) -> float:
     """:func:`poly_decay` of a config (set before epoch 0 and after each epoch with ep + 1)."""
     return poly_decay(config.lr, epoch, config.epochs, config.poly_power)
+
+
+def poly_step_lr(config, step: int) -> float:
+    """:func:`poly_decay` over optimizer steps (``config.poly_per_step``): the rate for step ``step``
+    (0-based) of ``epochs * iterations_per_epoch``."""
+    return poly_decay(config.lr, step, config.epochs * config.iterations_per_epoch, config.poly_power)

@@ -25,7 +25,7 @@ from sam3dlib.training.data import TRAIN_STREAM, VAL_STREAM, epoch_loader
 from sam3dlib.training.distributed import DistContext, init_distributed
 from sam3dlib.training.feature_source import feature_source
 from sam3dlib.training.logging import plot_curve, write_log
-from sam3dlib.training.optim import make_optimizer, poly_lr
+from sam3dlib.training.optim import make_optimizer, poly_lr, poly_step_lr
 from sam3dlib.training.run_dir import (
     DATA_FINGERPRINT,
     DATASET_META,
@@ -244,8 +244,7 @@ class Trainer:
         """Train, validate (when due), pick the best, log and checkpoint one epoch; returns its log row."""
         t0 = self._epoch_t0 = time.perf_counter()
         lr = poly_lr(self.config, epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self._set_lr(lr)
         self.peak_memory.start()
         loss = self.train_epoch(epoch)
         peak = self.peak_memory.stop()
@@ -269,6 +268,10 @@ class Trainer:
                 tqdm.write(self.epoch_line(row))
         self.ctx.barrier()
         return row
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def epoch_line(self, row: dict) -> str:
         """One progress line per epoch: ``<name> seed <k>: epoch e/E, loss L[, val Dice D], ETA ...``
@@ -297,9 +300,11 @@ class Trainer:
         budget = self.config.time_budget_s is not None
         with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
                   disable=not (self.progress and self.ctx.is_main)) as bar:
-            for batch in loader:
+            for i, batch in enumerate(loader):
                 if budget and self.budget_spent():
                     break
+                if self.config.poly_per_step:
+                    self._set_lr(poly_step_lr(self.config, epoch * self.config.iterations_per_epoch + i))
                 t0 = time.perf_counter()
                 try:
                     loss = self.step(batch)
