@@ -73,7 +73,7 @@ def test_model_settings_are_checked():
     with pytest.raises(ConfigError, match="unknown model|one of"):
         get_config("table1_synapse", "smoke", model="unet")
     with pytest.raises(ConfigError, match="no encoder"):
-        get_config("table1_synapse", "smoke", model="nnunet", sam_checkpoint="x.pth")
+        get_config("table1_synapse", "smoke", model="nnunet", encoder_weights="x.pth")
     with pytest.raises(ConfigError, match="time_budget_s"):
         get_config("table1_synapse", "smoke", time_budget_s=0)
     assert set(MODELS) == {"sam3d", "unetr", "nnunet", "swinunetr"}

@@ -200,7 +200,7 @@ def _fake_run(tmp_path: Path, protocol: str = "paper") -> Path:
     exp.mkdir(parents=True)
     (run / "params.json").write_text(json.dumps({"table": "1", "profile": "paper", "seeds": [0]}))
     (exp / "provenance.json").write_text(json.dumps({
-        "dataset": "synapse", "phantom": True, "encoder": "vit_b", "encoder_checkpoint": "/x/sam_vit_b_01ec64.pth",
+        "dataset": "synapse", "phantom": True, "encoder": "vit_b", "encoder_weights": "/x/sam_vit_b_01ec64.pth",
         "encoder_sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", "random_encoder": False,
         "git_commit": "0123abcd", "git_dirty": False, "python": "3.11.7", "packages": {"torch": "2.14.1"},
         "device": "cuda:0 (NVIDIA H200)", "protocol": protocol, "seed": 0,

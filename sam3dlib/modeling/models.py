@@ -79,7 +79,7 @@ def _build_sam3d(config, spec) -> nn.Module:
         in_channels=spec.num_channels,
         image_size=tuple(config.patch_size[1:]),
         encoder=config.encoder,
-        checkpoint=config.sam_checkpoint,
+        encoder_weights=config.encoder_weights,
         skip=config.skip,
         deep_supervision=config.deep_supervision,
         encoder_dtype=torch_dtype(config.encoder_dtype),
@@ -87,7 +87,6 @@ def _build_sam3d(config, spec) -> nn.Module:
         fast_attention=config.fast_attention,
         encoder_scale=config.encoder_scale,
         encoder_pool=config.encoder_pool,
-        pretrained=config.encoder_weights == "pretrained",
     )
 
 

@@ -266,14 +266,15 @@ def slab_note(per_case: pd.DataFrame, case_id: str, z0: int, z1: int, s: MRIDemo
 
 def write_outputs(out: Path, runs: list[ArmRun], store, settings: MRIDemoSettings, note: str) -> pd.DataFrame:
     """``table.csv`` / ``.md``, ``per_slab.csv``, ``log_<arm>.csv``, ``overlays_<arm>.png``, ``curves.png``."""
-    from sam3dlib.study.report import save_figure, write_csv_atomic
+    from sam3dlib.study.report import save_figure
     from sam3dlib.study.report_figures import plot_overlays, plot_training_curves
     from sam3dlib.study.table_figures import overlay_arrays
+    from sam3dlib.utils.fileio import atomic_write_csv
 
     s = settings
     table = results_table(runs)
-    write_csv_atomic(table, out / "table.csv")
-    write_csv_atomic(per_slab_table(runs), out / "per_slab.csv")
+    atomic_write_csv(out / "table.csv", table)
+    atomic_write_csv(out / "per_slab.csv", per_slab_table(runs))
     epochs, iterations = s.epochs()
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{note}.\n"
