@@ -9,7 +9,10 @@ LOCK := requirements.lock
 
 PROFILE ?= paper
 DATA_DIR ?= data
-SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
+ENCODER_WEIGHTS ?= checkpoints/sam_vit_b_01ec64.pth
+ifdef SAM_CHECKPOINT
+$(error SAM_CHECKPOINT was renamed: use ENCODER_WEIGHTS=$(SAM_CHECKPOINT))
+endif
 SEEDS ?= 0
 ## models to train beside the paper's rows: sam3d and/or the baselines unetr, nnunet, swinunetr
 MODELS ?= sam3d
@@ -81,7 +84,7 @@ bench: setup
 
 $(addprefix reproduce-table,1 2 3 4 5): reproduce-table%: setup
 	$(PY) -m sam3dlib reproduce $* --profile "$(PROFILE)" --data-dir "$(DATA_DIR)" \
-		--checkpoint "$(SAM_CHECKPOINT)" --seeds "$(SEEDS)" --models "$(MODELS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
+		--encoder-weights "$(ENCODER_WEIGHTS)" --seeds "$(SEEDS)" --models "$(MODELS)" --out "$(OUT)/table$*" $(if $(FORCE),--force) \
 		$(if $(RELEASED_WEIGHTS),--released-weights "$(RELEASED_WEIGHTS)") \
 		$(if $(RELEASED_PREDICTIONS),--released-predictions "$(RELEASED_PREDICTIONS)") \
 		$(if $(PHANTOMS),--phantoms) --launcher "$(LAUNCHER)" $(if $(CLUSTER_CONFIG),--cluster-config "$(CLUSTER_CONFIG)") \

@@ -1,4 +1,4 @@
-"""Frozen-encoder throughput per registry encoder (issue 12): slices/s and FLOP/s against the matmul peak.
+"""Frozen-encoder throughput per registry encoder: slices/s and FLOP/s against the matmul peak.
 
 Rows: LiteMedSAM as packaged (``build_lite_medsam().image_encoder``, weights loaded, eval), as
 SAM3D runs it (BatchNorm folded, channels-last, the exact fast forward of

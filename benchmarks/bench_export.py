@@ -1,4 +1,4 @@
-"""Peak memory added by exporting one prediction (issue 14): class scores on the prepared grid ->
+"""Peak memory added by exporting one prediction: class scores on the prepared grid ->
 label map on the input's grid (:func:`sam3dlib.data.preprocess.restore_label`).
 
 The case: a 512 x 512 x 147 CT (0.7 x 0.7 x 3 mm) with 14 classes, predicted at Synapse's target

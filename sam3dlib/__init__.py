@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from sam3dlib.modeling.build import build_sam3d
 from sam3dlib.modeling.decoder import Decoder3D
+from sam3dlib.modeling.encoders import load_encoder_state, save_random_sam_weights
 from sam3dlib.modeling.losses import DeepSupervisionLoss, DiceCELoss, sam3d_loss
 from sam3dlib.modeling.sam3d import SAM3D, encode_slices
-from sam3dlib.modeling.sam_checkpoint import CheckpointError, load_encoder_state, save_random_sam_checkpoint
+from sam3dlib.modeling.weights_file import CheckpointError
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ _LAZY = {
     "MODELS": "modeling.models",
     "run_experiment": "pipeline",
     "predict_file": "inference.predictor",
+    "load_run": "inference.predictor",
 }
 
 
@@ -45,7 +47,7 @@ __all__ = [
     "encode_slices",
     "load_encoder_state",
     "sam3d_loss",
-    "save_random_sam_checkpoint",
+    "save_random_sam_weights",
     "__version__",
     *_LAZY,
 ]

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from sam3dlib.data.specs import DatasetSpec
 from sam3dlib.data.splits import PROTOCOLS
 from sam3dlib.modeling.baselines import round_up
+from sam3dlib.modeling.constants import RANDOM_WEIGHTS
 from sam3dlib.modeling.encoders import check_crop_size
 from sam3dlib.modeling.models import MODELS, SAM3D_MODEL, get_model_entry
 from sam3dlib.utils.devices import parse_device
@@ -60,10 +61,10 @@ class ExperimentConfig:
         dataset: ``synapse``, ``acdc``, ``lung`` or ``brats``.
         encoder: a registry encoder (``vit_b``, ``vit_l``, ``vit_h``, ``litemedsam``; ``vit_tiny`` is
             a random test stand-in, not SAM); :mod:`sam3dlib.modeling.encoders`.
-        sam_checkpoint: encoder weights file (official SAM ``.pth`` ...), or None for the
-            encoder's default weights (random ViT; LiteMedSAM's from its installed package).
-        encoder_weights: ``pretrained`` (the above) or ``random`` (the same architecture
-            randomly initialised, e.g. to see what LiteMedSAM's pretraining buys).
+        encoder_weights: the encoder's weights file (an official SAM ``.pth``, MedSAM's, a
+            LiteMedSAM ``.pth``); None for the encoder's default weights (random ViT;
+            LiteMedSAM's from its installed package); ``"random"`` for the same architecture
+            randomly initialised (e.g. to see what LiteMedSAM's pretraining buys).
         encoder_scale: slices are resized by this factor before encoding; None: the
             encoder's default (crop size for the ViTs, as the paper; 256 for LiteMedSAM).
         encoder_pool: average-pool the frozen embeddings in-plane by this factor before the
@@ -122,8 +123,7 @@ class ExperimentConfig:
     table: str
     dataset: str
     encoder: str = "vit_b"
-    sam_checkpoint: str | None = None
-    encoder_weights: Literal["pretrained", "random"] = "pretrained"
+    encoder_weights: str | None = None
     encoder_scale: float | None = None
     encoder_pool: int | None = None
     skip: bool = True
@@ -181,9 +181,9 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
         """Rebuild from :meth:`to_dict` output (lists become tuples; unknown keys are errors;
-        :data:`WRITER_KEYS` are ignored; missing settings take today's defaults: for a file a
-        run wrote, use :meth:`load`, which does not)."""
-        values = {k: v for k, v in values.items() if k not in WRITER_KEYS}
+        :data:`WRITER_KEYS` are ignored; renamed settings are upgraded (:func:`upgrade_saved_values`);
+        missing settings take today's defaults: for a file a run wrote, use :meth:`load`, which does not)."""
+        values = upgrade_saved_values({k: v for k, v in values.items() if k not in WRITER_KEYS})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -204,7 +204,8 @@ class ExperimentConfig:
                 reproduces that version's behaviour.
         """
         try:
-            return cls.from_dict(complete_saved_settings(read_json(path, ConfigError, expect=dict), path))
+            saved = upgrade_saved_values(read_json(path, ConfigError, expect=dict))
+            return cls.from_dict(complete_saved_settings(saved, path))
         except ConfigError as exc:
             text = str(exc)
             raise ConfigError(text if text.startswith(str(path)) else f"{path}: {text}") from None
@@ -217,8 +218,9 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------- saved configs of other versions
 
 #: the format of ``config.json`` this sam3dlib writes. 1: files without ``config_format`` (written
-#: before it was recorded), 2: every setting plus :data:`WRITER_KEYS`
-CONFIG_FORMAT = 2
+#: before it was recorded), 2: every setting plus :data:`WRITER_KEYS`, 3: the weights file in
+#: ``encoder_weights`` (formats 1-2 held it in ``sam_checkpoint``; :func:`upgrade_saved_values`)
+CONFIG_FORMAT = 3
 #: keys of ``config.json`` that say who wrote it, besides the settings
 WRITER_KEYS = ("sam3dlib_version", "config_format")
 #: settings added after the first ``config.json``s were written: the value that reproduces what a
@@ -337,7 +339,7 @@ def store_config(spec: DatasetSpec, profile: str = "smoke", fold: int | None = 0
 
 
 def parse_overrides(items: list[str] | tuple[str, ...], name: str = "experiment") -> dict[str, Any]:
-    """Parse ``["lr=0.01", "patch_size=16,96,96", "sam_checkpoint=none"]`` into typed values."""
+    """Parse ``["lr=0.01", "patch_size=16,96,96", "encoder_weights=none"]`` into typed values."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -361,7 +363,28 @@ def did_you_mean(key: str, options) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+#: Settings that were renamed: old name -> new name (a run folder's saved config is upgraded by
+#: :func:`upgrade_saved_values`; an override with the old name stops with a hint).
+RENAMED_FIELDS = {"sam_checkpoint": "encoder_weights"}
+
+
+def upgrade_saved_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict in today's names (older run folders keep loading).
+
+    Earlier configs held the weights file in ``sam_checkpoint`` and ``encoder_weights`` was
+    ``"pretrained"`` (the file, or the encoder's default) or ``"random"``.
+    """
+    if "sam_checkpoint" not in values and values.get("encoder_weights") != "pretrained":
+        return values
+    out = {k: v for k, v in values.items() if k != "sam_checkpoint"}
+    old = values.get("encoder_weights", "pretrained")
+    out["encoder_weights"] = RANDOM_WEIGHTS if old == RANDOM_WEIGHTS else values.get("sam_checkpoint")
+    return out
+
+
 def _check_name(name: str, key: str) -> None:
+    if key in RENAMED_FIELDS:
+        raise ConfigError(f"setting {key!r} was renamed: use {RENAMED_FIELDS[key]}=...")
     if key not in _fields() or key in FIXED_FIELDS:
         fixed = " (fixed by the experiment; choose another experiment)" if key in FIXED_FIELDS else ""
         fixed = " (set by --fold)" if key == "fold" else fixed
@@ -432,9 +455,9 @@ def _check_model(cfg: ExperimentConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"{cfg.name}: patch_size {cfg.patch_size}: {exc}") from None
     if not entry.frozen_encoder:
-        if cfg.sam_checkpoint is not None:
+        if cfg.encoder_weights is not None:
             raise ConfigError(f"{cfg.name}: model {cfg.model!r} has no encoder; it takes no encoder weights "
-                              f"(got {cfg.sam_checkpoint!r})")
+                              f"(got {cfg.encoder_weights!r})")
         cfg.encoder_mode = "online"  # the volume is the network's input: nothing to cache
 
 
@@ -454,8 +477,9 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_model(cfg)
     if cfg.time_budget_s is not None and cfg.time_budget_s <= 0:
         raise ConfigError(f"{cfg.name}: time_budget_s must be > 0 seconds (or none), got {cfg.time_budget_s}")
-    if cfg.encoder_weights == "random" and cfg.sam_checkpoint is not None:
-        raise ConfigError(f"{cfg.name}: encoder_weights='random' contradicts sam_checkpoint={cfg.sam_checkpoint!r}")
+    if cfg.encoder_weights == "pretrained":
+        raise ConfigError(f"{cfg.name}: encoder_weights='pretrained' is no value: leave it unset (none) for the "
+                          "encoder's default weights, or give a weights file")
     if cfg.cache_stride is not None and (min(cfg.cache_stride) < 1):
         raise ConfigError(f"{cfg.name}: cache_stride {cfg.cache_stride} must be positive")
     positive = ("batch_size", "epochs", "iterations_per_epoch", "val_iterations", "val_every", "encoder_chunk_size")

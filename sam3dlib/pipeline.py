@@ -39,7 +39,7 @@ from sam3dlib.modeling.constants import PATCH_SIZE
 from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
 from sam3dlib.training.trainer import train as train_run
 from sam3dlib.utils import folder_lock
-from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text, check_output_dir
+from sam3dlib.utils.fileio import atomic_write_csv, atomic_write_json, check_output_dir
 from sam3dlib.utils.finished import is_finished
 
 PREDICTIONS = "predictions"
@@ -89,12 +89,12 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike, case_i
     # HD95 units of the store's plan: voxels (the authors' scripts' convention), and mm too (HD95_strict)
     per_case = evaluate_pairs(pairs, store.spec, store.spec.hd95)
     summary = aggregate(per_case, store.spec)
-    atomic_write_text(run / "per_case.csv", per_case.to_csv(index=False))
-    atomic_write_text(run / "summary.csv", summary.to_csv(index=False))
+    atomic_write_csv(run / "per_case.csv", per_case)
+    atomic_write_csv(run / "summary.csv", summary)
     cfg = loaded.config
     atomic_write_json(run / RESULTS_FILE, {
         "seed": cfg.seed, "experiment": cfg.name, "profile": cfg.profile, "protocol": cfg.protocol,
-        "encoder": cfg.encoder, "encoder_checkpoint": cfg.sam_checkpoint, "checkpoint": Path(loaded.checkpoint).name,
+        "encoder": cfg.encoder, "encoder_weights": cfg.encoder_weights, "checkpoint": Path(loaded.checkpoint).name,
         "data_dir": str(Path(data_dir).resolve()), "cases": list(case_ids), "files": ["per_case.csv", "summary.csv"],
         "dropped_unlabelled_cases": dropped,
     })

@@ -9,18 +9,18 @@ import torch
 # Session-wide fixtures of the training tests (one prepared phantom store, one smoke run).
 from _fixtures_train import baseline_run, one_thread, smoke_run, synapse_store  # noqa: F401,E402
 
-from sam3dlib.modeling.sam_checkpoint import save_random_sam_checkpoint
+from sam3dlib.modeling.encoders import save_random_sam_weights
 
 
 @pytest.fixture(scope="session")
 def sam_vit_b_checkpoint(tmp_path_factory) -> Path:
     """A randomly initialised SAM ViT-B saved in the official ``sam_vit_b_01ec64.pth`` format."""
-    return save_random_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_vit_b_random.pth", "vit_b", seed=0)
+    return save_random_sam_weights(tmp_path_factory.mktemp("ckpt") / "sam_vit_b_random.pth", "vit_b", seed=0)
 
 
 @pytest.fixture(scope="session")
 def sam_vit_tiny_checkpoint(tmp_path_factory) -> Path:
-    return save_random_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_vit_tiny_random.pth", "vit_tiny", seed=0)
+    return save_random_sam_weights(tmp_path_factory.mktemp("ckpt") / "sam_vit_tiny_random.pth", "vit_tiny", seed=0)
 
 
 @pytest.fixture(autouse=True)

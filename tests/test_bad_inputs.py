@@ -182,7 +182,7 @@ def wrong_modalities(c: Ctx) -> Bad:
 def sam_checkpoint_not_sam(c: Ctx) -> Bad:
     path = c.tmp / "not_sam.pth"
     torch.save({"backbone.conv1.weight": torch.zeros(3, 3)}, path)
-    return _with(c.train(f"sam_checkpoint={path}"), words=(str(path), "holds no SAM image encoder"))
+    return _with(c.train(f"encoder_weights={path}"), words=(str(path), "holds no SAM image encoder"))
 
 
 def sam_checkpoint_wrong_shapes(c: Ctx) -> Bad:
@@ -191,11 +191,11 @@ def sam_checkpoint_wrong_shapes(c: Ctx) -> Bad:
     state[key] = state[key][:-3]
     path = c.tmp / "wrong_shapes.pth"
     torch.save(state, path)
-    return _with(c.train(f"sam_checkpoint={path}"), words=(str(path), "do not fit"))
+    return _with(c.train(f"encoder_weights={path}"), words=(str(path), "do not fit"))
 
 
 def sam_checkpoint_other_vit(c: Ctx) -> Bad:
-    return _with(c.train(f"sam_checkpoint={c.sam_tiny}", "encoder=vit_b"),
+    return _with(c.train(f"encoder_weights={c.sam_tiny}", "encoder=vit_b"),
                  words=(str(c.sam_tiny), "vit_tiny image encoder", "encoder='vit_b'"))
 
 
@@ -203,7 +203,7 @@ def sam_checkpoint_truncated(c: Ctx) -> Bad:
     data = c.sam_tiny.read_bytes()
     path = c.tmp / "truncated.pth"
     path.write_bytes(data[: len(data) // 2])
-    return _with(c.train(f"sam_checkpoint={path}"), words=(str(path), "cannot be read", "incomplete"))
+    return _with(c.train(f"encoder_weights={path}"), words=(str(path), "cannot be read", "incomplete"))
 
 
 def run_checkpoint_not_sam3d(c: Ctx) -> Bad:
@@ -417,8 +417,25 @@ def test_bad_input(name, build, ctx, capsys):
         bad.after()
 
 
-def test_table_has_enough_rows():
-    assert len(ROWS) >= 15 and len({r[0] for r in ROWS}) == len(ROWS)
+def _bad_input_builders() -> set[str]:
+    """Names of this module's functions that build a bad input (``def name(c: Ctx) -> Bad``)."""
+    import ast
+
+    tree = ast.parse(Path(__file__).read_text())
+    return {f.name for f in tree.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")
+            and isinstance(f.returns, ast.Name) and f.returns.id == "Bad"}
+
+
+def test_table_has_every_bad_input_once_and_matches_the_docs():
+    """Every bad input written here runs (once), and docs/RELIABILITY.md states the table's size."""
+    import re
+
+    builders = [fn.__name__ for _, fn in ROWS]
+    assert len({name for name, _ in ROWS}) == len(ROWS) and len(set(builders)) == len(builders)
+    assert set(builders) == _bad_input_builders()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md").read_text()
+    stated = re.search(r"`tests/test_bad_inputs.py` is a table of (\d+) rows", doc)
+    assert stated and int(stated.group(1)) == len(ROWS), "docs/RELIABILITY.md states another number of rows"
 
 
 # --------------------------------------------------------------------------- handled, not errors
@@ -455,19 +472,19 @@ def test_training_crop_larger_than_the_volumes(ctx, tmp_path):
 def test_cache_of_another_checkpoint_or_crop_is_rebuilt(ctx, tmp_path, change):
     """Features cached with another crop or encoder checkpoint are never reused."""
     from sam3dlib.data.store import PreparedDataset, case_paths
+    from sam3dlib.modeling.encoders import save_random_sam_weights
     from sam3dlib.modeling.factory import build_model
-    from sam3dlib.modeling.sam_checkpoint import save_random_sam_checkpoint
     from sam3dlib.training.feature_cache import FeatureCache, cache_settings
 
     torch.set_num_threads(1)
     store = PreparedDataset(ctx.store)
     cases = store.case_ids[:1]
-    cfg_a = tiny_config(sam_checkpoint=str(ctx.sam_tiny))
+    cfg_a = tiny_config(encoder_weights=str(ctx.sam_tiny))
     if change == "crop":
         cfg_b = cfg_a.replace(patch_size=(8, 48, 48))
     else:
-        other = save_random_sam_checkpoint(tmp_path / "other_tiny.pth", "vit_tiny", seed=1)
-        cfg_b = cfg_a.replace(sam_checkpoint=str(other))
+        other = save_random_sam_weights(tmp_path / "other_tiny.pth", "vit_tiny", seed=1)
+        cfg_b = cfg_a.replace(encoder_weights=str(other))
     model_a, model_b = build_model(cfg_a, store.spec), build_model(cfg_b, store.spec)
     cache_a = FeatureCache(tmp_path / "cache", cache_settings(cfg_a, model_a))
     cache_b = FeatureCache(tmp_path / "cache", cache_settings(cfg_b, model_b))

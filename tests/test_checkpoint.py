@@ -7,12 +7,12 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT
 
 from sam3dlib import CheckpointError, build_sam3d
 from sam3dlib.modeling.constants import RANDOM_INIT
-from sam3dlib.modeling.sam_checkpoint import file_sha256, load_encoder_state
+from sam3dlib.modeling.encoders import load_encoder_state
+from sam3dlib.modeling.weights_file import file_sha256
 
 
 def _reference_encoder(state: dict, crop: int) -> ImageEncoderViT:
@@ -38,7 +38,7 @@ def _reference_encoder(state: dict, crop: int) -> ImageEncoderViT:
 
 def test_embeddings_equal_segment_anything(sam_vit_b_checkpoint):
     crop = 64
-    model = build_sam3d(num_classes=2, image_size=(crop, crop), checkpoint=sam_vit_b_checkpoint)
+    model = build_sam3d(num_classes=2, image_size=(crop, crop), encoder_weights=sam_vit_b_checkpoint)
     state = torch.load(sam_vit_b_checkpoint, weights_only=True)
     ref = _reference_encoder(state, crop)
     volume = torch.randn(1, 1, 3, crop, crop)
@@ -54,7 +54,8 @@ def test_full_size_load_is_lossless(sam_vit_b_checkpoint):
     state = load_encoder_state(sam_vit_b_checkpoint, "vit_b", (1024, 1024))
     original = torch.load(sam_vit_b_checkpoint, weights_only=True)
     assert all(torch.equal(v, original["image_encoder." + k]) for k, v in state.items())
-    assert set(state) == set(sam_model_registry["vit_b"]().image_encoder.state_dict())
+    # the file was written from segment-anything's own vit_b (conftest): its encoder keys are SAM's
+    assert set(state) == {k[len("image_encoder."):] for k in original if k.startswith("image_encoder.")}
 
 
 def test_resized_shapes(sam_vit_b_checkpoint):
@@ -97,7 +98,7 @@ BAD_FILES = [
 def test_bad_checkpoints_give_clear_errors(tmp_path, sam_vit_tiny_checkpoint, name, make, exc, message):
     path = make(tmp_path, sam_vit_tiny_checkpoint)
     with pytest.raises(exc, match=message) as info:
-        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_b", checkpoint=path)
+        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_b", encoder_weights=path)
     assert str(path) in str(info.value)
 
 
@@ -106,4 +107,4 @@ def test_shape_mismatch_names_the_file(tmp_path, sam_vit_tiny_checkpoint):
     state["image_encoder.neck.0.weight"] = torch.zeros(5, 5, 1, 1)
     path = _write(tmp_path / "bad_neck.pth", state)
     with pytest.raises(CheckpointError, match="bad_neck.pth"):
-        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_tiny", checkpoint=path)
+        build_sam3d(num_classes=2, image_size=(32, 32), encoder="vit_tiny", encoder_weights=path)

@@ -9,7 +9,7 @@ from sam3dlib.cli import main
 from sam3dlib.data.io import DataFileError
 from sam3dlib.data.store import StoreError
 from sam3dlib.inference.predictor import RunError
-from sam3dlib.modeling.sam_checkpoint import CheckpointError
+from sam3dlib.modeling.weights_file import CheckpointError
 from sam3dlib.study.notebook_params import ParameterError
 from sam3dlib.utils.errors import ConfigError, UnknownCaseError, UserInputError
 

@@ -136,7 +136,7 @@ def _flipped_copy(path: Path, out: Path) -> None:
 
 
 def test_prediction_on_another_grid_is_refused_or_resampled(tmp_path: Path) -> None:
-    """Issue 14 F: a physically identical but flipped prediction was compared voxel by voxel (DSC 0.13)."""
+    """A physically identical but flipped prediction was compared voxel by voxel (DSC 0.13)."""
     pred_dir, gt_dir, cases = _folders(tmp_path, n=1)
     case_id = "patient001_frame01"
     _flipped_copy(gt_dir / f"{case_id}_gt.nii.gz", pred_dir / f"{case_id}.nii.gz")  # perfect, stored flipped
@@ -150,7 +150,7 @@ def test_prediction_on_another_grid_is_refused_or_resampled(tmp_path: Path) -> N
 
 
 def test_non_integer_label_is_refused_by_evaluate(tmp_path: Path) -> None:
-    """Issue 14 B: one reader; a label map holding 2.6 is refused with the file and the value."""
+    """One reader; a label map holding 2.6 is refused with the file and the value."""
     pred_dir, gt_dir, cases = _folders(tmp_path, n=1)
     pred, _ = cases["patient001_frame01"]
     bad = pred.astype(np.float32)

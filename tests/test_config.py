@@ -65,9 +65,9 @@ def test_unknown_name_and_profile():
 
 
 def test_parse_overrides_types():
-    got = parse_overrides(["lr=0.005", "patch_size=16,96,96", "sam_checkpoint=none", "skip=false", "epochs=3",
+    got = parse_overrides(["lr=0.005", "patch_size=16,96,96", "encoder_weights=none", "skip=false", "epochs=3",
                            "encoder_mode=online"], "table1_synapse")
-    assert got == {"lr": 0.005, "patch_size": (16, 96, 96), "sam_checkpoint": None, "skip": False, "epochs": 3,
+    assert got == {"lr": 0.005, "patch_size": (16, 96, 96), "encoder_weights": None, "skip": False, "epochs": 3,
                    "encoder_mode": "online"}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["lr"])
@@ -75,7 +75,7 @@ def test_parse_overrides_types():
 
 def test_json_round_trip(tmp_path):
     """Through a real ``config.json`` (tuples come back as lists), with a non-default in every kind of field."""
-    c = get_config("table4_brats", "quick", seed=3, sam_checkpoint="sam.pth", cache_stride=(32, 32), skip=False,
+    c = get_config("table4_brats", "quick", seed=3, encoder_weights="sam.pth", cache_stride=(32, 32), skip=False,
                    lr=5e-3, device="cuda:1")
     (tmp_path / "config.json").write_text(c.to_json())
     back = ExperimentConfig.load(tmp_path / "config.json")

@@ -92,7 +92,7 @@ def test_store_contents(prepared, ds):
 def test_round_trip_to_original_geometry(prepared, ds, tmp_path):
     """A prediction equal to the prepared label maps back onto the original label file."""
     _, store = prepared[ds]
-    exact = 0
+    exact = separate = 0
     for cid in store.case_ids:
         props = store.properties(cid)
         orig = nib.load(props["label_file"])
@@ -102,12 +102,20 @@ def test_round_trip_to_original_geometry(prepared, ds, tmp_path):
         if props["shape_after_resampling"] == props["shape_after_crop"]:  # no resampling: must be exact
             assert np.array_equal(back, orig_arr), cid
             exact += 1
-        else:  # resampled twice: nearly identical
-            assert (back == orig_arr).mean() > 0.97, cid
-        # class scores path (K x D x H x W) gives the same answer
+        else:  # resampled twice: nearly identical (observed >= 0.9995 on the phantoms)
+            assert (back == orig_arr).mean() > 0.995, cid
+        # class scores path (K x D x H x W): the same answer; with a separate (anisotropic) axis the
+        # scores are resampled class by class, so boundary voxels may differ (observed >= 0.9998)
         onehot = np.eye(store.spec.num_classes, dtype=np.float32)[np.asarray(store.label(cid))].transpose(3, 0, 1, 2)
-        assert np.array_equal(restore_label(onehot, props), back) or props["separate_axis"] is not None
+        from_scores = restore_label(onehot, props)
+        if props["separate_axis"] is None:
+            assert np.array_equal(from_scores, back), cid
+        else:
+            separate += props["shape_after_resampling"] != props["shape_after_crop"]
+            assert (from_scores == back).mean() > 0.999, cid
     assert exact >= len(store.case_ids) // 2
+    if ds in ("synapse", "acdc"):  # anisotropic phantoms: the separate-axis path is exercised
+        assert separate >= 1
     cid = store.case_ids[0]
     out = save_label_nifti(np.asarray(store.label(cid)), store.properties(cid), tmp_path / "pred.nii.gz", prepared=True)
     written, orig = nib.load(out), nib.load(store.properties(cid)["label_file"])

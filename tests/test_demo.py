@@ -13,19 +13,19 @@ from sam3dlib.study.demo import DEMO_OVERRIDES, demo_config, run_demo
 def test_demo_config_is_table1_vit_b_cached():
     cfg = demo_config(seed=3)
     assert (cfg.name, cfg.encoder, cfg.encoder_mode, cfg.device, cfg.seed) == ("table1_synapse", "vit_b", "cached", "cpu", 3)
-    assert cfg.sam_checkpoint is None and cfg.patch_size == DEMO_OVERRIDES["patch_size"]
+    assert cfg.encoder_weights is None and cfg.patch_size == DEMO_OVERRIDES["patch_size"]
 
 
 def test_demo_writes_table_and_figures(tmp_path):
     # the demo's code path with a vit_tiny stand-in and two epochs (the real demo: `make demo`)
-    result = run_demo(tmp_path / "demo", seed=0, checkpoint=tmp_path / "absent.pth", cache_root=tmp_path / "cache",
+    result = run_demo(tmp_path / "demo", seed=0, encoder_weights=tmp_path / "absent.pth", cache_root=tmp_path / "cache",
                       encoder="vit_tiny", epochs=2, iterations_per_epoch=2, val_iterations=1, val_every=1)
     out = tmp_path / "demo"
     assert {"table1.csv", "table1.md", "table1.html", "overlays.png", "dsc_bars.png", "demo.json"} <= {p.name for p in out.iterdir()}
     table = pd.read_csv(out / "table1.csv", dtype={"table": str})
     assert list(table.columns) == report.ALL_COLUMNS
     ours = table[table["method"] == "SAM3D (this run)"]
-    assert set(ours["data"]) == {"phantom"} and set(ours["encoder_checkpoint"]) == {"random init"}
+    assert set(ours["data"]) == {"phantom"} and set(ours["encoder_weights"]) == {"random init"}
     assert "STAND-IN RUN: random-init vit_tiny encoder, phantom data" in (out / "table1.md").read_text()
     record = json.loads((out / "demo.json").read_text())
     assert record["mean_foreground_dsc"] == pytest.approx(result.mean_dsc, abs=1e-4) and record["seconds"] > 0

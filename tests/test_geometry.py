@@ -1,4 +1,4 @@
-"""Issue 14: what goes in comes out right. NIfTI headers carried over (nibabel and SimpleITK agree),
+"""What goes in comes out right. NIfTI headers carried over (nibabel and SimpleITK agree),
 one spacing rule, canonical orientation with the way back to the input's own grid, one label
 reader, missing labels, case identity. Tiny synthetic volumes, no model (see test_predict.py for
 the same through ``sam3d predict``)."""

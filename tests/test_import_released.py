@@ -29,7 +29,7 @@ def test_import_released_predicts_like_the_source_run(smoke_run, synapse_store, 
     out = tmp_path / "imported"
     cfg = smoke_run["config"]
     code = cli_main(["import-released", "synapse", "--weights", str(zipped), "--out", str(out),
-                     "--data", str(synapse_store), "--set", "encoder=vit_tiny", "--set", "sam_checkpoint=none",
+                     "--data", str(synapse_store), "--set", "encoder=vit_tiny", "--set", "encoder_weights=none",
                      "--set", f"patch_size={','.join(map(str, cfg.patch_size))}", "--set", "device=cpu",
                      "--set", "encoder_mode=cached", "--set", "mirror_tta=" + str(cfg.mirror_tta).lower()])
     text = capsys.readouterr().out
@@ -43,7 +43,7 @@ def test_import_released_predicts_like_the_source_run(smoke_run, synapse_store, 
     pd.testing.assert_frame_equal(theirs, ours)
     # an existing run folder is not overwritten
     code = cli_main(["import-released", "synapse", "--weights", str(zipped), "--out", str(out),
-                     "--data", str(synapse_store), "--set", "encoder=vit_tiny", "--set", "sam_checkpoint=none"])
+                     "--data", str(synapse_store), "--set", "encoder=vit_tiny", "--set", "encoder_weights=none"])
     assert code == 2 and "not empty" in capsys.readouterr().err
 
 
@@ -54,7 +54,7 @@ def test_import_refuses_weights_of_another_dataset(smoke_run, synapse_store, tmp
     torch.save(bad, tmp_path / "acdc.pth")
     code = cli_main(["import-released", "synapse", "--weights", str(tmp_path / "acdc.pth"), "--out",
                      str(tmp_path / "o"), "--data", str(synapse_store), "--set", "encoder=vit_tiny",
-                     "--set", "sam_checkpoint=none", "--set", "patch_size=16,48,48"])
+                     "--set", "encoder_weights=none", "--set", "patch_size=16,48,48"])
     err = capsys.readouterr().err
     assert code == 2 and "out1.segmentation_head.weight (4, 8, 1, 1, 1) (ours head.layers.3.weight (14, 8, 1, 1, 1))" in err
     assert not (tmp_path / "o").exists()
@@ -62,7 +62,8 @@ def test_import_refuses_weights_of_another_dataset(smoke_run, synapse_store, tmp
 
 @pytest.mark.parametrize("name", ["sam_vit_b_01ec64.pth", "sam_vit_h_4b8939.pth"])
 def test_official_name_with_other_content_refused(tmp_path, name):
-    from sam3dlib.modeling.sam_checkpoint import CheckpointError, official_identity
+    from sam3dlib.modeling.encoders.sam_vit import official_identity
+    from sam3dlib.modeling.weights_file import CheckpointError
 
     fake = tmp_path / name
     fake.write_bytes(b"not the official file")
@@ -75,10 +76,11 @@ def test_every_encoder_build_verifies_an_official_name(tmp_path):
     """The encoder builder (train, predict, reproduce, import-released all use it) refuses a file named as an
     official checkpoint whose md5 is not the official one, before reading it."""
     from sam3dlib import build_sam3d
-    from sam3dlib.modeling.sam_checkpoint import CheckpointError, save_random_sam_checkpoint
+    from sam3dlib.modeling.encoders import save_random_sam_weights
+    from sam3dlib.modeling.weights_file import CheckpointError
 
-    fake = save_random_sam_checkpoint(tmp_path / "sam_vit_b_01ec64.pth", "vit_tiny")
+    fake = save_random_sam_weights(tmp_path / "sam_vit_b_01ec64.pth", "vit_tiny")
     with pytest.raises(CheckpointError, match="is not that of the official sam_vit_b_01ec64.pth"):
-        build_sam3d(num_classes=4, image_size=(32, 32), encoder="vit_tiny", checkpoint=fake)
+        build_sam3d(num_classes=4, image_size=(32, 32), encoder="vit_tiny", encoder_weights=fake)
     renamed = fake.rename(tmp_path / "my_vit_tiny.pth")
-    build_sam3d(num_classes=4, image_size=(32, 32), encoder="vit_tiny", checkpoint=renamed)  # not an official name
+    build_sam3d(num_classes=4, image_size=(32, 32), encoder="vit_tiny", encoder_weights=renamed)  # not an official name

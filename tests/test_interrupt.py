@@ -1,4 +1,4 @@
-"""Interruption: a real ``sam3d train`` subprocess is killed with SIGKILL at a random point and
+"""Interruption: a real ``sam3d train`` subprocess is killed with SIGKILL at a seeded random point and
 resumed with ``--resume``; the final decoder weights equal those of an uninterrupted run with the
 same seed, and no half-written checkpoint, cache entry or results file is ever visible."""
 from __future__ import annotations
@@ -19,27 +19,25 @@ import torch
 
 from sam3dlib.cli import main
 from sam3dlib.modeling.run_checkpoint import load_checkpoint
-from sam3dlib.study.registry import get_config
-from sam3dlib.training import train
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 4
-SETTINGS = {"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations": 1, "patch_size": "8,32,32"}
+#: the session's smoke run (tests/_fixtures_train.py) is the uninterrupted reference: the same settings
+SETTINGS = {"epochs": 3, "iterations_per_epoch": 8}
+EPOCHS = SETTINGS["epochs"]
+#: seeds the kill time (the same point on every run; change it to probe other points)
+KILL_SEED = 0
 #: the subprocess: one torch thread (as the in-process reference), then the real CLI
 CHILD = "import sys, torch; torch.set_num_threads(1); from sam3dlib.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def _argv(store: Path, out: Path, cache: Path) -> list[str]:
+def _argv(store: Path, out: Path, cache: Path | None) -> list[str]:
     argv = ["train", "table1_synapse", "--profile", "smoke", "--data", str(store), "--out", str(out),
-            "--no-evaluate", "--no-progress", "--set", f"cache_dir={cache}"]
+            "--no-evaluate", "--no-progress"]
+    if cache is not None:
+        argv += ["--set", f"cache_dir={cache}"]
     for k, v in SETTINGS.items():
         argv += ["--set", f"{k}={v}"]
     return argv
-
-
-def _config(cache: Path):
-    values = {k: v for k, v in SETTINGS.items() if k != "patch_size"}
-    return get_config("table1_synapse", "smoke", patch_size=(8, 32, 32), cache_dir=str(cache), **values)
 
 
 def _epochs_logged(run: Path) -> pd.DataFrame | None:
@@ -66,27 +64,25 @@ def _assert_nothing_half_written(run: Path, cache: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(synapse_store, tmp_path_factory):
-    """The uninterrupted run (in-process, one thread) the killed-and-resumed one must equal."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        root = tmp_path_factory.mktemp("interrupt")
-        cache = root / "cache"
-        run = train(_config(cache), synapse_store, root / "reference", progress=False)
-        return {"root": root, "cache": cache, "state": load_checkpoint(run / "checkpoints" / "latest.pt"), "run": run}
-    finally:
-        torch.set_num_threads(threads)
+def reference(smoke_run, synapse_store):
+    """The uninterrupted run the killed-and-resumed one must equal: the session's smoke run (in-process,
+    one thread, the same settings; its feature cache is the store's default one)."""
+    cfg = smoke_run["config"]
+    assert {k: getattr(cfg, k) for k in SETTINGS} == SETTINGS and cfg.cache_dir is None
+    run = smoke_run["run"]
+    return {"cache": synapse_store / "feature_cache", "state": load_checkpoint(run / "checkpoints" / "latest.pt"),
+            "run": run}
 
 
 @pytest.mark.parametrize("when", ["after an epoch", "at start"])
 def test_sigkill_then_resume_equals_uninterrupted(reference, synapse_store, tmp_path, one_thread, when):
-    rng = random.Random()  # a different point each time; printed on failure
+    rng = random.Random(f"{KILL_SEED}-{when}")  # a fixed point per case, so a failure can be rerun; printed on failure
     # "at start" uses its own cache folder so the kill can land while features are being encoded
-    cache = reference["cache"] if when == "after an epoch" else tmp_path / "cache"
+    own_cache = None if when == "after an epoch" else tmp_path / "cache"
+    cache = reference["cache"] if own_cache is None else own_cache
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "agg"}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *_argv(synapse_store, run, cache)], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *_argv(synapse_store, run, own_cache)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         t0 = time.monotonic()
@@ -108,12 +104,13 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, synapse_store, tmp_
             proc.wait()
         proc.stderr.close()
     logged = _epochs_logged(run)
-    point = f"killed {delay:.2f} s after {when} (log: {0 if logged is None else len(logged)} epochs)"
+    point = (f"killed {delay:.2f} s after {when} (KILL_SEED {KILL_SEED}; log: {0 if logged is None else len(logged)} "
+             "epochs)")
     if when == "after an epoch":
         assert killed and proc.returncode == -signal.SIGKILL, f"the run finished before the kill ({point})"
     _assert_nothing_half_written(run, cache)
 
-    assert main(_argv(synapse_store, run, cache) + ["--resume"]) == 0, point
+    assert main(_argv(synapse_store, run, own_cache) + ["--resume"]) == 0, point
     resumed = load_checkpoint(run / "checkpoints" / "latest.pt")
     ref = reference["state"]
     assert resumed["epoch"] == ref["epoch"] == EPOCHS, point

@@ -79,7 +79,7 @@ def test_empty_mask_conventions(pred, gt, convention, dsc, hd) -> None:
 
 
 def test_strict_hd95_never_improves_by_missing() -> None:
-    """Issue 14 F: under the strict convention a missed structure must not lower the mean HD95
+    """Under the strict convention a missed structure must not lower the mean HD95
     (it scored NaN and was left out of the mean, so missing a spleen improved the average)."""
     spec = get_spec("lung")
     gt = np.zeros((6, 6, 6), np.int16)

@@ -7,7 +7,7 @@ import torch
 from sam3dlib import build_sam3d
 from sam3dlib.data.specs import get_spec
 
-# (num_classes, in_channels, crop, skip) -> trainable parameters (paper Tables 1-5, see issue 2)
+# (num_classes, in_channels, crop, skip) -> trainable parameters (paper Tables 1-5)
 PARAM_CASES = [
     ("synapse", 14, 1, 176, True, 1_880_258),
     ("acdc", 4, 1, 160, True, 1_879_668),

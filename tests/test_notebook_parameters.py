@@ -41,9 +41,9 @@ def test_papermill_parameters_take_effect(name, params):
 
 #: notebooks that are not about a paper table (a user's own dataset, the encoder comparison): no paper
 #: dataset, protocol or seed list; their own knobs, under the shared names where they apply
-OWN_DATA_NOTEBOOKS = {"08_your_dataset.ipynb": {"raw_dir", "data_dir", "encoder", "sam_checkpoint", "profile", "fold",
+OWN_DATA_NOTEBOOKS = {"08_your_dataset.ipynb": {"raw_dir", "data_dir", "encoder", "encoder_weights", "profile", "fold",
                                                 "device", "plan", "overrides", "out_dir"},
-                      "09_encoder_comparison.ipynb": {"encoders", "sam_checkpoint", "profile", "seed", "out_dir"}}
+                      "09_encoder_comparison.ipynb": {"encoders", "encoder_weights", "profile", "seed", "out_dir"}}
 
 
 @pytest.mark.parametrize("name", sorted(OWN_DATA_NOTEBOOKS))

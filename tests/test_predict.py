@@ -69,7 +69,7 @@ def test_cli_predict_rejects_folder_to_file(smoke_run, tmp_path):
                  str(tmp_path / "x.nii.gz")]) == 2
 
 
-# ---------------------------------------------------------------- issue 14: case identity, geometry
+# ---------------------------------------------------------------- case identity, geometry
 
 
 def _copy_test_scan(store: PreparedDataset, folder, name: str) -> str:
@@ -120,7 +120,7 @@ def test_predict_folder_failure_leaves_nothing(smoke_run, synapse_store, tmp_pat
 
 
 def test_same_scan_in_another_storage_order_gives_the_same_physical_mask(smoke_run, synapse_store, tmp_path):
-    """Issue 14 D: axes stored as x, z, y (matching affine) predicted a liver DSC of 0.05 instead of 0.91."""
+    """Axes stored as x, z, y (matching affine) predicted a liver DSC of 0.05 instead of 0.91."""
     from nibabel.orientations import apply_orientation, inv_ornt_aff
 
     store = PreparedDataset(synapse_store)
@@ -139,7 +139,7 @@ def test_same_scan_in_another_storage_order_gives_the_same_physical_mask(smoke_r
 
 
 def test_predict_output_carries_an_acdc_style_header(smoke_run, synapse_store, tmp_path):
-    """Issue 14 A through ``sam3d predict``: qform 0.8 x 0.8 x 2.5 mm, sform unit scale (as ACDC)."""
+    """Through ``sam3d predict``: qform 0.8 x 0.8 x 2.5 mm, sform unit scale (as ACDC)."""
     import SimpleITK as sitk
 
     store = PreparedDataset(synapse_store)
@@ -160,7 +160,7 @@ def test_predict_output_carries_an_acdc_style_header(smoke_run, synapse_store, t
 
 
 def test_test_case_without_label_is_not_silently_left_out(smoke_run, synapse_store, tmp_path):
-    """Issue 14 C: a deleted test label made the summary score 1 of 2 cases, silently."""
+    """A deleted test label made the summary score 1 of 2 cases, silently."""
     from _fixtures_train import copy_store
 
     from sam3dlib.data.store import MissingLabelError, case_paths

@@ -1,6 +1,6 @@
 """Real data: nilearn's MNI152 template at 4 mm. A linear probe on LiteMedSAM's frozen embeddings
 separates grey from white matter on slices above the training ones, well above a floor and above
-the same network randomly initialised (issue 12: pretraining must show)."""
+the same network randomly initialised (pretraining must show)."""
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +43,8 @@ def _probe_dsc(pretrained: bool, slabs) -> float:
     train, test = slabs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_sam3d(len(MNI_LABELS), image_size=CROP, encoder="litemedsam", pretrained=pretrained,
-                            encoder_pool=1)  # the unpooled grid
+        model = build_sam3d(len(MNI_LABELS), image_size=CROP, encoder="litemedsam",
+                            encoder_weights=None if pretrained else "random", encoder_pool=1)  # unpooled grid
         xtr, ytr = _features(model, train)
         xte, yte = _features(model, test)
         mean, std = xtr.mean(0), xtr.std(0) + 1e-6

@@ -355,7 +355,7 @@ def test_a_device_error_names_the_flag_of_the_command_that_printed_it(smoke_run,
 
 def test_a_run_config_without_settings_of_its_version_is_refused_naming_both_versions(tmp_path):
     """An older config.json lacking mirror_tta and sw_overlap is not read with today's defaults."""
-    from sam3dlib.config import ExperimentConfig
+    from sam3dlib.config import CONFIG_FORMAT, ExperimentConfig
     from sam3dlib.study.registry import get_config
     from sam3dlib.utils.errors import ConfigError
 
@@ -364,16 +364,16 @@ def test_a_run_config_without_settings_of_its_version_is_refused_naming_both_ver
     path = tmp_path / "config.json"
     path.write_text(json.dumps(values))
     with pytest.raises(ConfigError, match=r"written by sam3dlib \(version not recorded\) \(config format 1\) without "
-                                          r"the setting\(s\) mirror_tta, sw_overlap; sam3dlib \S+ \(config format 2\)"):
+                                          rf"the setting\(s\) mirror_tta, sw_overlap; sam3dlib \S+ \(config format {CONFIG_FORMAT}\)"):
         ExperimentConfig.load(path)
-    path.write_text(json.dumps({**values, "mirror_tta": True, "sw_overlap": 0.5, "config_format": 3,
+    path.write_text(json.dumps({**values, "mirror_tta": True, "sw_overlap": 0.5, "config_format": CONFIG_FORMAT + 1,
                                 "sam3dlib_version": "9.0"}))
-    with pytest.raises(ConfigError, match=r"written by sam3dlib 9.0 \(config format 3\), which sam3dlib"):
+    with pytest.raises(ConfigError, match=rf"written by sam3dlib 9.0 \(config format {CONFIG_FORMAT + 1}\), which sam3dlib"):
         ExperimentConfig.load(path)
 
 
 def test_a_setting_added_later_is_filled_with_what_the_older_version_did(tmp_path):
-    from sam3dlib.config import ExperimentConfig
+    from sam3dlib.config import CONFIG_FORMAT, ExperimentConfig
     from sam3dlib.study.registry import get_config
     from sam3dlib.utils.errors import InputNote
 
@@ -386,7 +386,7 @@ def test_a_setting_added_later_is_filled_with_what_the_older_version_did(tmp_pat
         loaded = ExperimentConfig.load(path)
     assert loaded.fast_attention is False and loaded.optimizer == "sgd"
     written = json.loads(cfg.to_json())
-    assert written["config_format"] == 2 and written["sam3dlib_version"]
+    assert written["config_format"] == CONFIG_FORMAT and written["sam3dlib_version"]
     path.write_text(cfg.to_json())
     assert ExperimentConfig.load(path) == cfg
 
@@ -395,7 +395,7 @@ def test_a_training_checkpoint_of_another_format_is_described_as_such(tmp_path):
     import torch
 
     from sam3dlib.modeling.run_checkpoint import load_checkpoint
-    from sam3dlib.modeling.sam_checkpoint import CheckpointError
+    from sam3dlib.modeling.weights_file import CheckpointError
 
     path = tmp_path / "best.pt"
     torch.save({"format": 2, "sam3dlib_version": "0.9.0", "decoder": {}}, path)
@@ -407,7 +407,8 @@ def test_a_training_checkpoint_of_another_format_is_described_as_such(tmp_path):
 def test_a_dataparallel_sam_checkpoint_is_read_and_the_prefix_reported(sam_vit_tiny_checkpoint, tmp_path):
     import torch
 
-    from sam3dlib.modeling.sam_checkpoint import CheckpointNote, load_encoder_state
+    from sam3dlib.modeling.encoders import load_encoder_state
+    from sam3dlib.modeling.weights_file import CheckpointNote
 
     state = torch.load(sam_vit_tiny_checkpoint, weights_only=True)
     wrapped = tmp_path / "finetuned.pth"
@@ -421,7 +422,7 @@ def test_checkpoint_refusals_are_one_accurate_line(sam_vit_tiny_checkpoint, tmp_
     """No ANSI codes, no advice to load untrusted code, 'incomplete' only for an incomplete file."""
     import torch
 
-    from sam3dlib.modeling.sam_checkpoint import CheckpointError, read_state_dict
+    from sam3dlib.modeling.weights_file import CheckpointError, read_state_dict
 
     pickled = tmp_path / "model.pth"
     torch.save(torch.nn.Linear(2, 2), pickled)

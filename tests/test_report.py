@@ -70,7 +70,7 @@ def test_our_rows_from_result_file(tmp_path):
     assert avg["value"].tolist() == [pytest.approx(75.0)]  # x100 like the paper
     hd = ours[(ours["metric"] == "HD95") & (ours["region"] == "average")]
     assert hd["value"].tolist() == [pytest.approx(12.0)]  # HD95 unscaled
-    assert set(ours["encoder_checkpoint"]) == {"random init"} and set(ours["data"]) == {"phantom"}
+    assert set(ours["encoder_weights"]) == {"random init"} and set(ours["data"]) == {"phantom"}
     assert set(ours["params_m"]) == {1.88}
 
 

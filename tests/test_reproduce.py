@@ -11,7 +11,7 @@ import pytest
 
 from sam3dlib.cli import main as cli_main
 from sam3dlib.study import report
-from sam3dlib.study.inputs import CHECKPOINT_URL, MissingInputError, check_inputs
+from sam3dlib.study.inputs import ENCODER_WEIGHTS_URL, MissingInputError, check_inputs
 from sam3dlib.study.reproduce import MissingDependencyError, notebooks_dir, render_html, reproduce_table
 from sam3dlib.study.run_folders import select_run_dir
 from sam3dlib.utils.finished import FINISHED, mark_finished
@@ -37,24 +37,25 @@ def test_missing_data_message(tmp_path, table, datasets, source):
         assert f"missing prepared dataset folder {tmp_path / 'data' / ds}" in msg
         assert f"sam3d prepare {ds} --raw" in msg
     assert source in msg
-    assert "checkpoint" not in msg  # smoke uses the stand-in encoder
+    assert "weights" not in msg  # smoke uses the stand-in encoder
 
 
-def test_missing_checkpoint_message(tmp_path):
+def test_missing_encoder_weights_message(tmp_path):
     ckpt = tmp_path / "checkpoints" / "sam_vit_b_01ec64.pth"
     with pytest.raises(MissingInputError) as err:
         check_inputs(1, "paper", None, ckpt)
-    assert f"missing SAM checkpoint file {ckpt}" in str(err.value) and CHECKPOINT_URL in str(err.value)
+    assert f"missing encoder weights file {ckpt}" in str(err.value) and ENCODER_WEIGHTS_URL in str(err.value)
     check_inputs(1, "smoke", None, ckpt)  # not needed by smoke
 
 
 def test_reproduce_stops_before_any_work(tmp_path):
     out = tmp_path / "results" / "table2"
     with pytest.raises(MissingInputError, match="acdc"):
-        reproduce_table(2, profile="quick", data_dir=tmp_path / "data", checkpoint=tmp_path / "none.pth", out=out)
+        reproduce_table(2, profile="quick", data_dir=tmp_path / "data", encoder_weights=tmp_path / "none.pth",
+                        out=out)
     assert not out.exists()
     code = cli_main(["reproduce", "2", "--profile", "quick", "--data-dir", str(tmp_path / "data"),
-                     "--checkpoint", str(tmp_path / "none.pth"), "--out", str(out)])
+                     "--encoder-weights", str(tmp_path / "none.pth"), "--out", str(out)])
     assert code == 2 and not out.exists()
 
 
@@ -153,7 +154,7 @@ def test_make_reproduce_table1_smoke_end_to_end(tmp_path):
     assert list(table.columns) == report.ALL_COLUMNS
     assert "SAM3D" in set(table["method"]) and "UNETR++" in set(table["method"])  # paper rows
     ours = table[table["method"] == "SAM3D (this run)"]
-    assert set(ours["data"]) == {"phantom"} and set(ours["encoder_checkpoint"]) == {"random init"}
+    assert set(ours["data"]) == {"phantom"} and set(ours["encoder_weights"]) == {"random init"}
     assert set(ours["profile"]) == {"smoke"} and set(ours["seeds"].astype(str)) == {"0 1"}
     assert (ours["n_seeds"] == 2).all() and ours["sd"].notna().all()
     md = (run / "table1.md").read_text()

@@ -112,7 +112,7 @@ def malicious(tmp_path):
 
 def test_malicious_checkpoints_are_refused(malicious, tmp_path):
     from sam3dlib.modeling.run_checkpoint import load_checkpoint
-    from sam3dlib.modeling.sam_checkpoint import CheckpointError, read_state_dict
+    from sam3dlib.modeling.weights_file import CheckpointError, read_state_dict
 
     path, marker = malicious
     with pytest.raises(ValueError, match="cannot be read"):

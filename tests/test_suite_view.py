@@ -184,7 +184,7 @@ def test_comparison_table_highlights_our_rows_and_marks_missed():
     assert re.search(r'<tr class="ours"><th>SAM3D \(this run\)</th>', page)
     assert '<tr class="paper"><th>UNETR++</th>' in page and "tr.ours{background" in page
     row = t.formatted().loc["SAM3D (this run)"]
-    assert row["DSC RKid"] == "0.00 (missed)" and row["DSC LKid"] == "50.00"
+    assert row["RKid"] == "0.00 (missed)" and row["LKid"] == "50.00" and row["Params"] == "1.88"
     assert "(missed)" in t.caption
 
 
@@ -200,7 +200,7 @@ def _fake_run(tmp_path: Path, protocol: str = "paper") -> Path:
     exp.mkdir(parents=True)
     (run / "params.json").write_text(json.dumps({"table": "1", "profile": "paper", "seeds": [0]}))
     (exp / "provenance.json").write_text(json.dumps({
-        "dataset": "synapse", "phantom": True, "encoder": "vit_b", "encoder_checkpoint": "/x/sam_vit_b_01ec64.pth",
+        "dataset": "synapse", "phantom": True, "encoder": "vit_b", "encoder_weights": "/x/sam_vit_b_01ec64.pth",
         "encoder_sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", "random_encoder": False,
         "git_commit": "0123abcd", "git_dirty": False, "python": "3.11.7", "packages": {"torch": "2.14.1"},
         "device": "cuda:0 (NVIDIA H200)", "protocol": protocol, "seed": 0,
@@ -369,3 +369,17 @@ def test_demo_summary_is_one_page_with_the_run_facts(tmp_path):
     for fact in ("165 s on 2 threads", "abc123", "litemedsam: 67.7 %", "grey matter", "slab_0", "Randomly initialised",
                  "inferior slabs train"):
         assert fact in page, fact
+
+
+
+def test_demo_overlay_note_places_the_slab_in_the_volume_with_its_dsc():
+    """The demo's test slabs are parts of one volume: the overlay counts slices from the volume's
+    first slice (``slice_offset``) and carries the slab's own DSC."""
+    from sam3dlib.study.mri_demo import MRIDemoSettings, slab_note
+
+    per_case = pd.DataFrame({"case_id": ["mni152_009"] * 3, "region": ["GM", "WM", "average"],
+                             "metric": ["DSC"] * 3, "value": [0.747, 0.608, 0.68]})
+    s = MRIDemoSettings()
+    assert slab_note(per_case, "mni152_009", 40, 46, s) == (
+        f"test slab mni152_009: slices 40-45 of the {s.resolution} mm volume (inferior to superior); "
+        "this slab's DSC %: GM 74.7, WM 60.8")

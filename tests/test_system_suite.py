@@ -178,7 +178,7 @@ def test_demo_summary_in_chromium_shows_figures(tmp_path):
     from sam3dlib.study.mri_demo import MRIDemoSettings, run_mri_demo
 
     settings = dataclasses.replace(MRIDemoSettings(), resolution=4, slab=2, gap=2, crop=64, steps=4, eval_every=2,
-                                   train_slabs=1, test_slabs=1)
+                                   test_slabs=1)
     out = tmp_path / "demo"
     run_mri_demo(out, settings=settings)
     page = write_demo_summary(out)

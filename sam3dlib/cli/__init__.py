@@ -32,12 +32,23 @@ def device_type(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def renamed_option(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Accept the old spelling ``old`` only to stop with one line naming the new one (exit code 2)."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, p, namespace, values, option_string=None):  # noqa: ANN001 - argparse's signature
+            print(f"{p.prog}: error: {old} was renamed: use {new}", file=sys.stderr)
+            sys.exit(2)
+
+    parser.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)
+
+
 def announce_encoder_weights(path) -> None:
     """Print which official SAM checkpoint ``path`` is (md5-verified under an official name; a
     ``CheckpointError`` when that file is not the official one), or that it is not verified."""
     from pathlib import Path
 
-    from sam3dlib.modeling.sam_checkpoint import official_identity
+    from sam3dlib.modeling.encoders.sam_vit import official_identity
 
     if path is None or not Path(path).is_file():
         return

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from sam3dlib.study.inputs import DEFAULT_CHECKPOINT
+from sam3dlib.cli import renamed_option
+from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train and evaluate SAM3D with a pretrained encoder on a real MRI (or on phantoms)",
         description="mri (default): LiteMedSAM encoder, MNI152 grey/white matter, inferior slabs train, superior "
         "slabs test; writes results/demo/table.{csv,md}, overlays, curves, demo.json. phantoms: Synapse-like "
-        "phantoms, ViT-B (random, or CHECKPOINT when it exists), Table 1's layout.",
+        "phantoms, ViT-B (random, or ENCODER_WEIGHTS when the file exists), Table 1's layout.",
     )
     p.add_argument("--task", choices=("mri", "phantoms"), default="mri", help="default: %(default)s")
     p.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
@@ -29,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mri: also train with the same encoder architecture randomly initialised (same grid, budget)")
     p.add_argument("--encoder", default=None, help="mri: registry encoder (default: litemedsam)")
     p.add_argument("--steps", type=int, default=None, help="mri: decoder training steps")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
-                   help="phantoms: SAM ViT-B checkpoint, used when the file exists (default: %(default)s)")
+    p.add_argument("--encoder-weights", default=str(DEFAULT_ENCODER_WEIGHTS),
+                   help="phantoms: SAM ViT-B weights file, used when it exists (default: %(default)s)")
+    renamed_option(p, "--checkpoint", "--encoder-weights FILE")
     p.add_argument("--epochs", type=int, default=None, help="phantoms: override the demo's number of epochs")
     p.set_defaults(func=run)
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from sam3dlib.study.demo import run_demo
 
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
-    result = run_demo(args.out, seed=args.seed, checkpoint=args.checkpoint, **overrides)
+    result = run_demo(args.out, seed=args.seed, encoder_weights=args.encoder_weights, **overrides)
     print(result.table.to_markdown())
     print(result.message())
     print(f"written to {result.out_dir}: table1.csv, table1.md, table1.html, overlays.png, dsc_bars.png, per_case_dsc.png, demo.json")

@@ -15,8 +15,7 @@ from sam3dlib.cli import UserError
 from sam3dlib.data.specs import DATASETS, DatasetSpec, get_spec
 from sam3dlib.evaluation import metrics
 from sam3dlib.evaluation.evaluator import evaluate_folders
-from sam3dlib.study.report import write_csv_atomic
-from sam3dlib.utils.fileio import check_output_dir
+from sam3dlib.utils.fileio import atomic_write_csv, check_output_dir
 
 
 def resolve_spec(dataset: str | Path) -> DatasetSpec:
@@ -71,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out folder")
     per_case = evaluate_folders(spec, args.pred, args.gt, args.convention, args.resample_to_gt)
     summary = metrics.aggregate(per_case, spec, brats_average=args.brats_average)
-    write_csv_atomic(per_case, args.out / "per_case.csv")
-    write_csv_atomic(summary, args.out / "summary.csv")
+    atomic_write_csv(args.out / "per_case.csv", per_case)
+    atomic_write_csv(args.out / "summary.csv", summary)
     n_cases = per_case["case_id"].nunique()
     units = {"paper": "the authors' scripts: HD95 in voxels, 0 for a missed structure",
              "strict": "HD95 in mm, a missed structure scores the image diagonal",

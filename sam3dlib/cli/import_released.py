@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sam3dlib.study.inputs import DEFAULT_CHECKPOINT
+from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder to write")
     p.add_argument("--data", type=Path, default=None,
                    help="the dataset's prepared store (default: data/DATASET): its preprocessing statistics")
-    p.add_argument("--encoder-weights", type=Path, default=DEFAULT_CHECKPOINT,
-                   help=f"official SAM ViT-B file (default: {DEFAULT_CHECKPOINT}; verified by md5 under that name)")
+    p.add_argument("--encoder-weights", type=Path, default=DEFAULT_ENCODER_WEIGHTS,
+                   help=f"official SAM ViT-B file (default: {DEFAULT_ENCODER_WEIGHTS}; verified by md5 under that name)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config setting of the run (e.g. device=cpu)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
@@ -38,9 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.overrides, experiment_of(args.dataset))
     enc = args.encoder_weights
+    if "encoder_weights" in overrides:  # --set encoder_weights=... says the same as --encoder-weights
+        given = overrides.pop("encoder_weights")
+        enc = Path(given) if given is not None else None
     if overrides.get("encoder", "vit_b") == "vit_tiny":  # the tests' stand-in encoder has no weights file
         enc = None
-    elif not enc.is_file():
+    elif enc is None or not enc.is_file():
         raise UserError(f"--encoder-weights {enc} does not exist; sam3d download sam-vit-b --to {enc.parent}")
     else:
         announce_encoder_weights(enc)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sam3dlib.cli import UserError, device_type
+from sam3dlib.cli import UserError, device_type, renamed_option
 from sam3dlib.utils.devices import DEVICE_CHOICES
 
 #: Ctrl-C: what stopped and how to go on (``sam3d`` prints it as one line)
@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", required=True, type=Path, nargs="+",
                    help="NIfTI file, one file per modality, or a folder")
     p.add_argument("-o", "--output", required=True, type=Path, help="label file (.nii.gz) or folder")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="default: best")
+    p.add_argument("--which", choices=("best", "latest"), default="best",
+                   help="the run's checkpoint: best (highest smoothed validation Dice) or latest (default: best)")
+    renamed_option(p, "--checkpoint", "--which best|latest")
     p.add_argument("--device", type=device_type, default="auto", help=f"{DEVICE_CHOICES} (default: auto)")
     p.add_argument("--overwrite", action="store_true",
                    help="folder input: predict cases whose output already exists again (default: skip them, "
@@ -84,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.step_size is not None:
         check_step_size(args.step_size)  # before loading the model
     with warnings_as_lines("predict", UnfinishedRunWarning):  # e.g. an unfinished run: one line
-        loaded = load_run(args.run, args.device, args.checkpoint)
-    announce_encoder_weights(loaded.config.sam_checkpoint)
+        loaded = load_run(args.run, args.device, args.which)
+    announce_encoder_weights(loaded.config.encoder_weights)
     loaded = loaded.with_options(mirror=False if args.no_mirror else None, step_size=args.step_size)
     if folder_in:
         written = predict_folder(loaded, inputs[0], args.output, progress=not args.no_progress,

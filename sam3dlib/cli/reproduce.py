@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam3dlib.cli import device_type
+from sam3dlib.cli import device_type, renamed_option
 from sam3dlib.config import PROFILES
 from sam3dlib.modeling.models import MODELS
-from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, MissingInputError
+from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, MissingInputError
 from sam3dlib.study.notebook_params import LAUNCHERS
 from sam3dlib.utils.devices import DEVICE_CHOICES
 
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
         help="regenerate a paper table (1-5) with papermill, side by side with the paper's numbers",
-        description="Checks the data and checkpoint first, then executes notebooks/0N_*.ipynb into "
+        description="Checks the data and the encoder weights first, then executes notebooks/0N_*.ipynb into "
         "OUT/runs/<run id>/ and points OUT/latest at it.",
     )
     p.add_argument("table", help="paper table: 1, 2, 3, 4 or 5")
@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default="data", help="folder with prepared stores DATA_DIR/<dataset>/ (default: data)")
     p.add_argument("--phantoms", action="store_true",
                    help="use the built-in phantoms instead of --data-dir (a stand-in: tests the pipeline, not the paper)")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="SAM ViT-B checkpoint (not used by --profile smoke)")
+    p.add_argument("--encoder-weights", default=str(DEFAULT_ENCODER_WEIGHTS),
+                   help="SAM ViT-B weights file (default: %(default)s; not used by --profile smoke)")
+    renamed_option(p, "--checkpoint", "--encoder-weights FILE")
     p.add_argument("--seeds", default="0", help='seeds, e.g. "0 1 2" (the table shows mean ± sd)')
     p.add_argument("--models", default="sam3d",
                    help='models to train, e.g. "sam3d unetr nnunet" (the paper\'s baselines retrained under the same '
@@ -91,21 +93,21 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out or f"results/table{args.table}"
     if args.profile != "smoke":
-        announce_encoder_weights(args.checkpoint)
+        announce_encoder_weights(args.encoder_weights)
     local = args.launcher == "local" and not args.dry_run  # a SLURM grid's dry run states its own estimate
     if local and (args.estimate == "yes" or (args.estimate == "auto" and args.profile != "smoke")):
         from sam3dlib.study.reproduce import estimate_table
 
         try:
             for line in estimate_table(args.table, args.profile, None if args.phantoms else args.data_dir,
-                                       args.checkpoint, args.seeds, args.device):
+                                       args.encoder_weights, args.seeds, args.device):
                 print(line, flush=True)
         except MissingInputError:
             pass  # reproduce_table names every missing input below
     try:
         run_dir = reproduce_table(
             args.table, profile=args.profile, data_dir=None if args.phantoms else args.data_dir,
-            checkpoint=args.checkpoint, seeds=args.seeds, out=out, force=args.force, device=args.device,
+            encoder_weights=args.encoder_weights, seeds=args.seeds, out=out, force=args.force, device=args.device,
             progress=not args.quiet,
             launcher=args.launcher, cluster=cluster_overrides(args), cluster_config=args.cluster_config,
             dry_run=args.dry_run, wait=not args.no_wait, tflops=args.tflops, kernel=args.kernel,

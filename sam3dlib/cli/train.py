@@ -5,7 +5,7 @@ Examples::
 
     sam3d train custom --data data/heart --out runs/heart --profile quick --fold 0   # your own dataset
 
-    sam3d train table1_synapse --data data/synapse --out runs/t1 --profile paper --set sam_checkpoint=checkpoints/sam_vit_b_01ec64.pth
+    sam3d train table1_synapse --data data/synapse --out runs/t1 --profile paper --set encoder_weights=checkpoints/sam_vit_b_01ec64.pth
     sam3d train table2_acdc --data data/acdc --out runs/t2 --profile quick --set patch_size=14,160,160
     sam3d train table1_synapse --data data/synapse --out runs/t1-unetr --set model=unetr   # a retrained baseline
     sam3d train table1_synapse --data data/synapse --out runs/t1-nnunet --set model=nnunet --set time_budget_s=3600
@@ -92,13 +92,15 @@ def resume_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from sam3dlib.cli import announce_encoder_weights
+    from sam3dlib.modeling.constants import RANDOM_WEIGHTS
     from sam3dlib.pipeline import run_experiment
     from sam3dlib.training import train
 
     config = resume_config(args) if args.resume else None
     if config is None:
         config = _config(args)
-    announce_encoder_weights(config.sam_checkpoint)
+    if config.encoder_weights != RANDOM_WEIGHTS:
+        announce_encoder_weights(config.encoder_weights)
     if args.estimate == "yes" or (args.estimate == "auto" and config.profile != "smoke"):
         print_estimate(config, args.data)
     if args.resume and args.force:

@@ -20,39 +20,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sam3dlib.data.specs import DATASETS, PLAN_KEY, DatasetSpec, paper_spec_dict
+from sam3dlib.data.specs import DATASETS, PLAN_KEY, DatasetSpec, committed_plan, paper_spec_dict
 from sam3dlib.data.splits import Split, get_split, labelled_split_of, user_split
 from sam3dlib.utils.errors import ConfigError
-
-#: folder of the committed plans inside the package's resources
-PLANS_DIR = "plans"
 
 
 def paper_plan(name: str) -> dict[str, Any]:
     """The plan of a paper dataset, built from ``resources/datasets.json`` (what the committed
     file holds; :func:`committed_plan` reads the file)."""
     return DatasetSpec.from_dict(paper_spec_dict(name)).to_dict()
-
-
-@cache
-def _committed(name: str) -> str:
-    return resources.files("sam3dlib.resources").joinpath(PLANS_DIR).joinpath(f"{name}.json").read_text()
-
-
-def committed_plan(name: str) -> dict[str, Any]:
-    """The committed plan of ``synapse``, ``acdc``, ``lung`` or ``brats``.
-
-    Raises:
-        ConfigError: ``name`` is not one of them.
-    """
-    if name not in DATASETS:
-        raise ConfigError(f"no committed plan for {name!r}; the paper's datasets are {', '.join(DATASETS)}")
-    return json.loads(_committed(name))
 
 
 def write_committed_plans(folder: str | Path) -> list[Path]:

@@ -139,10 +139,29 @@ def paper_spec_dict(name: str) -> dict[str, Any]:
             "channel_names": list(channels), "split": "shipped", "hd95": "paper"}
 
 
+#: folder of the committed plans inside the package's resources
+PLANS_DIR = "plans"
+
+
+@cache
+def _committed(name: str) -> str:
+    return resources.files("sam3dlib.resources").joinpath(PLANS_DIR).joinpath(f"{name}.json").read_text()
+
+
+def committed_plan(name: str) -> dict[str, Any]:
+    """The committed plan of ``synapse``, ``acdc``, ``lung`` or ``brats`` (``resources/plans/<name>.json``;
+    :mod:`sam3dlib.data.plans` builds and reads plans).
+
+    Raises:
+        ConfigError: ``name`` is not one of them.
+    """
+    if name not in DATASETS:
+        raise ConfigError(f"no committed plan for {name!r}; the paper's datasets are {', '.join(DATASETS)}")
+    return json.loads(_committed(name))
+
+
 def get_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``synapse``, ``acdc``, ``lung`` or ``brats`` (their committed plans)."""
-    from sam3dlib.data.plans import committed_plan
-
     key = name.lower()
     if key not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (a dataset of your own "

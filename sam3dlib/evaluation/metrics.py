@@ -1,6 +1,6 @@
 """Dice and HD95 per region, per-case tables and the tables' aggregation.
 
-Two conventions (``shared/reference/evaluation.md`` section 2):
+Two conventions (docs/REFERENCE.md, "Evaluation"):
 
 - ``"paper"`` follows the authors' ``inference_*.py`` scripts: HD95 is MedPy's (95th
   percentile of the pooled symmetric surface distances, connectivity 1) in **voxel units**

@@ -22,10 +22,11 @@ from tqdm import tqdm  # text bars: no widgets (they need a widget-aware front e
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.data.io import DataFileError, channel_case_id, nifti_stem, read_header_shape
 from sam3dlib.data.plans import spec_from_meta
+from sam3dlib.modeling.constants import RANDOM_WEIGHTS
 from sam3dlib.modeling.factory import build_model
 from sam3dlib.modeling.run_checkpoint import BEST, LATEST, load_checkpoint
 from sam3dlib.modeling.sam3d import SAM3D
-from sam3dlib.modeling.sam_checkpoint import file_sha256
+from sam3dlib.modeling.weights_file import file_sha256
 from sam3dlib.utils.devices import resolve_device
 from sam3dlib.utils.errors import ConfigError, MissingFileError, UserInputError
 from sam3dlib.utils.fileio import read_json
@@ -97,7 +98,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
         device_flag: how the calling command sets the device (named in a device error).
 
     Raises:
-        RunError: missing or unreadable files (invalid JSON), or the encoder checkpoint changed
+        RunError: missing or unreadable files (invalid JSON), or the encoder weights file changed
             since training.
         ConfigError: the run's ``config.json`` is invalid (names the file).
 
@@ -116,14 +117,19 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
     config = ExperimentConfig.load(run / "config.json")
     meta = read_json(run / "dataset_meta.json", RunError, expect=dict)
     prov = read_json(run / "provenance.json", RunError, expect=dict)
-    if config.sam_checkpoint is not None:
-        if not Path(config.sam_checkpoint).is_file():
-            raise RunError(f"the run's SAM checkpoint {config.sam_checkpoint} is missing; the frozen encoder "
-                           "is rebuilt from it (only the decoder is saved)")
-        sha = file_sha256(config.sam_checkpoint)
+    weights = config.encoder_weights
+    if weights is not None and weights != RANDOM_WEIGHTS:
+        if not Path(weights).is_file():
+            raise RunError(f"the run's encoder weights {weights} are missing; the frozen encoder "
+                           "is rebuilt from them (only the decoder is saved)")
+        sha = file_sha256(weights)
         if sha != prov.get("encoder_sha256"):
-            raise RunError(f"{config.sam_checkpoint} has sha256 {sha[:12]}..., the run was trained with "
+            raise RunError(f"{weights} has sha256 {sha[:12]}..., the run was trained with "
                            f"{str(prov.get('encoder_sha256'))[:12]}...: not the same encoder")
+    try:  # the checkpoint is read (weights only) before anything is built from the run's files
+        state = load_checkpoint(ckpt, map_location="cpu")
+    except ValueError as exc:
+        raise RunError(str(exc)) from exc
     dev = resolve_device(device, flag=device_flag)
     reuse_freed_host_memory(dev.type)
     # the dataset's spec is the plan kept in the run's copy of the store's dataset.json
@@ -132,10 +138,6 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", which: str = "bes
 
     if prov.get("encoder_fingerprint") and encoder_fingerprint(model) != prov["encoder_fingerprint"]:
         raise RunError(f"the rebuilt {config.encoder} encoder differs from the one {run} was trained with")
-    try:
-        state = load_checkpoint(ckpt, map_location="cpu")
-    except ValueError as exc:
-        raise RunError(str(exc)) from exc
     try:
         model.decoder.load_state_dict(state["decoder"])
     except RuntimeError as exc:

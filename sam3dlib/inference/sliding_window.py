@@ -1,6 +1,6 @@
 """Sliding-window inference with Gaussian blending and mirroring test-time augmentation.
 
-Follows the authors' nnU-Net v1 inference (``shared/reference/evaluation.md`` section 4) on
+Follows the authors' nnU-Net v1 inference (docs/REFERENCE.md, "Sliding window and mirroring") on
 top of :func:`monai.inferers.sliding_window_inference`:
 
 - windows of the training patch with 50% overlap; volumes smaller than the patch are

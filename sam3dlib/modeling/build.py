@@ -8,7 +8,6 @@ import torch
 from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.modeling.decoder import Decoder3D
 from sam3dlib.modeling.encoders import build_encoder, check_crop_size, embedding_pool, get_encoder_spec
-from sam3dlib.modeling.fast_attention import enable_fast_attention
 from sam3dlib.modeling.sam3d import SAM3D
 
 
@@ -17,14 +16,13 @@ def build_sam3d(
     in_channels: int = 1,
     image_size: tuple[int, int] | int = (176, 176),
     encoder: str = "vit_b",
-    checkpoint: str | os.PathLike | None = None,
+    encoder_weights: str | os.PathLike | None = None,
     skip: bool = True,
     deep_supervision: bool = True,
     encoder_dtype: torch.dtype | None = None,
     encoder_chunk_size: int = 32,
     fast_attention: bool = True,
     encoder_scale: float | None = None,
-    pretrained: bool = True,
     encoder_pool: int | None = None,
 ) -> SAM3D:
     """Build SAM3D for crops of ``image_size`` (H, W) pixels.
@@ -36,9 +34,10 @@ def build_sam3d(
             :func:`sam3dlib.modeling.encoders.check_crop_size` (paper ViTs: multiples of 16).
         encoder: a key of :data:`sam3dlib.modeling.encoders.ENCODERS`: ``vit_b``, ``vit_l``,
             ``vit_h``, ``litemedsam`` (or ``vit_tiny`` for tests).
-        checkpoint: weights file (official SAM/MedSAM ``.pth`` for the ViTs), or None for the
-            encoder's default weights (random ViT; LiteMedSAM from the installed package,
-            verified by size and sha256).
+        encoder_weights: weights file (official SAM/MedSAM ``.pth`` for the ViTs, a LiteMedSAM
+            ``.pth``), None for the encoder's default weights (random ViT; LiteMedSAM from the
+            installed package, verified by size and sha256), or ``"random"`` (the encoder's
+            architecture randomly initialised).
         skip: residual branches in the decoder (False = Table 5 ablation).
         deep_supervision: auxiliary heads at 1/2 and 1/4 resolution.
         encoder_dtype: autocast dtype for the encoder, e.g. ``torch.bfloat16``.
@@ -48,7 +47,6 @@ def build_sam3d(
             and GPU). False keeps segment-anything's own forward.
         encoder_scale: slices are resized by this factor before encoding; None: the encoder's
             default (crop size for the ViTs as in the paper, native 256 for LiteMedSAM).
-        pretrained: False builds the encoder architecture randomly initialised.
         encoder_pool: average-pool the slice embeddings by this factor before the decoder;
             None: the encoder's default (registry ``default_pool``: LiteMedSAM 4, the ViTs 1).
 
@@ -57,6 +55,7 @@ def build_sam3d(
         >>> model = build_sam3d(num_classes=14, image_size=(176, 176))   # Synapse
         >>> model = build_sam3d(num_classes=4, in_channels=4, image_size=64)  # BraTS
         >>> model = build_sam3d(num_classes=3, image_size=128, encoder="litemedsam")
+        >>> model = build_sam3d(num_classes=14, encoder_weights="checkpoints/sam_vit_b_01ec64.pth")
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -66,10 +65,8 @@ def build_sam3d(
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    net, source, sha = build_encoder(encoder, input_hw, checkpoint, pretrained)
+    net, source, sha = build_encoder(encoder, input_hw, encoder_weights, fast_attention)
     spec = get_encoder_spec(encoder)
-    if fast_attention and spec.family == "sam_vit":
-        enable_fast_attention(net)
     decoder = Decoder3D(in_channels * spec.channels, num_classes, skip=skip, deep_supervision=deep_supervision,
                         upsamplings=upsamplings)
     return SAM3D(

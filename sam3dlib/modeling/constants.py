@@ -16,6 +16,8 @@ SAM_IMAGE_SIZE = 1024
 DECODER_CHANNELS = (128, 64, 32, 16)
 #: Deep-supervision loss weights before normalisation (paper section 2).
 DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
+#: The ``encoder_weights`` value that asks for the encoder architecture randomly initialised.
+RANDOM_WEIGHTS = "random"
 #: Recorded in place of a checkpoint hash when the encoder is randomly initialised.
 RANDOM_INIT = "random init"
 #: Recorded in place of the encoder's name, weights and hash by a model without one (a retrained baseline).

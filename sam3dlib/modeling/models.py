@@ -61,6 +61,9 @@ class ModelEntry:
         if self.crop_multiple and any(int(s) % self.crop_multiple for s in patch_size):
             raise ValueError(f"the {self.name} model needs every crop side a multiple of {self.crop_multiple} "
                              f"(e.g. {baselines.round_up(patch_size, self.crop_multiple)})")
+        if self.name == "swinunetr" and all(int(s) == self.crop_multiple for s in patch_size):
+            raise ValueError(f"the swinunetr model needs one crop side of at least {2 * self.crop_multiple}: its "
+                             "instance-normalised bottleneck cannot train on a single voxel")
         if self.name == "nnunet":
             baselines.plan_dynunet(patch_size, spacing)
 
@@ -76,7 +79,7 @@ def _build_sam3d(config, spec) -> nn.Module:
         in_channels=spec.num_channels,
         image_size=tuple(config.patch_size[1:]),
         encoder=config.encoder,
-        checkpoint=config.sam_checkpoint,
+        encoder_weights=config.encoder_weights,
         skip=config.skip,
         deep_supervision=config.deep_supervision,
         encoder_dtype=torch_dtype(config.encoder_dtype),
@@ -84,7 +87,6 @@ def _build_sam3d(config, spec) -> nn.Module:
         fast_attention=config.fast_attention,
         encoder_scale=config.encoder_scale,
         encoder_pool=config.encoder_pool,
-        pretrained=config.encoder_weights == "pretrained",
     )
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from sam3dlib.data.safe_pickle import UnsafePickleError, safe_load_pickle_bytes
-from sam3dlib.modeling.sam_checkpoint import CheckpointError
+from sam3dlib.modeling.weights_file import CheckpointError
 from sam3dlib.utils.errors import MissingFileError
 
 #: The trainer's checkpoint files, in the order they are preferred (the paper's tables: model_best).

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam3dlib.modeling.sam_checkpoint import CheckpointError, load_problem
+from sam3dlib.modeling.weights_file import CheckpointError, load_problem
 from sam3dlib.utils.errors import MissingFileError
 from sam3dlib.utils.fileio import atomic_torch_save
 from sam3dlib.utils.version import package_version

@@ -19,7 +19,7 @@ from typing import Any
 
 from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.study import report
-from sam3dlib.study.inputs import DEFAULT_CHECKPOINT
+from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS
 from sam3dlib.utils.fileio import atomic_write_json
 
 #: The demo's training budget on top of ``get_config("table1_synapse", "quick")``. The small
@@ -62,18 +62,18 @@ class DemoResult:
                 f"({self.conditions.describe()}); wall time {self.seconds:.0f} s")
 
 
-def demo_config(seed: int = 0, checkpoint: str | os.PathLike | None = None, **overrides: Any):
+def demo_config(seed: int = 0, encoder_weights: str | os.PathLike | None = None, **overrides: Any):
     """The demo's :class:`~sam3dlib.config.ExperimentConfig` (Table 1 experiment, demo budget)."""
     from sam3dlib.study.registry import get_config
 
-    values = {**DEMO_OVERRIDES, "seed": seed, "sam_checkpoint": os.fspath(checkpoint) if checkpoint else None, **overrides}
+    values = {**DEMO_OVERRIDES, "seed": seed, "encoder_weights": os.fspath(encoder_weights) if encoder_weights else None, **overrides}
     return get_config("table1_synapse", profile="quick", **values)
 
 
 def run_demo(
     out: str | os.PathLike = "results/demo",
     seed: int = 0,
-    checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
+    encoder_weights: str | os.PathLike | None = DEFAULT_ENCODER_WEIGHTS,
     cache_root: str | os.PathLike | None = None,
     phantom_size: str = DEMO_PHANTOM_SIZE,
     **overrides: Any,
@@ -83,7 +83,7 @@ def run_demo(
     Args:
         out: output folder (its ``run/`` subfolder is replaced on each call).
         seed: training seed.
-        checkpoint: SAM ViT-B file, used only if it exists (else a random ViT-B).
+        encoder_weights: SAM ViT-B weights file, used only if it exists (else a random ViT-B).
         cache_root: where the phantom store is built (default ``~/.cache/sam3dlib/phantoms``).
         phantom_size: ``small`` (default, :data:`DEMO_PHANTOM_SIZE`) or ``tiny`` phantoms.
         **overrides: changes to the demo's config (e.g. ``epochs=2`` for a test).
@@ -97,12 +97,12 @@ def run_demo(
     from sam3dlib.study.phantom_data import ensure_phantom_data
     from sam3dlib.study.seed_runs import conditions_from_run
     from sam3dlib.study.table_figures import draw_figures
-    from sam3dlib.study.table_run import TableResult
+    from sam3dlib.study.table_result import TableResult
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = Path(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
+    ckpt = Path(encoder_weights) if encoder_weights is not None and Path(encoder_weights).is_file() else None
     data_dir = ensure_phantom_data("synapse", cache_root, seed=0, size=phantom_size)
     cfg = demo_config(seed, ckpt, **overrides)
     run_out = out / "run"
@@ -110,10 +110,10 @@ def run_demo(
         shutil.rmtree(run_out)
     run_dir = Path(run_experiment(cfg, data_dir / "synapse", run_out))
     summary = report.read_summary(run_dir / "summary.csv")
-    params = NotebookParams(encoder=cfg.encoder, sam_checkpoint=ckpt, profile="demo", seed=seed, seeds=(seed,), out_dir=out)
+    params = NotebookParams(encoder=cfg.encoder, encoder_weights=os.fspath(ckpt) if ckpt else None, profile="demo", seed=seed, seeds=(seed,), out_dir=out)
     cond = conditions_from_run(run_dir, params, "synapse", True, (seed,))
     if cond.profile != "demo":
-        cond = report.RunConditions(cond.encoder, cond.encoder_checkpoint, cond.data, "demo", cond.protocol, cond.seeds)
+        cond = report.RunConditions(cond.encoder, cond.encoder_weights, cond.data, "demo", cond.protocol, cond.seeds)
     spec = get_spec("synapse")
     ours = report.our_rows(report.seeds_summary([summary]), spec, cond, table=1)
     long = report.long_table(1, ours)
@@ -133,7 +133,7 @@ def run_demo(
         "mean_foreground_dsc": round(mean, 4),
         "seconds": round(seconds, 1),
         "conditions": cond.as_columns(),
-        "encoder_checkpoint": cond.encoder_checkpoint if ckpt is not None else RANDOM_INIT,
+        "encoder_weights": cond.encoder_weights if ckpt is not None else RANDOM_INIT,
         "config": cfg.to_dict(),
         "description": cond.describe(),
     }

@@ -71,9 +71,9 @@ class RunEstimate:
 
 def encoder_flops_per_slice(config: ExperimentConfig) -> float:
     """Forward operations of the frozen encoder on one slice (the ViT formula of the module docstring)."""
-    from sam3dlib.modeling.encoders import ENCODER_CONFIGS, encoder_input_size
+    from sam3dlib.modeling.encoders import encoder_input_size, vit_config
 
-    vit = ENCODER_CONFIGS.get(config.encoder, ENCODER_CONFIGS["vit_b"])
+    vit = vit_config(config.encoder) or vit_config("vit_b")
     h, w = encoder_input_size(config.encoder, tuple(config.patch_size[1:]), config.encoder_scale)
     tokens = math.ceil(h / 16) * math.ceil(w / 16)
     return 24.0 * vit.embed_dim ** 2 * vit.depth * tokens
@@ -90,14 +90,14 @@ def step_flops(config: ExperimentConfig, spec: DatasetSpec) -> float:
 
 def peak_memory_gb(config: ExperimentConfig, spec: DatasetSpec) -> float:
     """Expected peak device memory of a float32 training step (GB)."""
-    from sam3dlib.modeling.encoders import ENCODER_CONFIGS
+    from sam3dlib.modeling.encoders import vit_config
     from sam3dlib.modeling.memory import decoder_state_bytes, training_bytes_per_voxel
 
     d, h, w = config.patch_size
     activations = training_bytes_per_voxel(spec.num_channels, spec.num_classes, config.deep_supervision)
     total = activations * config.batch_size * d * h * w + decoder_state_bytes(spec.num_channels, spec.num_classes)
     if config.encoder_mode == "online":
-        vit = ENCODER_CONFIGS.get(config.encoder, ENCODER_CONFIGS["vit_b"])
+        vit = vit_config(config.encoder) or vit_config("vit_b")
         total += 4 * 12 * vit.embed_dim ** 2 * vit.depth  # float32 weights of the ViT blocks
     return total / _GB + CUDA_CONTEXT_GB
 

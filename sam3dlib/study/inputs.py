@@ -1,8 +1,8 @@
-"""What a reproduction needs before any work: the prepared datasets and the SAM checkpoint.
+"""What a reproduction needs before any work: the prepared datasets and the encoder weights file.
 
 :func:`check_inputs` stops ``sam3d reproduce`` / ``make reproduce-tableN`` with one message
 listing every missing file or folder and how to get it (the paper's data sources, the official
-checkpoint's address).
+weights file's address).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from sam3dlib.study.registry import table_datasets, table_key
 from sam3dlib.utils.errors import UserInputError
 from sam3dlib.utils.shell import shell_command
 
-CHECKPOINT_URL = OFFICIAL_URL_BASE + OFFICIAL_CHECKPOINTS["vit_b"]
+ENCODER_WEIGHTS_URL = OFFICIAL_URL_BASE + OFFICIAL_CHECKPOINTS["vit_b"]
 #: Where ``make``/``sam3d demo``/``sam3d reproduce`` look for the official SAM ViT-B weights.
-DEFAULT_CHECKPOINT = Path("checkpoints/sam_vit_b_01ec64.pth")
+DEFAULT_ENCODER_WEIGHTS = Path("checkpoints/sam_vit_b_01ec64.pth")
 
 #: Where each dataset comes from (the paper's sources) and the raw folder ``sam3d prepare`` reads.
 DATA_SOURCES: dict[str, tuple[str, str]] = {
@@ -34,7 +34,7 @@ DATA_SOURCES: dict[str, tuple[str, str]] = {
 
 
 class MissingInputError(UserInputError, FileNotFoundError):
-    """Data or checkpoint needed by a reproduction is missing; the message says how to get it."""
+    """Data or encoder weights needed by a reproduction are missing; the message says how to get it."""
 
 
 def has_store(data_dir: str | os.PathLike, dataset: str) -> bool:
@@ -61,26 +61,27 @@ def missing_data_message(dataset: str, data_dir: Path, profile: str | None = Non
     )
 
 
-def missing_checkpoint_message(checkpoint: str | os.PathLike | None, profile: str) -> str:
-    """How to download the official ViT-B weights to ``checkpoint`` (default :data:`DEFAULT_CHECKPOINT`)."""
-    target = Path(checkpoint or DEFAULT_CHECKPOINT)
+def missing_weights_message(encoder_weights: str | os.PathLike | None, profile: str) -> str:
+    """How to download the official ViT-B weights to ``encoder_weights`` (default :data:`DEFAULT_ENCODER_WEIGHTS`)."""
+    target = Path(encoder_weights or DEFAULT_ENCODER_WEIGHTS)
     return (
-        f"missing SAM checkpoint file {checkpoint} (profile {profile!r} needs the official ViT-B weights).\n"
+        f"missing encoder weights file {encoder_weights} (profile {profile!r} needs the official ViT-B weights).\n"
         f"    Download it: {shell_command('sam3d', 'download', 'sam-vit-b', '--to', target.parent)} (md5-verified; from "
-        f"{CHECKPOINT_URL})\n"
-        f"    (or pass another file with SAM_CHECKPOINT=..., or use PROFILE=smoke for the stand-in encoder)"
+        f"{ENCODER_WEIGHTS_URL})\n"
+        f"    (or pass another file with ENCODER_WEIGHTS=... / --encoder-weights, or use PROFILE=smoke for the "
+        "stand-in encoder)"
     )
 
 
 def check_inputs(table: int | str, profile: str, data_dir: str | os.PathLike | None,
-                 checkpoint: str | os.PathLike | None) -> None:
-    """Stop before any work when the table's data or the SAM checkpoint is missing.
+                 encoder_weights: str | os.PathLike | None) -> None:
+    """Stop before any work when the table's data or the encoder weights file is missing.
 
     Args:
         table: paper table (1-5).
-        profile: ``paper``/``quick`` need ``checkpoint``; ``smoke`` uses the stand-in encoder.
+        profile: ``paper``/``quick`` need ``encoder_weights``; ``smoke`` uses the stand-in encoder.
         data_dir: folder holding ``<dataset>/dataset.json`` prepared stores; None = phantoms (no check).
-        checkpoint: the official SAM ViT-B file.
+        encoder_weights: the official SAM ViT-B file.
 
     Raises:
         MissingInputError: listing every missing file or folder and how to get it.
@@ -88,8 +89,8 @@ def check_inputs(table: int | str, profile: str, data_dir: str | os.PathLike | N
     problems = []
     if data_dir is not None:
         problems += [missing_data_message(ds, Path(data_dir), profile) for ds in table_datasets(table) if not has_store(data_dir, ds)]
-    if profile != "smoke" and (checkpoint is None or not Path(checkpoint).is_file()):
-        problems.append(missing_checkpoint_message(checkpoint, profile))
+    if profile != "smoke" and (encoder_weights is None or not Path(encoder_weights).is_file()):
+        problems.append(missing_weights_message(encoder_weights, profile))
     if problems:
         key = table_key(table)
         hint = ""
@@ -99,5 +100,5 @@ def check_inputs(table: int | str, profile: str, data_dir: str | os.PathLike | N
         raise MissingInputError(f"cannot reproduce Table {key}:\n  - " + "\n  - ".join(problems) + hint)
 
 
-__all__ = ["CHECKPOINT_URL", "DATA_SOURCES", "DEFAULT_CHECKPOINT", "MissingInputError", "check_inputs",
+__all__ = ["DATA_SOURCES", "DEFAULT_ENCODER_WEIGHTS", "ENCODER_WEIGHTS_URL", "MissingInputError", "check_inputs",
            "has_store", "missing_data_message"]

@@ -28,6 +28,7 @@ import pandas as pd
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import PreparedDataset
 from sam3dlib.evaluation.metrics import AVERAGE, aggregate
+from sam3dlib.modeling.constants import RANDOM_WEIGHTS
 from sam3dlib.study import report
 from sam3dlib.study.notebook_params import NotebookParams
 from sam3dlib.study.registry import TableInfo
@@ -77,7 +78,7 @@ class Ladder:
         for r in self.rungs:
             lines.append(f"- {RUNGS[r.key]}: {r.label}")
             lines += [f"    {n}" for n in r.notes]
-        lines.append("DSC in %, HD95 in voxels (the paper's convention); 'Δ' columns = that column − the paper.")
+        lines.append("DSC in %, HD95 in voxels (the authors' scripts' convention; the paper states no unit); 'Δ' columns = that column − the paper.")
         return "\n".join(lines)
 
     def status(self) -> str:
@@ -234,17 +235,18 @@ def phantom_release(run_dir: Path, out: Path) -> tuple[Path, Path]:
 def _import_overrides(run_dir: Path, from_run: bool, p: NotebookParams) -> tuple[Path | None, dict]:
     """Encoder file and config of the imported run: the seed-0 run's own when it is a stand-in (a random
     or test encoder, phantom data: the released files are then stand-ins too), else the paper's
-    configuration with the official ViT-B (``sam_checkpoint``)."""
+    configuration with the official ViT-B (``encoder_weights``)."""
     from sam3dlib.config import ExperimentConfig
 
     if not from_run:
-        return p.sam_checkpoint, {}
+        return (Path(p.encoder_weights) if p.encoder_weights else None), {}
     cfg = ExperimentConfig.load(run_dir / "config.json")
     keep = ("encoder", "patch_size", "mirror_tta", "encoder_mode", "encoder_scale", "encoder_pool", "seed",
             "sw_overlap", "encoder_chunk_size", "protocol")
     over = {k: getattr(cfg, k) for k in keep}
     over["profile"] = cfg.profile
-    return (Path(cfg.sam_checkpoint) if cfg.sam_checkpoint else None), over
+    weights = cfg.encoder_weights if cfg.encoder_weights != RANDOM_WEIGHTS else None
+    return (Path(weights) if weights else None), over
 
 
 def ladder_for(result, info: TableInfo, p: NotebookParams) -> Ladder:
@@ -272,7 +274,7 @@ def ladder_for(result, info: TableInfo, p: NotebookParams) -> Ladder:
         rungs.append(maps_rung(store, test_ids, maps, "no released_predictions given (RELEASED_PREDICTIONS=DIR)",
                                stand_in))
         rungs.append(weights_rung(store, None if need_enc else weights,
-                                  "needs sam_checkpoint, the official SAM ViT-B file" if need_enc and weights else
+                                  "needs encoder_weights, the official SAM ViT-B file" if need_enc and weights else
                                   "no released_weights given (RELEASED_WEIGHTS=PATH)", out / "released_run", enc,
                                   over, from_run, p.device, made=stand_in))
     rungs.append(retrained_rung(runs, result.conditions, store))
@@ -283,14 +285,14 @@ def ladder_for(result, info: TableInfo, p: NotebookParams) -> Ladder:
 
 def write_ladder(ladder: Ladder, out: Path) -> dict[str, Path]:
     """``ladder.csv`` / ``ladder.md`` and one ``per_case_<rung>.csv`` per rung that ran, in ``out``."""
-    from sam3dlib.utils.fileio import atomic_write_text
+    from sam3dlib.utils.fileio import atomic_write_csv, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    files = {"ladder_csv": report.write_csv_atomic(ladder.frame.reset_index(), out / "ladder.csv"),
+    files = {"ladder_csv": atomic_write_csv(out / "ladder.csv", ladder.frame.reset_index()),
              "ladder_md": atomic_write_text(out / "ladder.md", ladder.to_markdown())}
     for r in ladder.rungs:
         if r.per_case is not None:
-            files[f"per_case_{r.key}"] = report.write_csv_atomic(r.per_case, out / f"per_case_{r.key}.csv")
+            files[f"per_case_{r.key}"] = atomic_write_csv(out / f"per_case_{r.key}.csv", r.per_case)
     return files
 
 

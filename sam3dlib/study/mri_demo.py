@@ -255,16 +255,26 @@ def split_note(store, settings: MRIDemoSettings) -> str:
             f"different anatomy; {settings.resolution} mm voxels")
 
 
+def slab_note(per_case: pd.DataFrame, case_id: str, z0: int, z1: int, s: MRIDemoSettings) -> str:
+    """The overlay's line about its slab: where it lies in the volume (slices ``z0 <= z < z1``) and its
+    own DSC per class (%)."""
+    pc = per_case[(per_case["case_id"] == case_id) & (per_case["metric"] == "DSC")]
+    dsc = ", ".join(f"{r.region} {100 * float(r.value):.1f}" for r in pc.itertuples() if r.region != "average")
+    return (f"test slab {case_id}: slices {z0}-{z1 - 1} of the {s.resolution} mm volume (inferior to "
+            f"superior); this slab's DSC %: {dsc}")
+
+
 def write_outputs(out: Path, runs: list[ArmRun], store, settings: MRIDemoSettings, note: str) -> pd.DataFrame:
     """``table.csv`` / ``.md``, ``per_slab.csv``, ``log_<arm>.csv``, ``overlays_<arm>.png``, ``curves.png``."""
-    from sam3dlib.study.report import save_figure, write_csv_atomic
+    from sam3dlib.study.report import save_figure
     from sam3dlib.study.report_figures import plot_overlays, plot_training_curves
     from sam3dlib.study.table_figures import overlay_arrays
+    from sam3dlib.utils.fileio import atomic_write_csv
 
     s = settings
     table = results_table(runs)
-    write_csv_atomic(table, out / "table.csv")
-    write_csv_atomic(per_slab_table(runs), out / "per_slab.csv")
+    atomic_write_csv(out / "table.csv", table)
+    atomic_write_csv(out / "per_slab.csv", per_slab_table(runs))
     epochs, iterations = s.epochs()
     atomic_write_text(out / "table.md", (
         f"# SAM3D on a real MRI: MNI152 2009a grey/white matter, {s.resolution} mm\n\n{note}.\n"
@@ -274,6 +284,9 @@ def write_outputs(out: Path, runs: list[ArmRun], store, settings: MRIDemoSetting
         f"so read it beside the DSC. Means over the test slabs (per slab: per_slab.csv). The trainer, `demo` "
         f"profile: {epochs * iterations} decoder steps ({epochs} epochs of {iterations}), batch {s.batch_size}, "
         f"AdamW lr {s.lr} with poly decay per step; predictions with latest.pt.\n\n" + _markdown(table)))
+    from sam3dlib.data.mni import split_json
+
+    slabs = split_json(Path(store.meta["source_root"]) / "split.json")["slices"]  # {case: [z0, z1]} in the volume
     logs = []
     for run in runs:
         logs.append(shutil.copyfile(run.run_dir / "log.csv", out / f"log_{run.arm.name}.csv"))
@@ -281,7 +294,9 @@ def write_outputs(out: Path, runs: list[ArmRun], store, settings: MRIDemoSetting
         arrays = overlay_arrays(run.run_dir, store.root, test[len(test) // 2])
         if arrays is not None:
             image, gt, pred, cid = arrays
-            fig = plot_overlays(image, gt, pred, None, store.spec, case_id=f"{cid} ({run.title})")
+            z0, z1 = slabs[cid]
+            fig = plot_overlays(image, gt, pred, None, store.spec, case_id=f"{cid} ({run.title})", slice_offset=z0,
+                                note=slab_note(run.per_case, cid, z0, z1, s))
             save_figure(fig, out / f"overlays_{run.arm.name}.png")
     fig = plot_training_curves(logs, labels=[r.title for r in runs])
     fig.suptitle(f"Training curves: SAM3D decoder on MNI152 2009a, {s.resolution} mm (test slabs superior to the "

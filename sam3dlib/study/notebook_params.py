@@ -3,7 +3,7 @@
 All notebooks share the same names, so ``papermill -p NAME VALUE`` and ``make
 reproduce-tableN`` work the same everywhere::
 
-    dataset, data_dir, encoder, sam_checkpoint, profile, encoder_mode, protocol,
+    dataset, data_dir, encoder, encoder_weights, profile, encoder_mode, protocol,
     seed, seeds, device, out_dir, overrides, launcher, cluster, mirror, step_size,
     released_weights, released_predictions, models
 
@@ -75,6 +75,10 @@ def as_seeds(name: str, value: Any) -> tuple[int, ...] | None:
     return seeds
 
 
+def _choice(name: str, value: Any, choices: tuple[str, ...], allow_none: bool = False) -> str | None:
+    return values.as_choice(value, choices, _where(name), ParameterError, allow_none)
+
+
 def as_models(name: str, value: Any) -> tuple[str, ...]:
     """``None`` (SAM3D only), one name, a list, or a string like ``"sam3d unetr nnunet"``; each a
     key of :data:`sam3dlib.modeling.models.MODELS`, no repeats."""
@@ -86,24 +90,21 @@ def as_models(name: str, value: Any) -> tuple[str, ...]:
         items = list(value)
     else:
         raise values.fail(_where(name), value, 'a list of model names or a string like "sam3d unetr"', ParameterError)
-    models = tuple(as_choice(name, m, tuple(MODELS)) for m in items)
+    models = tuple(_choice(name, m, tuple(MODELS)) for m in items)
     if len(set(models)) != len(models):
         raise values.fail(_where(name), value, "distinct model names", ParameterError)
     return models
 
 
-def as_choice(name: str, value: Any, choices: tuple[str, ...], allow_none: bool = False) -> str | None:
-    """One of ``choices`` (case-insensitive), or None when ``allow_none``."""
-    if value is None and allow_none:
-        return None
-    return values.as_choice(value, choices, _where(name), ParameterError)
+def _path(name: str, value: Any, allow_none: bool = True) -> Path | None:
+    return values.as_path(value, _where(name), ParameterError, allow_none)
 
 
-def as_path(name: str, value: Any, allow_none: bool = True) -> Path | None:
-    """A path; None (or ``""``) when ``allow_none``."""
-    if allow_none and (value is None or value == ""):
+def as_encoder_weights(name: str, value: Any) -> str | None:
+    """A weights file, ``"random"``, or None / ``""`` / ``"none"`` for the encoder's default weights."""
+    if values.is_none_word(value):
         return None
-    return values.as_path(value, _where(name), ParameterError)
+    return values.as_str(value, _where(name), ParameterError)
 
 
 def as_device(name: str, value: Any) -> str:
@@ -132,7 +133,8 @@ class NotebookParams:
         dataset: ``synapse``, ``acdc``, ``lung``, ``brats`` (None: the notebook's own datasets).
         data_dir: folder holding prepared stores ``<data_dir>/<dataset>/``; None = build phantoms.
         encoder: a registry encoder (``vit_b``, ``litemedsam`` ...), or None for the profile's default (smoke: ``vit_tiny``).
-        sam_checkpoint: official SAM ``.pth`` file, or None for a random encoder.
+        encoder_weights: the encoder's weights file (an official SAM ``.pth`` ...), ``"random"``, or
+            None for the encoder's default weights (random ViT; LiteMedSAM's packaged file).
         profile: ``paper``, ``quick`` or ``smoke``.
         encoder_mode: ``cached`` (features computed once) or ``online``; None: profile default.
         protocol: ``paper`` (val = test, as the authors) or ``clean``.
@@ -162,7 +164,7 @@ class NotebookParams:
     dataset: str | None = None
     data_dir: Path | None = None
     encoder: str | None = None
-    sam_checkpoint: Path | None = None
+    encoder_weights: str | None = None
     profile: str = "smoke"
     encoder_mode: str | None = None
     protocol: str = "paper"
@@ -199,28 +201,28 @@ class NotebookParams:
             raise values.fail(_where("overrides"), overrides, "a dict of config field -> value", ParameterError)
         enc = p.get("encoder")
         if enc is not None:
-            enc = as_choice("encoder", enc, tuple(ENCODERS))
-        out_dir = as_path("out_dir", p.get("out_dir", "results"), allow_none=False)
+            enc = _choice("encoder", enc, tuple(ENCODERS))
+        out_dir = _path("out_dir", p.get("out_dir", "results"), allow_none=False)
         cluster = p.get("cluster") or {}
         if not isinstance(cluster, Mapping) or not all(isinstance(k, str) for k in cluster):
             raise values.fail(_where("cluster"), cluster, "a dict of job setting -> value", ParameterError)
         return cls(
-            dataset=as_choice("dataset", p.get("dataset"), DATASETS, allow_none=True),
-            data_dir=as_path("data_dir", p.get("data_dir")),
+            dataset=_choice("dataset", p.get("dataset"), DATASETS, allow_none=True),
+            data_dir=_path("data_dir", p.get("data_dir")),
             encoder=enc,
-            sam_checkpoint=as_path("sam_checkpoint", p.get("sam_checkpoint")),
-            profile=as_choice("profile", p.get("profile", "smoke"), PROFILES),
-            encoder_mode=as_choice("encoder_mode", p.get("encoder_mode"), ENCODER_MODES, allow_none=True),
-            protocol=as_choice("protocol", p.get("protocol", "paper"), PROTOCOLS),
+            encoder_weights=as_encoder_weights("encoder_weights", p.get("encoder_weights")),
+            profile=_choice("profile", p.get("profile", "smoke"), PROFILES),
+            encoder_mode=_choice("encoder_mode", p.get("encoder_mode"), ENCODER_MODES, allow_none=True),
+            protocol=_choice("protocol", p.get("protocol", "paper"), PROTOCOLS),
             seed=seed,
             seeds=seeds,
             device=as_device("device", p.get("device", "cpu")),
             out_dir=out_dir,  # type: ignore[arg-type]
             overrides=dict(overrides),
-            released_weights=as_path("released_weights", p.get("released_weights")),
-            released_predictions=as_path("released_predictions", p.get("released_predictions")),
-            table_layout=as_choice("table_layout", p.get("table_layout", "reading"), TABLE_LAYOUTS),
-            launcher=as_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
+            released_weights=_path("released_weights", p.get("released_weights")),
+            released_predictions=_path("released_predictions", p.get("released_predictions")),
+            table_layout=_choice("table_layout", p.get("table_layout", "reading"), TABLE_LAYOUTS),
+            launcher=_choice("launcher", p.get("launcher", "local"), LAUNCHERS),  # type: ignore[arg-type]
             cluster=dict(cluster),
             mirror=None if p.get("mirror") is None else values.as_bool(p["mirror"], _where("mirror"), ParameterError),
             step_size=as_step_size("step_size", p.get("step_size")),
@@ -238,13 +240,15 @@ class NotebookParams:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("data_dir", "sam_checkpoint", "out_dir", "released_weights", "released_predictions"):
+        for k in ("data_dir", "out_dir", "released_weights", "released_predictions"):
             d[k] = None if d[k] is None else os.fspath(d[k])
         d["seeds"] = list(self.seeds)
         d["models"] = list(self.models)
         return d
 
 
+#: Parameters that were renamed: old name -> new name.
+RENAMED_PARAMETERS = {"sam_checkpoint": "encoder_weights"}
 #: The names every notebook's ``parameters`` cell defines.
 PARAMETER_NAMES = tuple(f.name for f in fields(NotebookParams))
 
@@ -259,7 +263,13 @@ def from_namespace(namespace: Mapping[str, Any]) -> NotebookParams:
 
     Names missing from ``namespace`` take their defaults. Typical first call in a notebook:
     ``params = from_namespace(globals())``.
+
+    Raises:
+        ParameterError: also for a renamed parameter given with its old name (``sam_checkpoint``).
     """
+    for old, new in RENAMED_PARAMETERS.items():
+        if namespace.get(old) is not None:
+            raise ParameterError(f"notebook parameter {old!r} was renamed: use {new}")
     return NotebookParams.from_mapping({k: namespace[k] for k in PARAMETER_NAMES if k in namespace})
 
 

@@ -47,7 +47,7 @@ def released_config(dataset: str, encoder_weights: str | os.PathLike | None, pro
                     **overrides: Any) -> ExperimentConfig:
     """The paper configuration of ``dataset`` with the encoder weights file (the authors' setting)."""
     values = dict(overrides)
-    values["sam_checkpoint"] = os.fspath(encoder_weights) if encoder_weights is not None else None
+    values["encoder_weights"] = os.fspath(encoder_weights) if encoder_weights is not None else None
     return get_config(experiment_of(dataset), profile, **values)
 
 

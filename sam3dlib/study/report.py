@@ -35,14 +35,14 @@ from sam3dlib.modeling.constants import EMBED_CHANNELS, NO_ENCODER, RANDOM_INIT
 from sam3dlib.study import paper_tables
 from sam3dlib.study.paper_tables import PAPER, PAPER_SOURCE, TABLE_LAYOUTS
 from sam3dlib.study.registry import table_key
-from sam3dlib.utils.fileio import atomic_write, atomic_write_text
+from sam3dlib.utils.fileio import atomic_write, atomic_write_csv, atomic_write_text
 
 THIS_RUN = "this run"
 OURS_SUFFIX = " (this run)"
 #: The paper's long format.
 LONG_COLUMNS = ["table", "dataset", "method", "group", "params_m", "metric", "region", "value"]
 #: Columns we add: where a row comes from and under which conditions it was measured.
-CONDITION_COLUMNS = ["source", "sd", "n_seeds", "seeds", "encoder", "encoder_checkpoint", "data", "profile", "protocol"]
+CONDITION_COLUMNS = ["source", "sd", "n_seeds", "seeds", "encoder", "encoder_weights", "data", "profile", "protocol"]
 #: The paper's cells as printed (empty for our rows): :mod:`sam3dlib.study.paper_tables`.
 PRINTED_COLUMNS = ["printed", "printed_header", "params_printed", "paper_source"]
 ALL_COLUMNS = LONG_COLUMNS + CONDITION_COLUMNS + PRINTED_COLUMNS
@@ -53,8 +53,8 @@ TABLE_CSS = (
     ".sam3d-table table{border-collapse:collapse;font:13px/1.4 system-ui,sans-serif;margin:0.5em 0 1.5em}"
     ".sam3d-table th,.sam3d-table td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}"
     ".sam3d-table thead th{border-bottom:2px solid #444;background:#f4f4f4}"
-    ".sam3d-table tbody th,.sam3d-table thead th:first-child{text-align:left;font-weight:normal}"
-    ".sam3d-table tr.ours{background:#fff3c4;font-weight:bold}"
+    ".sam3d-table table tbody th,.sam3d-table table thead th:first-child{text-align:left;font-weight:normal}"
+    ".sam3d-table table tr.ours{background:#fff3c4;font-weight:bold}"
     ".sam3d-table tr.difference{color:#555;font-style:italic}"
     ".sam3d-table .caption{max-width:60em;font:13px/1.4 system-ui,sans-serif;color:#333}"
 )
@@ -95,7 +95,7 @@ class RunConditions:
 
     Attributes:
         encoder: ViT name (``vit_b``; ``vit_tiny`` is a test stand-in, not SAM).
-        encoder_checkpoint: checkpoint file name (and short sha256) or ``"random init"``.
+        encoder_weights: the weights file name (and short sha256) or ``"random init"``.
         data: ``"phantom"`` or the dataset's name.
         profile: ``paper``, ``quick`` or ``smoke``.
         protocol: split protocol, ``paper`` or ``clean``.
@@ -103,7 +103,7 @@ class RunConditions:
     """
 
     encoder: str
-    encoder_checkpoint: str
+    encoder_weights: str
     data: str
     profile: str
     protocol: str
@@ -111,7 +111,7 @@ class RunConditions:
 
     @property
     def random_encoder(self) -> bool:
-        return self.encoder_checkpoint == RANDOM_INIT
+        return self.encoder_weights == RANDOM_INIT
 
     @property
     def phantom(self) -> bool:
@@ -129,7 +129,7 @@ class RunConditions:
         elif self.random_encoder:
             enc = f"random-init {self.encoder} encoder"
         else:
-            enc = f"{self.encoder} encoder from {self.encoder_checkpoint}"
+            enc = f"{self.encoder} encoder from {self.encoder_weights}"
         data = "phantom data" if self.phantom else f"{self.data} data"
         seeds = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"{len(self.seeds)} seeds"
         parts = [enc, data, f"{self.profile} profile", f"{self.protocol} protocol", seeds]
@@ -417,7 +417,7 @@ def _caption(table: str, ours: pd.DataFrame, layout: str) -> str:
         c = ours.iloc[0]
         seeds = str(c["seeds"]).split()
         cond = RunConditions(
-            str(c["encoder"]), str(c["encoder_checkpoint"]), str(c["data"]), str(c["profile"]),
+            str(c["encoder"]), str(c["encoder_weights"]), str(c["data"]), str(c["profile"]),
             str(c["protocol"]), tuple(int(s) for s in seeds) or (0,),
         )
         parts.append(f"'{OURS_SUFFIX.strip()}' rows: {cond.describe()}.")
@@ -524,6 +524,8 @@ def comparison_table(table: int | str, ours: pd.DataFrame | None = None, layout:
             col = placement.get((rec.metric, rec.region))
             if col is not None:
                 out.at[rec.method, col] = getattr(rec, value_col)
+        if value_col == "sd":  # a parameter count has no spread over seeds
+            return out
         params = "params_printed" if value_col == "printed" else "params_m"
         for m in methods:
             p = rows.loc[rows["method"] == m, params]
@@ -592,11 +594,6 @@ def long_table(table: int | str, ours: pd.DataFrame) -> pd.DataFrame:
 # Files
 
 
-def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """``df.to_csv`` without the index, atomically."""
-    return atomic_write_text(path, df.to_csv(index=False))
-
-
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG atomically."""
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
@@ -609,7 +606,7 @@ def write_table_files(out_dir: str | os.PathLike, name: str, long: pd.DataFrame,
     md = "\n".join(t.to_markdown() for t in tables)
     page = "\n".join(t.to_html() for t in tables)
     return {
-        "csv": write_csv_atomic(long, out / f"{name}.csv"),
+        "csv": atomic_write_csv(out / f"{name}.csv", long),
         "md": atomic_write_text(out / f"{name}.md", md),
         "html": atomic_write_text(out / f"{name}.html", html_page(name, page)),
     }

@@ -21,6 +21,7 @@ from typing import Any
 from sam3dlib.data.splits import PROTOCOL_SENTENCES
 from sam3dlib.modeling.constants import RANDOM_INIT
 from sam3dlib.study.report import TABLE_CSS
+from sam3dlib.training.provenance import recorded_weights
 from sam3dlib.utils.fileio import atomic_write_text
 
 #: A cell that displays figures: under nbval its output must hold a PNG.
@@ -66,7 +67,7 @@ def run_info(run_dir: str | os.PathLike, seconds: float | None = None) -> dict[s
     Returns:
         ``{"table", "profile", "seconds", "device", "git_commit", "git_dirty", "python", "packages",
         "experiments": [{"name", "seed", "dataset", "data", "data_dir", "train", "val", "test",
-        "encoder", "encoder_checkpoint", "encoder_sha256", "protocol", "checkpoint"}], "stand_in"}``;
+        "encoder", "encoder_weights", "encoder_sha256", "protocol", "checkpoint"}], "stand_in"}``;
         missing facts are None.
     """
     run = Path(run_dir)
@@ -78,7 +79,8 @@ def run_info(run_dir: str | os.PathLike, seconds: float | None = None) -> dict[s
             continue
         first = first or prov
         split = prov.get("split") or {}
-        random_enc = prov.get("random_encoder") is True or prov.get("encoder_checkpoint") in (None, "", RANDOM_INIT)
+        weights = recorded_weights(prov)
+        random_enc = prov.get("random_encoder") is True or weights in (None, "", RANDOM_INIT)
         exps.append({
             "name": d.name, "seed": prov.get("seed"), "dataset": prov.get("dataset"),
             "data": "phantom (synthetic stand-in)" if prov.get("phantom") else prov.get("dataset"),
@@ -86,7 +88,7 @@ def run_info(run_dir: str | os.PathLike, seconds: float | None = None) -> dict[s
             "train": list(split.get("train") or []), "val": list(split.get("val") or []),
             "test": list(res.get("cases") or split.get("test") or []),
             "encoder": prov.get("encoder"),
-            "encoder_checkpoint": RANDOM_INIT if random_enc else Path(str(prov.get("encoder_checkpoint"))).name,
+            "encoder_weights": RANDOM_INIT if random_enc else Path(str(weights)).name,
             "encoder_sha256": prov.get("encoder_sha256"),
             "protocol": prov.get("protocol"), "checkpoint": res.get("checkpoint"),
             "stand_in": bool(prov.get("phantom")) or random_enc or prov.get("encoder") == "vit_tiny",
@@ -144,7 +146,7 @@ def run_info_html(info: Mapping[str, Any]) -> str:
     body = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     for x in info.get("experiments") or []:
         sha = x.get("encoder_sha256")
-        enc = f"{x.get('encoder')}, weights {x.get('encoder_checkpoint')}"
+        enc = f"{x.get('encoder')}, weights {x.get('encoder_weights')}"
         if sha and sha != RANDOM_INIT:
             enc += f" (sha256 {sha})"
         data = (f"{x.get('data')}: train {_cases(x['train'])}; validation {_cases(x['val'])}; "

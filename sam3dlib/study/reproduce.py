@@ -1,6 +1,6 @@
 """``make reproduce-tableN`` / ``sam3d reproduce N``: regenerate a paper table from its notebook.
 
-:func:`reproduce_table` checks the data and checkpoint *before any work*
+:func:`reproduce_table` checks the data and the encoder weights *before any work*
 (:func:`~sam3dlib.study.inputs.check_inputs`), executes the table's notebook with papermill into
 ``<out>/runs/<run id>/`` (never into ``notebooks/``; :mod:`sam3dlib.study.run_folders`), renders
 the executed notebook to a standalone HTML report beside the table's CSV with nbconvert, and
@@ -23,7 +23,7 @@ from typing import Any
 
 from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.study.grid import table_jobs
-from sam3dlib.study.inputs import DEFAULT_CHECKPOINT, check_inputs
+from sam3dlib.study.inputs import DEFAULT_ENCODER_WEIGHTS, check_inputs
 from sam3dlib.study.kernel import check_kernel, kernel_for
 from sam3dlib.study.launcher import JOBS_DIR, grid_plan, load_settings, run_grid
 from sam3dlib.study.notebook_params import NotebookParams, ParameterError, as_models, as_seeds
@@ -89,7 +89,7 @@ def _notebook_for(key: str, out: Path) -> Path:
     return nb_dir / NOTEBOOKS[key]
 
 
-def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
+def _parameters(data: Path | None, weights: Path | None, profile: str, seeds: tuple[int, ...], device: str, run_dir: Path,
                 launcher: str = "local", cluster: dict | None = None,
                 released: dict[str, Path | None] | None = None,
                 models: tuple[str, ...] = (SAM3D_MODEL,)) -> dict:
@@ -98,7 +98,7 @@ def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple
         **extra,
         "models": list(models),
         "data_dir": os.fspath(data.resolve()) if data is not None else None,
-        "sam_checkpoint": os.fspath(ckpt.resolve()) if (ckpt is not None and profile != "smoke") else None,
+        "encoder_weights": os.fspath(weights.resolve()) if (weights is not None and profile != "smoke") else None,
         "profile": profile,
         "seeds": list(seeds),
         "seed": int(seeds[0]),
@@ -109,7 +109,7 @@ def _parameters(data: Path | None, ckpt: Path | None, profile: str, seeds: tuple
     }
 
 
-def estimate_table(n: int | str, profile: str, data_dir: str | os.PathLike | None, checkpoint: str | os.PathLike | None,
+def estimate_table(n: int | str, profile: str, data_dir: str | os.PathLike | None, encoder_weights: str | os.PathLike | None,
                    seeds: Sequence[int] | str | int = (0,), device: str = "auto") -> list[str]:
     """One line per experiment of the table: its expected wall time and peak memory on ``device``
     (:func:`sam3dlib.training.estimate.estimate_training`, a few timed steps), times the seeds."""
@@ -123,9 +123,9 @@ def estimate_table(n: int | str, profile: str, data_dir: str | os.PathLike | Non
     key = table_key(n)
     seeds_t = as_seeds("seeds", seeds) or (0,)
     check_inputs(key, profile, Path(data_dir) if data_dir is not None else None,
-                 Path(checkpoint) if checkpoint is not None else None)
+                 Path(encoder_weights) if encoder_weights is not None else None)
     p = NotebookParams.from_mapping({"profile": profile, "device": device, "data_dir": data_dir,
-                                     "sam_checkpoint": checkpoint if profile != "smoke" else None})
+                                     "encoder_weights": encoder_weights if profile != "smoke" else None})
     lines = []
     for info in experiments(key):
         cfg = experiment_config(info.config, p, seeds_t[0])
@@ -225,7 +225,7 @@ def reproduce_table(
     n: int | str,
     profile: str = "paper",
     data_dir: str | os.PathLike | None = "data",
-    checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
+    encoder_weights: str | os.PathLike | None = DEFAULT_ENCODER_WEIGHTS,
     seeds: Sequence[int] | str | int = (0,),
     out: str | os.PathLike = "results/table1",
     force: bool = False,
@@ -248,7 +248,7 @@ def reproduce_table(
         n: paper table 1-5.
         profile: ``paper``, ``quick`` or ``smoke``.
         data_dir: folder with prepared stores ``<data_dir>/<dataset>/`` (None: built-in phantoms).
-        checkpoint: SAM ViT-B file (not needed, and not used, by ``smoke``).
+        encoder_weights: SAM ViT-B weights file (not needed, and not used, by ``smoke``).
         seeds: seeds to run (``"0 1 2"``); the table shows mean ± sd over them.
         out: results folder of this table (``results/tableN``).
         force: run again even if a finished run with the same inputs exists.
@@ -276,7 +276,7 @@ def reproduce_table(
         ``tableN.csv`` / ``.md`` / ``.html``, ``per_case.csv``, ``figures/``, ``finished.json``.
 
     Raises:
-        MissingInputError: data or checkpoint missing (checked before any work).
+        MissingInputError: data or encoder weights missing (checked before any work).
         FinishedRunError: a finished run with the same inputs exists and ``force`` is False.
         ParameterError: a bad table/profile/seeds/device.
         MissingDependencyError: papermill/nbconvert/ipykernel not installed.
@@ -288,18 +288,18 @@ def reproduce_table(
     seeds_t = as_seeds("seeds", seeds) or (0,)
     models_t = as_models("models", models)
     data = Path(data_dir) if data_dir is not None else None
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    weights = Path(encoder_weights) if encoder_weights is not None else None
     out = Path(out)
     nb = _notebook_for(key, out)
     require_study_packages(("submitit",) if checked.launcher == "slurm" else ())
-    check_inputs(key, profile, data, ckpt)
+    check_inputs(key, profile, data, weights)
     if kernel is not None:
         check_kernel(kernel)
     settings = load_settings(cluster_config, cluster) if checked.launcher == "slurm" else None
     released = check_released(key, released_weights, released_predictions)
-    run_dir = select_run_dir(out, run_id(key, profile, data, ckpt if profile != "smoke" else None, seeds_t, checked.device,
+    run_dir = select_run_dir(out, run_id(key, profile, data, weights if profile != "smoke" else None, seeds_t, checked.device,
                                          models=models_t, **released), force)
-    params = _parameters(data, ckpt, profile, seeds_t, checked.device, run_dir, checked.launcher,
+    params = _parameters(data, weights, profile, seeds_t, checked.device, run_dir, checked.launcher,
                          settings.as_dict() if settings else None, released, models_t)
     if dry_run or settings is not None:
         jobs = _grid(key, params, build=not dry_run)

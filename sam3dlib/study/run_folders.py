@@ -24,21 +24,21 @@ class FinishedRunError(UserInputError, FileExistsError):
     """A finished run with the same inputs exists and ``force`` was not given."""
 
 
-def run_id(table: str, profile: str, data_dir: Path | None, checkpoint: Path | None, seeds: Sequence[int], device: str,
+def run_id(table: str, profile: str, data_dir: Path | None, encoder_weights: Path | None, seeds: Sequence[int], device: str,
            models: Sequence[str] = (SAM3D_MODEL,), **released: Path | None) -> str:
-    """``<profile>-seeds<a_b>-<8 hex digits>``: a hash of every input (the checkpoint's size and mtime too;
+    """``<profile>-seeds<a_b>-<8 hex digits>``: a hash of every input (the weights file's size and mtime too;
     the models when other than SAM3D alone; the released weights / predictions when given)."""
     h = hashlib.sha256()
     for part in (table, profile, os.fspath(data_dir.resolve()) if data_dir else "phantom",
-                 os.fspath(checkpoint.resolve()) if checkpoint else "none", " ".join(map(str, seeds)), device):
+                 os.fspath(encoder_weights.resolve()) if encoder_weights else "none", " ".join(map(str, seeds)), device):
         h.update(part.encode() + b"\0")
     if tuple(models) != (SAM3D_MODEL,):
         h.update(("models:" + " ".join(models)).encode() + b"\0")
     for key, path in sorted(released.items()):
         if path is not None:
             h.update(f"{key}={os.fspath(Path(path).resolve())}".encode() + b"\0")
-    if checkpoint is not None and checkpoint.is_file():
-        st = checkpoint.stat()
+    if encoder_weights is not None and encoder_weights.is_file():
+        st = encoder_weights.stat()
         h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return f"{profile}-seeds{'_'.join(map(str, seeds))}-{h.hexdigest()[:8]}"
 

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sam3dlib.config import ExperimentConfig
-from sam3dlib.modeling.constants import NO_ENCODER, RANDOM_INIT
+from sam3dlib.config import ExperimentConfig, upgrade_saved_values
+from sam3dlib.modeling.constants import NO_ENCODER, RANDOM_INIT, RANDOM_WEIGHTS
 from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.study.notebook_params import NotebookParams
 from sam3dlib.study.registry import TableInfo, get_config
 from sam3dlib.study.report import RunConditions
+from sam3dlib.training.provenance import recorded_weights
 from sam3dlib.utils import folder_lock
 
 
@@ -28,8 +29,8 @@ def experiment_config(name: str, p: NotebookParams, seed: int, model: str = SAM3
         overrides["encoder"] = p.encoder
     if p.encoder_mode is not None:
         overrides["encoder_mode"] = p.encoder_mode
-    if p.sam_checkpoint is not None:
-        overrides["sam_checkpoint"] = os.fspath(p.sam_checkpoint)
+    if p.encoder_weights is not None:
+        overrides["encoder_weights"] = p.encoder_weights
     overrides.update(p.inference_overrides())
     overrides.update(p.overrides)
     return get_config(name, profile=p.profile, **overrides)
@@ -55,17 +56,18 @@ def conditions_from_run(run_dir: Path, p: NotebookParams, dataset: str, phantom:
     cfg = _read_json(run_dir / "config.json")
     cfg = cfg.get("config", cfg) if isinstance(cfg.get("config"), dict) else cfg
     encoder = str(prov.get("encoder") or cfg.get("encoder") or p.encoder or "vit_b")
-    ckpt = prov.get("encoder_checkpoint") or cfg.get("sam_checkpoint") or (os.fspath(p.sam_checkpoint) if p.sam_checkpoint else None)
+    saved = upgrade_saved_values(cfg).get("encoder_weights")
+    ckpt = recorded_weights(prov) or saved or p.encoder_weights
     sha = prov.get("encoder_sha256")
     if encoder == NO_ENCODER:  # a retrained baseline: no encoder, no weights file
         ck = NO_ENCODER
-    elif prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT):
+    elif prov.get("random_encoder") is True or ckpt in (None, "", RANDOM_INIT, RANDOM_WEIGHTS):
         ck = RANDOM_INIT
     else:
         ck = Path(str(ckpt)).name + (f" (sha256 {sha[:12]})" if isinstance(sha, str) and sha != RANDOM_INIT else "")
     return RunConditions(
         encoder=encoder,
-        encoder_checkpoint=ck,
+        encoder_weights=ck,
         data="phantom" if bool(prov.get("phantom", phantom)) else dataset,
         profile=str(prov.get("profile") or cfg.get("profile") or p.profile),
         protocol=str(prov.get("protocol") or cfg.get("protocol") or p.protocol),

@@ -16,7 +16,7 @@ from sam3dlib.modeling.models import MODELS
 from sam3dlib.study import report
 from sam3dlib.study import report_figures as rf
 from sam3dlib.study.registry import experiments
-from sam3dlib.study.table_run import TableResult, store_root
+from sam3dlib.study.table_result import TableResult, store_root
 
 
 def _read_prediction(pred_path: Path, store: PreparedDataset, case: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pandas as pd
 
 from sam3dlib.data.specs import get_spec
 from sam3dlib.data.store import PreparedDataset
-from sam3dlib.evaluation.metrics import AVERAGE
 from sam3dlib.modeling.models import SAM3D_MODEL
 from sam3dlib.study import report
 from sam3dlib.study.grid import experiment_dir, table_jobs
@@ -27,44 +25,9 @@ from sam3dlib.study.notebook_params import NotebookParams, ParameterError
 from sam3dlib.study.phantom_data import ensure_phantom_data, phantom_data_dir, phantom_size_for
 from sam3dlib.study.registry import TableInfo, experiments, table_key
 from sam3dlib.study.seed_runs import conditions_from_run, run_seed
-
-
-@dataclass
-class TableResult:
-    """What :func:`run_table` produced (also on disk under ``out_dir``)."""
-
-    table: str
-    out_dir: Path
-    conditions: report.RunConditions
-    long: pd.DataFrame
-    tables: list[report.ComparisonTable]
-    per_case: pd.DataFrame
-    run_dirs: dict[str, list[Path]]
-    data_dirs: dict[str, Path] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-    #: each model's training cost (:func:`sam3dlib.study.model_comparison.cost_table`)
-    cost: pd.DataFrame = field(default_factory=pd.DataFrame)
-    #: ``cost_csv`` (``tableN_cost.csv``) and ``md`` (``tableN.md``, the cost table appended)
-    cost_files: dict[str, Path] = field(default_factory=dict)
-
-    def ours(self) -> pd.DataFrame:
-        return self.long[self.long["source"] == report.THIS_RUN].reset_index(drop=True)
-
-    def mean_dsc(self) -> dict[str, float]:
-        """Average DSC (%) of each of our rows, keyed ``"<table> <method>"``."""
-        o = self.ours()
-        o = o[(o["metric"] == "DSC") & (o["region"] == AVERAGE)]
-        return {f"{r.table} {r.method}": float(r.value) for r in o.itertuples()}
-
-    def relpath(self, key: str) -> str:
-        """A written file relative to ``out_dir`` (for display without machine paths)."""
-        return os.path.relpath(self.files[key], self.out_dir)
-
-
-def store_root(result: TableResult, dataset: str) -> Path:
-    """The prepared store a table run used for ``dataset``."""
-    return Path(result.data_dirs[dataset]) / dataset
+from sam3dlib.study.table_figures import draw_figures
+from sam3dlib.study.table_result import TableResult, store_root
+from sam3dlib.utils.fileio import atomic_write_csv
 
 
 def select_rows(key: str, dataset: str | None) -> tuple[TableInfo, ...]:
@@ -151,14 +114,12 @@ def run_table(table: int | str, params: NotebookParams | Mapping[str, Any], *,
     tables = [report.comparison_table(t, ours_df, layout=p.table_layout) for t in dict.fromkeys(sorted(i.table for i in infos))]
     per_case_df = pd.concat(per_case, ignore_index=True)
     files = report.write_table_files(out, f"table{key}", long, tables)
-    files["per_case"] = report.write_csv_atomic(per_case_df, out / "per_case.csv")
+    files["per_case"] = atomic_write_csv(out / "per_case.csv", per_case_df)
     cost = cost_table(runs, run_dirs)
     cost_files = write_cost_files(out, f"table{key}", cost)
     result = TableResult(key, out, cond, long, tables, per_case_df, run_dirs, data_dirs, files, cost=cost,
                          cost_files=cost_files)
     if figures:
-        from sam3dlib.study.table_figures import draw_figures
-
         draw_figures(result)
     return result
 

@@ -16,7 +16,7 @@ Foreground oversampling uses the data layer's rule and voxels
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,9 +25,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from sam3dlib.data.sampling import ClassLocations, force_foreground
 from sam3dlib.training.distributed import DistContext, shard_batches
 from sam3dlib.training.feature_cache import FeatureCache
-
-if TYPE_CHECKING:
-    from sam3dlib.training.feature_source import FeatureSource
 
 TRAIN_STREAM, VAL_STREAM = 0, 1
 
@@ -116,7 +113,13 @@ class CachedPatchDataset(Dataset):
                 "label": torch.from_numpy(np.ascontiguousarray(label)), "case_id": case_id}
 
 
-def epoch_loader(config, source: FeatureSource, store, case_ids: Sequence[str], iterations: int, epoch: int,
+class PatchSource(Protocol):
+    """What a stream needs of a feature source (each :mod:`~sam3dlib.training.feature_source` is one)."""
+
+    def dataset(self, store, case_ids: Sequence[str], iterations: int, augment: bool, seed: int) -> Dataset: ...
+
+
+def epoch_loader(config, source: PatchSource, store, case_ids: Sequence[str], iterations: int, epoch: int,
                  stream: int, ctx: DistContext, augment: bool, pin_memory: bool = False) -> DataLoader:
     """This rank's DataLoader over one epoch's stream (its share of every global batch).
 

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from sam3dlib.config import ExperimentConfig
 from sam3dlib.modeling.sam3d import SAM3D
+from sam3dlib.training.data import CachedPatchDataset
 from sam3dlib.training.distributed import DistContext
 from sam3dlib.training.feature_cache import FeatureCache, cache_settings
 from sam3dlib.utils.fileio import check_output_dir
@@ -120,8 +121,6 @@ class CachedFeatures(FeatureSource):
         ctx.barrier()
 
     def dataset(self, store, case_ids: Sequence[str], iterations: int, augment: bool, seed: int) -> Dataset:
-        from sam3dlib.training.data import CachedPatchDataset
-
         if self.cache is None:
             raise RuntimeError("CachedFeatures.dataset before prepare(): the feature store is not built")
         c = self.config

@@ -45,15 +45,21 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def recorded_weights(prov: dict[str, Any]) -> str | None:
+    """The encoder weights a ``provenance.json`` records (runs written before the rename recorded
+    them under ``encoder_checkpoint``)."""
+    return prov.get("encoder_weights") or prov.get("encoder_checkpoint")
+
+
 def encoder_fields(config, model) -> dict[str, Any]:
     """The frozen encoder a run used (name, weights file, sha256, fingerprint); ``none`` for a model
     without one (a retrained baseline)."""
     if model.encoder is None:
-        return {"encoder": NO_ENCODER, "encoder_checkpoint": NO_ENCODER, "encoder_sha256": NO_ENCODER,
+        return {"encoder": NO_ENCODER, "encoder_weights": NO_ENCODER, "encoder_sha256": NO_ENCODER,
                 "random_encoder": False}
     return {
         "encoder": config.encoder,
-        "encoder_checkpoint": model.encoder_source or RANDOM_INIT,
+        "encoder_weights": model.encoder_source or RANDOM_INIT,
         "encoder_input_hw": list(model.input_hw),
         "encoder_pool": model.embedding_pool,
         "decoder_grid": list(model.embedding_hw),

