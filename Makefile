@@ -31,7 +31,7 @@ LAUNCHER ?= local
 CLUSTER_CONFIG ?=
 CLUSTER_ARGS ?=
 
-.PHONY: setup lock lint demo test test-system test-fast lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5) \
+.PHONY: setup lock lint demo test test-system test-long lab bench reproduce-all $(addprefix reproduce-table,1 2 3 4 5) \
 	$(addprefix prepare-,synapse acdc lung brats)
 
 ## Reproducible install: the locked versions (core + study + dev + lab extras), then sam3dlib itself.
@@ -58,9 +58,14 @@ DEMO_ARGS ?=
 demo: setup
 	$(PY) -m sam3dlib demo --out "$(OUT)/demo" $(DEMO_ARGS)
 
-## The whole test suite: unit tests and every notebook under nbval.
+## The test suite within 5 minutes on 2 cores: every unit test but the long end-to-end ones.
 test: setup
-	MPLBACKEND=agg $(PY) -m pytest -q -m "not system" --nbval tests notebooks
+	MPLBACKEND=agg $(PY) -m pytest -q -m "not system and not slow" tests
+
+## The long checks (CI runs them too): end-to-end runs (tests marked slow) and every notebook under nbval.
+test-long: setup
+	MPLBACKEND=agg $(PY) -m pytest -q -m "slow and not system" tests
+	MPLBACKEND=agg $(PY) -m pytest -q --nbval notebooks
 
 ## Checks against real outside systems (a one-node SLURM, headless Chromium); installs them with apt-get if missing.
 test-system: setup
@@ -70,8 +75,6 @@ test-system: setup
 lint: setup
 	$(VENV)/bin/ruff check sam3dlib tests benchmarks notebooks/_build.py
 
-test-fast: setup
-	MPLBACKEND=agg $(PY) -m pytest -q -m "not slow" tests
 
 ## JupyterLab (pinned in the lock, installed by setup) on the repository root: notebooks/ and results/.
 lab: setup

@@ -502,7 +502,9 @@ def _keep_outputs(template: nbformat.NotebookNode, path: Path) -> nbformat.Noteb
             new.execution_count, new.outputs = None, []
             continue
         stored.remove(was)
-        new.execution_count, new.outputs = was.get("execution_count"), was.outputs
+        # an unrun stored cell keeps no outputs (nbval refuses outputs on an unrun cell)
+        count = was.get("execution_count")
+        new.execution_count, new.outputs = count, (was.outputs if count is not None else [])
     return nb
 
 

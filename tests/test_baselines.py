@@ -79,6 +79,7 @@ def test_model_settings_are_checked():
     assert set(MODELS) == {"sam3d", "unetr", "nnunet", "swinunetr"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["nnunet"])  # UNETR / Swin UNETR: not yet above 2x chance in 12 steps
 def test_baseline_smoke_training_learns(model, baseline_run, synapse_store):
     run = baseline_run(model)

@@ -28,6 +28,7 @@ def lib():
     return _load("bench_lib")
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_json_and_markdown(bench, tmp_path):
     out = tmp_path / "bench"
     bench.main(["--out", str(out), "--quick", "--encoder", "vit_tiny", "--hw", "32", "--depth", "2",

@@ -20,6 +20,9 @@ import torch
 from sam3dlib.cli import main
 from sam3dlib.modeling.run_checkpoint import load_checkpoint
 
+#: a training killed and resumed in child processes: long, so `make test-long`
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 #: the session's smoke run (tests/_fixtures_train.py) is the uninterrupted reference: the same settings
 SETTINGS = {"epochs": 3, "iterations_per_epoch": 8}

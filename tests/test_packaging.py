@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: the extras `make setup` installs and requirements.lock is resolved for
-LOCKED_EXTRAS = ("study", "dev")
+LOCKED_EXTRAS = ("study", "dev", "lab")
 
 
 def _lock() -> dict[str, str]:

@@ -524,10 +524,10 @@ def test_make_targets_keep_paths_with_spaces_whole():
     """`make reproduce-table1 DATA_DIR="/data/my data"` passes each path as one argument."""
     from sam3dlib.cli import build_parser
 
-    (cmd,) = _make_dry_run("reproduce-table1", DATA_DIR="/data/my data", SAM_CHECKPOINT="/w/sam weights.pth",
+    (cmd,) = _make_dry_run("reproduce-table1", DATA_DIR="/data/my data", ENCODER_WEIGHTS="/w/sam weights.pth",
                            OUT="/tmp/my results", SEEDS="0 1", PROFILE="smoke")
     args = build_parser().parse_args(cmd[cmd.index("sam3dlib") + 1:])
-    assert (args.data_dir, args.checkpoint, args.out, args.seeds) == ("/data/my data", "/w/sam weights.pth",
+    assert (args.data_dir, args.encoder_weights, args.out, args.seeds) == ("/data/my data", "/w/sam weights.pth",
                                                                       "/tmp/my results/table1", "0 1")
     (demo,) = _make_dry_run("demo", OUT="/tmp/my results")
     assert demo[demo.index("--out") + 1] == "/tmp/my results/demo"

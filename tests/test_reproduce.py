@@ -110,6 +110,7 @@ def test_missing_study_packages_are_named(tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_papermill_wrong_parameter_type(tmp_path):
     """A parameter of the wrong type stops the notebook in its first cell with a clear message."""
     import papermill as pm
