@@ -58,7 +58,9 @@ def _epochs_logged(run: Path) -> int:
 
 
 def test_two_job_grid_requeued_resumes_and_equals_local_run(tmp_path):
-    data = ensure_phantom_data("synapse", tmp_path / "cache", size="tiny")
+    # "small" phantoms: the test prediction after the last epoch outlasts KillWait on an idle machine, so the
+    # requeue lands while the job still runs
+    data = ensure_phantom_data("synapse", tmp_path / "cache", size="small")
     config = tmp_path / "cluster.toml"
     config.write_text(f'partition = "{PARTITION}"\ngpus_per_job = 0\ncpus_per_job = 1\nmem_gb = 1\ntime_min = 30\n'
                       'poll_s = 1\n')
