@@ -179,13 +179,20 @@ def executor_parameters(settings: ClusterSettings, name: str) -> dict[str, Any]:
     params: dict[str, Any] = {"name": name, "timeout_min": settings.time_min, "cpus_per_task": settings.cpus_per_job,
                               "mem_gb": settings.mem_gb, "gpus_per_node": settings.gpus_per_job, "nodes": 1,
                               "tasks_per_node": 1, "slurm_signal_delay_s": settings.signal_delay_s}
-    if settings.partition:
-        params["slurm_partition"] = settings.partition
-    if settings.sbatch:
-        params["slurm_additional_parameters"] = {k: (v if v != "" else True) for k, v in settings.sbatch.items()}
-    if settings.setup:
-        params["slurm_setup"] = list(settings.setup)
+    params.update({f"slurm_{k}": v for k, v in _optional_slurm_options(settings).items()})
     return params
+
+
+def _optional_slurm_options(settings: ClusterSettings) -> dict[str, Any]:
+    """Partition, extra ``sbatch`` options and setup lines, where given (submitit's SLURM names, unprefixed)."""
+    options: dict[str, Any] = {}
+    if settings.partition:
+        options["partition"] = settings.partition
+    if settings.sbatch:
+        options["additional_parameters"] = {k: (v if v != "" else True) for k, v in settings.sbatch.items()}
+    if settings.setup:
+        options["setup"] = list(settings.setup)
+    return options
 
 
 def sbatch_script(settings: ClusterSettings, job: GridJob, jobs_dir: str | os.PathLike) -> str:
@@ -195,12 +202,7 @@ def sbatch_script(settings: ClusterSettings, job: GridJob, jobs_dir: str | os.Pa
     params: dict[str, Any] = dict(job_name=job.name, time=settings.time_min, cpus_per_task=settings.cpus_per_job,
                                   mem=_convert_mem(settings.mem_gb), gpus_per_node=settings.gpus_per_job, nodes=1,
                                   ntasks_per_node=1, signal_delay_s=settings.signal_delay_s)
-    if settings.partition:
-        params["partition"] = settings.partition
-    if settings.sbatch:
-        params["additional_parameters"] = {k: (v if v != "" else True) for k, v in settings.sbatch.items()}
-    if settings.setup:
-        params["setup"] = list(settings.setup)
+    params.update(_optional_slurm_options(settings))
     folder = Path(jobs_dir) / job.name
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(os.fspath(folder))])
     return _make_sbatch_string(command=command, folder=folder, **params)
