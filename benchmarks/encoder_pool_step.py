@@ -1,12 +1,19 @@
-"""The trainer's step for each embedding pool of a fine-grid encoder (the MNI task's LiteMedSAM run).
+"""Embedding pool of a fine-grid encoder: the trainer's step time and test DSC for each pool.
 
-``sam3d train custom --set encoder=litemedsam`` on the MNI tissue task (3 mm, patch 8 x 64 x 48,
-3 classes, batch 2) feeds the decoder LiteMedSAM's 64 x 64 grid resampled to the crop's 64 x 48
-when ``encoder_pool`` is 1. For each pool this times the trainer's own step
-(:func:`sam3dlib.training.step.decoder_update`: decoder forward, Dice+CE with deep supervision,
-backward, SGD, cached-mode features already in memory), after one warm-up step, and states the
-decoder grid and upsamplings. Usage::
+Two measurements, one table each:
 
+* ``--dsc`` (the evidence for the registry's ``default_pool``): one trainer run per pool on the
+  demo's MNI152 grey/white-matter task (``sam3dlib.study.mri_demo.compare_encoders``: 3 mm,
+  crop 6 x 80 x 80, LiteMedSAM's 64 x 64 grid, the ``demo`` profile's 150 AdamW steps, cached
+  features), predicted and scored on the test slabs by the pipeline. Per pool: the decoder grid,
+  seconds per training step (``log.csv``), mean GM/WM DSC and HD95 (mm), wall time of the run.
+* without it: the trainer's own step (:func:`sam3dlib.training.step.decoder_update`) on random
+  features of the ``train custom`` MNI patch (8 x 64 x 48, 3 classes, batch 2), after one
+  warm-up step; no accuracy.
+
+Usage::
+
+    python benchmarks/encoder_pool_step.py --out results/bench --pools 1 2 4 8 --dsc
     python benchmarks/encoder_pool_step.py --out results/bench --pools 1 2 4 8 --steps 3
 """
 from __future__ import annotations
@@ -30,6 +37,7 @@ from sam3dlib.training.step import decoder_update, make_loss  # noqa: E402
 
 
 def measure(encoder: str, crop: tuple[int, int], depth: int, batch: int, classes: int, pool: int, steps: int) -> dict:
+    """Seconds per trainer step on random features of one pool's decoder grid."""
     input_hw, ups = check_crop_size(encoder, crop, None, pool)
     spec = get_encoder_spec(encoder)
     grid = decoder_grid(crop, ups)
@@ -50,10 +58,35 @@ def measure(encoder: str, crop: tuple[int, int], depth: int, batch: int, classes
             "load": round(os.getloadavg()[0], 1)}
 
 
+def measure_dsc(encoder: str, pools: list[int], out: Path):
+    """One demo-task trainer run per pool: the table of grid, s/step, DSC, HD95 and seconds."""
+    import pandas as pd
+
+    from sam3dlib.study.mri_demo import Arm, MRIDemoSettings, compare_encoders
+
+    s = MRIDemoSettings(encoder=encoder)
+    arms = [Arm(f"pool{p}", encoder, settings={"encoder_pool": p}) for p in pools]
+    result = compare_encoders(arms, s, out / "encoder_pool_dsc", progress=True)
+    rows = []
+    for pool, run in zip(pools, result.runs):
+        prov = json.loads((run.run_dir / "provenance.json").read_text())
+        log = pd.read_csv(run.run_dir / "log.csv")
+        summary = run.summary.set_index(["metric", "region"])["mean"]
+        rows.append({"encoder": encoder, "pool": pool, "decoder_grid": "x".join(map(str, prov.get("decoder_grid", []))),
+                     "s_per_step": round(float(log["seconds"].sum() / log["steps"].sum()), 3),
+                     "DSC GM": round(float(summary[("DSC", "GM")]), 4), "DSC WM": round(float(summary[("DSC", "WM")]), 4),
+                     "DSC mean": round(run.mean_dsc, 4),
+                     "HD95 mean mm": round(float(summary[("HD95_strict", "average")]), 2),
+                     "train_s": round(run.train_seconds, 1), "run_s": round(run.seconds, 1),
+                     "load": round(os.getloadavg()[0], 1)})
+    return pd.DataFrame(rows), result.note
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/bench"))
     ap.add_argument("--encoder", default="litemedsam")
+    ap.add_argument("--dsc", action="store_true", help="train and score one demo-task run per pool (minutes each)")
     ap.add_argument("--crop", type=int, nargs=2, default=(64, 48))
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--batch", type=int, default=2)
@@ -63,12 +96,20 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.dsc:
+        t0 = time.perf_counter()
+        table, note = measure_dsc(args.encoder, args.pools, args.out)
+        print(note)
+        print(table.to_string(index=False))
+        print(f"total {time.perf_counter() - t0:.0f} s, {torch.get_num_threads()} threads")
+        table.to_csv(args.out / "encoder_pool_dsc.csv", index=False)
+        return 0
     rows = []
     for pool in args.pools:
         row = measure(args.encoder, tuple(args.crop), args.depth, args.batch, args.classes, pool, args.steps)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "encoder_pool_step.json").write_text(json.dumps(rows, indent=2))
     return 0
 

@@ -131,6 +131,9 @@ def test_plan_normalisation_per_channel_and_overrides():
     assert (s2.patch_size, s2.batch_size, s2.target_spacing) == ((8, 32, 48), 3, (2.0, 1.0, 1.0))
     assert s2.regions["all"] == (1, 2) and m2["normalization"]["channels"][0]["scheme"] == "nonCT"
     assert m2["planning"]["sources"]["patch_size"] == "override"
+    # a region of one label renames that label's region: one column per scored region, in label order
+    m3 = make_plan("x", ("T2",), labels, _fingerprint(), SETTINGS, {"regions": {"L": [2], "all": [1, 2]}})
+    assert spec_from_meta(m3).regions == {"organ": (1,), "L": (2,), "all": (1, 2)}
     with pytest.raises(ValueError, match="multiples"):
         make_plan("x", ("CT",), labels, _fingerprint(), SETTINGS, {"patch_size": [8, 30, 32]})
     with pytest.raises(ValueError, match="unknown plan setting"):

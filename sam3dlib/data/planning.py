@@ -17,7 +17,8 @@ From it, for a user's dataset (:func:`make_plan`):
 * **batch size** (:func:`plan_batch_size`): as many samples as fit the budget, at least 2,
   at most what covers 5 % of the dataset's voxels (nnU-Net v1);
 * **classes and regions**: every foreground label is a region; unions declared in
-  ``dataset.json`` (nnU-Net v2 list values) or given by the user are added;
+  ``dataset.json`` (nnU-Net v2 list values) or given by the user are added (one made of a
+  single label renames that label's region);
 * **splits**: the user's ``splits_final.json``, else a seeded 5-fold split (:func:`kfold_splits`).
 
 Every value can be overridden (:data:`OVERRIDABLE`). The memory model is passed in
@@ -331,7 +332,8 @@ def make_plan(name: str, channel_names: Sequence[str], labels: dict[int, str], f
         fp: the fingerprint of the labelled cases.
         settings: memory model, budget and stride.
         overrides: values of :data:`OVERRIDABLE` that replace the planned ones.
-        declared_regions: unions of labels to report besides each label (e.g. from ``dataset.json``).
+        declared_regions: unions of labels to report besides each label (e.g. from ``dataset.json``);
+            one made of a single label renames that label's region (``GM: [1]`` for ``grey matter``).
 
     Returns:
         ``{"dataset", "num_channels", "num_classes", "labels", "target_spacing", "normalization",
@@ -382,8 +384,10 @@ def make_plan(name: str, channel_names: Sequence[str], labels: dict[int, str], f
     regions = {labels[v]: (v,) for v in sorted(labels) if v != 0}
     extra = {str(n): tuple(int(x) for x in m) for n, m in {**(declared_regions or {}), **ov.get("regions", {})}.items()}
     for n, m in extra.items():
-        if tuple(m) != regions.get(n):
-            regions[n] = tuple(m)
+        # a declared region equal to one label's region renames it (one name per scored region)
+        same = [r for r, v in regions.items() if v == m and r != n and r in {labels.get(x) for x in m}]
+        regions = {(n if r in same else r): v for r, v in regions.items()}
+        regions[n] = m
     spec = DatasetSpec(name=name, num_channels=c, num_classes=k, labels=dict(labels), regions=regions,
                        patch_size=patch, batch_size=batch,  # type: ignore[arg-type]
                        modality="CT" if all(is_ct(n) for n in channel_names) else "MRI",
