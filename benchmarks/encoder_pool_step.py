@@ -7,6 +7,7 @@ Two measurements, one table each:
   crop 6 x 80 x 80, LiteMedSAM's 64 x 64 grid, the ``demo`` profile's 150 AdamW steps, cached
   features), predicted and scored on the test slabs by the pipeline. Per pool: the decoder grid,
   seconds per training step (``log.csv``), mean GM/WM DSC and HD95 (mm), wall time of the run.
+  ``--budget-s N`` trains every pool for N seconds instead (equal time, not equal steps).
 * without it: the trainer's own step (:func:`sam3dlib.training.step.decoder_update`) on random
   features of the ``train custom`` MNI patch (8 x 64 x 48, 3 classes, batch 2), after one
   warm-up step; no accuracy.
@@ -14,6 +15,7 @@ Two measurements, one table each:
 Usage::
 
     python benchmarks/encoder_pool_step.py --out results/bench --pools 1 2 4 8 --dsc
+    python benchmarks/encoder_pool_step.py --out results/bench --pools 2 4 --dsc --budget-s 300
     python benchmarks/encoder_pool_step.py --out results/bench --pools 1 2 4 8 --steps 3
 """
 from __future__ import annotations
@@ -58,15 +60,21 @@ def measure(encoder: str, crop: tuple[int, int], depth: int, batch: int, classes
             "load": round(os.getloadavg()[0], 1)}
 
 
-def measure_dsc(encoder: str, pools: list[int], out: Path):
-    """One demo-task trainer run per pool: the table of grid, s/step, DSC, HD95 and seconds."""
+def measure_dsc(encoder: str, pools: list[int], out: Path, budget_s: float | None = None):
+    """One demo-task trainer run per pool: the table of grid, s/step, DSC, HD95 and seconds.
+
+    ``budget_s``: every pool trains for that many seconds instead of the demo's 150 steps (its
+    poly schedule on the budget, as the demo's baseline arm), an equal-time comparison.
+    """
     import pandas as pd
 
-    from sam3dlib.study.mri_demo import Arm, MRIDemoSettings, compare_encoders
+    from sam3dlib.study.mri_demo import BUDGET_STEP_FACTOR, Arm, MRIDemoSettings, compare_encoders
 
     s = MRIDemoSettings(encoder=encoder)
-    arms = [Arm(f"pool{p}", encoder, settings={"encoder_pool": p}) for p in pools]
-    result = compare_encoders(arms, s, out / "encoder_pool_dsc", progress=True)
+    budget = {} if budget_s is None else {"time_budget_s": budget_s, "epochs": s.epochs()[0] * BUDGET_STEP_FACTOR}
+    arms = [Arm(f"pool{p}", encoder, settings={"encoder_pool": p, **budget}) for p in pools]
+    name = "encoder_pool_dsc" if budget_s is None else f"encoder_pool_dsc_{budget_s:g}s"
+    result = compare_encoders(arms, s, out / name, progress=True)
     rows = []
     for pool, run in zip(pools, result.runs):
         prov = json.loads((run.run_dir / "provenance.json").read_text())
@@ -74,7 +82,7 @@ def measure_dsc(encoder: str, pools: list[int], out: Path):
         summary = run.summary.set_index(["metric", "region"])["mean"]
         rows.append({"encoder": encoder, "pool": pool, "decoder_grid": "x".join(map(str, prov.get("decoder_grid", []))),
                      "s_per_step": round(float(log["seconds"].sum() / log["steps"].sum()), 3),
-                     "DSC GM": round(float(summary[("DSC", "GM")]), 4), "DSC WM": round(float(summary[("DSC", "WM")]), 4),
+                     "steps": int(log["steps"].sum()), "DSC GM": round(float(summary[("DSC", "GM")]), 4), "DSC WM": round(float(summary[("DSC", "WM")]), 4),
                      "DSC mean": round(run.mean_dsc, 4),
                      "HD95 mean mm": round(float(summary[("HD95_strict", "average")]), 2),
                      "train_s": round(run.train_seconds, 1), "run_s": round(run.seconds, 1),
@@ -87,6 +95,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/bench"))
     ap.add_argument("--encoder", default="litemedsam")
     ap.add_argument("--dsc", action="store_true", help="train and score one demo-task run per pool (minutes each)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="with --dsc: train every pool for this many seconds instead of the demo's steps")
     ap.add_argument("--crop", type=int, nargs=2, default=(64, 48))
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--batch", type=int, default=2)
@@ -99,11 +109,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.dsc:
         t0 = time.perf_counter()
-        table, note = measure_dsc(args.encoder, args.pools, args.out)
+        table, note = measure_dsc(args.encoder, args.pools, args.out, args.budget_s)
         print(note)
         print(table.to_string(index=False))
         print(f"total {time.perf_counter() - t0:.0f} s, {torch.get_num_threads()} threads")
-        table.to_csv(args.out / "encoder_pool_dsc.csv", index=False)
+        suffix = "" if args.budget_s is None else f"_{args.budget_s:g}s"
+        table.to_csv(args.out / f"encoder_pool_dsc{suffix}.csv", index=False)
         return 0
     rows = []
     for pool in args.pools:

@@ -110,6 +110,19 @@ def test_time_budget_stops_training_cleanly(synapse_store, tmp_path, one_thread)
     assert len(pd.read_csv(run / "log.csv")) == len(log)
 
 
+def test_poly_schedule_runs_on_the_time_budget():
+    """With time_budget_s the per-step poly rate follows whichever ends first, steps or seconds."""
+    from sam3dlib.training.optim import poly_decay, poly_step_lr
+
+    cfg = get_config("table1_synapse", "smoke", epochs=2, iterations_per_epoch=10, lr=0.01, poly_per_step=True,
+                     time_budget_s=100)
+    assert poly_step_lr(cfg, 5, seconds=50) == pytest.approx(poly_decay(0.01, 1, 2, cfg.poly_power))  # budget half spent
+    assert poly_step_lr(cfg, 10, seconds=1) == pytest.approx(poly_decay(0.01, 10, 20, cfg.poly_power))  # steps ahead
+    assert poly_step_lr(cfg, 1, seconds=250) == 0.0  # the budget is spent: no further descent
+    free = get_config("table1_synapse", "smoke", epochs=2, iterations_per_epoch=10, lr=0.01)
+    assert poly_step_lr(free, 5, seconds=1e6) == pytest.approx(poly_decay(0.01, 5, 20, free.poly_power))
+
+
 def test_table_renders_baseline_rows(baseline_run, synapse_store, tmp_path):
     """A Table 1 run with models=["nnunet"] (the session's run is reused, not retrained) and a UNETR row."""
     from sam3dlib.study.table_run import run_table

@@ -97,7 +97,7 @@ def test_mri_demo_writes_table_figures_and_record(demo_out):
     table = pd.read_csv(out / "table.csv")
     assert {"DSC GM", "DSC WM", "HD95 GM", "HD95 WM", "DSC average"} <= set(table.columns) and len(table) == 1
     per_slab = pd.read_csv(out / "per_slab.csv")
-    assert {"encoder", "case_id", "DSC GM", "HD95 WM"} <= set(per_slab.columns) and len(per_slab) == 1
+    assert {"model", "case_id", "DSC GM", "HD95 WM"} <= set(per_slab.columns) and len(per_slab) == 1
     saved = json.loads((out / "demo.json").read_text())
     assert "superior to the training slices" in saved["split"] and saved["seconds"] > 0
     assert set(saved["mean_foreground_dsc"]) == {"vit_tiny (random init)"}  # a ViT without a weights file is random
@@ -193,3 +193,47 @@ def test_compare_random_refuses_an_encoder_without_weights(tmp_path):
 
     with pytest.raises(ConfigError, match="vit_tiny has no weights here.*both runs would be random"):
         run_mri_demo(tmp_path, compare_random=True, settings=MRIDemoSettings(encoder="vit_tiny"))
+
+
+#: ``make demo --compare``'s road at 4 mm (LiteMedSAM pool 2, 100 steps, two test slabs): measured mean
+#: GM/WM DSC and the floors below (docs/PERFORMANCE.md, "The demo")
+COMPARE_SETTINGS = dict(resolution=4, slab=4, gap=2, crop=64, steps=100, eval_every=50, test_slabs=2)
+COMPARE_FLOOR, COMPARE_MARGIN = 0.45, 0.05
+
+
+def _chance_dsc(run) -> float:
+    """Mean GM/WM Dice of a random prediction with each class's true rate (= that rate), over the test slabs."""
+    import nibabel as nib
+
+    rates = []
+    for pred in sorted((run / "predictions").glob("*.nii.gz")):
+        gt = np.asanyarray(nib.load(run.parents[1] / "data" / "raw" / "labelsTr" / pred.name).dataobj)
+        rates.append(np.mean([(gt == k).mean() for k in (1, 2)]))
+    return float(np.mean(rates))
+
+
+@pytest.mark.slow
+def test_demo_compare_pretrained_beats_chance_random_and_reports_the_baseline(tmp_path):
+    """The real demo road with ``--compare``: LiteMedSAM pretrained above a floor, above twice chance and
+    above its random initialisation; a from-scratch nnunet row trained for the pretrained arm's seconds."""
+    import json
+
+    import pandas as pd
+
+    from sam3dlib.study.mri_demo import MRIDemoSettings, run_mri_demo
+
+    settings = MRIDemoSettings(**COMPARE_SETTINGS)
+    record = run_mri_demo(tmp_path, compare_random=True, compare_baseline=True, settings=settings, progress=False)
+    table = pd.read_csv(tmp_path / "table.csv").set_index("arm")
+    assert list(table.index) == ["pretrained", "random", "nnunet"]
+    pretrained, random = table.loc["pretrained", "DSC average"], table.loc["random", "DSC average"]
+    chance = _chance_dsc(tmp_path / "runs" / "pretrained")
+    assert pretrained >= COMPARE_FLOOR and pretrained >= 2 * chance, (pretrained, chance)
+    assert pretrained >= random + COMPARE_MARGIN, (pretrained, random)
+    arms = record["arms"]
+    done = json.loads((tmp_path / "runs" / "nnunet" / "finished.json").read_text())
+    assert done["model"] == arms["nnunet"]["model"] == "nnunet" and done["stopped_by"] == "time_budget_s"
+    assert done["time_budget_s"] == pytest.approx(arms["pretrained"]["budget_seconds"], abs=0.1)
+    assert done["steps"] >= 1 and table.loc["nnunet", "sha256"] == "no encoder"
+    assert table.loc["nnunet", "trainable params"] > table.loc["pretrained", "trainable params"]
+    assert 0.0 <= table.loc["nnunet", "DSC average"] <= 1.0

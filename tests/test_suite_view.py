@@ -308,9 +308,12 @@ def test_epoch_progress_line():
     from sam3dlib.training.trainer import Trainer
 
     t = SimpleNamespace(history=[{"seconds": 10.0}, {"seconds": 20.0}], start_epoch=0,
-                        config=SimpleNamespace(name="table1_synapse", seed=1, epochs=20))
+                        config=SimpleNamespace(name="table1_synapse", seed=1, epochs=20, time_budget_s=None))
     line = Trainer.epoch_line(t, {"epoch": 2, "train_loss": 0.81234, "val_dice": 0.5})
     assert line == "table1_synapse seed 1: epoch 2/20, loss 0.8123, val Dice 0.500, ETA 4.5 min"
+    # a time budget ends the run first: the ETA is the budget left, not the planned epochs
+    t.config.time_budget_s, t.trained_seconds = 100.0, lambda: 30.0
+    assert Trainer.epoch_line(t, {"epoch": 2, "train_loss": 0.8, "val_dice": None}).endswith("ETA 70 s")
 
 
 # ----------------------------------------------------------------- exploring a run folder

