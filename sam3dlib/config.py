@@ -69,7 +69,7 @@ class ExperimentConfig:
             encoder's default (crop size for the ViTs, as the paper; 256 for LiteMedSAM).
         encoder_pool: average-pool the frozen embeddings in-plane by this factor before the
             decoder (1: none, the paper); a coarser grid makes the decoder cheaper. None: the
-            encoder's default (LiteMedSAM 4, the ViTs 1; :mod:`sam3dlib.modeling.encoders`).
+            encoder's default (1 for every encoder, measured; :mod:`sam3dlib.modeling.encoders`).
         skip: residual branches in the decoder (False = Table 5 ablation).
         deep_supervision: 1/2 and 1/4 resolution heads in the loss.
         patch_size: training crop (D, H, W); H, W fit the encoder

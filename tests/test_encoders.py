@@ -228,8 +228,8 @@ def test_trainer_decoder_uses_the_measured_best_memory_format():
 def test_random_litemedsam_config():
     cfg = get_config("table2_acdc", "smoke", encoder="litemedsam", encoder_weights="random", patch_size=(4, 64, 64))
     model = build_model(cfg, get_spec("acdc"))
-    # LiteMedSAM's 64 x 64 grid average-pooled by its default pool of 4: 16 x 16, two upsamplings to 64 x 64
-    assert model.random_encoder and model.decoder.upsamplings == 2
+    # LiteMedSAM's 64 x 64 grid at its default pool of 1 is the crop's grid: no upsampling
+    assert model.random_encoder and model.decoder.upsamplings == 0
 
 
 def test_feature_cache_stores_the_decoder_grid_of_a_scaled_encoder(tmp_path):
@@ -292,10 +292,11 @@ def test_window_order_cache_holds_ordinary_tensors_after_inference_mode():
 
 def test_each_encoder_has_its_default_pool_and_the_run_states_its_grid(smoke_run):
     lite = build_sam3d(3, image_size=(64, 48), encoder="litemedsam", encoder_weights="random")
-    assert lite.embedding_pool == ENCODERS["litemedsam"].default_pool == 4 and lite.embedding_hw == (16, 12)
-    assert "64 x 64 grid, pooled x4 to 16 x 16, area-resampled to 16 x 12; decoder grid 16 x 12" in lite.grid_description()
-    one = build_sam3d(3, image_size=(64, 48), encoder="litemedsam", encoder_weights="random", encoder_pool=1)
-    assert one.embedding_hw == (64, 48)
+    assert lite.embedding_pool == ENCODERS["litemedsam"].default_pool == 1 and lite.embedding_hw == (64, 48)
+    assert "64 x 64 grid, not pooled, area-resampled to 64 x 48; decoder grid 64 x 48" in lite.grid_description()
+    four = build_sam3d(3, image_size=(64, 48), encoder="litemedsam", encoder_weights="random", encoder_pool=4)
+    assert four.embedding_hw == (16, 12)
+    assert "64 x 64 grid, pooled x4 to 16 x 16, area-resampled to 16 x 12; decoder grid 16 x 12" in four.grid_description()
     vit = build_sam3d(3, image_size=48, encoder="vit_tiny")
     assert vit.embedding_pool == 1 and "3 x 3 grid, not pooled; decoder grid 3 x 3" in vit.grid_description()
     prov = json.loads((smoke_run["run"] / "provenance.json").read_text())

@@ -623,3 +623,23 @@ def test_a_failed_execution_leaves_no_notebook_that_looks_like_a_result(tmp_path
     with pytest.raises(RuntimeError, match="kernel died"):
         reproduce._execute(nb, tmp_path / "run", {}, False)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["01_table.failed.ipynb"]
+
+
+def test_a_dangling_label_link_is_named_as_such_not_as_a_missing_label(tmp_path, capsys):
+    """A label that is a link to a file that is gone: check-data and prepare name the link and its
+    target (it used to read "label file missing")."""
+    from sam3dlib.cli import main
+    from sam3dlib.data.check import check_dataset
+    from sam3dlib.data.phantoms import write_phantom
+
+    raw = write_phantom("lung", tmp_path / "raw", n_cases=3, size="tiny")
+    label = sorted((raw / "labelsTr").glob("*.nii.gz"))[0]
+    label.unlink()
+    label.symlink_to(tmp_path / "gone.nii.gz")
+    problems = [str(p) for p in check_dataset("lung", raw, expect_all=False)]
+    assert any(p.startswith(f"{label}: a link to {tmp_path / 'gone.nii.gz'}") and "dangling link" in p
+               for p in problems), problems
+    assert not any("label file missing" in p for p in problems), problems
+    assert main(["prepare", "lung", "--raw", str(raw), "--out", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "dangling link" in err[-1] and str(label) in err[-1], err[-1]

@@ -127,8 +127,9 @@ def _label_for(folder: Path, stem: str) -> Path | None:
     names = [stem, f"{stem}_gt", re.sub(r"^img", "label", stem)]
     for n in names:
         for e in NIFTI_SUFFIXES:
-            if (folder / f"{n}{e}").is_file():
-                return folder / f"{n}{e}"
+            path = folder / f"{n}{e}"
+            if path.is_file() or path.is_symlink():  # a dangling link is kept: reading it names it
+                return path
     return None
 
 
@@ -160,7 +161,7 @@ def _find_msd(root: Path) -> list[RawCase]:
             lab = None
             if isinstance(entry, dict) and entry.get("label"):
                 lp = root / entry["label"]
-                lab = lp if lp.is_file() else None
+                lab = lp if lp.is_file() or lp.is_symlink() else None
             extra = {"listed_image": str(ip), "listed_label": str(root / entry["label"]) if isinstance(entry, dict)
                      and entry.get("label") else None}
             cases[stem] = RawCase(stem, imgs, lab, "msd", extra)

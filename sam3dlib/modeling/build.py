@@ -48,7 +48,7 @@ def build_sam3d(
         encoder_scale: slices are resized by this factor before encoding; None: the encoder's
             default (crop size for the ViTs as in the paper, native 256 for LiteMedSAM).
         encoder_pool: average-pool the slice embeddings by this factor before the decoder;
-            None: the encoder's default (registry ``default_pool``: LiteMedSAM 4, the ViTs 1).
+            None: the encoder's default (registry ``default_pool``: 1, measured).
 
     Examples::
 
