@@ -157,6 +157,18 @@ def test_training_curves_have_whole_epoch_ticks(tmp_path):
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
+def test_training_curves_against_seconds_place_each_epoch_at_its_end(tmp_path):
+    """Runs compared at an equal time budget: each epoch at offset + cumulative seconds (the demo's
+    baseline arm has fewer, longer epochs than the SAM3D arms)."""
+    log = _log(tmp_path)
+    fig = rf.plot_training_curves([log, log], labels=["a", "b"], x="seconds", offsets=[0.0, 10.0])
+    a, b = fig.axes[0].lines[:2]
+    assert list(a.get_xdata()) == [1.0, 2.0, 3.0] and list(b.get_xdata()) == [11.0, 12.0, 13.0]
+    assert "seconds" in fig.axes[1].get_xlabel()
+    with pytest.raises(ValueError, match="'epoch' or 'seconds'"):
+        rf.plot_training_curves(log, x="steps")
+
+
 def test_training_curve_says_paper_protocol_validates_on_test_cases(tmp_path):
     cond = report.RunConditions("vit_b", "sam.pth", "synapse", "paper", "paper")
     assert "test cases" in rf.plot_training_curves(_log(tmp_path), cond).axes[1].get_ylabel()

@@ -35,7 +35,6 @@ import pandas as pd
 from sam3dlib.utils.errors import ConfigError
 from sam3dlib.utils.fileio import atomic_write_json, atomic_write_text
 
-
 #: the demo's embedding pool per encoder, where it differs from the registry's default (1).
 #: LiteMedSAM's 64 x 64 grid pooled x2 (decoder grid 20 x 20): within the demo's few minutes 150
 #: steps at pool 2 (mean test DSC 0.567, 77 s of training) beat 50 at pool 1 (0.463, 90 s); pool 1
@@ -254,15 +253,20 @@ class ArmRun:
 
 def run_arm(settings: MRIDemoSettings, arm: Arm, store, out: str | os.PathLike, progress: bool = True) -> ArmRun:
     """Train one arm with the trainer, predict and score the test slabs with its ``latest.pt``."""
-    from sam3dlib.modeling.constants import RANDOM_INIT
     from sam3dlib.pipeline import run_experiment
-    from sam3dlib.utils.fileio import read_json
 
     config = arm_config(settings, arm, store.spec)
     t0 = time.perf_counter()
     run = Path(run_experiment(config, store.root, Path(out) / "runs" / arm.name, progress=progress, force=True,
                               which="latest"))
-    seconds = time.perf_counter() - t0
+    return read_arm_run(arm, run, time.perf_counter() - t0)
+
+
+def read_arm_run(arm: Arm, run: Path, seconds: float) -> ArmRun:
+    """One arm's :class:`ArmRun` from its finished run folder (``seconds``: the arm's whole wall time)."""
+    from sam3dlib.modeling.constants import RANDOM_INIT
+    from sam3dlib.utils.fileio import read_json
+
     prov = read_json(run / "provenance.json", ValueError, expect=dict)
     log = pd.read_csv(run / "log.csv")
     sha = prov.get("encoder_sha256")
@@ -365,8 +369,10 @@ def write_outputs(out: Path, runs: list[ArmRun], store, settings: MRIDemoSetting
             fig = plot_overlays(image, gt, pred, None, store.spec, case_id=f"{cid} ({run.title})", slice_offset=z0,
                                 note=slab_note(run.per_case, cid, z0, z1, s))
             save_figure(fig, out / f"overlays_{run.arm.name}.png")
-    fig = plot_training_curves(logs, labels=[r.title for r in runs])
-    fig.suptitle(f"Training curves: SAM3D decoder on MNI152 2009a, {s.resolution} mm (test slabs superior to the "
+    timed = any(r.arm.is_baseline for r in runs)  # an equal-time comparison: curves against seconds
+    fig = plot_training_curves(logs, labels=[r.title for r in runs], x="seconds" if timed else "epoch",
+                               offsets=[float(r.finished.get("feature_seconds") or 0.0) for r in runs])
+    fig.suptitle(f"Training curves on MNI152 2009a, {s.resolution} mm (test slabs superior to the "
                  f"training slices)\n{'; '.join(r.title for r in runs)}", fontsize=10)
     fig.axes[1].set_ylabel("test-slab DSC (monitor only, no selection)")
     save_figure(fig, out / "curves.png")

@@ -239,9 +239,12 @@ def plot_params_vs_dsc(
     return fig
 
 
-def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike], conditions: RunConditions | None = None, labels: Sequence[str] | None = None) -> Figure:
+def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike], conditions: RunConditions | None = None,
+                         labels: Sequence[str] | None = None, x: str = "epoch",
+                         offsets: Sequence[float] | None = None) -> Figure:
     """Training loss and online validation DSC per epoch from one or more ``log.csv`` files
-    (the figure of :func:`sam3dlib.training.logging.curve_figure`, titled with the conditions).
+    (the figure of :func:`sam3dlib.training.logging.curve_figure`, titled with the conditions;
+    ``x`` and ``offsets`` as there: ``x="seconds"`` for runs compared at an equal time budget).
 
     Raises:
         FileNotFoundError: if a log file is missing.
@@ -261,7 +264,7 @@ def plot_training_curves(log_csv: str | os.PathLike | Sequence[str | os.PathLike
         if missing:
             raise ValueError(f"{p}: training log lacks columns {sorted(missing)}")
         runs.append((label, log.to_dict("records")))
-    fig = curve_figure(runs, _title("Training curves (this run)", conditions))
+    fig = curve_figure(runs, _title("Training curves (this run)", conditions), x=x, offsets=offsets)
     if conditions is not None and conditions.protocol == "paper":  # say what "validation" is here
         fig.axes[1].set_ylabel("online validation Dice (EMA dashed)\n= the test cases (paper protocol)")
     return fig

@@ -30,33 +30,51 @@ def _measured(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def curve_figure(runs: Sequence[tuple[str, Sequence[Mapping]]], title: str):
-    """Training loss (left) and online validation Dice (right; EMA dashed) against epoch.
+def curve_figure(runs: Sequence[tuple[str, Sequence[Mapping]]], title: str, x: str = "epoch",
+                 offsets: Sequence[float] | None = None):
+    """Training loss (left) and online validation Dice (right; EMA dashed) against epoch or time.
 
     Args:
         runs: ``(label, history)`` per run; a history is ``log.csv``'s rows as dicts (keys of
             :data:`LOG_COLUMNS`; ``val_dice`` None/NaN where the epoch did not validate).
         title: the figure's title.
+        x: ``epoch``, or ``seconds``: each epoch's end in seconds since the run started
+            (the cumulative ``seconds`` column plus the run's offset), for runs compared at an
+            equal budget of time whose epochs differ.
+        offsets: seconds spent before the first epoch, per run (e.g. feature encoding); 0 if None.
 
     Returns:
         A :class:`matplotlib.figure.Figure` (built without pyplot: no global state).
     """
     from sam3dlib.utils.figures import new_figure
 
+    if x not in ("epoch", "seconds"):
+        raise ValueError(f"x must be 'epoch' or 'seconds', got {x!r}")
     fig = new_figure(figsize=(10, 3.6), layout="constrained")
     ax_loss, ax_dice = fig.subplots(1, 2)
-    for label, history in runs:
-        line = ax_loss.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], "o-", ms=3, label=label)[0]
+    for i, (label, history) in enumerate(runs):
+        start, at = (offsets[i] if offsets else 0.0), {}
+        for r in history:  # each epoch's position on the x axis
+            at[r["epoch"]] = r["epoch"] if x == "epoch" else start + sum(
+                float(q["seconds"]) for q in history if q["epoch"] <= r["epoch"])
+        line = ax_loss.plot([at[r["epoch"]] for r in history], [r["train_loss"] for r in history], "o-", ms=3,
+                            label=label)[0]
         val = [r for r in history if _measured(r.get("val_dice"))]
-        ax_dice.plot([r["epoch"] for r in val], [r["val_dice"] for r in val], "s-", ms=3, color=line.get_color(), label=label)
+        ax_dice.plot([at[r["epoch"]] for r in val], [r["val_dice"] for r in val], "s-", ms=3, color=line.get_color(),
+                     label=label)
         ema = [r for r in val if _measured(r.get("val_dice_ema"))]
-        ax_dice.plot([r["epoch"] for r in ema], [r["val_dice_ema"] for r in ema], "--", color=line.get_color())
+        ax_dice.plot([at[r["epoch"]] for r in ema], [r["val_dice_ema"] for r in ema], "--", color=line.get_color())
     from matplotlib.ticker import MaxNLocator
 
-    for ax in (ax_loss, ax_dice):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax_loss.set(xlabel="epoch", ylabel="training loss (Dice + CE)")
-    ax_dice.set(xlabel="epoch", ylabel="online validation Dice (EMA dashed)", ylim=(0, 1))
+    xlabel = "epoch" if x == "epoch" else "seconds since the run started (feature encoding + training)"
+    if x == "epoch":
+        for ax in (ax_loss, ax_dice):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    else:
+        for ax in (ax_loss, ax_dice):
+            ax.set_xlim(left=0)
+    ax_loss.set(xlabel=xlabel, ylabel="training loss (Dice + CE)")
+    ax_dice.set(xlabel=xlabel, ylabel="online validation Dice (EMA dashed)", ylim=(0, 1))
     if len(runs) > 1:
         for ax in (ax_loss, ax_dice):
             ax.legend(fontsize=7)
