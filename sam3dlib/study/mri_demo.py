@@ -172,7 +172,7 @@ def demo_arms(settings: MRIDemoSettings, compare_random: bool = False) -> list[A
 
 def baseline_arm(settings: MRIDemoSettings, budget_s: float, model: str = BASELINE_MODEL) -> Arm:
     """``model`` trained from scratch for ``budget_s`` seconds (``time_budget_s``), the budget of
-    a SAM3D arm: its feature encoding plus its training (:func:`budget_seconds`).
+    a SAM3D arm: its feature encoding plus its training (:attr:`ArmRun.budget_seconds`).
 
     The budget stops it (up to :data:`BUDGET_STEP_FACTOR` x the demo's steps are planned) and
     its poly schedule runs on the budget (:func:`sam3dlib.training.optim.poly_step_lr`): equal
