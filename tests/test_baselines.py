@@ -135,8 +135,8 @@ def test_time_budget_stops_training_cleanly(synapse_store, tmp_path, one_thread)
 
 
 def test_poly_schedule_runs_on_the_time_budget():
-    """With time_budget_s the per-step poly rate follows whichever ends first, steps or seconds."""
-    from sam3dlib.training.optim import poly_decay, poly_step_lr
+    """With time_budget_s the poly rate (per step or per epoch) follows whichever ends first."""
+    from sam3dlib.training.optim import poly_decay, poly_lr, poly_step_lr
 
     cfg = get_config("table1_synapse", "smoke", epochs=2, iterations_per_epoch=10, lr=0.01, poly_per_step=True,
                      time_budget_s=100)
@@ -145,6 +145,10 @@ def test_poly_schedule_runs_on_the_time_budget():
     assert poly_step_lr(cfg, 1, seconds=250) == 0.0  # the budget is spent: no further descent
     free = get_config("table1_synapse", "smoke", epochs=2, iterations_per_epoch=10, lr=0.01)
     assert poly_step_lr(free, 5, seconds=1e6) == pytest.approx(poly_decay(0.01, 5, 20, free.poly_power))
+    epochs = get_config("table1_synapse", "smoke", epochs=10, lr=0.01, time_budget_s=100)  # per-epoch schedule
+    assert poly_lr(epochs, 1, seconds=50) == pytest.approx(poly_decay(0.01, 5, 10, epochs.poly_power))
+    assert poly_lr(epochs, 6, seconds=50) == pytest.approx(poly_decay(0.01, 6, 10, epochs.poly_power))
+    assert poly_lr(free, 1, seconds=1e6) == pytest.approx(poly_decay(0.01, 1, 2, free.poly_power))
 
 
 def test_table_renders_baseline_rows(baseline_run, synapse_store, tmp_path):

@@ -23,9 +23,20 @@ def poly_decay(lr0: float, done: int, total: int, power: float = 0.9) -> float:
     return lr0 * (1 - done / total) ** power
 
 
-def poly_lr(config, epoch: int) -> float:
-    """:func:`poly_decay` of a config (set before epoch 0 and after each epoch with ep + 1)."""
-    return poly_decay(config.lr, epoch, config.epochs, config.poly_power)
+def _budget_poly(config, done: float, seconds: float) -> float:
+    """:func:`poly_decay` at fraction ``done``, or at ``seconds / time_budget_s`` when that is larger."""
+    if config.time_budget_s:
+        done = max(done, seconds / config.time_budget_s)
+    return poly_decay(config.lr, min(done, 1.0), 1.0, config.poly_power)
+
+
+def poly_lr(config, epoch: int, seconds: float = 0.0) -> float:
+    """:func:`poly_decay` of a config (set before epoch 0 and after each epoch with ep + 1).
+
+    With ``config.time_budget_s`` the schedule runs on whichever ends first, the epochs or the
+    budget (as :func:`poly_step_lr`); ``seconds``: training seconds so far.
+    """
+    return _budget_poly(config, epoch / config.epochs, seconds)
 
 
 def poly_step_lr(config, step: int, seconds: float = 0.0) -> float:
@@ -37,7 +48,4 @@ def poly_step_lr(config, step: int, seconds: float = 0.0) -> float:
     (``seconds``: training seconds so far), so a run stopped by its budget has decayed its rate
     as one that ran its steps (a fair equal-budget comparison).
     """
-    done = step / (config.epochs * config.iterations_per_epoch)
-    if config.time_budget_s:
-        done = max(done, seconds / config.time_budget_s)
-    return poly_decay(config.lr, min(done, 1.0), 1.0, config.poly_power)
+    return _budget_poly(config, step / (config.epochs * config.iterations_per_epoch), seconds)

@@ -245,7 +245,7 @@ class Trainer:
     def run_epoch(self, epoch: int) -> dict:
         """Train, validate (when due), pick the best, log and checkpoint one epoch; returns its log row."""
         t0 = self._epoch_t0 = time.perf_counter()
-        lr = poly_lr(self.config, epoch)
+        lr = poly_lr(self.config, epoch, self.trained_seconds())
         self._set_lr(lr)
         self.peak_memory.start()
         loss = self.train_epoch(epoch)
