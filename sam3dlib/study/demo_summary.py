@@ -25,6 +25,9 @@ from sam3dlib.utils.fileio import atomic_write_text
 
 #: The summary's file name in the demo's output folder.
 SUMMARY = "summary.html"
+#: The demo's tables have a column per class, metric and cost: headers wrap, and a table wider than
+#: the page scrolls inside it instead of running off the page.
+SUMMARY_CSS = ".sam3d-table{overflow-x:auto}.sam3d-table thead th{white-space:normal;vertical-align:bottom}"
 #: Figures shown first, in this order (others follow by name).
 FIGURE_ORDER = ("overlays_pretrained.png", "overlays_random.png", "curves.png")
 
@@ -103,7 +106,7 @@ def write_demo_summary(out: str | os.PathLike) -> Path:
         parts.append("<h2>Figures</h2>")
         parts += [_img(p) for p in figures]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>SAM3D demo summary</title>\n'
-            f"<style>{PAGE_CSS}{TABLE_CSS}{REPORT_CSS}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+            f"<style>{PAGE_CSS}{TABLE_CSS}{REPORT_CSS}{SUMMARY_CSS}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
     return atomic_write_text(out / SUMMARY, page)
 
 

@@ -439,7 +439,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
         "cpu_seconds": round(time.process_time() - cpu0, 1),  # all threads; wall time on a shared machine is longer
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "threads": torch.get_num_threads(),
-        "settings": asdict(s),
+        "settings": {**asdict(s), "encoder_pool": s.pool},  # the pool used (DEMO_POOLS when unset)
     }
     atomic_write_json(out / "demo.json", record)
     record["table"] = table
