@@ -78,11 +78,11 @@ def measure_dsc(encoder: str, pools: list[int], out: Path, budget_s: float | Non
     rows = []
     for pool, run in zip(pools, result.runs):
         prov = json.loads((run.run_dir / "provenance.json").read_text())
-        log = pd.read_csv(run.run_dir / "log.csv")
+        steps = int(run.finished["steps"])
         summary = run.summary.set_index(["metric", "region"])["mean"]
         rows.append({"encoder": encoder, "pool": pool, "decoder_grid": "x".join(map(str, prov.get("decoder_grid", []))),
-                     "s_per_step": round(float(log["seconds"].sum() / log["steps"].sum()), 3),
-                     "steps": int(log["steps"].sum()), "DSC GM": round(float(summary[("DSC", "GM")]), 4), "DSC WM": round(float(summary[("DSC", "WM")]), 4),
+                     "s_per_step": round(run.train_seconds / steps, 3), "steps": steps,
+                     "DSC GM": round(float(summary[("DSC", "GM")]), 4), "DSC WM": round(float(summary[("DSC", "WM")]), 4),
                      "DSC mean": round(run.mean_dsc, 4),
                      "HD95 mean mm": round(float(summary[("HD95_strict", "average")]), 2),
                      "train_s": round(run.train_seconds, 1), "run_s": round(run.seconds, 1),

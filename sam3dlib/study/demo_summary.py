@@ -63,8 +63,10 @@ def _info_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(enc, dict):
             text = f"{enc.get('source', '')}; weights sha256 {enc.get('sha256', '?')}"
             rows.append((f"Encoder {name}", text))
+    from sam3dlib.modeling.models import SAM3D_MODEL  # the model registry pulls in torch: only when rows are made
+
     for arm in (record.get("arms") or {}).values():
-        if isinstance(arm, dict) and arm.get("sha256") == "no encoder":  # a baseline trained from scratch
+        if isinstance(arm, dict) and arm.get("model", SAM3D_MODEL) != SAM3D_MODEL:  # a baseline trained from scratch
             rows.append((f"Baseline {arm.get('label', '')}", f"{arm.get('model')} trained from scratch, no encoder: "
                          f"{arm.get('steps')} steps in {arm.get('budget_seconds')} s (stopped by "
                          f"{arm.get('stopped_by')}), {arm.get('trainable_parameters')} trainable parameters"))

@@ -230,15 +230,24 @@ class ArmRun:
     summary: pd.DataFrame
     encoder_source: str
     encoder_sha256: str | None
-    train_seconds: float  # the epochs (steps, validation, checkpoints)
     seconds: float  # the whole arm: model, encoding, epochs, prediction and scoring
-    #: the run's ``finished.json`` (steps, trainable parameters, feature seconds, what stopped it)
+    #: the run's ``finished.json`` (steps, trainable parameters, feature and training seconds, what stopped it)
     finished: dict = field(default_factory=dict)
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds of the epochs (steps, validation, checkpoints), as the trainer recorded them."""
+        return float(self.finished.get("train_seconds") or 0.0)
+
+    @property
+    def weights_label(self) -> str:
+        """The encoder weights' sha256, ``random init``, or ``no encoder`` for a baseline."""
+        return "no encoder" if self.arm.is_baseline else self.encoder_sha256 or "random init"
 
     @property
     def budget_seconds(self) -> float:
         """Seconds this arm spent before its model could predict: feature encoding plus training."""
-        return float(self.finished.get("feature_seconds") or 0.0) + float(self.finished.get("train_seconds") or 0.0)
+        return float(self.finished.get("feature_seconds") or 0.0) + self.train_seconds
 
     @property
     def title(self) -> str:
@@ -268,12 +277,11 @@ def read_arm_run(arm: Arm, run: Path, seconds: float) -> ArmRun:
     from sam3dlib.utils.fileio import read_json
 
     prov = read_json(run / "provenance.json", ValueError, expect=dict)
-    log = pd.read_csv(run / "log.csv")
     sha = prov.get("encoder_sha256")
     source = "" if arm.is_baseline else str(prov.get("encoder_weights", prov.get("encoder_checkpoint")))
     return ArmRun(arm, run, pd.read_csv(run / "per_case.csv"), pd.read_csv(run / "summary.csv"), source,
                   None if sha in (None, RANDOM_INIT) or arm.is_baseline else sha,
-                  float(log["seconds"].sum()), seconds, read_json(run / "finished.json", ValueError, expect=dict))
+                  seconds, read_json(run / "finished.json", ValueError, expect=dict))
 
 
 #: summary metric -> the demo table's name (HD95 in mm, the ground truth's spacing)
@@ -284,8 +292,7 @@ def results_table(runs: list[ArmRun]) -> pd.DataFrame:
     """One row per arm: DSC and HD95 (mm) per class and their means, the arm's seconds."""
     rows = []
     for run in runs:
-        sha = "no encoder" if run.arm.is_baseline else (run.encoder_sha256 or "random init")[:12]
-        row = {"arm": run.arm.name, "model": run.arm.label, "sha256": sha}
+        row = {"arm": run.arm.name, "model": run.arm.label, "sha256": run.weights_label[:12]}
         for _, r in run.summary.iterrows():
             if r["metric"] in TABLE_METRICS:
                 name = TABLE_METRICS[r["metric"]]
@@ -429,7 +436,7 @@ def run_mri_demo(out: str | os.PathLike = "results/demo", compare_random: bool =
                                    "train_seconds": round(r.train_seconds, 1)} for r in sam3d_runs},
         "arms": {r.arm.name: {"label": r.arm.label, "model": r.arm.model, "run": str(r.run_dir),
                               "source": r.encoder_source,
-                              "sha256": "no encoder" if r.arm.is_baseline else r.encoder_sha256 or "random init",
+                              "sha256": r.weights_label,
                               "train_seconds": round(r.train_seconds, 1), "budget_seconds": round(r.budget_seconds, 1),
                               "steps": r.finished.get("steps"), "stopped_by": r.finished.get("stopped_by"),
                               "trainable_parameters": r.finished.get("trainable_parameters"),

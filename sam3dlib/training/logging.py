@@ -5,6 +5,7 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 from pathlib import Path
 
 from sam3dlib.utils.fileio import atomic_write, atomic_write_text
@@ -53,10 +54,9 @@ def curve_figure(runs: Sequence[tuple[str, Sequence[Mapping]]], title: str, x: s
     fig = new_figure(figsize=(10, 3.6), layout="constrained")
     ax_loss, ax_dice = fig.subplots(1, 2)
     for i, (label, history) in enumerate(runs):
-        start, at = (offsets[i] if offsets else 0.0), {}
-        for r in history:  # each epoch's position on the x axis
-            at[r["epoch"]] = r["epoch"] if x == "epoch" else start + sum(
-                float(q["seconds"]) for q in history if q["epoch"] <= r["epoch"])
+        ends = accumulate((float(r["seconds"]) for r in history), initial=offsets[i] if offsets else 0.0)
+        next(ends)  # the offset itself: where the first epoch starts
+        at = {r["epoch"]: r["epoch"] if x == "epoch" else end for r, end in zip(history, ends)}  # x of each epoch
         line = ax_loss.plot([at[r["epoch"]] for r in history], [r["train_loss"] for r in history], "o-", ms=3,
                             label=label)[0]
         val = [r for r in history if _measured(r.get("val_dice"))]

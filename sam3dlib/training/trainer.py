@@ -233,10 +233,11 @@ class Trainer:
         done = sum(float(r.get("seconds") or 0.0) for r in self.history)
         return done + (time.perf_counter() - self._epoch_t0 if getattr(self, "_epoch_t0", None) else 0.0)
 
-    def budget_spent(self) -> bool:
-        """Whether ``config.time_budget_s`` has passed (the same answer on every rank)."""
+    def budget_spent(self, seconds: float | None = None) -> bool:
+        """Whether ``config.time_budget_s`` has passed after ``seconds`` of training (None: now;
+        the same answer on every rank)."""
         budget = self.config.time_budget_s
-        spent = budget is not None and self.trained_seconds() >= budget
+        spent = budget is not None and (self.trained_seconds() if seconds is None else seconds) >= budget
         if self.ctx.world_size > 1:
             flag = torch.tensor([float(spent)], device=self.device)
             spent = bool(self.ctx.all_reduce_sum(flag).item() > 0)
@@ -306,11 +307,11 @@ class Trainer:
         with tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
                   disable=not (self.progress and self.ctx.is_main)) as bar:
             for i, batch in enumerate(loader):
-                if budget and self.budget_spent():
+                seconds = self.trained_seconds() if budget else 0.0
+                if budget and self.budget_spent(seconds):
                     break
                 if self.config.poly_per_step:
-                    self._set_lr(poly_step_lr(self.config, epoch * self.config.iterations_per_epoch + i,
-                                                  self.trained_seconds()))
+                    self._set_lr(poly_step_lr(self.config, epoch * self.config.iterations_per_epoch + i, seconds))
                 t0 = time.perf_counter()
                 try:
                     loss = self.step(batch)
